@@ -1,0 +1,346 @@
+"""The exceptions gymnasiarch raises, and the ones it carries across processes.
+
+Every exception here derives from :class:`GymnasiarchError`, so ``except
+GymnasiarchError`` catches anything the library raises on purpose. The names
+and constructor signatures are those of ``palaestrai.util.exception``; code
+written against that module keeps working.
+
+The hierarchy::
+
+    GymnasiarchError
+    ├── SupervisionError                  (keyword-only fields, see below)
+    │   ├── PrematureTaskDeathError        a child died and the supervisor gave up
+    │   ├── DeadChildrenRisingAsZombiesError  children survived shutdown or SIGKILL
+    │   ├── SignalInterruptError           SIGINT/SIGTERM/SIGHUP stopped the tree
+    │   └── TasksNotFinishedError          tasks outlived their stop deadline
+    ├── InitializationFailedError         a child could not be constructed or started
+    ├── ExperimentSetupFailedError
+    ├── ExperimentAlreadyRunningError
+    ├── AgentConductorFailedError
+    ├── EnvConductorFailedError
+    ├── SimControllerFailedError
+    ├── BrainMuscleConnectionFailedError
+    ├── EnvironmentHasNoUIDError
+    ├── InvalidRequestError(expected, got)
+    ├── InvalidResponseError(expected, got)
+    ├── RequestIsNoneError
+    ├── ReplyIsNoneError
+    ├── OutOfActionSpaceError
+    ├── OutOfObservationSpaceError
+    ├── UnknownModeError
+    └── SimulationSetupError(experiment_run_id, message)   (also a RuntimeError)
+
+:class:`gymnasiarch.dynaloader.ErrorDuringImport` derives from
+:class:`GymnasiarchError` too; it lives in the module that raises it, as in the
+original.
+
+Why the pickling care: a child's exception travels to the parent, and the
+supervisor's errors travel up a supervision tree that may span processes.
+``BaseException`` pickles itself as ``type(exc)(*exc.args)``, which breaks for
+any class whose ``__init__`` takes something other than ``*args``. Every class
+here therefore passes all of its constructor arguments to
+``super().__init__`` and formats its message in ``__str__``; the classes with
+keyword-only fields rebuild themselves through :meth:`__reduce__`.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "AgentConductorFailedError",
+    "BrainMuscleConnectionFailedError",
+    "DeadChildrenRisingAsZombiesError",
+    "EnvConductorFailedError",
+    "EnvironmentHasNoUIDError",
+    "ExperimentAlreadyRunningError",
+    "ExperimentSetupFailedError",
+    "GymnasiarchError",
+    "InitializationFailedError",
+    "InvalidRequestError",
+    "InvalidResponseError",
+    "OutOfActionSpaceError",
+    "OutOfObservationSpaceError",
+    "PrematureTaskDeathError",
+    "ReplyIsNoneError",
+    "RequestIsNoneError",
+    "SignalInterruptError",
+    "SimControllerFailedError",
+    "SimulationSetupError",
+    "SupervisionError",
+    "TasksNotFinishedError",
+    "UnknownModeError",
+]
+
+
+class GymnasiarchError(Exception):
+    """Base class of every exception gymnasiarch raises deliberately."""
+
+
+def _rebuild(
+    cls: type[SupervisionError], args: tuple[Any, ...], fields: dict[str, Any]
+) -> SupervisionError:
+    """Unpickle a :class:`SupervisionError` with its keyword-only fields."""
+    return cls(*args, **fields)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return _signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class SupervisionError(GymnasiarchError):
+    """Base class of the errors a supervisor raises about its children.
+
+    Every field is optional and keyword-only, so the seed's bare
+    ``PrematureTaskDeathError()`` and ``PrematureTaskDeathError("text")``
+    still work. The supervisor fills in what it knows:
+
+    Attributes:
+        child: Name of the child the error is about.
+        pid: Process id of that child, if it had one.
+        exitcode: The child's exit code, if it exited on its own.
+        signum: Number of the signal that ended the child (or, for
+            :class:`SignalInterruptError`, the signal the supervisor got).
+        restarts: How often the child had been restarted before this.
+        remote_traceback: The child's own formatted traceback, if it raised.
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        child: str | None = None,
+        pid: int | None = None,
+        exitcode: int | None = None,
+        signum: int | None = None,
+        restarts: int | None = None,
+        remote_traceback: str | None = None,
+    ) -> None:
+        super().__init__(*args)
+        self.child = child
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signum = signum
+        self.restarts = restarts
+        self.remote_traceback = remote_traceback
+
+    @property
+    def signal_name(self) -> str | None:
+        """The name of :attr:`signum` (``"SIGKILL"``), or ``None``."""
+        return None if self.signum is None else _signal_name(self.signum)
+
+    def _fields(self) -> dict[str, Any]:
+        """The keyword-only fields, as the constructor takes them."""
+        return {
+            "child": self.child,
+            "pid": self.pid,
+            "exitcode": self.exitcode,
+            "signum": self.signum,
+            "restarts": self.restarts,
+            "remote_traceback": self.remote_traceback,
+        }
+
+    def __reduce__(
+        self,
+    ) -> tuple[Callable[..., SupervisionError], tuple[Any, ...], dict[str, Any]]:
+        # The third item is the instance __dict__: attributes a caller set on
+        # the exception after construction survive the trip as well.
+        return (_rebuild, (type(self), self.args, self._fields()), self.__dict__)
+
+    def _details(self) -> list[str]:
+        details = []
+        if self.child is not None:
+            details.append(f"child {self.child!r}")
+        if self.pid is not None:
+            details.append(f"pid {self.pid}")
+        if self.exitcode is not None:
+            details.append(f"exit code {self.exitcode}")
+        if self.signum is not None:
+            details.append(f"signal {self.signal_name}")
+        if self.restarts is not None:
+            details.append(f"{self.restarts} restart(s)")
+        return details
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        details = ", ".join(self._details())
+        if message and details:
+            return f"{message} ({details})"
+        return message or details
+
+
+class PrematureTaskDeathError(SupervisionError):
+    """Raised when a task (a supervised child) died before its time.
+
+    The supervisor raises it when a child ended abnormally (a non-zero exit
+    code, a signal, or an exception) and its restart type or the restart
+    intensity (``max_restarts`` within ``max_seconds``) says to give up, and
+    when a *significant* child ends abnormally. If the child raised, its
+    traceback text is in :attr:`remote_traceback` and the exception's
+    ``__cause__`` shows it.
+    """
+
+
+class DeadChildrenRisingAsZombiesError(SupervisionError):
+    """Raised when children died and started to become zombies.
+
+    The supervisor raises it when children are still alive after shutdown and
+    escalation to SIGKILL, or could not be reaped in time (a process stuck in
+    uninterruptible sleep, say). :attr:`zombies` names them with their pids.
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        zombies: dict[str, int] | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(*args, **fields)
+        self.zombies: dict[str, int] = dict(zombies or {})
+
+    def _fields(self) -> dict[str, Any]:
+        return {**super()._fields(), "zombies": self.zombies}
+
+    def _details(self) -> list[str]:
+        details = super()._details()
+        if self.zombies:
+            listed = ", ".join(f"{n!r} (pid {p})" for n, p in self.zombies.items())
+            details.append(f"still alive: {listed}")
+        return details
+
+
+class SignalInterruptError(SupervisionError):
+    """Raised when a signal was received.
+
+    The supervisor raises it after SIGINT, SIGTERM or SIGHUP made it shut the
+    whole tree down in order; :attr:`signum` says which signal it was. By the
+    time the caller sees it, every child has been stopped and reaped.
+    """
+
+
+class TasksNotFinishedError(SupervisionError):
+    """Raised when tasks did not finish when they should have.
+
+    The supervisor raises it when it was asked to stop but some of its tasks
+    did not finish before the stop deadline. (The original raised it when
+    neither its signal monitor nor its transceiver task returned.)
+    :attr:`pending` names the tasks.
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        pending: tuple[str, ...] | list[str] | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(*args, **fields)
+        self.pending: tuple[str, ...] = tuple(pending or ())
+
+    def _fields(self) -> dict[str, Any]:
+        return {**super()._fields(), "pending": self.pending}
+
+    def _details(self) -> list[str]:
+        details = super()._details()
+        if self.pending:
+            details.append("pending: " + ", ".join(self.pending))
+        return details
+
+
+class InitializationFailedError(GymnasiarchError):
+    """Raised when initialization failed.
+
+    gymnasiarch raises it when a child's target could not be constructed
+    (:func:`gymnasiarch.dynaloader.load_with_params` with a constructor that
+    raised or parameters it does not take), and when a child did not signal
+    readiness within its ``ready_timeout``. The original raised it when the
+    initialization of an experiment failed.
+    """
+
+
+class ExperimentSetupFailedError(GymnasiarchError):
+    """Raised when the experiment setup failed (kept for palaestrAI code)."""
+
+
+class ExperimentAlreadyRunningError(GymnasiarchError):
+    """Raised during experiment start if the experiment is already running."""
+
+
+class AgentConductorFailedError(GymnasiarchError):
+    """Raised when an error occurs while an agent conductor runs."""
+
+
+class EnvConductorFailedError(GymnasiarchError):
+    """Raised when an error occurs while an environment conductor runs."""
+
+
+class SimControllerFailedError(GymnasiarchError):
+    """Raised when a simulation controller could not be started."""
+
+
+class BrainMuscleConnectionFailedError(GymnasiarchError):
+    """Raised when an agent's brain cannot bind its port (already in use)."""
+
+
+class EnvironmentHasNoUIDError(GymnasiarchError):
+    """Raised when an environment in a multi-environment setup has no UID."""
+
+
+class _ExpectedGotError(GymnasiarchError):
+    """A request/response mismatch: what was expected, what came instead."""
+
+    def __init__(self, expected: object, got: object) -> None:
+        super().__init__(expected, got)
+        self.expected = expected
+        self.got = got
+
+    def __str__(self) -> str:
+        return f"Expected {self.expected}, got {self.got}."
+
+
+class InvalidRequestError(_ExpectedGotError):
+    """Raised when a wrong request was received."""
+
+
+class InvalidResponseError(_ExpectedGotError):
+    """Raised when a wrong response was received."""
+
+
+class RequestIsNoneError(GymnasiarchError):
+    """Raised when a request is None."""
+
+
+class ReplyIsNoneError(GymnasiarchError):
+    """Raised when a reply is None."""
+
+
+class OutOfActionSpaceError(GymnasiarchError):
+    """Raised when an actuator receives a value outside its action space."""
+
+
+class OutOfObservationSpaceError(GymnasiarchError):
+    """Raised when a sensor value lies outside its observation space."""
+
+
+class UnknownModeError(GymnasiarchError):
+    """Raised when an agent's muscle receives a mode it does not know."""
+
+
+class SimulationSetupError(GymnasiarchError, RuntimeError):
+    """Raised when the setup of a simulation (an experiment run) failed.
+
+    Attributes:
+        experiment_run_id: The run whose setup failed.
+        message: What went wrong.
+    """
+
+    def __init__(self, experiment_run_id: object, message: str) -> None:
+        super().__init__(experiment_run_id, message)
+        self.experiment_run_id = experiment_run_id
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"Simulation setup of run {self.experiment_run_id} failed: {self.message}"
