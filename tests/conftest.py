@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-# multiprocessing's resource tracker is started once per test process and
-# lives as long as it: it is not something a test left behind.
-_LONG_LIVED_HELPERS = ("multiprocessing.resource_tracker",)
+# multiprocessing's resource tracker and fork server are started once per
+# test process and live as long as it: they are not something a test left
+# behind. (The fork server's children, our supervised processes, are checked.)
+_LONG_LIVED_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 
 
-def _children_of(pid: int) -> dict[int, str]:
-    """Map pid -> "state cmdline" for every direct child of *pid*, zombies included."""
-    children: dict[int, str] = {}
+def _process_table() -> dict[int, tuple[int, str]]:
+    """Map pid -> (ppid, "state cmdline") for every process, zombies included."""
+    table: dict[int, tuple[int, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -27,20 +28,34 @@ def _children_of(pid: int) -> dict[int, str]:
             continue  # it exited while we looked
         # The command name may contain spaces and parentheses: split after the last ")".
         state, ppid = stat.rpartition(")")[2].split()[:2]
-        if int(ppid) == pid:
-            children[int(entry.name)] = f"{state} {cmdline.strip()}"
-    return children
+        table[int(entry.name)] = (int(ppid), f"{state} {cmdline.strip()}")
+    return table
+
+
+def _descendants_of(pid: int) -> dict[int, str]:
+    """Map pid -> "state cmdline" for every descendant of *pid*."""
+    table = _process_table()
+    found: dict[int, str] = {}
+    parents = {pid}
+    while parents:
+        parents = {p for p, (ppid, _) in table.items() if ppid in parents and p not in found}
+        found.update({p: table[p][1] for p in parents})
+    return found
+
+
+def is_helper(what: str) -> bool:
+    return any(helper in what for helper in _LONG_LIVED_HELPERS)
 
 
 @pytest.fixture(autouse=True)
 def no_process_left_behind() -> Iterator[None]:
     """Fail the test if it leaves a child process (or a zombie) of ours behind."""
-    before = set(_children_of(os.getpid()))
+    before = set(_descendants_of(os.getpid()))
     yield
     leftover = {
         pid: what
-        for pid, what in _children_of(os.getpid()).items()
-        if pid not in before and not any(h in what for h in _LONG_LIVED_HELPERS)
+        for pid, what in _descendants_of(os.getpid()).items()
+        if pid not in before and not is_helper(what)
     }
     if leftover:
         pytest.fail(f"test left processes behind: {leftover}")

@@ -2,13 +2,71 @@
 
 The public API is what this module and the modules named in the docs export;
 everything in a module whose name starts with an underscore is private.
+
+The supervisor's names are imported on first use, so that importing a leaf
+module (``gymnasiarch.exceptions``, ``.dynaloader``, ``.seeding``) costs only
+the standard library.
 """
 
+from __future__ import annotations
+
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gymnasiarch._context import ChildContext as ChildContext
+    from gymnasiarch._context import child_context as child_context
+    from gymnasiarch._events import Event as Event
+    from gymnasiarch._process import ExitStatus as ExitStatus
+    from gymnasiarch._process import RemoteTraceback as RemoteTraceback
+    from gymnasiarch._runtime_config import RuntimeConfig as RuntimeConfig
+    from gymnasiarch._spec import Backoff as Backoff
+    from gymnasiarch._spec import ChildSpec as ChildSpec
+    from gymnasiarch._supervisor import ChildInfo as ChildInfo
+    from gymnasiarch._supervisor import Supervisor as Supervisor
 
 try:
     __version__: str = version("gymnasiarch")
 except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+_LAZY = {
+    "Backoff": "gymnasiarch._spec",
+    "ChildContext": "gymnasiarch._context",
+    "ChildInfo": "gymnasiarch._supervisor",
+    "ChildSpec": "gymnasiarch._spec",
+    "Event": "gymnasiarch._events",
+    "ExitStatus": "gymnasiarch._process",
+    "RemoteTraceback": "gymnasiarch._process",
+    "RuntimeConfig": "gymnasiarch._runtime_config",
+    "Supervisor": "gymnasiarch._supervisor",
+    "child_context": "gymnasiarch._context",
+}
+
+__all__ = [
+    "Backoff",
+    "ChildContext",
+    "ChildInfo",
+    "ChildSpec",
+    "Event",
+    "ExitStatus",
+    "RemoteTraceback",
+    "RuntimeConfig",
+    "Supervisor",
+    "__version__",
+    "child_context",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gymnasiarch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,188 @@
+"""The child's side of a supervised process: bootstrap, guards, and the channel home.
+
+:func:`child_main` is what the process layer starts in every child. In this
+order it: sets the process title, leaves the parent's process group, ignores
+SIGINT, arms two parent-death guards, connects logging and
+``child_context()`` to the channel, runs the target through the machinery of
+:func:`~gymnasiarch.spawn.spawn_wrapper`, and sends back the result or the
+exception with its traceback text. The channel is a pipe only parent and
+child hold; the parent reads it to its end before it reports the exit, so a
+record logged right before the end is never lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import inspect
+import multiprocessing
+import os
+import pickle
+import select
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import anyio
+
+from gymnasiarch._context import ChildContext, set_child_context
+from gymnasiarch._logwire import ChannelHandler
+from gymnasiarch._runtime_config import RuntimeConfig
+from gymnasiarch.dynaloader import resolve
+from gymnasiarch.spawn import (
+    prepare_child,
+    reset_logging_to,
+    set_log_rewire,
+    set_process_title,
+    spawn_wrapper,
+)
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything a child needs to know; pickled to it over its trusted start pipe."""
+
+    name: str
+    target: Callable[..., Any] | str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    runtime_config: dict[str, Any]
+    seed: int | None
+    restarts: int
+    log_level: int
+
+
+class _Sender:
+    """Send whole messages on the channel from any thread, one at a time."""
+
+    def __init__(self, channel: Connection) -> None:
+        self._channel = channel
+        self._lock = threading.Lock()
+
+    def __call__(self, message: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._channel.send(message)
+
+
+def _die_with_our_group() -> None:
+    """The supervisor is gone: take this child and its own subprocesses down."""
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _watch_parent(sentinel: int) -> None:
+    # The parent never writes to this pipe: readable means EOF, the parent died.
+    select.select([sentinel], [], [])
+    _die_with_our_group()
+
+
+def _guard_against_orphaning() -> None:
+    """Exit when the supervisor dies, even by SIGKILL.
+
+    Two guards, because each has a measured trap: the parent-death signal
+    belongs to the thread that forked us (and, with a fork server, to the
+    fork server, which exits when the supervisor does), and EOF on the
+    parent's pipe is late when a forked sibling inherited its write end.
+    Both are checked once after arming, in case the parent died before.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() == 1:
+            _die_with_our_group()
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if sentinel is None:
+        return
+    if select.select([sentinel], [], [], 0)[0]:
+        _die_with_our_group()
+    threading.Thread(
+        target=_watch_parent, args=(sentinel,), name="gymnasiarch-parent-watch", daemon=True
+    ).start()
+
+
+def _report_error(send: _Sender, error: BaseException) -> None:
+    text = "".join(traceback.format_exception(error)).rstrip()
+    try:
+        pickle.dumps(error)
+        picklable: BaseException | None = error
+    except Exception:
+        picklable = None
+    send(("error", picklable, type(error).__qualname__, str(error), text))
+
+
+def _report_result(send: _Sender, result: Any) -> None:
+    try:
+        send(("result", result))
+    except Exception as error:  # the result would not pickle
+        failure = TypeError(
+            f"the target returned a {type(result).__name__}, which cannot be sent "
+            f"to the supervisor: {error}"
+        )
+        _report_error(send, failure)
+        raise SystemExit(1) from None
+
+
+def _run_target(launch: Launch, send: _Sender) -> Any:
+    target = resolve(launch.target) if isinstance(launch.target, str) else launch.target
+    send(("started",))
+    if inspect.iscoroutinefunction(target):
+        return anyio.run(
+            spawn_wrapper,
+            launch.name,
+            launch.runtime_config,
+            target,
+            list(launch.args),
+            launch.kwargs,
+        )
+    # A sync target runs without an event loop around it, so it may start its own.
+    prepare_child(launch.name, launch.runtime_config)
+    result = target(*launch.args, **launch.kwargs)
+    if inspect.isawaitable(result):
+
+        async def _await() -> Any:
+            return await result
+
+        result = anyio.run(_await)
+    return result
+
+
+def child_main(launch: Launch, channel: Connection) -> None:
+    """Entry point of every supervised child process."""
+    set_process_title(launch.name)
+    # Our own group: the supervisor's signals reach our subprocesses too.
+    # (It fails only for a group or session leader, which we already are then.)
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _guard_against_orphaning()
+    send = _Sender(channel)
+    handler = ChannelHandler(send)
+    set_log_rewire(lambda: reset_logging_to(handler, launch.log_level))
+    set_child_context(
+        ChildContext(
+            name=launch.name,
+            seed=launch.seed,
+            restarts=launch.restarts,
+            runtime_config=RuntimeConfig.from_dict(launch.runtime_config),
+            _send=send,
+        )
+    )
+    reset_logging_to(handler, launch.log_level)  # also for records logged at import time
+    try:
+        result = _run_target(launch, send)
+    except SystemExit as exit_:
+        send(("exit", exit_.code if isinstance(exit_.code, int) else 1))
+        raise
+    except BaseException as error:
+        _report_error(send, error)
+        raise SystemExit(1) from None
+    _report_result(send, result)

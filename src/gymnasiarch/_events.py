@@ -1,0 +1,70 @@
+"""Lifecycle events a supervisor publishes, and the fan-out to subscribers."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+EventKind = Literal[
+    "started", "ready", "exited", "restarting", "gave_up", "shutting_down", "stopped"
+]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened in a supervision tree.
+
+    Attributes:
+        kind: ``started``, ``ready``, ``exited``, ``restarting``, ``gave_up``,
+            ``shutting_down`` or ``stopped``.
+        child: The child it is about (``None`` for the supervisor itself).
+        pid: The child's process id, where there is one.
+        restarts: The child's restart count at the time.
+        exitcode: For ``exited``: the exit code, if the child exited.
+        signum: For ``exited``: the signal that ended the child, if any.
+        detail: A short human description (``"exit code 3"``, a delay...).
+        time: When it happened (``time.time()``).
+    """
+
+    kind: EventKind
+    child: str | None = None
+    pid: int | None = None
+    restarts: int = 0
+    exitcode: int | None = None
+    signum: int | None = None
+    detail: str = ""
+    time: float = field(default_factory=time.time)
+
+
+class EventHub:
+    """Fan events out to every subscriber; each gets its own unbounded stream."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[MemoryObjectSendStream[Event]] = []
+
+    def subscribe(self) -> MemoryObjectReceiveStream[Event]:
+        """A stream of every event from now on; it ends when the hub closes."""
+        send, receive = anyio.create_memory_object_stream[Event](math.inf)
+        self._subscribers.append(send)
+        return receive
+
+    def publish(self, kind: EventKind, **fields: Any) -> None:
+        """Deliver an event to every live subscriber (never blocks)."""
+        event = Event(kind, **fields)
+        for send in self._subscribers[:]:
+            try:
+                send.send_nowait(event)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                send.close()  # the subscriber stopped listening
+                self._subscribers.remove(send)
+
+    def close(self) -> None:
+        """End every subscriber's stream."""
+        for send in self._subscribers:
+            send.close()
+        self._subscribers.clear()

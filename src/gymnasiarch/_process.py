@@ -1,0 +1,297 @@
+"""The process layer: start a child in a fresh process, hear it, stop it, reap it.
+
+One :class:`ChildProcess` is one run of one child. Its exit is awaited on a
+pidfd through anyio (no polling, no SIGCHLD handler, no ``waitpid(-1)``), its
+messages (log records, readiness, the result or the exception) arrive on a
+pipe only parent and child hold, and signals go to the child's process group,
+so its own subprocesses stop with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import TaskStatus
+
+from gymnasiarch._child import Launch, child_main
+from gymnasiarch._logwire import reinject
+
+StartMethod = Literal["forkserver", "spawn"]
+
+logger = logging.getLogger("gymnasiarch.process")
+
+# Our own modules, loaded once in the fork server so that each child starts
+# in milliseconds instead of importing them again.
+PRELOAD = ["gymnasiarch._child"]
+
+
+def _needs_main_module(launch: Launch) -> bool:
+    """True if the target or its arguments refer to something defined in ``__main__``."""
+    return b"__main__" in pickle.dumps((launch.target, launch.args, launch.kwargs))
+
+
+@contextlib.contextmanager
+def _main_module_hidden(*, unless: bool) -> Iterator[None]:
+    """Keep multiprocessing from re-running the parent's main script in the child.
+
+    multiprocessing re-imports ``__main__`` in every spawned or fork-server
+    child, which costs an interpreter's worth of imports per start and runs
+    any unguarded top-level code of the script (a script that starts a
+    supervisor would start one in every child). Our children need it only
+    when their target lives there. Runs synchronously in the event loop's
+    thread, between two checkpoints.
+    """
+    if unless:
+        yield
+        return
+    real_main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = real_main
+
+
+class RemoteTraceback(Exception):  # noqa: N818 - named after what it shows
+    """The traceback of an exception raised in a child, as text.
+
+    It is the ``__cause__`` of the exception the child raised, so a
+    traceback printed in the parent shows where in the child it happened.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"\n\n{self.text}"
+
+
+class RemoteError(Exception):
+    """Stands in for a child's exception that could not be pickled."""
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How one run of a child ended.
+
+    Attributes:
+        exitcode: The exit code, or ``None`` if a signal ended the child.
+        signum: The signal that ended the child, or ``None``.
+        result: What the target returned (if it returned).
+        error: The exception the target raised, with a :class:`RemoteTraceback`
+            as its ``__cause__`` (if it raised).
+        traceback: The child's traceback text (if it raised).
+        pid: The process id the child had.
+    """
+
+    exitcode: int | None
+    signum: int | None
+    result: Any = None
+    error: BaseException | None = None
+    traceback: str | None = None
+    pid: int | None = None
+
+    @property
+    def normal(self) -> bool:
+        """True if the child ended on its own with exit code 0 and no exception."""
+        return self.exitcode == 0 and self.error is None
+
+    def describe(self) -> str:
+        """A short human text: ``exit code 3``, ``signal SIGKILL``, ``raised ValueError``."""
+        if self.error is not None:
+            return f"raised {type(self.error).__name__}: {self.error}"
+        if self.signum is not None:
+            return f"killed by {signal.Signals(self.signum).name}"
+        return f"exit code {self.exitcode}"
+
+
+def _status_from_code(code: int | None) -> tuple[int | None, int | None]:
+    if code is None:
+        return None, None
+    if code < 0:
+        return None, -code
+    return code, None
+
+
+def _rebuild_error(payload: tuple[Any, ...]) -> tuple[BaseException, str]:
+    error, type_name, text, tb_text = payload
+    if not isinstance(error, BaseException):
+        error = RemoteError(f"{type_name}: {text}")
+    error.__cause__ = RemoteTraceback(tb_text)
+    return error, tb_text
+
+
+class ChildProcess:
+    """One run of one child in its own process.
+
+    Create it with :meth:`start`; then run :meth:`watch` in a task (it is the
+    only reader of the child's pidfd and channel) and stop the child with
+    :meth:`terminate` / :meth:`kill`, waiting on :attr:`exited`.
+    """
+
+    def __init__(self, name: str, process: Any, channel: Connection, method: str) -> None:
+        self.name = name
+        self.pid: int = process.pid
+        self._process = process
+        self._channel = channel
+        self._method = method
+        self._pidfd: int | None
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            self._pidfd = None  # already gone: the watcher collects the status
+        self.started = anyio.Event()
+        self.ready = anyio.Event()
+        self.ready_value: Any = None
+        self.exited = anyio.Event()
+        self.status: ExitStatus | None = None
+        self._outcome: tuple[str, tuple[Any, ...]] | None = None
+        self._watch_scope: anyio.CancelScope | None = None
+        #: Set by whoever stops the child on purpose: such an exit is no crash.
+        self.stop_requested = False
+
+    @classmethod
+    def start(
+        cls, launch: Launch, method: StartMethod, preload: list[str] | None = None
+    ) -> ChildProcess:
+        """Start a child process running :func:`gymnasiarch._child.child_main`.
+
+        Must run in the event loop's thread: the parent-death signal belongs
+        to the thread that forks (with the spawn method).
+        """
+        context: Any = multiprocessing.get_context(method)
+        if method == "forkserver":
+            # Takes effect when the fork server starts, i.e. for the first
+            # supervisor of this process; later ones import in the child.
+            context.set_forkserver_preload(PRELOAD + (preload or []))
+        reader, writer = context.Pipe(duplex=False)
+        process = context.Process(
+            target=child_main, args=(launch, writer), name=f"gymnasiarch[{launch.name}]"
+        )
+        try:
+            with _main_module_hidden(unless=_needs_main_module(launch)):
+                process.start()
+        finally:
+            writer.close()
+        return cls(launch.name, process, reader, method)
+
+    # -- watching -------------------------------------------------------------
+
+    async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Read the child's messages and await its exit; then set :attr:`exited`.
+
+        Shielded: the watcher ends when the process does (the supervisor
+        guarantees that with SIGKILL), or when :meth:`abandon` gives up on a
+        process that does not go away.
+        """
+        with anyio.CancelScope(shield=True) as self._watch_scope:
+            task_status.started()
+            try:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(self._read_messages)
+                    await self._wait_gone()
+                    group.cancel_scope.cancel()
+                self._drain()  # whatever the child sent before it exited
+                self.status = await self._collect_status()
+            finally:
+                self._close()
+                self.exited.set()
+
+    def abandon(self) -> None:
+        """Stop watching a process that would not die (it is reported as a zombie)."""
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
+
+    async def _wait_gone(self) -> None:
+        if self._pidfd is not None:
+            await anyio.wait_readable(self._pidfd)
+
+    async def _read_messages(self) -> None:
+        while True:
+            await anyio.wait_readable(self._channel.fileno())
+            if not self._drain():
+                return
+
+    def _drain(self) -> bool:
+        """Handle every complete message waiting; False once the channel is closed."""
+        try:
+            while self._channel.poll():
+                self._handle(self._channel.recv())  # trusted-pipe: only our child writes
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "log":
+            reinject(message[1], self.name)
+        elif kind == "started":
+            self.started.set()
+        elif kind == "ready":
+            self.ready_value = message[1]
+            self.ready.set()
+        elif kind in ("result", "error", "exit"):
+            self._outcome = (kind, message[1:])
+        else:
+            logger.warning("child %r sent an unknown message %r", self.name, kind)
+
+    async def _collect_status(self) -> ExitStatus:
+        if self._method == "forkserver":
+            # The fork server reaps the child and then writes its exit code.
+            with anyio.move_on_after(5):
+                await anyio.wait_readable(self._process.sentinel)
+        exitcode, signum = _status_from_code(self._process.exitcode)
+        kind, payload = self._outcome or ("", (None,))
+        if kind == "result" and exitcode == 0:
+            return ExitStatus(exitcode, signum, result=payload[0], pid=self.pid)
+        if kind == "error":
+            error, text = _rebuild_error(payload)
+            return ExitStatus(exitcode, signum, error=error, traceback=text, pid=self.pid)
+        return ExitStatus(exitcode, signum, pid=self.pid)
+
+    def _close(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        self._channel.close()
+        if self.status is not None:
+            with contextlib.suppress(ValueError):  # not reaped (abandoned)
+                self._process.close()
+
+    # -- stopping -------------------------------------------------------------
+
+    def send_signal(self, signum: int) -> None:
+        """Send *signum* to the child's process group (its subprocesses too).
+
+        Before the child has made its own group, the signal goes to the child
+        alone. Signals to a child that has already exited are dropped.
+        """
+        if self.exited.is_set():
+            return
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            if self._pidfd is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(self._pidfd, signum)
+
+    def terminate(self) -> None:
+        """Ask the child to stop (SIGTERM)."""
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Stop the child now (SIGKILL)."""
+        self.send_signal(signal.SIGKILL)

@@ -1,0 +1,154 @@
+"""Value objects that describe a supervision tree: child specs and backoff.
+
+They validate at construction and are immutable afterwards, so a bad spec
+fails where it is written, before any process starts.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+RestartType = Literal["permanent", "transient", "temporary"]
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
+StartOrder = Literal["sequential", "parallel"]
+
+RESTART_TYPES: tuple[str, ...] = get_args(RestartType)
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+START_ORDERS: tuple[str, ...] = get_args(StartOrder)
+
+
+def check_choice(what: str, value: object, choices: Sequence[str]) -> None:
+    """Raise a ValueError naming *what* unless *value* is one of *choices*."""
+    if value not in choices:
+        raise ValueError(f"{what}: expected one of {', '.join(choices)}, got {value!r}")
+
+
+def check_seconds(what: str, value: object, *, allow_none: bool) -> None:
+    """Raise unless *value* is a non-negative number of seconds (or None if allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what}: expected a number of seconds, got {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{what}: expected a number of seconds >= 0, got {value!r}")
+
+
+def check_name(what: str, name: object) -> None:
+    """A child's name appears in process titles and logs: printable and non-empty."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{what}: expected a non-empty string, got {name!r}")
+    if not name.isprintable():
+        raise ValueError(f"{what}: must be printable (no control characters), got {name!r}")
+
+
+def check_dotted_path(what: str, path: str) -> None:
+    """A target given as text must look like 'package.module:name' or 'package.module.name'."""
+    module, colon, attr = path.partition(":")
+    parts = (module.split(".") + attr.split(".")) if colon else path.split(".")
+    if (colon and not attr) or len(parts) < 2 or not all(p.isidentifier() for p in parts):
+        raise ValueError(
+            f"{what}: expected a dotted path like 'package.module:function', got {path!r}"
+        )
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """What to run in one supervised child process, and how to treat its end.
+
+    Args:
+        name: Unique among its siblings; shown in the process title
+            (``gymnasiarch[name]``), logs, events and errors.
+        target: The function to run in the child: a callable (sync or
+            ``async def``; it must be importable by reference, i.e. defined at
+            module level) or a dotted path ``"package.module:function"``,
+            resolved with :mod:`gymnasiarch.dynaloader`.
+        args: Positional arguments for *target*.
+        kwargs: Keyword arguments for *target*.
+        restart: ``"permanent"`` children are always restarted,
+            ``"transient"`` ones only after an abnormal end (a non-zero exit
+            code, a signal, an exception), ``"temporary"`` ones never.
+        shutdown: Seconds between SIGTERM and SIGKILL when the child is
+            stopped; ``0`` kills at once, ``None`` waits forever.
+        significant: When a significant child ends for good (it is not
+            restarted), the whole supervisor shuts down; if it ended
+            abnormally, the caller gets the error. Only transient and
+            temporary children may be significant (as in OTP).
+        ready_timeout: If set, the supervisor waits up to this many seconds
+            for the child to call ``child_context().ready()`` before it counts
+            the child as started (``math.inf`` waits forever). If ``None``,
+            the child counts as ready when its target starts.
+    """
+
+    name: str
+    target: Callable[..., Any] | str
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] | None = field(default=None, hash=False)
+    restart: RestartType = "permanent"
+    shutdown: float | None = 5.0
+    significant: bool = False
+    ready_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        check_name("ChildSpec.name", self.name)
+        where = f"child {self.name!r}"
+        if isinstance(self.target, str):
+            check_dotted_path(f"{where}: target", self.target)
+        elif not callable(self.target):
+            raise TypeError(
+                f"{where}: target must be a callable or a dotted path, got {self.target!r}"
+            )
+        if isinstance(self.args, str | bytes) or not isinstance(self.args, Sequence):
+            raise TypeError(f"{where}: args must be a sequence, got {self.args!r}")
+        object.__setattr__(self, "args", tuple(self.args))
+        if self.kwargs is not None:
+            if not isinstance(self.kwargs, Mapping) or not all(
+                isinstance(k, str) for k in self.kwargs
+            ):
+                raise TypeError(f"{where}: kwargs must map strings to values, got {self.kwargs!r}")
+            object.__setattr__(self, "kwargs", dict(self.kwargs))
+        check_choice(f"{where}: restart", self.restart, RESTART_TYPES)
+        check_seconds(f"{where}: shutdown", self.shutdown, allow_none=True)
+        if not isinstance(self.significant, bool):
+            raise TypeError(f"{where}: significant must be True or False")
+        if self.significant and self.restart == "permanent":
+            raise ValueError(
+                f"{where}: a significant child must be transient or temporary "
+                "(a permanent child is always restarted, so it never ends)"
+            )
+        check_seconds(f"{where}: ready_timeout", self.ready_timeout, allow_none=True)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long to wait before restarting a child that keeps failing.
+
+    The n-th restart in a row waits ``min(cap, base * factor**(n-1))``
+    seconds, varied by up to ``jitter`` (a fraction) either way so that
+    siblings do not restart in lockstep. A child that ran for at least
+    ``reset_after`` seconds before it ended starts again from ``base``.
+    """
+
+    base: float = 0.1
+    factor: float = 2.0
+    cap: float = 10.0
+    jitter: float = 0.1
+    reset_after: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("base", "cap", "reset_after", "jitter"):
+            check_seconds(f"Backoff.{name}", getattr(self, name), allow_none=False)
+        check_seconds("Backoff.factor", self.factor, allow_none=False)
+        if self.factor < 1:
+            raise ValueError(f"Backoff.factor: expected a number >= 1, got {self.factor!r}")
+        if self.jitter > 1:
+            raise ValueError(f"Backoff.jitter: expected a fraction 0..1, got {self.jitter!r}")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before restart number *attempt* (1 = the first in a row)."""
+        raw = min(self.cap, self.base * self.factor ** max(0, attempt - 1))
+        spread = raw * self.jitter
+        return max(0.0, raw + random.uniform(-spread, spread))  # noqa: S311 - not crypto

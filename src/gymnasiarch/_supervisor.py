@@ -1,0 +1,760 @@
+"""The supervisor: OTP restart strategies over children in their own processes.
+
+A :class:`Supervisor` owns an anyio task group. In it run one watcher task
+per child run (it hears the child's messages and its exit), and a signal
+monitor. Decisions (restart which children, give up, shut down) are made one
+at a time under a lock, so a crash that arrives during a restart waits for
+the restart to finish and is then judged on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from multiprocessing import forkserver
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from gymnasiarch._child import Launch
+from gymnasiarch._events import Event, EventHub
+from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus, StartMethod
+from gymnasiarch._runtime_config import RuntimeConfig
+from gymnasiarch._spec import (
+    RESTART_TYPES,
+    START_ORDERS,
+    STRATEGIES,
+    Backoff,
+    ChildSpec,
+    RestartType,
+    StartOrder,
+    Strategy,
+    check_choice,
+    check_name,
+    check_seconds,
+)
+from gymnasiarch.dynaloader import resolve
+from gymnasiarch.exceptions import (
+    DeadChildrenRisingAsZombiesError,
+    GymnasiarchError,
+    InitializationFailedError,
+    PrematureTaskDeathError,
+    SignalInterruptError,
+)
+from gymnasiarch.seeding import derive_seed
+
+logger = logging.getLogger("gymnasiarch.supervisor")
+
+ChildState = Literal["starting", "running", "restarting", "stopping", "exited", "terminated"]
+_SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass(frozen=True)
+class ChildInfo:
+    """One row of :meth:`Supervisor.which_children`.
+
+    Attributes:
+        name: The child's name.
+        pid: Its process id while it runs (``None`` for a nested supervisor
+            or a child that is not running).
+        state: ``starting``, ``running``, ``restarting``, ``stopping``,
+            ``exited`` or ``terminated``.
+        restarts: How often it has been restarted.
+        last_exit: How its last run ended, if it has ended once.
+    """
+
+    name: str
+    pid: int | None
+    state: ChildState
+    restarts: int
+    last_exit: ExitStatus | None
+
+
+class _NestedRun:
+    """A nested supervisor, run as a child of another: the same face as a ChildProcess."""
+
+    pid = None
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.name = supervisor.name
+        self._supervisor = supervisor
+        self.started = anyio.Event()
+        self.ready = anyio.Event()
+        self.ready_value: Any = None
+        self.exited = anyio.Event()
+        self.status: ExitStatus | None = None
+        self.stop_requested = False
+        self._scope = anyio.CancelScope()
+
+    async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        status = ExitStatus(None, signal.SIGTERM)  # if stopped from outside
+        try:
+            with self._scope:
+                self.started.set()
+                self.ready.set()
+                task_status.started()
+                result = await self._supervisor.run()
+                status = ExitStatus(0, None, result=result)
+        except GymnasiarchError as error:
+            text = "".join(traceback.format_exception(error)).rstrip()
+            status = ExitStatus(1, None, error=error, traceback=text)
+        finally:
+            self.status = status
+            self.exited.set()
+
+    def terminate(self) -> None:
+        self._scope.cancel()  # the inner supervisor shuts its children down in order
+
+    def kill(self) -> None:
+        self._supervisor._kill_now()
+        self._scope.cancel()
+
+    def abandon(self) -> None:
+        """Nothing to abandon: the inner supervisor bounds its own waits."""
+
+
+_Run = ChildProcess | _NestedRun
+
+
+class _Child:
+    """The supervisor's record of one child across its runs."""
+
+    def __init__(self, spec: ChildSpec | Supervisor) -> None:
+        self.spec = spec
+        self.run: _Run | None = None
+        self.state: ChildState = "exited"
+        self.restarts = 0
+        self.last_exit: ExitStatus | None = None
+        self.started_at = 0.0
+        self.failures_in_row = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def restart(self) -> RestartType:
+        return self.spec.restart
+
+    @property
+    def significant(self) -> bool:
+        return self.spec.significant
+
+    @property
+    def shutdown(self) -> float | None:
+        return self.spec.shutdown
+
+
+class Supervisor:
+    """Start children in their own processes, restart them by OTP rules, stop them in order.
+
+    Use it as an async context manager and :meth:`wait` for the tree to end,
+    or call :meth:`run`, which does both::
+
+        async with Supervisor([ChildSpec("env", "mysim.env:run")]) as sup:
+            results = await sup.wait()
+
+    Args:
+        children: :class:`ChildSpec` objects, or supervisors to nest (a
+            supervision tree), in start order. Names must be unique.
+        strategy: Which children to restart when one must be restarted:
+            ``"one_for_one"`` just that one, ``"one_for_all"`` all of them,
+            ``"rest_for_one"`` it and the ones started after it. Siblings are
+            stopped in reverse start order and started in start order.
+        max_restarts: Restart intensity, as in OTP: more than this many
+            restarts within *max_seconds* make the supervisor give up.
+        max_seconds: The window of the restart intensity.
+        seed: If given, each child's ``child_context().seed`` is
+            ``derive_seed(seed, child_name)``, stable across runs and restarts.
+        runtime_config: Handed to every child as ``RuntimeConfig.current()``.
+        start_order: ``"sequential"`` starts each child once the previous one
+            is ready; ``"parallel"`` starts them all at once.
+        backoff: Delay restarts with exponential backoff; ``None`` restarts
+            at once (as OTP does).
+        start_method: ``"forkserver"`` (fast; the default) or ``"spawn"``.
+        kill_timeout: How long to wait for a child to go away after SIGKILL
+            before it is reported as a zombie.
+        handle_signals: Turn SIGINT, SIGTERM and SIGHUP into an orderly
+            shutdown and :class:`~gymnasiarch.exceptions.SignalInterruptError`
+            (only possible in the main thread; nested supervisors leave
+            signals to the outermost one).
+        name: The supervisor's name, when it is nested in another.
+        restart: Its restart type, when it is nested in another.
+        significant: Whether it is significant, when nested in another.
+        shutdown: When nested: seconds its parent grants it to stop (``None``
+            waits for its own orderly shutdown).
+
+    Raises:
+        ValueError: A bad strategy, restart intensity, duplicate child name...
+        TypeError: A child that is neither a ChildSpec nor a Supervisor.
+    """
+
+    def __init__(
+        self,
+        children: Iterable[ChildSpec | Supervisor] = (),
+        *,
+        strategy: Strategy = "one_for_one",
+        max_restarts: int = 3,
+        max_seconds: float = 5.0,
+        seed: int | str | None = None,
+        runtime_config: Mapping[str, Any] | None = None,
+        start_order: StartOrder = "sequential",
+        backoff: Backoff | None = None,
+        start_method: StartMethod = "forkserver",
+        kill_timeout: float = 2.0,
+        handle_signals: bool = True,
+        name: str = "supervisor",
+        restart: RestartType = "permanent",
+        significant: bool = False,
+        shutdown: float | None = None,
+    ) -> None:
+        check_choice("strategy", strategy, STRATEGIES)
+        check_choice("start_order", start_order, START_ORDERS)
+        check_choice("start_method", start_method, ("forkserver", "spawn"))
+        check_choice("restart", restart, RESTART_TYPES)
+        check_name("name", name)
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ValueError(f"max_restarts: expected an int >= 0, got {max_restarts!r}")
+        check_seconds("max_seconds", max_seconds, allow_none=False)
+        if max_seconds <= 0:
+            raise ValueError(f"max_seconds: expected a number of seconds > 0, got {max_seconds!r}")
+        check_seconds("kill_timeout", kill_timeout, allow_none=False)
+        check_seconds("shutdown", shutdown, allow_none=True)
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise TypeError(f"backoff: expected a Backoff or None, got {backoff!r}")
+        if significant and restart == "permanent":
+            raise ValueError("a significant supervisor must be transient or temporary")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | str)):
+            raise TypeError(f"seed: expected an int, a str or None, got {seed!r}")
+        self.name = name
+        self.strategy: Strategy = strategy
+        self.max_restarts = max_restarts
+        self.max_seconds = float(max_seconds)
+        self.seed = seed
+        self.runtime_config = RuntimeConfig(runtime_config)
+        self.start_order: StartOrder = start_order
+        self.backoff = backoff
+        self.start_method: StartMethod = start_method
+        self.kill_timeout = float(kill_timeout)
+        self.handle_signals = handle_signals
+        self.restart: RestartType = restart
+        self.significant = significant
+        self.shutdown = shutdown
+        self._specs: list[ChildSpec | Supervisor] = []
+        for child in children:
+            self._add_spec(child)
+        self._entered = False
+        # Created once: a caller may subscribe before entering the supervisor.
+        self._events = EventHub()
+        self._reset()
+
+    def __repr__(self) -> str:
+        names = [s.name for s in self._specs]
+        return f"<Supervisor {self.name!r} {self.strategy} children={names}>"
+
+    # -- construction helpers -------------------------------------------------
+
+    def _add_spec(self, spec: ChildSpec | Supervisor) -> None:
+        if not isinstance(spec, ChildSpec | Supervisor):
+            raise TypeError(f"children: expected ChildSpec or Supervisor objects, got {spec!r}")
+        if spec is self:
+            raise ValueError("a supervisor cannot be its own child")
+        if any(s.name == spec.name for s in self._specs):
+            raise ValueError(f"children: duplicate child name {spec.name!r}")
+        self._specs.append(spec)
+
+    def _reset(self) -> None:
+        self._children: dict[str, _Child] = {s.name: _Child(s) for s in self._specs}
+        self._results: dict[str, Any] = {}
+        self._restart_times: deque[float] = deque()
+        self._lock = anyio.Lock()
+        self._done = anyio.Event()
+        self._error: GymnasiarchError | None = None
+        self._zombie_error: DeadChildrenRisingAsZombiesError | None = None
+        self._shutting_down = False
+        self._kill_immediately = False
+        self._grace_scopes: set[anyio.CancelScope] = set()
+        self._pending_exits = 0
+        self._preload: list[str] = []
+
+    @staticmethod
+    def _check_target(spec: ChildSpec) -> str | None:
+        """Fail before any process starts if *spec*'s target cannot run in a child.
+
+        Returns the module to preload for a target given as a dotted path.
+        """
+        where = f"child {spec.name!r}"
+        target = resolve(spec.target) if isinstance(spec.target, str) else spec.target
+        if not callable(target):
+            raise InitializationFailedError(
+                f"{where}: target {spec.target!r} is a {type(target).__name__}, not a callable"
+            )
+        try:
+            pickle.dumps((spec.target, spec.args, spec.kwargs))
+        except Exception as error:
+            raise InitializationFailedError(
+                f"{where}: its target and arguments must be picklable to reach the child "
+                f"(define the target at module level): {error}"
+            ) from error
+        if isinstance(spec.target, str):
+            return spec.target.partition(":")[0] if ":" in spec.target else None
+        return None
+
+    def _check_all(self) -> None:
+        for spec in self._specs:
+            if isinstance(spec, ChildSpec):
+                module = self._check_target(spec)
+                if module:
+                    self._preload.append(module)
+            else:
+                spec._check_all()  # a nested supervisor: its targets are checked too
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def __aenter__(self) -> Supervisor:
+        if self._entered:
+            raise RuntimeError(f"supervisor {self.name!r} is already running")
+        self._reset()
+        self._check_all()  # bad targets fail here, before any process starts
+        self._entered = True
+        self._tg: TaskGroup = anyio.create_task_group()
+        await self._tg.__aenter__()
+        # The body of ``async with`` runs in this scope: giving up or a signal
+        # cancels it, and __aexit__ turns that into the supervisor's error.
+        self._host_scope = anyio.CancelScope()
+        self._host_scope.__enter__()
+        try:
+            if self.handle_signals and threading.current_thread() is threading.main_thread():
+                await self._tg.start(self._monitor_signals)
+            async with self._lock:
+                await self._start_initial()
+        except BaseException:
+            await self.__aexit__(*sys.exc_info())
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._shutdown()
+        if self._host_scope.__exit__(exc_type, exc, tb):
+            exc = None  # the body was cancelled by us: we raise the reason below
+        self._tg.cancel_scope.cancel()  # the signal monitor
+        try:
+            # The body's exception is ours to pass on, not the task group's:
+            # handed to it, anyio would wrap it in an exception group.
+            await self._tg.__aexit__(None, None, None)
+        finally:
+            self._events.publish("stopped")
+            self._events.close()
+            self._entered = False
+        # Our own cancellation of the body (giving up, a signal) becomes the
+        # error; a cancellation from outside goes on as it is.
+        cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+        error = self._zombie_error or self._error
+        if error is not None and not cancelled:
+            raise error
+
+    async def wait(self) -> dict[str, Any]:
+        """Wait until the tree is done; return ``{child name: return value}``.
+
+        The tree is done when no child runs and none is due for a restart:
+        transient and temporary children that ended, or a significant child
+        that ended (which stops its siblings). Children that ended abnormally
+        or were stopped have no entry.
+
+        Raises:
+            PrematureTaskDeathError: The supervisor gave up on a child.
+            SignalInterruptError: A signal stopped the tree.
+        """
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return dict(self._results)
+
+    async def run(self) -> dict[str, Any]:
+        """Start the tree, wait until it is done, stop it; see :meth:`wait`."""
+        async with self:
+            return await self.wait()
+
+    def events(self) -> anyio.abc.ObjectReceiveStream[Event]:
+        """An async iterator of lifecycle events from now until the supervisor stops.
+
+        Each call gives an independent subscription; events are buffered, so
+        a slow reader never slows the supervisor down.
+        """
+        return self._events.subscribe()
+
+    def which_children(self) -> list[ChildInfo]:
+        """The children in start order with pid, state, restarts and last exit."""
+        return [
+            ChildInfo(c.name, c.run.pid if c.run else None, c.state, c.restarts, c.last_exit)
+            for c in self._children.values()
+        ]
+
+    # -- starting ---------------------------------------------------------------
+
+    async def _start_initial(self) -> None:
+        if self.start_method == "forkserver" and any(isinstance(s, ChildSpec) for s in self._specs):
+            # Starting the fork server imports our modules: do it off the loop.
+            await anyio.to_thread.run_sync(_ensure_forkserver, self._preload)
+        children = list(self._children.values())
+        if self.start_order == "sequential":
+            for child in children:
+                await self._start(child, initial=True)
+        else:
+            try:
+                async with anyio.create_task_group() as group:
+                    for child in children:
+                        group.start_soon(self._start, child, True)
+            except BaseExceptionGroup as errors:
+                raise _first_leaf(errors) from None
+        if not children:
+            self._done.set()
+
+    def _launch(self, child: _Child) -> _Run:
+        spec = child.spec
+        if isinstance(spec, Supervisor):
+            spec.handle_signals = False  # the outermost supervisor owns the signals
+            return _NestedRun(spec)
+        seed = None if self.seed is None else derive_seed(self.seed, spec.name)
+        launch = Launch(
+            name=spec.name,
+            target=spec.target,
+            args=tuple(spec.args),
+            kwargs=dict(spec.kwargs or {}),
+            runtime_config=self.runtime_config.to_dict(),
+            seed=seed,
+            restarts=child.restarts,
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
+        return ChildProcess.start(launch, self.start_method, self._preload)
+
+    async def _start(self, child: _Child, initial: bool) -> None:
+        run = self._launch(child)
+        child.run, child.state, child.started_at = run, "starting", time.monotonic()
+        self._events.publish("started", child=child.name, pid=run.pid, restarts=child.restarts)
+        await self._tg.start(self._watch, child, run)
+        timeout = child.spec.ready_timeout if isinstance(child.spec, ChildSpec) else None
+        awaited = run.ready if timeout is not None else run.started
+        with anyio.move_on_after(math.inf if timeout is None else timeout):
+            await _first_of(awaited, run.exited)
+        if run.exited.is_set() and not awaited.is_set():
+            if initial:
+                run.stop_requested = True
+                status = run.status or ExitStatus(None, None)
+                raise InitializationFailedError(
+                    f"child {child.name!r} ended before it was ready: {status.describe()}"
+                ) from status.error
+            return  # a restart that failed at once: its watcher judges the exit
+        if not awaited.is_set():
+            if initial:
+                run.stop_requested = True
+            run.kill()
+            if initial:
+                raise InitializationFailedError(
+                    f"child {child.name!r} did not call child_context().ready() "
+                    f"within its ready_timeout of {timeout} s"
+                )
+            return
+        if child.run is run and child.state == "starting":
+            child.state = "running"
+        self._events.publish("ready", child=child.name, pid=run.pid, restarts=child.restarts)
+
+    # -- watching and deciding --------------------------------------------------
+
+    async def _watch(
+        self, child: _Child, run: _Run, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        await run.watch(task_status=task_status)
+        status = run.status
+        if status is None:
+            return  # abandoned: reported as a zombie by whoever gave up on it
+        if child.run is run:
+            child.run, child.last_exit = None, status
+            child.state = "exited"
+        self._events.publish(
+            "exited",
+            child=child.name,
+            pid=run.pid,
+            restarts=child.restarts,
+            exitcode=status.exitcode,
+            signum=status.signum,
+            detail=status.describe(),
+        )
+        if run.stop_requested or self._shutting_down:
+            return
+        self._pending_exits += 1
+        try:
+            async with self._lock:
+                await self._judge_exit(child, status, ran_for=time.monotonic() - child.started_at)
+        finally:
+            self._pending_exits -= 1
+            self._check_done()
+
+    async def _judge_exit(self, child: _Child, status: ExitStatus, ran_for: float) -> None:
+        if self._shutting_down or child.run is not None:
+            return
+        normal = status.normal
+        if normal:
+            self._results[child.name] = status.result
+        else:
+            self._results.pop(child.name, None)
+            logger.warning("child %r %s", child.name, status.describe())
+        if not (child.restart == "permanent" or (child.restart == "transient" and not normal)):
+            if child.significant:
+                if normal:
+                    await self._shutdown()
+                else:
+                    self._give_up(child, status, "a significant child ended abnormally")
+            return
+        if self._intensity_exceeded():
+            self._give_up(
+                child,
+                status,
+                f"more than {self.max_restarts} restarts within {self.max_seconds:g} s",
+            )
+            return
+        await self._restart(child, ran_for)
+
+    def _intensity_exceeded(self) -> bool:
+        now = time.monotonic()
+        self._restart_times.append(now)
+        while self._restart_times and now - self._restart_times[0] > self.max_seconds:
+            self._restart_times.popleft()
+        return len(self._restart_times) > self.max_restarts
+
+    def _restart_group(self, child: _Child) -> list[_Child]:
+        order = list(self._children.values())
+        if self.strategy == "one_for_one":
+            return [child]
+        group = order if self.strategy == "one_for_all" else order[order.index(child) :]
+        # Siblings that are not running stay as they are; temporary ones are
+        # never restarted, even when a sibling's restart stops them (OTP).
+        return [c for c in group if c is child or c.run is not None]
+
+    async def _restart(self, child: _Child, ran_for: float) -> None:
+        group = self._restart_group(child)
+        siblings = [c for c in group if c is not child]
+        await self._stop_children(reversed(siblings))
+        group = [c for c in group if c is child or c.restart != "temporary"]
+        delay = 0.0
+        if self.backoff is not None:
+            child.failures_in_row = (
+                1 if ran_for >= self.backoff.reset_after else child.failures_in_row + 1
+            )
+            delay = self.backoff.delay(child.failures_in_row)
+        for member in group:
+            member.restarts += 1
+            member.state = "restarting"
+            self._events.publish(
+                "restarting",
+                child=member.name,
+                restarts=member.restarts,
+                detail=f"after {delay:.3f} s" if delay else "now",
+            )
+        if delay:
+            await anyio.sleep(delay)
+        for member in group:
+            if self._shutting_down:
+                return
+            await self._start(member, initial=False)
+
+    def _give_up(self, child: _Child, status: ExitStatus, why: str) -> None:
+        error = PrematureTaskDeathError(
+            f"supervisor {self.name!r} gave up: {why}; last: {status.describe()}",
+            child=child.name,
+            pid=status.pid,
+            exitcode=status.exitcode,
+            signum=status.signum,
+            restarts=child.restarts,
+            remote_traceback=status.traceback,
+        )
+        error.__cause__ = status.error
+        self._events.publish("gave_up", child=child.name, restarts=child.restarts, detail=why)
+        self._fail(error)
+
+    def _fail(self, error: GymnasiarchError) -> None:
+        if self._error is None:
+            self._error = error
+        self._host_scope.cancel()
+        self._done.set()
+
+    def _check_done(self) -> None:
+        if self._pending_exits == 0 and all(c.run is None for c in self._children.values()):
+            self._done.set()
+
+    # -- signals ----------------------------------------------------------------
+
+    async def _monitor_signals(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        with anyio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
+            task_status.started()
+            async for signum in signals:
+                if self._shutting_down or self._error is not None:
+                    if signum == signal.SIGINT:
+                        logger.warning("second SIGINT: killing the remaining children now")
+                        self._kill_now()
+                    continue
+                logger.warning("received %s: shutting down", signal.Signals(signum).name)
+                self._fail(
+                    SignalInterruptError(
+                        f"supervisor {self.name!r} stopped on {signal.Signals(signum).name}",
+                        signum=int(signum),
+                    )
+                )
+
+    def _kill_now(self) -> None:
+        """Skip the remaining grace periods: SIGKILL what is still running."""
+        self._kill_immediately = True
+        for scope in self._grace_scopes:
+            scope.cancel()
+
+    # -- stopping ---------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        self._events.publish("shutting_down")
+        await self._stop_children(reversed(list(self._children.values())))
+        self._done.set()
+
+    async def _stop_children(self, children: Iterable[_Child]) -> None:
+        """Stop *children*: signals go out in the given order, the waits run concurrently."""
+        runs = [(c, c.run) for c in children if c.run is not None]
+        zombies: dict[str, int] = {}
+        for child, run in runs:
+            run.stop_requested = True
+            child.state = "stopping"
+            if child.shutdown == 0 or self._kill_immediately:
+                run.kill()
+            else:
+                run.terminate()
+        async with anyio.create_task_group() as group:
+            for child, run in runs:
+                group.start_soon(self._await_stop, child, run, zombies)
+        for child, _ in runs:
+            child.state = "terminated"
+        if zombies:
+            error = DeadChildrenRisingAsZombiesError(
+                f"supervisor {self.name!r}: children still alive after SIGKILL", zombies=zombies
+            )
+            self._zombie_error = self._zombie_error or error
+
+    async def _await_stop(self, child: _Child, run: _Run, zombies: dict[str, int]) -> None:
+        grace = child.shutdown
+        if not self._kill_immediately:
+            with anyio.move_on_after(math.inf if grace is None else grace) as scope:
+                self._grace_scopes.add(scope)
+                try:
+                    await run.exited.wait()
+                finally:
+                    self._grace_scopes.discard(scope)
+        if not run.exited.is_set():
+            logger.warning("child %r did not stop in time: sending SIGKILL", child.name)
+            run.kill()
+            with anyio.move_on_after(self.kill_timeout):
+                await run.exited.wait()
+        if not run.exited.is_set():
+            run.abandon()
+            zombies[child.name] = run.pid or 0
+        if child.run is run:
+            child.run = None
+
+    # -- runtime API ------------------------------------------------------------
+
+    def _get(self, name: str) -> _Child:
+        try:
+            return self._children[name]
+        except KeyError:
+            raise KeyError(f"supervisor {self.name!r} has no child named {name!r}") from None
+
+    def _require_running(self) -> None:
+        if not self._entered or self._shutting_down:
+            raise RuntimeError(f"supervisor {self.name!r} is not running")
+
+    async def start_child(self, spec: ChildSpec | Supervisor) -> None:
+        """Add a child to the running tree and start it (after the others).
+
+        Raises:
+            ValueError: The name is taken.
+            InitializationFailedError: The child could not be started.
+        """
+        self._require_running()
+        if isinstance(spec, ChildSpec):
+            module = self._check_target(spec)
+            if module:
+                self._preload.append(module)
+        self._add_spec(spec)
+        child = self._children[spec.name] = _Child(spec)
+        async with self._lock:
+            try:
+                await self._start(child, initial=True)
+            except BaseException:
+                await self._stop_children([child])
+                del self._children[spec.name]
+                self._specs.remove(spec)
+                raise
+
+    async def terminate_child(self, name: str) -> None:
+        """Stop a child on purpose; it stays stopped until :meth:`restart_child`.
+
+        A stop asked for never counts as a crash.
+        """
+        self._require_running()
+        child = self._get(name)
+        async with self._lock:
+            await self._stop_children([child])
+        self._check_done()
+
+    async def restart_child(self, name: str) -> None:
+        """Stop a child (if it runs) and start it again; not counted as a crash."""
+        self._require_running()
+        child = self._get(name)
+        async with self._lock:
+            await self._stop_children([child])
+            child.restarts += 1
+            self._events.publish("restarting", child=name, restarts=child.restarts, detail="asked")
+            await self._start(child, initial=False)
+
+
+def _ensure_forkserver(preload: list[str]) -> None:
+    """Start the fork server with our modules (and the targets') preloaded."""
+    multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD + preload)
+    forkserver.ensure_running()
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception in a (possibly nested) exception group."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+async def _first_of(*events: anyio.Event) -> None:
+    """Return as soon as any of *events* is set."""
+    async with anyio.create_task_group() as group:
+
+        async def wait_and_cancel(event: anyio.Event) -> None:
+            await event.wait()
+            group.cancel_scope.cancel()
+
+        for event in events:
+            group.start_soon(wait_and_cancel, event)

@@ -1,0 +1,115 @@
+"""Small child targets: return, raise, exit, sleep, log, misbehave."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from gymnasiarch import RuntimeConfig, child_context
+
+log = logging.getLogger("targets.basic")
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+async def async_add(a: int, b: int) -> int:
+    await anyio.lowlevel.checkpoint()
+    return a + b
+
+
+def whoami() -> dict[str, Any]:
+    ctx = child_context()
+    return {
+        "name": ctx.name,
+        "seed": ctx.seed,
+        "restarts": ctx.restarts,
+        "config": dict(RuntimeConfig.current()),
+        "pid": os.getpid(),
+        "pgid": os.getpgrp(),
+        "sigint": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+        "title": Path(f"/proc/{os.getpid()}/cmdline").read_bytes().split(b"\0")[0].decode(),
+    }
+
+
+class Boom(Exception):
+    pass
+
+
+def crash(message: str = "boom") -> None:
+    log.error("about to crash")
+    raise Boom(message)
+
+
+def exit_with(code: int) -> None:
+    log.info("exiting with %d", code)
+    sys.exit(code)
+
+
+def sleep_forever() -> None:
+    while True:
+        time.sleep(3600)
+
+
+async def async_sleep_forever() -> None:
+    await anyio.sleep_forever()
+
+
+def ignore_sigterm_and_sleep() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    child_context().ready()
+    sleep_forever()
+
+
+def ready_then_sleep(value: Any = None) -> None:
+    child_context().ready(value)
+    sleep_forever()
+
+
+def never_ready() -> None:
+    sleep_forever()
+
+
+def log_lines(count: int) -> int:
+    for i in range(count):
+        log.info("line %d", i, extra={"index": i})
+    return count
+
+
+def crash_after_first_run(marker: str) -> str:
+    """Crash on the first run (creating *marker*), succeed on later runs."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("ran")
+        raise Boom("first run")
+    return "second run"
+
+
+def append_and_sleep(journal: str) -> None:
+    """Write our name and run count to *journal*, signal readiness, sleep until stopped."""
+    ctx = child_context()
+    with Path(journal).open("a") as f:
+        f.write(f"start {ctx.name} {ctx.restarts}\n")
+    ctx.ready()
+    sleep_forever()
+
+
+def spawn_grandchild_and_sleep(pidfile: str) -> None:
+    """Start a grandchild in our process group, record its pid, sleep."""
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    Path(pidfile).write_text(str(grandchild.pid))
+    child_context().ready()
+    sleep_forever()
+
+
+def unpicklable_result() -> Any:
+    return lambda: None

@@ -1,0 +1,109 @@
+"""A supervisor in its own process: signals, Ctrl-C, and SIGKILL of the supervisor."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+
+
+@contextmanager
+def tree_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """Start tests/targets/tree_script.py in its own session; yield it and its children's pids."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "targets.tree_script", *args],
+        cwd=TESTS,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a shell job
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "the supervisor did not report its children in time"
+        pids = json.loads(proc.stdout.readline())
+        yield proc, pids
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def wait_all_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait (on pidfds, not by polling) until every pid has exited; return the survivors."""
+    fds = {}
+    for pid in pids:
+        try:
+            fds[pid] = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + timeout
+    try:
+        while fds:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            ready, _, _ = select.select(list(fds.values()), [], [], remaining)
+            for pid, fd in list(fds.items()):
+                if fd in ready:
+                    os.close(fds.pop(pid))
+        return list(fds)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _kill_leftovers(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sigterm_to_supervisor_stops_tree_and_raises(backend: str) -> None:
+    """SIGTERM makes an orderly shutdown and SignalInterruptError(SIGTERM); children are gone."""
+    with tree_process("3", "--backend", backend) as (proc, pids):
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    survivors = wait_all_gone(pids, 2)
+    _kill_leftovers(survivors)
+    assert "SignalInterruptError SIGTERM" in out
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert survivors == []
+
+
+def test_ctrl_c_to_the_foreground_group_is_one_orderly_shutdown() -> None:
+    """SIGINT to the whole process group (a terminal's Ctrl-C) ends in SignalInterruptError."""
+    with tree_process("3") as (proc, pids):
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    survivors = wait_all_gone(pids, 2)
+    _kill_leftovers(survivors)
+    assert "SignalInterruptError SIGINT" in out
+    assert proc.returncode == 128 + signal.SIGINT
+    assert survivors == []
+
+
+@pytest.mark.parametrize("print_on", ["ready", "started"])
+def test_sigkill_of_supervisor_leaves_no_orphans(print_on: str) -> None:
+    """If the supervisor is SIGKILLed, every child exits within 2 s (also right after start)."""
+    with tree_process("4", "--print-on", print_on) as (proc, pids):
+        proc.kill()
+        proc.wait(10)
+    survivors = wait_all_gone(pids, 2)
+    _kill_leftovers(survivors)
+    assert survivors == []

@@ -1,0 +1,423 @@
+"""The supervisor with real child processes: results, failures, strategies, stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import anyio
+import pytest
+
+from gymnasiarch import ChildSpec, Event, RemoteTraceback, Supervisor
+from gymnasiarch.dynaloader import ErrorDuringImport
+from gymnasiarch.exceptions import (
+    InitializationFailedError,
+    PrematureTaskDeathError,
+)
+from gymnasiarch.seeding import derive_seed
+from targets import basic
+
+T = "targets.basic"
+
+
+async def test_results_of_sync_and_async_targets_come_back() -> None:
+    """wait() returns each transient child's return value, sync or async, path or callable."""
+    with anyio.fail_after(20):
+        results = await Supervisor(
+            [
+                ChildSpec("sync", f"{T}:add", args=(1, 2), restart="transient"),
+                ChildSpec("async", basic.async_add, args=(3, 4), restart="transient"),
+                ChildSpec("dotted", f"{T}.add", kwargs={"a": 5, "b": 6}, restart="temporary"),
+            ]
+        ).run()
+    assert results == {"sync": 3, "async": 7, "dotted": 11}
+
+
+async def test_child_context_title_seed_and_runtime_config() -> None:
+    """A child sees its name, seed, config and title; it has its own group, ignores SIGINT."""
+    with anyio.fail_after(20):
+        results = await Supervisor(
+            [ChildSpec("probe", f"{T}:whoami", restart="transient")],
+            seed=1234,
+            runtime_config={"broker_uri": "tcp://localhost:1"},
+        ).run()
+    probe = results["probe"]
+    assert probe["name"] == "probe"
+    assert probe["seed"] == derive_seed(1234, "probe")
+    assert probe["restarts"] == 0
+    assert probe["config"] == {"broker_uri": "tcp://localhost:1"}
+    assert probe["title"] == "gymnasiarch[probe]"
+    assert probe["pgid"] == probe["pid"]
+    assert probe["sigint"] is True
+
+
+async def test_crash_gives_typed_error_with_remote_traceback() -> None:
+    """A child that keeps raising ends in PrematureTaskDeathError with its traceback as cause."""
+    sup = Supervisor(
+        [ChildSpec("sim", f"{T}:crash", args=("kaputt",), restart="transient")],
+        max_restarts=2,
+        max_seconds=30,
+    )
+    with anyio.fail_after(20), pytest.raises(PrematureTaskDeathError) as info:
+        await sup.run()
+    error = info.value
+    assert error.child == "sim"
+    assert error.exitcode == 1
+    assert error.restarts == 2
+    assert error.pid is not None
+    assert "kaputt" in (error.remote_traceback or "")
+    assert "def crash" in (error.remote_traceback or "") or "crash" in (
+        error.remote_traceback or ""
+    )
+    assert isinstance(error.__cause__, basic.Boom)
+    assert isinstance(error.__cause__.__cause__, RemoteTraceback)
+    assert "raise Boom(message)" in error.__cause__.__cause__.text
+
+
+async def test_exit_codes_and_signals_are_abnormal() -> None:
+    """sys.exit(3) is an abnormal end; the error carries exit code 3."""
+    sup = Supervisor(
+        [ChildSpec("x", f"{T}:exit_with", args=(3,), restart="transient")], max_restarts=0
+    )
+    with anyio.fail_after(20), pytest.raises(PrematureTaskDeathError) as info:
+        await sup.run()
+    assert info.value.exitcode == 3
+    assert info.value.signum is None
+
+
+async def test_sys_exit_zero_is_normal_for_transient() -> None:
+    """sys.exit(0) is a normal end: a transient child is not restarted."""
+    with anyio.fail_after(20):
+        results = await Supervisor(
+            [ChildSpec("x", f"{T}:exit_with", args=(0,), restart="transient")], max_restarts=0
+        ).run()
+    assert results == {"x": None}
+
+
+async def test_transient_child_restarted_after_crash_then_succeeds(tmp_path: Path) -> None:
+    """A transient child that crashes once is restarted and its second result returned."""
+    marker = tmp_path / "ran"
+    events: list[Event] = []
+    sup = Supervisor(
+        [ChildSpec("flaky", f"{T}:crash_after_first_run", args=(str(marker),), restart="transient")]
+    )
+    with sup.events() as stream, anyio.fail_after(20):
+        results = await sup.run()
+        async for event in stream:
+            events.append(event)
+    assert results == {"flaky": "second run"}
+    kinds = [(e.kind, e.child) for e in events]
+    assert ("restarting", "flaky") in kinds
+    assert kinds[-1] == ("stopped", None)
+    assert [e.kind for e in events if e.kind == "exited"] == ["exited", "exited"]
+
+
+async def test_temporary_child_is_never_restarted() -> None:
+    """A temporary child that crashes is not restarted and has no result."""
+    with anyio.fail_after(20):
+        results = await Supervisor(
+            [
+                ChildSpec("t", f"{T}:crash", restart="temporary"),
+                ChildSpec("ok", f"{T}:add", args=(1, 1), restart="temporary"),
+            ],
+            max_restarts=0,
+        ).run()
+    assert results == {"ok": 2}
+
+
+async def test_sigkilled_permanent_child_is_restarted() -> None:
+    """Killing a permanent child with SIGKILL gets it restarted with a new pid."""
+    async with Supervisor([ChildSpec("p", f"{T}:sleep_forever")]) as sup, sup.events() as stream:
+        first_pid = sup.which_children()[0].pid
+        assert first_pid is not None
+        os.kill(first_pid, signal.SIGKILL)
+        with anyio.fail_after(10):
+            async for event in stream:
+                if event.kind == "ready":
+                    break
+        info = sup.which_children()[0]
+        assert info.pid not in (None, first_pid)
+        assert info.restarts == 1
+        assert info.last_exit is not None
+        assert info.last_exit.signum == signal.SIGKILL
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected_restarted"),
+    [("one_for_one", ["b"]), ("one_for_all", ["a", "b", "c"]), ("rest_for_one", ["b", "c"])],
+)
+async def test_strategies_restart_the_right_siblings(
+    tmp_path: Path, strategy: str, expected_restarted: list[str]
+) -> None:
+    """Killing the middle child restarts exactly the siblings the strategy names, in order."""
+    journal = tmp_path / "journal"
+    specs = [
+        ChildSpec(n, f"{T}:append_and_sleep", args=(str(journal),), ready_timeout=10) for n in "abc"
+    ]
+    sup = Supervisor(specs, strategy=strategy)  # type: ignore[arg-type]
+    async with sup, sup.events() as stream:
+        pid_b = sup.which_children()[1].pid
+        assert pid_b is not None
+        os.kill(pid_b, signal.SIGKILL)
+        ready: list[str] = []
+        with anyio.fail_after(10):
+            async for event in stream:
+                if event.kind == "ready" and event.child is not None:
+                    ready.append(event.child)
+                    if len(ready) == len(expected_restarted):
+                        break
+        assert ready == expected_restarted
+        # Each child writes the journal before it calls ready().
+        lines = (await anyio.Path(journal).read_text()).splitlines()
+        assert [line.split()[1] for line in lines[3:]] == expected_restarted
+        assert {c.name: c.restarts for c in sup.which_children()} == {
+            n: int(n in expected_restarted) for n in "abc"
+        }
+
+
+async def test_restart_intensity_gives_up_and_stops_everything() -> None:
+    """More than max_restarts in max_seconds: every child is stopped and the error raised."""
+    sup = Supervisor(
+        [ChildSpec("steady", f"{T}:sleep_forever"), ChildSpec("bad", f"{T}:crash")],
+        max_restarts=3,
+        max_seconds=60,
+    )
+    with anyio.fail_after(20), pytest.raises(PrematureTaskDeathError) as info:
+        async with sup:
+            await anyio.sleep_forever()
+    assert info.value.child == "bad"
+    assert info.value.restarts == 3
+    assert all(c.pid is None for c in sup.which_children())
+
+
+async def test_significant_child_ending_normally_stops_the_tree() -> None:
+    """When a significant child returns, its siblings are stopped and wait() returns."""
+    with anyio.fail_after(20):
+        results = await Supervisor(
+            [
+                ChildSpec("server", f"{T}:sleep_forever"),
+                ChildSpec("main", f"{T}:add", args=(2, 2), restart="transient", significant=True),
+            ]
+        ).run()
+    assert results == {"main": 4}
+
+
+async def test_significant_child_crashing_is_an_error() -> None:
+    """A significant temporary child that crashes ends the tree with its error."""
+    sup = Supervisor(
+        [
+            ChildSpec("server", f"{T}:sleep_forever"),
+            ChildSpec("main", f"{T}:crash", restart="temporary", significant=True),
+        ]
+    )
+    with anyio.fail_after(20), pytest.raises(PrematureTaskDeathError) as info:
+        await sup.run()
+    assert info.value.child == "main"
+
+
+async def test_stubborn_child_is_killed_after_its_grace_period() -> None:
+    """A child ignoring SIGTERM is SIGKILLed after `shutdown` seconds; the tree still stops."""
+    sup = Supervisor(
+        [ChildSpec("stubborn", f"{T}:ignore_sigterm_and_sleep", shutdown=0.3, ready_timeout=10)]
+    )
+    with sup.events() as stream, anyio.fail_after(10):
+        async with sup:
+            pass
+        exits = [e async for e in stream if e.kind == "exited"]
+    assert exits[0].signum == signal.SIGKILL
+
+
+async def test_shutdown_stops_grandchildren_too(tmp_path: Path) -> None:
+    """Signals go to the child's process group: its own subprocesses stop with it."""
+    pidfile = tmp_path / "grandchild.pid"
+    async with Supervisor(
+        [
+            ChildSpec(
+                "parent",
+                f"{T}:spawn_grandchild_and_sleep",
+                args=(str(pidfile),),
+                ready_timeout=10,
+                shutdown=2,
+            )
+        ]
+    ):
+        grandchild = int(await anyio.Path(pidfile).read_text())
+        pidfd = os.pidfd_open(grandchild)  # fails if it were not alive
+    try:
+        with anyio.fail_after(5):
+            await anyio.wait_readable(pidfd)  # readable once the grandchild has exited
+    finally:
+        os.close(pidfd)
+
+
+async def test_terminate_and_restart_child_are_not_crashes() -> None:
+    """Stops asked for never count against the restart intensity."""
+    async with Supervisor([ChildSpec("p", f"{T}:sleep_forever")], max_restarts=0) as sup:
+        with anyio.fail_after(10):
+            await sup.restart_child("p")
+            await sup.restart_child("p")
+            await sup.terminate_child("p")
+        info = sup.which_children()[0]
+        assert info.state == "terminated"
+        assert info.pid is None
+        await sup.restart_child("p")
+        assert sup.which_children()[0].state == "running"
+
+
+async def test_start_child_adds_to_a_running_tree() -> None:
+    """start_child starts a new child; a duplicate name is refused."""
+    async with Supervisor([]) as sup:
+        await sup.start_child(ChildSpec("late", f"{T}:sleep_forever"))
+        assert [c.name for c in sup.which_children()] == ["late"]
+        with pytest.raises(ValueError, match="duplicate"):
+            await sup.start_child(ChildSpec("late", f"{T}:sleep_forever"))
+
+
+async def test_ready_handshake_orders_the_start() -> None:
+    """With ready_timeout, the next child starts only after the previous called ready()."""
+    sup = Supervisor(
+        [
+            ChildSpec("first", f"{T}:ready_then_sleep", args=("v1",), ready_timeout=10),
+            ChildSpec("second", f"{T}:ready_then_sleep", ready_timeout=10),
+        ]
+    )
+    with sup.events() as stream:
+        async with sup:
+            pass
+        order = [(e.kind, e.child) async for e in stream if e.kind in ("started", "ready")]
+    assert order == [
+        ("started", "first"),
+        ("ready", "first"),
+        ("started", "second"),
+        ("ready", "second"),
+    ]
+
+
+async def test_ready_timeout_is_an_initialization_failure() -> None:
+    """A child that never calls ready() within ready_timeout fails the start."""
+    with anyio.fail_after(10), pytest.raises(InitializationFailedError, match="ready_timeout"):
+        await Supervisor([ChildSpec("slow", f"{T}:never_ready", ready_timeout=0.3)]).run()
+
+
+async def test_child_dying_during_start_is_an_initialization_failure() -> None:
+    """A child that ends before it is ready fails the start with its error as cause."""
+    with anyio.fail_after(10), pytest.raises(InitializationFailedError) as info:
+        await Supervisor([ChildSpec("bad", f"{T}:crash", ready_timeout=5)]).run()
+    assert isinstance(info.value.__cause__, basic.Boom)
+
+
+async def test_parallel_start_order_starts_all() -> None:
+    """start_order='parallel' starts every child; all are running."""
+    specs = [ChildSpec(f"c{i}", f"{T}:sleep_forever") for i in range(6)]
+    async with Supervisor(specs, start_order="parallel") as sup:
+        assert all(c.state == "running" and c.pid for c in sup.which_children())
+
+
+async def test_child_logging_reaches_parent_handlers(caplog: pytest.LogCaptureFixture) -> None:
+    """Records a child logs arrive in the parent's logging, tagged with the child, none lost."""
+    caplog.set_level("INFO")
+    with anyio.fail_after(20):
+        await Supervisor(
+            [ChildSpec("logger", f"{T}:log_lines", args=(200,), restart="transient")]
+        ).run()
+    lines = [r for r in caplog.records if r.name == "targets.basic"]
+    assert [r.getMessage() for r in lines] == [f"line {i}" for i in range(200)]
+    assert all(r.child == "logger" for r in lines)  # type: ignore[attr-defined]
+    assert lines[7].index == 7  # type: ignore[attr-defined]
+
+
+async def test_record_logged_right_before_exit_arrives(caplog: pytest.LogCaptureFixture) -> None:
+    """A record logged just before sys.exit reaches the parent before the exit is reported."""
+    caplog.set_level("INFO")
+    with anyio.fail_after(20):
+        await Supervisor([ChildSpec("x", f"{T}:exit_with", args=(0,), restart="transient")]).run()
+    assert "exiting with 0" in [r.getMessage() for r in caplog.records]
+
+
+async def test_cancelling_the_supervisor_still_stops_children() -> None:
+    """Cancelling the task that runs the supervisor shuts the children down."""
+    sup = Supervisor([ChildSpec("p", f"{T}:sleep_forever")])
+    with anyio.move_on_after(0.5):
+        await sup.run()
+    assert sup.which_children()[0].pid is None
+
+
+async def test_spawn_start_method_works() -> None:
+    """The spawn start method runs children too."""
+    with anyio.fail_after(30):
+        results = await Supervisor(
+            [ChildSpec("s", f"{T}:add", args=(2, 3), restart="transient")], start_method="spawn"
+        ).run()
+    assert results == {"s": 5}
+
+
+async def test_nested_supervisor_is_restarted_by_its_parent(tmp_path: Path) -> None:
+    """An inner supervisor that gives up is restarted by the outer one's strategy."""
+    marker = tmp_path / "ran"
+    inner = Supervisor(
+        [
+            ChildSpec(
+                "flaky",
+                f"{T}:crash_after_first_run",
+                args=(str(marker),),
+                restart="temporary",
+                significant=True,
+            )
+        ],
+        name="inner",
+        restart="transient",
+    )
+    with anyio.fail_after(20):
+        results = await Supervisor([inner]).run()
+    assert results == {"inner": {"flaky": "second run"}}
+
+
+# -- bad input: one clear error, before any process starts ----------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda: Supervisor([], strategy="one_for_some"), ValueError, "strategy"),  # type: ignore[arg-type]
+        (
+            lambda: Supervisor([ChildSpec("a", f"{T}:add"), ChildSpec("a", f"{T}:add")]),
+            ValueError,
+            "duplicate child name 'a'",
+        ),
+        (
+            lambda: ChildSpec("a", f"{T}:add", restart="sometimes"),
+            ValueError,  # type: ignore[arg-type]
+            "restart: expected one of permanent, transient, temporary",
+        ),
+        (lambda: ChildSpec("a", 42), TypeError, "target"),  # type: ignore[arg-type]
+        (lambda: ChildSpec("a", "not a path"), ValueError, "dotted path"),
+        (lambda: ChildSpec("a", f"{T}:add", shutdown=-1), ValueError, "shutdown"),
+        (lambda: ChildSpec("a", f"{T}:add", significant=True), ValueError, "significant"),
+        (lambda: ChildSpec("", f"{T}:add"), TypeError, "name"),
+        (lambda: Supervisor([], max_restarts=-1), ValueError, "max_restarts"),
+        (lambda: Supervisor(["x"]), TypeError, "ChildSpec"),  # type: ignore[list-item]
+    ],
+)
+def test_bad_specs_fail_at_construction(make, error, match) -> None:  # type: ignore[no-untyped-def]
+    """Bad input is one clear error that names what was wrong."""
+    with pytest.raises(error, match=match):
+        make()
+
+
+async def test_unimportable_target_fails_before_anything_starts() -> None:
+    """A target module that does not exist fails in the parent, no process started."""
+    sup = Supervisor(
+        [ChildSpec("ok", f"{T}:sleep_forever"), ChildSpec("bad", "no_such_module_here:main")]
+    )
+    with pytest.raises(ErrorDuringImport, match="no_such_module_here"):
+        await sup.run()
+    assert all(c.pid is None and c.last_exit is None for c in sup.which_children())
+
+
+async def test_non_callable_and_unpicklable_targets_fail_clearly() -> None:
+    """A target that is no callable, or a lambda, fails with InitializationFailedError."""
+    with pytest.raises(InitializationFailedError, match="not a callable"):
+        await Supervisor([ChildSpec("c", f"{T}:log")]).run()
+    with pytest.raises(InitializationFailedError, match="module level"):
+        await Supervisor([ChildSpec("l", lambda: None)]).run()
