@@ -340,7 +340,7 @@ class Supervisor:
                 await self._tg.start(self._monitor_signals)
             async with self._lock:
                 await self._start_initial()
-        except BaseException:
+        except BaseException:  # stop what did start, then re-raise
             await self.__aexit__(*sys.exc_info())
             raise
         return self
@@ -708,7 +708,7 @@ class Supervisor:
         async with self._lock:
             try:
                 await self._start(child, initial=True)
-            except BaseException:
+            except BaseException:  # leave no half-started child behind, then re-raise
                 await self._stop_children([child])
                 del self._children[spec.name]
                 self._specs.remove(spec)

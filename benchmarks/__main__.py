@@ -1,0 +1,117 @@
+"""Run every ``bench_*`` module of this package: ``python -m benchmarks [--quick]``.
+
+Each module's ``collect(quick)`` returns report rows; they are printed as one
+table of medians and written to ``benchmarks/results/latest.json``. Timings
+are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import os
+import pkgutil
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import benchmarks
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COLUMNS = ("figure", "baseline", "baseline median", "ours median", "ours/baseline", "target")
+DASH = "\u2014"
+
+
+def _format(value: float | None, unit: str) -> str:
+    if value is None:
+        return DASH
+    if unit == "s":
+        return f"{value * 1e3:.2f} ms" if value < 1 else f"{value:.3f} s"
+    if unit == "CPU-s":
+        return f"{value:.4f} CPU-s"
+    if unit == "B":
+        return f"{value / 2**20:.2f} MiB"
+    return f"{value:g} {unit}"
+
+
+def _cells(row: dict[str, Any]) -> tuple[str, ...]:
+    baseline = row["baseline"] if row["baseline_kind"] != "none" else DASH
+    ratio = DASH if row["ratio"] is None else f"{row['ratio']:.2f}"
+    samples = len(row["ours_samples"])
+    if row["baseline_kind"] == "measured":
+        samples_text = f"n={samples}/{len(row['baseline_samples'])}"
+    else:
+        samples_text = f"n={samples}"
+    return (
+        row["figure"],
+        baseline,
+        _format(row["baseline_median"], row["unit"]),
+        _format(row["ours_median"], row["unit"]),
+        ratio,
+        f"{row['target']}  {samples_text}" if row["target"] else samples_text,
+    )
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    lines = [COLUMNS, *(_cells(row) for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
+    right = {2, 3, 4}  # numbers
+
+    def render(line: tuple[str, ...]) -> str:
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        return " | ".join(cells).rstrip()
+
+    rule = "-+-".join("-" * width for width in widths)
+    return "\n".join([render(lines[0]), rule, *(render(line) for line in lines[1:])])
+
+
+def main(argv: list[str]) -> int:
+    unknown = [arg for arg in argv if arg != "--quick"]
+    if unknown:
+        print(f"usage: python -m benchmarks [--quick]; unknown: {' '.join(unknown)}")
+        return 2
+    quick = "--quick" in argv
+    began = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    names = sorted(
+        info.name
+        for info in pkgutil.iter_modules(benchmarks.__path__)
+        if info.name.startswith("bench_")
+    )
+    for name in names:
+        module = importlib.import_module(f"benchmarks.{name}")
+        rows.extend(dict(row, module=name) for row in module.collect(quick=quick))
+    elapsed = time.perf_counter() - began
+    print()
+    print(_table(rows))
+    mode = "quick" if quick else "full"
+    print(f"\nmedians; ratio = ours / baseline; {mode} run in {elapsed:.1f} s")
+    RESULTS.mkdir(exist_ok=True)
+    report = {
+        "meta": {
+            "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "quick": quick,
+            "elapsed_s": elapsed,
+            "python": sys.version,
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "modules": names,
+        },
+        "columns": list(COLUMNS),
+        "table": [dict(zip(COLUMNS, _cells(row), strict=True)) for row in rows],
+        "rows": rows,
+    }
+    path = RESULTS / "latest.json"
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
