@@ -73,17 +73,24 @@ def _kill_leftovers(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def assert_stopped_by(
+    signum: signal.Signals, proc: subprocess.Popen[str], out: str, pids: list[int]
+) -> None:
+    """The supervisor reported SignalInterruptError(signum), exited 128+N, left no child."""
+    survivors = wait_all_gone(pids, 2)
+    _kill_leftovers(survivors)
+    assert f"SignalInterruptError {signum.name}" in out
+    assert proc.returncode == 128 + signum
+    assert survivors == []
+
+
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_sigterm_to_supervisor_stops_tree_and_raises(backend: str) -> None:
     """SIGTERM makes an orderly shutdown and SignalInterruptError(SIGTERM); children are gone."""
     with tree_process("3", "--backend", backend) as (proc, pids):
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
-    survivors = wait_all_gone(pids, 2)
-    _kill_leftovers(survivors)
-    assert "SignalInterruptError SIGTERM" in out
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert survivors == []
+    assert_stopped_by(signal.SIGTERM, proc, out, pids)
 
 
 def test_ctrl_c_to_the_foreground_group_is_one_orderly_shutdown() -> None:
@@ -91,11 +98,7 @@ def test_ctrl_c_to_the_foreground_group_is_one_orderly_shutdown() -> None:
     with tree_process("3") as (proc, pids):
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
-    survivors = wait_all_gone(pids, 2)
-    _kill_leftovers(survivors)
-    assert "SignalInterruptError SIGINT" in out
-    assert proc.returncode == 128 + signal.SIGINT
-    assert survivors == []
+    assert_stopped_by(signal.SIGINT, proc, out, pids)
 
 
 @pytest.mark.parametrize("print_on", ["ready", "started"])

@@ -421,3 +421,15 @@ async def test_non_callable_and_unpicklable_targets_fail_clearly() -> None:
         await Supervisor([ChildSpec("c", f"{T}:log")]).run()
     with pytest.raises(InitializationFailedError, match="module level"):
         await Supervisor([ChildSpec("l", lambda: None)]).run()
+
+
+async def test_spawn_wrapper_sets_title_config_and_runs_dotted_callee() -> None:
+    """spawn_wrapper (the seed's API) retitles the process, restores config, runs the callee."""
+    with anyio.fail_after(20):
+        results = await Supervisor(
+            [ChildSpec("w", f"{T}:through_spawn_wrapper", restart="transient")]
+        ).run()
+    probe = results["w"]
+    assert probe["title"] == "gymnasiarch[renamed]"
+    assert probe["config"] == {"k": 1}
+    assert probe["sigint"] is True

@@ -34,13 +34,7 @@ from gymnasiarch._context import ChildContext, set_child_context
 from gymnasiarch._logwire import ChannelHandler
 from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch.dynaloader import resolve
-from gymnasiarch.spawn import (
-    prepare_child,
-    reset_logging_to,
-    set_log_rewire,
-    set_process_title,
-    spawn_wrapper,
-)
+from gymnasiarch.spawn import prepare_child, reset_logging_to, set_log_rewire
 
 _PR_SET_PDEATHSIG = 1
 
@@ -134,17 +128,8 @@ def _report_result(send: _Sender, result: Any) -> None:
 def _run_target(launch: Launch, send: _Sender) -> Any:
     target = resolve(launch.target) if isinstance(launch.target, str) else launch.target
     send(("started",))
-    if inspect.iscoroutinefunction(target):
-        return anyio.run(
-            spawn_wrapper,
-            launch.name,
-            launch.runtime_config,
-            target,
-            list(launch.args),
-            launch.kwargs,
-        )
-    # A sync target runs without an event loop around it, so it may start its own.
-    prepare_child(launch.name, launch.runtime_config)
+    # The caretaking of spawn_wrapper is done already (child_main); a sync
+    # target runs without an event loop around it, so it may start its own.
     result = target(*launch.args, **launch.kwargs)
     if inspect.isawaitable(result):
 
@@ -157,26 +142,26 @@ def _run_target(launch: Launch, send: _Sender) -> Any:
 
 def child_main(launch: Launch, channel: Connection) -> None:
     """Entry point of every supervised child process."""
-    set_process_title(launch.name)
+    send = _Sender(channel)
+    handler = ChannelHandler(send)
+    set_log_rewire(lambda: reset_logging_to(handler, launch.log_level))
+    # spawn_wrapper's caretaking, once: the process title first, the runtime
+    # config, logging to the parent (also for records logged at import time).
+    prepare_child(launch.name, launch.runtime_config)
     # Our own group: the supervisor's signals reach our subprocesses too.
     # (It fails only for a group or session leader, which we already are then.)
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _guard_against_orphaning()
-    send = _Sender(channel)
-    handler = ChannelHandler(send)
-    set_log_rewire(lambda: reset_logging_to(handler, launch.log_level))
     set_child_context(
         ChildContext(
             name=launch.name,
             seed=launch.seed,
             restarts=launch.restarts,
-            runtime_config=RuntimeConfig.from_dict(launch.runtime_config),
+            runtime_config=RuntimeConfig.current(),
             _send=send,
         )
     )
-    reset_logging_to(handler, launch.log_level)  # also for records logged at import time
     try:
         result = _run_target(launch, send)
     except SystemExit as exit_:

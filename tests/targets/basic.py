@@ -113,3 +113,10 @@ def spawn_grandchild_and_sleep(pidfile: str) -> None:
 
 def unpicklable_result() -> Any:
     return lambda: None
+
+
+def through_spawn_wrapper() -> dict[str, Any]:
+    """Use the seed's spawn_wrapper directly, as palaestrAI code does."""
+    from gymnasiarch.spawn import spawn_wrapper
+
+    return anyio.run(spawn_wrapper, "renamed", {"k": 1}, "targets.basic:whoami")
