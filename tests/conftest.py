@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import threading
 from collections.abc import Iterator
+from multiprocessing import forkserver
 from pathlib import Path
 
 import pytest
@@ -45,6 +48,53 @@ def _descendants_of(pid: int) -> dict[int, str]:
 
 def is_helper(what: str) -> bool:
     return any(helper in what for helper in _LONG_LIVED_HELPERS)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def long_lived_helpers() -> None:
+    """Start the fork server (and resource tracker) before the first test.
+
+    They hold file descriptors for the rest of the session; started inside
+    a test, they would look like that test's leak.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["gymnasiarch._child", "tests.targets.basic"])
+    forkserver.ensure_running()
+
+
+def _open_fds() -> dict[int, str]:
+    """Map fd -> what it points to, for this process's open file descriptors."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc/self/fd").iterdir():
+        try:
+            found[int(entry.name)] = os.readlink(entry)
+        except OSError:
+            continue  # the directory's own fd, closed by now
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_fd_left_open() -> Iterator[None]:
+    """Fail the test if it leaves a file descriptor open (CPython's --fail-env-changed)."""
+    before = _open_fds()
+    yield
+    leftover = {fd: what for fd, what in _open_fds().items() if before.get(fd) != what}
+    if leftover:
+        pytest.fail(f"test left file descriptors open: {leftover}")
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_running() -> Iterator[None]:
+    """Fail the test if a thread it started is still running a moment after it ended."""
+    before = set(threading.enumerate())
+    yield
+    # Worker threads of an event loop that just closed are on their way out.
+    started = [t for t in threading.enumerate() if t not in before]
+    for thread in started:
+        thread.join(timeout=2.0)
+    leftover = [t.name for t in started if t.is_alive()]
+    if leftover:
+        pytest.fail(f"test left threads running: {leftover}")
 
 
 @pytest.fixture(autouse=True)

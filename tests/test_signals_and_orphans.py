@@ -101,6 +101,17 @@ def test_ctrl_c_to_the_foreground_group_is_one_orderly_shutdown() -> None:
     assert_stopped_by(signal.SIGINT, proc, out, pids)
 
 
+def test_second_ctrl_c_during_shutdown_kills_at_once() -> None:
+    """Children ignoring SIGTERM with a 60 s grace: a second SIGINT ends the wait now."""
+    with tree_process("2", "--stubborn") as (proc, pids):
+        assert proc.stdout is not None
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.stdout.readline() == "shutting down\n"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)  # well inside the 60 s grace period
+    assert_stopped_by(signal.SIGINT, proc, out, pids)
+
+
 @pytest.mark.parametrize("print_on", ["ready", "started"])
 def test_sigkill_of_supervisor_leaves_no_orphans(print_on: str) -> None:
     """If the supervisor is SIGKILLed, every child exits within 2 s (also right after start)."""
@@ -110,3 +121,37 @@ def test_sigkill_of_supervisor_leaves_no_orphans(print_on: str) -> None:
     survivors = wait_all_gone(pids, 2)
     _kill_leftovers(survivors)
     assert survivors == []
+
+
+_ARMED_CHILD = """
+import subprocess, sys, time
+from gymnasiarch._child import _kill_on_eof
+grandchild = subprocess.Popen(["sleep", "30"])
+assert _kill_on_eof(0)  # stdin: a pipe nobody ever writes to
+print(grandchild.pid, flush=True)
+time.sleep(30)
+"""
+
+
+def test_eof_on_the_parents_pipe_kills_the_childs_whole_group() -> None:
+    """The thread-free EOF guard: the kernel SIGKILLs the group when the pipe closes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ARMED_CHILD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as a supervised child has
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        grandchild = int(proc.stdout.readline())
+        proc.stdin.close()  # what the supervisor's death does to the real pipe
+        assert proc.wait(10) == -signal.SIGKILL
+        survivors = wait_all_gone([grandchild], 2)
+        _kill_leftovers(survivors)
+        assert survivors == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
+from multiprocessing import forkserver
 from pathlib import Path
 
 import anyio
 import pytest
 
-from gymnasiarch import ChildSpec, Event, RemoteTraceback, Supervisor
+from gymnasiarch import Backoff, ChildSpec, Event, RemoteTraceback, Supervisor
+from gymnasiarch._process import ChildProcess
 from gymnasiarch.dynaloader import ErrorDuringImport
 from gymnasiarch.exceptions import (
+    DeadChildrenRisingAsZombiesError,
     InitializationFailedError,
     PrematureTaskDeathError,
 )
@@ -433,3 +437,98 @@ async def test_spawn_wrapper_sets_title_config_and_runs_dotted_callee() -> None:
     assert probe["title"] == "gymnasiarch[renamed]"
     assert probe["config"] == {"k": 1}
     assert probe["sigint"] is True
+
+
+async def _kill_while_out_of_descriptors(sup: Supervisor) -> None:
+    """Kill the only child while no new file descriptor can be opened; wait for the tree."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    (info,) = sup.which_children()
+    assert info.pid is not None
+    # New descriptors get the lowest free number; with the limit there, none
+    # can be opened beyond the few the dead child's run gives back, fewer
+    # than a launch needs.
+    open_fds = {int(fd) for fd in os.listdir("/proc/self/fd")}
+    lowest_free = min(set(range(len(open_fds) + 1)) - open_fds)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        os.kill(info.pid, signal.SIGKILL)
+        await sup.wait()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_restart_that_cannot_launch_gives_up_with_the_os_error() -> None:
+    """Out of file descriptors at restart time: one typed error, nothing left running."""
+    server_pid = forkserver._forkserver._forkserver_pid
+    sup = Supervisor([ChildSpec("victim", f"{T}:sleep_forever")])
+    with anyio.fail_after(20), pytest.raises(PrematureTaskDeathError, match="restart") as caught:
+        async with sup:
+            await _kill_while_out_of_descriptors(sup)
+    assert isinstance(caught.value.__cause__, OSError)
+    assert caught.value.child == "victim"
+    # The failed request never reached the fork server: it still serves.
+    assert forkserver._forkserver._forkserver_pid == server_pid
+    os.kill(server_pid, 0)
+
+
+async def test_child_that_will_not_die_is_named_as_a_zombie(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A child whose exit never shows (uninterruptible sleep) ends in a bounded wait.
+
+    A process that survives SIGKILL cannot be made here without root (a hung
+    FUSE or NFS mount does it), so the one thing substituted is the wait for
+    the exit of the child named "stuck": it never returns. The process is
+    real and SIGKILL really ends it; the supervisor cannot see that.
+    """
+    real_wait_gone = ChildProcess._wait_gone
+
+    async def never_gone(self: ChildProcess) -> None:
+        if self.name == "stuck":
+            await anyio.sleep_forever()
+        await real_wait_gone(self)
+
+    monkeypatch.setattr(ChildProcess, "_wait_gone", never_gone)
+    sup = Supervisor(
+        [
+            ChildSpec("fine", f"{T}:sleep_forever", shutdown=1.0),
+            ChildSpec("stuck", f"{T}:sleep_forever", shutdown=0.1),
+        ],
+        kill_timeout=0.2,
+    )
+    with anyio.fail_after(10):
+        with pytest.raises(DeadChildrenRisingAsZombiesError, match="still alive") as caught:
+            async with sup:
+                stuck_pid = {c.name: c.pid for c in sup.which_children()}["stuck"]
+    assert caught.value.zombies == {"stuck": stuck_pid}
+    assert [c.state for c in sup.which_children()] == ["terminated", "terminated"]
+
+
+def test_backoff_delays_grow_and_stay_under_the_cap() -> None:
+    """Without jitter the n-th restart in a row waits min(cap, base * factor**(n-1))."""
+    backoff = Backoff(base=0.1, factor=3.0, cap=0.5, jitter=0.0)
+    assert [backoff.delay(n) for n in (1, 2, 3, 4)] == pytest.approx([0.1, 0.3, 0.5, 0.5])
+    jittered = Backoff(base=1.0, jitter=0.25)
+    assert all(0.75 <= jittered.delay(1) <= 1.25 for _ in range(200))
+
+
+async def test_crash_looping_child_is_restarted_after_growing_delays() -> None:
+    """Each restart in a row waits longer; the events say how long."""
+    sup = Supervisor(
+        [ChildSpec("flaky", f"{T}:crash")],
+        max_restarts=3,
+        max_seconds=60,
+        backoff=Backoff(base=0.05, factor=2.0, jitter=0.0),
+    )
+    with sup.events() as stream, anyio.fail_after(20):
+        with pytest.raises(PrematureTaskDeathError):
+            async with sup:
+                await sup.wait()
+        events = [e async for e in stream]
+    restarting = [e for e in events if e.kind == "restarting"]
+    assert [e.detail for e in restarting] == ["after 0.050 s", "after 0.100 s", "after 0.200 s"]
+    # Each restart starts no earlier than its delay after the exit before it.
+    exits = [e.time for e in events if e.kind == "exited"]
+    starts = [e.time for e in events if e.kind == "started"][1:]
+    for exited, started, delay in zip(exits, starts, (0.05, 0.1, 0.2), strict=False):
+        assert started - exited >= delay - 0.005  # wall clock vs the monotonic sleep

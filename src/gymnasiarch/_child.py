@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import inspect
 import multiprocessing
 import os
@@ -37,6 +38,8 @@ from gymnasiarch.dynaloader import resolve
 from gymnasiarch.spawn import prepare_child, reset_logging_to, set_log_rewire
 
 _PR_SET_PDEATHSIG = 1
+# Loaded once, in the fork server, rather than in every child.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,25 @@ def _watch_parent(sentinel: int) -> None:
     _die_with_our_group()
 
 
+def _kill_on_eof(sentinel: int) -> bool:
+    """Have the kernel SIGKILL this child's group when *sentinel* reports EOF.
+
+    Signal-driven I/O (``O_ASYNC`` with ``F_SETSIG``) needs no watcher
+    thread: a thread costs 0.4 ms per start and its stack in every child.
+    Linux only; returns False where it is not available.
+    """
+    set_signal = getattr(fcntl, "F_SETSIG", None)
+    if set_signal is None:
+        return False
+    fcntl.fcntl(sentinel, set_signal, signal.SIGKILL)
+    # A negative owner is a process group: only our own, never the
+    # supervisor's (setpgid may have failed, see child_main).
+    owner = -os.getpid() if os.getpgrp() == os.getpid() else os.getpid()
+    fcntl.fcntl(sentinel, fcntl.F_SETOWN, owner)
+    fcntl.fcntl(sentinel, fcntl.F_SETFL, fcntl.fcntl(sentinel, fcntl.F_GETFL) | os.O_ASYNC)
+    return True
+
+
 def _guard_against_orphaning() -> None:
     """Exit when the supervisor dies, even by SIGKILL.
 
@@ -87,20 +109,21 @@ def _guard_against_orphaning() -> None:
     parent's pipe is late when a forked sibling inherited its write end.
     Both are checked once after arming, in case the parent died before.
     """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() == 1:
             _die_with_our_group()
     parent = multiprocessing.parent_process()
     sentinel = getattr(parent, "sentinel", None)
     if sentinel is None:
         return
+    armed = _kill_on_eof(sentinel)
     if select.select([sentinel], [], [], 0)[0]:
         _die_with_our_group()
-    threading.Thread(
-        target=_watch_parent, args=(sentinel,), name="gymnasiarch-parent-watch", daemon=True
-    ).start()
+    if not armed:
+        threading.Thread(
+            target=_watch_parent, args=(sentinel,), name="gymnasiarch-parent-watch", daemon=True
+        ).start()
 
 
 def _report_error(send: _Sender, error: BaseException) -> None:

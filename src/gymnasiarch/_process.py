@@ -15,20 +15,16 @@ import multiprocessing
 import os
 import pickle
 import signal
-import sys
-import types
-from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
 from gymnasiarch._child import Launch, child_main
+from gymnasiarch._launcher import Started, StartMethod, start_forkserver, start_spawn
 from gymnasiarch._logwire import reinject
-
-StartMethod = Literal["forkserver", "spawn"]
 
 logger = logging.getLogger("gymnasiarch.process")
 
@@ -40,28 +36,6 @@ PRELOAD = ["gymnasiarch._child"]
 def _needs_main_module(launch: Launch) -> bool:
     """True if the target or its arguments refer to something defined in ``__main__``."""
     return b"__main__" in pickle.dumps((launch.target, launch.args, launch.kwargs))
-
-
-@contextlib.contextmanager
-def _main_module_hidden(*, unless: bool) -> Iterator[None]:
-    """Keep multiprocessing from re-running the parent's main script in the child.
-
-    multiprocessing re-imports ``__main__`` in every spawned or fork-server
-    child, which costs an interpreter's worth of imports per start and runs
-    any unguarded top-level code of the script (a script that starts a
-    supervisor would start one in every child). Our children need it only
-    when their target lives there. Runs synchronously in the event loop's
-    thread, between two checkpoints.
-    """
-    if unless:
-        yield
-        return
-    real_main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = real_main
 
 
 class RemoteTraceback(Exception):  # noqa: N818 - named after what it shows
@@ -142,7 +116,7 @@ class ChildProcess:
     :meth:`terminate` / :meth:`kill`, waiting on :attr:`exited`.
     """
 
-    def __init__(self, name: str, process: Any, channel: Connection, method: str) -> None:
+    def __init__(self, name: str, process: Started, channel: Connection, method: str) -> None:
         self.name = name
         self.pid: int = process.pid
         self._process = process
@@ -164,7 +138,7 @@ class ChildProcess:
         self.stop_requested = False
 
     @classmethod
-    def start(
+    async def start(
         cls, launch: Launch, method: StartMethod, preload: list[str] | None = None
     ) -> ChildProcess:
         """Start a child process running :func:`gymnasiarch._child.child_main`.
@@ -182,11 +156,16 @@ class ChildProcess:
             target=child_main, args=(launch, writer), name=f"gymnasiarch[{launch.name}]"
         )
         try:
-            with _main_module_hidden(unless=_needs_main_module(launch)):
-                process.start()
+            if method == "forkserver":
+                started = await start_forkserver(process)
+            else:
+                started = start_spawn(process, needs_main=_needs_main_module(launch))
+        except BaseException:
+            reader.close()
+            raise
         finally:
             writer.close()
-        return cls(launch.name, process, reader, method)
+        return cls(launch.name, started, reader, method)
 
     # -- watching -------------------------------------------------------------
 
@@ -253,7 +232,7 @@ class ChildProcess:
             # The fork server reaps the child and then writes its exit code.
             with anyio.move_on_after(5):
                 await anyio.wait_readable(self._process.sentinel)
-        exitcode, signum = _status_from_code(self._process.exitcode)
+        exitcode, signum = _status_from_code(self._process.poll())
         kind, payload = self._outcome or ("", (None,))
         if kind == "result" and exitcode == 0:
             return ExitStatus(exitcode, signum, result=payload[0], pid=self.pid)
@@ -267,9 +246,7 @@ class ChildProcess:
             os.close(self._pidfd)
             self._pidfd = None
         self._channel.close()
-        if self.status is not None:
-            with contextlib.suppress(ValueError):  # not reaped (abandoned)
-                self._process.close()
+        self._process.close()
 
     # -- stopping -------------------------------------------------------------
 

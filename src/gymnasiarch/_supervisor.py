@@ -30,7 +30,8 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from gymnasiarch._child import Launch
 from gymnasiarch._events import Event, EventHub
-from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus, StartMethod
+from gymnasiarch._launcher import StartMethod, forkserver_running
+from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus
 from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch._spec import (
     RESTART_TYPES,
@@ -412,8 +413,7 @@ class Supervisor:
 
     async def _start_initial(self) -> None:
         if self.start_method == "forkserver" and any(isinstance(s, ChildSpec) for s in self._specs):
-            # Starting the fork server imports our modules: do it off the loop.
-            await anyio.to_thread.run_sync(_ensure_forkserver, self._preload)
+            await _ensure_forkserver(self._preload)
         children = list(self._children.values())
         if self.start_order == "sequential":
             for child in children:
@@ -428,7 +428,7 @@ class Supervisor:
         if not children:
             self._done.set()
 
-    def _launch(self, child: _Child) -> _Run:
+    async def _launch(self, child: _Child) -> _Run:
         spec = child.spec
         if isinstance(spec, Supervisor):
             spec.handle_signals = False  # the outermost supervisor owns the signals
@@ -444,10 +444,23 @@ class Supervisor:
             restarts=child.restarts,
             log_level=logging.getLogger().getEffectiveLevel(),
         )
-        return ChildProcess.start(launch, self.start_method, self._preload)
+        return await ChildProcess.start(launch, self.start_method, self._preload)
 
     async def _start(self, child: _Child, initial: bool) -> None:
-        run = self._launch(child)
+        try:
+            run = await self._launch(child)
+        except OSError as error:  # out of file descriptors or processes, say
+            if initial:
+                raise InitializationFailedError(
+                    f"child {child.name!r} could not be started: {error}"
+                ) from error
+            # A restart that cannot even launch would fail the same way
+            # again: give up now rather than spin.
+            child.state = "exited"
+            last = child.last_exit or ExitStatus(None, None)
+            why = f"could not restart child {child.name!r}: {error}"
+            self._give_up(child, last, why, cause=error)
+            return
         child.run, child.state, child.started_at = run, "starting", time.monotonic()
         self._events.publish("started", child=child.name, pid=run.pid, restarts=child.restarts)
         await self._tg.start(self._watch, child, run)
@@ -576,7 +589,9 @@ class Supervisor:
                 return
             await self._start(member, initial=False)
 
-    def _give_up(self, child: _Child, status: ExitStatus, why: str) -> None:
+    def _give_up(
+        self, child: _Child, status: ExitStatus, why: str, cause: BaseException | None = None
+    ) -> None:
         error = PrematureTaskDeathError(
             f"supervisor {self.name!r} gave up: {why}; last: {status.describe()}",
             child=child.name,
@@ -586,7 +601,7 @@ class Supervisor:
             restarts=child.restarts,
             remote_traceback=status.traceback,
         )
-        error.__cause__ = status.error
+        error.__cause__ = cause or status.error
         self._events.publish("gave_up", child=child.name, restarts=child.restarts, detail=why)
         self._fail(error)
 
@@ -736,10 +751,14 @@ class Supervisor:
             await self._start(child, initial=False)
 
 
-def _ensure_forkserver(preload: list[str]) -> None:
+async def _ensure_forkserver(preload: list[str]) -> None:
     """Start the fork server with our modules (and the targets') preloaded."""
     multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD + preload)
-    forkserver.ensure_running()
+    if forkserver_running():
+        forkserver.ensure_running()  # a non-blocking check that it is still alive
+    else:
+        # Starting the fork server imports our modules: do it off the loop.
+        await anyio.to_thread.run_sync(forkserver.ensure_running)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -1,0 +1,206 @@
+"""Start a multiprocessing process from the event loop, quickly and without blocking it.
+
+Two things of the stdlib's process start are wrong for a supervisor:
+
+* Every forkserver or spawn child re-imports the parent's ``__main__``. That
+  costs an interpreter's worth of imports per start and runs any unguarded
+  top-level code of the script (a script that starts a supervisor would start
+  one in every child). Our children need it only when their target lives
+  there, so we leave it out otherwise.
+* ``Process.start()`` with the fork server blocks until the server has
+  forked and sent back the pid (about 2 ms), so fifty starts queue up behind
+  each other in the event loop's thread; it also polls every living child on
+  every start. Our fork-server start writes its request, awaits the pid on the
+  status pipe through anyio, and never registers the process with
+  multiprocessing's bookkeeping (we reap it ourselves).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import sys
+import types
+from collections.abc import Iterator
+from multiprocessing import context as mp_context
+from multiprocessing import (
+    forkserver,
+    popen_fork,
+    popen_forkserver,
+    reduction,
+    resource_tracker,
+    spawn,
+    util,
+)
+from typing import Any, Literal, Protocol
+
+import anyio
+
+StartMethod = Literal["forkserver", "spawn"]
+
+_MAIN_KEYS = ("init_main_from_name", "init_main_from_path")
+
+
+class Started(Protocol):
+    """What the process layer needs of a started process."""
+
+    pid: int
+    sentinel: int
+
+    def poll(self) -> int | None:
+        """The exit code once the process has exited and been reaped, else None."""
+
+    def close(self) -> None:
+        """Release the process's resources (after it was reaped)."""
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _request_fork(fds: list[int]) -> tuple[int, int]:
+    """Ask the fork server for a child; return (status pipe, data pipe) ends.
+
+    The stdlib's ``connect_to_new_process`` connects first and opens its
+    pipes after: out of file descriptors, it leaks one pipe and hangs up on
+    the server without a message, which makes the server exit, and every
+    child it forked dies with it (their parent-death signal). Here
+    everything is opened before the connection, so a failure reaches
+    nobody but the caller. Python 3.14 added a handshake to this
+    conversation: there we use the stdlib's own client.
+    """
+    if sys.version_info >= (3, 14):  # pragma: no cover - the CI runs 3.11
+        pair: tuple[int, int] = forkserver.connect_to_new_process(fds)
+        return pair
+    server: Any = forkserver._forkserver  # private fields, stable from 3.8 to 3.13
+    server.ensure_running()
+    opened: list[int] = []
+    try:
+        status_r, status_w = os.pipe()
+        opened += (status_r, status_w)
+        data_r, data_w = os.pipe()
+        opened += (data_r, data_w)
+        tracker: int = resource_tracker.getfd()  # type: ignore[assignment]
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(server._forkserver_address)
+            alive = server._forkserver_alive_fd
+            reduction.sendfds(client, [data_r, status_w, alive, tracker, *fds])
+    except BaseException:
+        _close_fds(*opened)
+        raise
+    os.close(data_r)
+    os.close(status_w)
+    return status_r, data_w
+
+
+class _ForkServerStart(popen_forkserver.Popen):
+    """The stdlib's fork-server start, with the wait for the pid left to the caller."""
+
+    pid: int
+    sentinel: int
+
+    def __init__(self, process: Any) -> None:
+        self._fds: list[int] = []
+        # Pickle the process first (collecting the fds it passes on in
+        # self._fds): its pickled form tells whether it needs __main__.
+        buffer = io.BytesIO()
+        mp_context.set_spawning_popen(self)
+        try:
+            reduction.dump(process, buffer)
+        finally:
+            mp_context.set_spawning_popen(None)
+        self._payload = buffer.getvalue()
+        # popen_fork.Popen.__init__ flushes stdio and calls _launch; the
+        # fork-server Popen's own __init__ would reset self._fds.
+        popen_fork.Popen.__init__(self, process)
+
+    def _launch(self, process: Any) -> None:
+        prep = spawn.get_preparation_data(process._name)
+        if b"__main__" not in self._payload:
+            for key in _MAIN_KEYS:
+                prep.pop(key, None)
+        buffer = io.BytesIO()
+        mp_context.set_spawning_popen(self)  # the authkey pickles only then
+        try:
+            reduction.dump(prep, buffer)
+        finally:
+            mp_context.set_spawning_popen(None)
+        buffer.write(self._payload)
+        self.sentinel, data = _request_fork(self._fds)
+        # The child watches a duplicate of the data pipe's write end to learn
+        # that its parent died (multiprocessing.parent_process().sentinel).
+        parent_alive = os.dup(data)
+        self.finalizer = util.Finalize(self, _close_fds, (parent_alive, self.sentinel))
+        with open(data, "wb", closefd=True) as stream:
+            stream.write(buffer.getbuffer())
+
+
+def forkserver_running() -> bool:
+    """True if this process has started its fork server (it may have died since)."""
+    return getattr(forkserver._forkserver, "_forkserver_pid", None) is not None
+
+
+async def start_forkserver(process: Any) -> Started:
+    """Start *process* (a not yet started ``ForkServerProcess``) through the fork server.
+
+    The fork server should be running already (the supervisor starts it in a
+    worker thread). Must run in the event loop's thread.
+    """
+    popen = _ForkServerStart(process)
+    try:
+        # Shielded: the child is on its way and must not be lost. The wait
+        # is short, and ends with EOF should the fork server be gone.
+        with anyio.CancelScope(shield=True):
+            await anyio.wait_readable(popen.sentinel)
+        popen.pid = forkserver.read_signed(popen.sentinel)
+    except BaseException:
+        popen.close()
+        raise
+    return popen
+
+
+@contextlib.contextmanager
+def _main_module_hidden(*, unless: bool) -> Iterator[None]:
+    """Hide ``__main__`` from multiprocessing while a spawn child starts.
+
+    Runs synchronously in the event loop's thread, between two checkpoints,
+    so nothing else sees the stand-in module.
+    """
+    if unless:
+        yield
+        return
+    real_main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = real_main
+
+
+class _SpawnStarted:
+    """A started spawn process, with the face of :class:`Started`."""
+
+    def __init__(self, process: Any) -> None:
+        self._process = process
+        self.pid: int = process.pid
+        self.sentinel: int = process.sentinel
+
+    def poll(self) -> int | None:
+        code: int | None = self._process.exitcode
+        return code
+
+    def close(self) -> None:
+        # A process that would not die (abandoned as a zombie) keeps its
+        # sentinel: multiprocessing refuses to close a running process.
+        with contextlib.suppress(ValueError):
+            self._process.close()
+
+
+def start_spawn(process: Any, needs_main: bool) -> Started:
+    """Start *process* (a not yet started ``SpawnProcess``): fork and exec, no wait."""
+    with _main_module_hidden(unless=needs_main):
+        process.start()
+    return _SpawnStarted(process)
