@@ -142,7 +142,8 @@ def test_eof_on_the_parents_pipe_kills_the_childs_whole_group() -> None:
         text=True,
         start_new_session=True,  # its own group, as a supervised child has
     )
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     try:
         grandchild = int(proc.stdout.readline())
         proc.stdin.close()  # what the supervisor's death does to the real pipe

@@ -32,10 +32,10 @@ from typing import Any
 import anyio
 
 from gymnasiarch._context import ChildContext, set_child_context
-from gymnasiarch._logwire import ChannelHandler
+from gymnasiarch._output import InheritedFd, flush_output, redirect_output
 from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch.dynaloader import resolve
-from gymnasiarch.spawn import prepare_child, reset_logging_to, set_log_rewire
+from gymnasiarch.spawn import forward_structlog, prepare_child, set_log_connect_hook
 
 _PR_SET_PDEATHSIG = 1
 # Loaded once, in the fork server, rather than in every child.
@@ -53,7 +53,7 @@ class Launch:
     runtime_config: dict[str, Any]
     seed: int | None
     restarts: int
-    log_level: int
+    output: tuple[InheritedFd, InheritedFd] | None = None
 
 
 class _Sender:
@@ -150,6 +150,7 @@ def _report_result(send: _Sender, result: Any) -> None:
 
 def _run_target(launch: Launch, send: _Sender) -> Any:
     target = resolve(launch.target) if isinstance(launch.target, str) else launch.target
+    forward_structlog()  # the target's module may have imported structlog just now
     send(("started",))
     # The caretaking of spawn_wrapper is done already (child_main); a sync
     # target runs without an event loop around it, so it may start its own.
@@ -165,12 +166,13 @@ def _run_target(launch: Launch, send: _Sender) -> Any:
 
 def child_main(launch: Launch, channel: Connection) -> None:
     """Entry point of every supervised child process."""
+    if launch.output is not None:
+        redirect_output(*launch.output)  # first: even an early death is heard
     send = _Sender(channel)
-    handler = ChannelHandler(send)
-    set_log_rewire(lambda: reset_logging_to(handler, launch.log_level))
+    set_log_connect_hook(lambda: send(("log_connected",)))
     # spawn_wrapper's caretaking, once: the process title first, the runtime
     # config, logging to the parent (also for records logged at import time).
-    prepare_child(launch.name, launch.runtime_config)
+    handler = prepare_child(launch.name, launch.runtime_config)
     # Our own group: the supervisor's signals reach our subprocesses too.
     # (It fails only for a group or session leader, which we already are then.)
     with contextlib.suppress(OSError):
@@ -185,12 +187,26 @@ def child_main(launch: Launch, channel: Connection) -> None:
             _send=send,
         )
     )
+    result: Any = None
+    exit_: SystemExit | None = None
+    error: BaseException | None = None
     try:
         result = _run_target(launch, send)
-    except SystemExit as exit_:
+    except SystemExit as exited:
+        exit_ = exited
+    except BaseException as raised:
+        error = raised
+    finally:
+        # Every way out passes here: the last records and the goodbye go to
+        # the log server, and print()'s buffer to the pipes, before the
+        # supervisor hears how we ended (it reads both to their end first).
+        if handler is not None:
+            handler.close()
+        flush_output()
+    if exit_ is not None:
         send(("exit", exit_.code if isinstance(exit_.code, int) else 1))
-        raise
-    except BaseException as error:
+        raise exit_
+    if error is not None:
         _report_error(send, error)
-        raise SystemExit(1) from None
+        raise SystemExit(1)
     _report_result(send, result)

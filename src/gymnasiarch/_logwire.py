@@ -1,88 +1,137 @@
 """Log records between a child and its parent, as plain data.
 
 A child's handler turns each record into a dict of allowlisted plain fields;
-the parent turns it back into a :class:`logging.LogRecord` and hands it to
-the logger of the same name, so the parent's configuration decides levels,
-handlers and format. The child's identity is stamped by the parent from the
-channel the record came on, never taken from the payload.
+the parent checks every field's type, turns the dict back into a
+:class:`logging.LogRecord` and hands it to the logger of the same name, so
+the parent's configuration decides levels, handlers and format. The child's
+identity is stamped by the parent from the authenticated connection the
+record came on, never taken from the payload, and a child cannot log as
+one of gymnasiarch's own loggers.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable
 from typing import Any
 
-# Fields of a LogRecord that travel. Everything else (args, exc_info) is
-# resolved in the child: args are merged into msg, exc_info becomes text.
-_FIELDS = (
-    "name",
-    "levelno",
-    "levelname",
-    "pathname",
-    "filename",
-    "module",
-    "lineno",
-    "funcName",
-    "created",
-    "msecs",
-    "thread",
-    "threadName",
-    "process",
-    "processName",
-    "stack_info",
-)
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+from gymnasiarch._wire import WireError
+
+_NUMBER = (int, float)
+_OPTIONAL_INT = (int, type(None))
+_OPTIONAL_STR = (str, type(None))
+
+# The fields of a LogRecord that travel, with the types the parent accepts.
+# Everything else is resolved in the child: args are merged into msg,
+# exc_info becomes text.
+_FIELD_TYPES: dict[str, tuple[type, ...] | type] = {
+    "name": str,
+    "levelno": int,
+    "pathname": str,
+    "filename": str,
+    "module": str,
+    "lineno": int,
+    "funcName": str,
+    "created": _NUMBER,
+    "msecs": _NUMBER,
+    "thread": _OPTIONAL_INT,
+    "threadName": _OPTIONAL_STR,
+    "process": _OPTIONAL_INT,
+    "processName": _OPTIONAL_STR,
+    "stack_info": _OPTIONAL_STR,
+    "msg": str,
+    "exc_text": _OPTIONAL_STR,
+}
+_REQUIRED = ("name", "levelno", "msg")
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "child"}
 _PLAIN = (str, int, float, bool, type(None))
+_OWN_LOGGERS = "gymnasiarch"
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, _PLAIN) else repr(value)
 
 
 def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
-    """Flatten *record* into plain data; ``extra=`` fields travel when plain."""
-    data = {name: getattr(record, name, None) for name in _FIELDS}
-    data["msg"] = record.getMessage()
-    if record.exc_info:
-        data["exc_text"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-    elif record.exc_text:
-        data["exc_text"] = record.exc_text
+    """Flatten *record* into plain data; ``extra=`` fields travel when plain.
+
+    A structlog event dict (``ProcessorFormatter.wrap_for_formatter`` puts it
+    in ``msg``) travels as its ``event`` text plus its other keys as extras,
+    bound context variables included.
+    """
+    data = {name: getattr(record, name, None) for name in _FIELD_TYPES if name != "msg"}
     extra = {
-        key: value if isinstance(value, _PLAIN) else repr(value)
+        key: _plain(value)
         for key, value in record.__dict__.items()
         if key not in _STANDARD and not key.startswith("_")
     }
+    if isinstance(record.msg, dict):
+        event = dict(record.msg)
+        data["msg"] = str(event.pop("event", ""))
+        extra.update((str(key), _plain(value)) for key, value in event.items())
+    else:
+        data["msg"] = record.getMessage()
+    if record.exc_info:
+        data["exc_text"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
     if extra:
         data["extra"] = extra
     return data
 
 
-def reinject(data: dict[str, Any], child: str) -> None:
-    """Hand a record a child sent to the parent's logger of the same name."""
-    fields = {key: data.get(key) for key in _FIELDS if key in data}
-    fields.update(data.get("extra") or {})
-    fields["msg"] = str(data.get("msg", ""))
+def _checked(data: object) -> dict[str, Any]:
+    """The record's fields, each of the type the parent's logging needs.
+
+    Raises:
+        WireError: A field is missing or of the wrong type.
+    """
+    if not isinstance(data, dict):
+        raise WireError("a record is not an object")
+    fields: dict[str, Any] = {}
+    for key, kinds in _FIELD_TYPES.items():
+        if key not in data:
+            if key in _REQUIRED:
+                raise WireError(f"a record has no {key!r}")
+            continue
+        value = data[key]
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise WireError(f"record field {key!r} has type {type(value).__name__}")
+        fields[key] = value
+    extra = data.get("extra")
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise WireError("record field 'extra' is not an object")
+        for key, value in extra.items():
+            if key in _STANDARD or key.startswith("_"):
+                continue  # could overwrite what the parent checked or stamps
+            if not isinstance(value, _PLAIN):
+                raise WireError(f"extra field {key!r} is not plain data")
+            fields[key] = value
+    return fields
+
+
+def make_record(data: object, child: str) -> logging.LogRecord:
+    """The parent's LogRecord for a record *child* sent.
+
+    Raises:
+        WireError: The record is malformed.
+    """
+    fields = _checked(data)
     fields["args"] = None
-    fields["exc_text"] = data.get("exc_text")
-    fields["child"] = child  # from the channel, not the payload
-    levelno = fields.get("levelno")
-    if not isinstance(levelno, int):
-        levelno = fields["levelno"] = logging.INFO
-    fields["levelname"] = logging.getLevelName(levelno)
-    record = logging.makeLogRecord(fields)
-    logger = logging.getLogger(str(fields.get("name") or "root"))
+    fields["exc_info"] = None
+    fields["levelname"] = logging.getLevelName(fields["levelno"])
+    fields["child"] = child  # from the connection, not the payload
+    name = fields["name"]
+    if name == _OWN_LOGGERS or name.startswith(_OWN_LOGGERS + "."):
+        # Only the supervisor speaks as gymnasiarch.*: a child's records
+        # from those loggers go under its own gymnasiarch.child.<name>.
+        own = f"{_OWN_LOGGERS}.child.{child}"
+        if not (name == own or name.startswith(own + ".")):
+            fields["name"] = own
+    return logging.makeLogRecord(fields)
+
+
+def reinject(record: logging.LogRecord) -> None:
+    """Hand *record* to the parent's logger of the same name."""
+    logger = logging.getLogger(record.name)
     if logger.isEnabledFor(record.levelno):
         logger.handle(record)
-
-
-class ChannelHandler(logging.Handler):
-    """Send each record to the parent through *send* (a child's channel)."""
-
-    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
-        super().__init__()
-        self._send = send
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Send *record* as plain data; a failure is reported like any handler's."""
-        try:
-            self._send(("log", record_to_dict(record)))
-        except Exception:
-            self.handleError(record)

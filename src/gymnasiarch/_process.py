@@ -10,6 +10,7 @@ so its own subprocesses stop with it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -24,13 +25,17 @@ from anyio.abc import TaskStatus
 
 from gymnasiarch._child import Launch, child_main
 from gymnasiarch._launcher import Started, StartMethod, start_forkserver, start_spawn
-from gymnasiarch._logwire import reinject
+from gymnasiarch._output import InheritedFd, OutputCapture
+from gymnasiarch.logserver import LogTicket
 
 logger = logging.getLogger("gymnasiarch.process")
 
 # Our own modules, loaded once in the fork server so that each child starts
 # in milliseconds instead of importing them again.
-PRELOAD = ["gymnasiarch._child"]
+PRELOAD = ["gymnasiarch._child", "structlog"]
+#: Seconds an exited child's output pipes and log connection may stay open
+#: (held by a subprocess of it) before the exit is reported without the rest.
+DRAIN_TIMEOUT = 2.0
 
 
 def _needs_main_module(launch: Launch) -> bool:
@@ -69,6 +74,7 @@ class ExitStatus:
             as its ``__cause__`` (if it raised).
         traceback: The child's traceback text (if it raised).
         pid: The process id the child had.
+        output: The last lines the child wrote to stderr (if captured).
     """
 
     exitcode: int | None
@@ -77,6 +83,7 @@ class ExitStatus:
     error: BaseException | None = None
     traceback: str | None = None
     pid: int | None = None
+    output: str | None = None
 
     @property
     def normal(self) -> bool:
@@ -116,8 +123,20 @@ class ChildProcess:
     :meth:`terminate` / :meth:`kill`, waiting on :attr:`exited`.
     """
 
-    def __init__(self, name: str, process: Started, channel: Connection, method: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        process: Started,
+        channel: Connection,
+        method: str,
+        *,
+        ticket: LogTicket | None = None,
+        output: OutputCapture | None = None,
+    ) -> None:
         self.name = name
+        self._ticket = ticket
+        self._output = output
+        self._log_connected = False
         self.pid: int = process.pid
         self._process = process
         self._channel = channel
@@ -139,55 +158,109 @@ class ChildProcess:
 
     @classmethod
     async def start(
-        cls, launch: Launch, method: StartMethod, preload: list[str] | None = None
+        cls,
+        launch: Launch,
+        method: StartMethod,
+        preload: list[str] | None = None,
+        *,
+        ticket: LogTicket | None = None,
+        capture_output: bool = True,
     ) -> ChildProcess:
         """Start a child process running :func:`gymnasiarch._child.child_main`.
 
-        Must run in the event loop's thread: the parent-death signal belongs
-        to the thread that forks (with the spawn method).
+        *ticket* is the child's log-server ticket (its client config is in
+        the launch's runtime config); with *capture_output* its stdout and
+        stderr become records. Must run in the event loop's thread: the
+        parent-death signal belongs to the thread that forks (with the
+        spawn method).
         """
         context: Any = multiprocessing.get_context(method)
         if method == "forkserver":
             # Takes effect when the fork server starts, i.e. for the first
             # supervisor of this process; later ones import in the child.
             context.set_forkserver_preload(PRELOAD + (preload or []))
-        reader, writer = context.Pipe(duplex=False)
-        process = context.Process(
-            target=child_main, args=(launch, writer), name=f"gymnasiarch[{launch.name}]"
-        )
+        output = OutputCapture(launch.name) if capture_output else None
+        reader: Connection | None = None
+        writer: Connection | None = None
         try:
+            if output is not None:
+                launch = dataclasses.replace(launch, output=output.child_ends())
+            else:
+                # Our stdout and stderr as they are now: a fork-server child
+                # would otherwise write wherever the server's pointed at its start.
+                launch = dataclasses.replace(launch, output=(InheritedFd(1), InheritedFd(2)))
+            reader, writer = context.Pipe(duplex=False)
+            process = context.Process(
+                target=child_main, args=(launch, writer), name=f"gymnasiarch[{launch.name}]"
+            )
             if method == "forkserver":
                 started = await start_forkserver(process)
             else:
                 started = start_spawn(process, needs_main=_needs_main_module(launch))
         except BaseException:
-            reader.close()
+            for end in (reader, writer):
+                if end is not None:
+                    end.close()
+            if output is not None:
+                output.close()
+            if ticket is not None:
+                ticket.revoke()
             raise
-        finally:
-            writer.close()
-        return cls(launch.name, started, reader, method)
+        writer.close()
+        if output is not None:
+            output.close_child_ends()
+        return cls(launch.name, started, reader, method, ticket=ticket, output=output)
 
     # -- watching -------------------------------------------------------------
 
     async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Read the child's messages and await its exit; then set :attr:`exited`.
+        """Read the child's messages, output and records; await its exit; set :attr:`exited`.
 
-        Shielded: the watcher ends when the process does (the supervisor
-        guarantees that with SIGKILL), or when :meth:`abandon` gives up on a
-        process that does not go away.
+        The exit is reported only after the child's output pipes and its log
+        connection have reached their end, so nothing it wrote or logged is
+        handled after its exit (bounded by :data:`DRAIN_TIMEOUT`: a
+        subprocess of the child may hold them open). Shielded: the watcher
+        ends when the process does (the supervisor guarantees that with
+        SIGKILL), or when :meth:`abandon` gives up on a process that does
+        not go away.
         """
         with anyio.CancelScope(shield=True) as self._watch_scope:
             task_status.started()
             try:
                 async with anyio.create_task_group() as group:
-                    group.start_soon(self._read_messages)
-                    await self._wait_gone()
+                    pumped = anyio.Event()
+                    group.start_soon(self._pump_output, pumped)
+                    async with anyio.create_task_group() as messages:
+                        messages.start_soon(self._read_messages)
+                        await self._wait_gone()
+                        messages.cancel_scope.cancel()
+                    self._drain()  # whatever the child sent before it exited
+                    await self._wait_for_the_last_words(pumped)
                     group.cancel_scope.cancel()
-                self._drain()  # whatever the child sent before it exited
                 self.status = await self._collect_status()
             finally:
                 self._close()
                 self.exited.set()
+
+    async def _pump_output(self, pumped: anyio.Event) -> None:
+        try:
+            if self._output is not None:
+                await self._output.pump()
+        finally:
+            pumped.set()
+
+    async def _wait_for_the_last_words(self, pumped: anyio.Event) -> None:
+        with anyio.move_on_after(DRAIN_TIMEOUT) as scope:
+            await pumped.wait()
+            if self._log_connected and self._ticket is not None:
+                await self._ticket.finished.wait()
+        if scope.cancelled_caught:
+            logger.warning(
+                "child %r exited, but its output or log connection stayed open for "
+                "%g s more (a subprocess of it holds them?): going on without the rest",
+                self.name,
+                DRAIN_TIMEOUT,
+            )
 
     def abandon(self) -> None:
         """Stop watching a process that would not die (it is reported as a zombie)."""
@@ -215,8 +288,8 @@ class ChildProcess:
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "log":
-            reinject(message[1], self.name)
+        if kind == "log_connected":
+            self._log_connected = True
         elif kind == "started":
             self.started.set()
         elif kind == "ready":
@@ -234,12 +307,15 @@ class ChildProcess:
                 await anyio.wait_readable(self._process.sentinel)
         exitcode, signum = _status_from_code(self._process.poll())
         kind, payload = self._outcome or ("", (None,))
+        output = self._output.tail_text() if self._output is not None else None
         if kind == "result" and exitcode == 0:
-            return ExitStatus(exitcode, signum, result=payload[0], pid=self.pid)
+            return ExitStatus(exitcode, signum, result=payload[0], pid=self.pid, output=output)
         if kind == "error":
             error, text = _rebuild_error(payload)
-            return ExitStatus(exitcode, signum, error=error, traceback=text, pid=self.pid)
-        return ExitStatus(exitcode, signum, pid=self.pid)
+            return ExitStatus(
+                exitcode, signum, error=error, traceback=text, pid=self.pid, output=output
+            )
+        return ExitStatus(exitcode, signum, pid=self.pid, output=output)
 
     def _close(self) -> None:
         if self._pidfd is not None:
@@ -247,6 +323,10 @@ class ChildProcess:
             self._pidfd = None
         self._channel.close()
         self._process.close()
+        if self._output is not None:
+            self._output.close()
+        if self._ticket is not None:
+            self._ticket.revoke()
 
     # -- stopping -------------------------------------------------------------
 

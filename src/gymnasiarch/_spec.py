@@ -15,10 +15,12 @@ from typing import Any, Literal, get_args
 RestartType = Literal["permanent", "transient", "temporary"]
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 StartOrder = Literal["sequential", "parallel"]
+OutputMode = Literal["capture", "inherit"]
 
 RESTART_TYPES: tuple[str, ...] = get_args(RestartType)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 START_ORDERS: tuple[str, ...] = get_args(StartOrder)
+OUTPUT_MODES: tuple[str, ...] = get_args(OutputMode)
 
 
 def check_choice(what: str, value: object, choices: Sequence[str]) -> None:
@@ -81,6 +83,11 @@ class ChildSpec:
             for the child to call ``child_context().ready()`` before it counts
             the child as started (``math.inf`` waits forever). If ``None``,
             the child counts as ready when its target starts.
+        output: ``"capture"`` turns each line the child writes to stdout or
+            stderr into a record of the logger ``gymnasiarch.child.<name>``
+            (stdout at INFO, stderr at WARNING) and keeps the last lines of
+            stderr for the error report; ``"inherit"`` lets the child write
+            to the supervisor's own stdout and stderr.
     """
 
     name: str
@@ -91,6 +98,7 @@ class ChildSpec:
     shutdown: float | None = 5.0
     significant: bool = False
     ready_timeout: float | None = None
+    output: OutputMode = "capture"
 
     def __post_init__(self) -> None:
         check_name("ChildSpec.name", self.name)
@@ -120,6 +128,7 @@ class ChildSpec:
                 "(a permanent child is always restarted, so it never ends)"
             )
         check_seconds(f"{where}: ready_timeout", self.ready_timeout, allow_none=True)
+        check_choice(f"{where}: output", self.output, OUTPUT_MODES)
 
 
 @dataclass(frozen=True)

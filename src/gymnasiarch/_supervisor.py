@@ -54,6 +54,7 @@ from gymnasiarch.exceptions import (
     PrematureTaskDeathError,
     SignalInterruptError,
 )
+from gymnasiarch.logserver import LOG_CONFIG_KEY, LogServer
 from gymnasiarch.seeding import derive_seed
 
 logger = logging.getLogger("gymnasiarch.supervisor")
@@ -196,6 +197,10 @@ class Supervisor:
         significant: Whether it is significant, when nested in another.
         shutdown: When nested: seconds its parent grants it to stop (``None``
             waits for its own orderly shutdown).
+        log_server: Where the children's log records go. By default the
+            supervisor runs its own :meth:`LogServer.unix
+            <gymnasiarch.logserver.LogServer.unix>` while it runs; a server
+            given here must be running already and is left running.
 
     Raises:
         ValueError: A bad strategy, restart intensity, duplicate child name...
@@ -220,6 +225,7 @@ class Supervisor:
         restart: RestartType = "permanent",
         significant: bool = False,
         shutdown: float | None = None,
+        log_server: LogServer | None = None,
     ) -> None:
         check_choice("strategy", strategy, STRATEGIES)
         check_choice("start_order", start_order, START_ORDERS)
@@ -239,6 +245,9 @@ class Supervisor:
             raise ValueError("a significant supervisor must be transient or temporary")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | str)):
             raise TypeError(f"seed: expected an int, a str or None, got {seed!r}")
+        if log_server is not None and not isinstance(log_server, LogServer):
+            raise TypeError(f"log_server: expected a LogServer or None, got {log_server!r}")
+        self._given_log_server = log_server
         self.name = name
         self.strategy: Strategy = strategy
         self.max_restarts = max_restarts
@@ -289,6 +298,7 @@ class Supervisor:
         self._grace_scopes: set[anyio.CancelScope] = set()
         self._pending_exits = 0
         self._preload: list[str] = []
+        self._log_server: LogServer | None = None
 
     @staticmethod
     def _check_target(spec: ChildSpec) -> str | None:
@@ -337,6 +347,8 @@ class Supervisor:
         self._host_scope = anyio.CancelScope()
         self._host_scope.__enter__()
         try:
+            if any(isinstance(s, ChildSpec) for s in self._specs):
+                await self._ensure_log_server()
             if self.handle_signals and threading.current_thread() is threading.main_thread():
                 await self._tg.start(self._monitor_signals)
             async with self._lock:
@@ -356,6 +368,9 @@ class Supervisor:
             await self._shutdown()
         if self._host_scope.__exit__(exc_type, exc, tb):
             exc = None  # the body was cancelled by us: we raise the reason below
+        if self._log_server is not None and self._log_server is not self._given_log_server:
+            with anyio.CancelScope(shield=True):
+                await self._log_server.stop()  # every child is gone: no record is left
         self._tg.cancel_scope.cancel()  # the signal monitor
         try:
             # The body's exception is ours to pass on, not the task group's:
@@ -434,17 +449,35 @@ class Supervisor:
             spec.handle_signals = False  # the outermost supervisor owns the signals
             return _NestedRun(spec)
         seed = None if self.seed is None else derive_seed(self.seed, spec.name)
+        ticket = (await self._ensure_log_server()).admit(spec.name)
+        runtime_config = self.runtime_config.to_dict()
+        runtime_config[LOG_CONFIG_KEY] = ticket.client_config(
+            level=logging.getLogger().getEffectiveLevel()
+        )
         launch = Launch(
             name=spec.name,
             target=spec.target,
             args=tuple(spec.args),
             kwargs=dict(spec.kwargs or {}),
-            runtime_config=self.runtime_config.to_dict(),
+            runtime_config=runtime_config,
             seed=seed,
             restarts=child.restarts,
-            log_level=logging.getLogger().getEffectiveLevel(),
         )
-        return await ChildProcess.start(launch, self.start_method, self._preload)
+        return await ChildProcess.start(
+            launch,
+            self.start_method,
+            self._preload,
+            ticket=ticket,
+            capture_output=spec.output == "capture",
+        )
+
+    async def _ensure_log_server(self) -> LogServer:
+        if self._log_server is None:
+            self._log_server = self._given_log_server
+        if self._log_server is None:
+            self._log_server = LogServer.unix()
+            await self._tg.start(self._log_server.serve)
+        return self._log_server
 
     async def _start(self, child: _Child, initial: bool) -> None:
         try:
@@ -472,9 +505,12 @@ class Supervisor:
             if initial:
                 run.stop_requested = True
                 status = run.status or ExitStatus(None, None)
-                raise InitializationFailedError(
+                failure = InitializationFailedError(
                     f"child {child.name!r} ended before it was ready: {status.describe()}"
-                ) from status.error
+                    + (f"\n{child.name} said last:\n{status.output}" if status.output else "")
+                )
+                failure.output = status.output
+                raise failure from status.error
             return  # a restart that failed at once: its watcher judges the exit
         if not awaited.is_set():
             if initial:
@@ -600,6 +636,7 @@ class Supervisor:
             signum=status.signum,
             restarts=child.restarts,
             remote_traceback=status.traceback,
+            output=status.output,
         )
         error.__cause__ = cause or status.error
         self._events.publish("gave_up", child=child.name, restarts=child.restarts, detail=why)

@@ -108,6 +108,9 @@ class SupervisionError(GymnasiarchError):
             :class:`SignalInterruptError`, the signal the supervisor got).
         restarts: How often the child had been restarted before this.
         remote_traceback: The child's own formatted traceback, if it raised.
+        output: The last lines the child wrote to its stderr, if it was
+            captured: what it said last, even when it died before its
+            logging was set up.
     """
 
     def __init__(
@@ -119,8 +122,10 @@ class SupervisionError(GymnasiarchError):
         signum: int | None = None,
         restarts: int | None = None,
         remote_traceback: str | None = None,
+        output: str | None = None,
     ) -> None:
         super().__init__(*args)
+        self.output = output
         self.child = child
         self.pid = pid
         self.exitcode = exitcode
@@ -142,6 +147,7 @@ class SupervisionError(GymnasiarchError):
             "signum": self.signum,
             "restarts": self.restarts,
             "remote_traceback": self.remote_traceback,
+            "output": self.output,
         }
 
     def __reduce__(
@@ -258,7 +264,13 @@ class InitializationFailedError(GymnasiarchError):
     raised or parameters it does not take), and when a child did not signal
     readiness within its ``ready_timeout``. The original raised it when the
     initialization of an experiment failed.
+
+    Attributes:
+        output: The last lines the child wrote to its stderr, when the
+            supervisor raised it for a child (``None`` otherwise).
     """
+
+    output: str | None = None
 
 
 class ExperimentSetupFailedError(GymnasiarchError):

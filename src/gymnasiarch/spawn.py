@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,10 +21,11 @@ from setproctitle import setproctitle, setthreadtitle
 
 from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch.dynaloader import resolve
+from gymnasiarch.logserver import LOG_CONFIG_KEY, LogClientHandler
 
 __all__ = ["spawn_wrapper"]
 
-_log_rewire: Callable[[], None] | None = None
+_on_log_connect: Callable[[], None] | None = None
 
 
 def set_process_title(name: str) -> None:
@@ -36,22 +38,55 @@ def set_process_title(name: str) -> None:
     setthreadtitle(name[:15])
 
 
-def set_log_rewire(rewire: Callable[[], None]) -> None:
-    """Register how this child's logging reaches its parent (set by the bootstrap)."""
-    global _log_rewire  # noqa: PLW0603 - one log channel per process
-    _log_rewire = rewire
+def set_log_connect_hook(hook: Callable[[], None] | None) -> None:
+    """Register what to call when this child's log connection is made (the bootstrap's)."""
+    global _on_log_connect  # noqa: PLW0603 - one log connection per process
+    _on_log_connect = hook
 
 
-def prepare_child(name: str, runtime_config: Mapping[str, Any]) -> None:
-    """Everything :func:`spawn_wrapper` does before it runs the target."""
+def forward_structlog() -> None:
+    """Route structlog through stdlib logging, so its events travel to the parent.
+
+    Only where structlog is loaded already (the fork server preloads it) and
+    nobody configured it: a child's own ``structlog.configure()`` wins.
+    """
+    structlog = sys.modules.get("structlog")
+    if structlog is None or structlog.is_configured():
+        return
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def prepare_child(name: str, runtime_config: Mapping[str, Any]) -> LogClientHandler | None:
+    """Everything :func:`spawn_wrapper` does before it runs the target.
+
+    Returns the handler that sends this child's records to the log server,
+    if the runtime configuration names one; close it when the child ends.
+    """
     set_process_title(name)
-    RuntimeConfig.from_dict(runtime_config).make_current()
-    if _log_rewire is not None:
-        _log_rewire()
+    values = dict(runtime_config)
+    log_config = values.pop(LOG_CONFIG_KEY, None)
+    RuntimeConfig.from_dict(values).make_current()
+    handler = None
+    if log_config is not None:
+        handler = LogClientHandler(log_config, on_connect=_on_log_connect)
+        reset_logging_to(handler, log_config.get("level"))
+        forward_structlog()
     if threading.current_thread() is threading.main_thread():
         # A terminal's Ctrl-C reaches the whole foreground process group:
         # the supervisor handles it and stops the children in order.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return handler
 
 
 async def spawn_wrapper(
@@ -67,9 +102,12 @@ async def spawn_wrapper(
 
     - a proctitle is set: ``gymnasiarch[name]``;
     - the runtime configuration is restored (``RuntimeConfig.current()``);
-    - logging is rewired to send records to the parent process (in a child
-      started by a :class:`~gymnasiarch.Supervisor`; elsewhere logging is
-      left as it is);
+    - logging is rewired to send records to the parent's
+      :class:`~gymnasiarch.logserver.LogServer`, when *runtime_config* holds
+      a client configuration under
+      :data:`~gymnasiarch.logserver.LOG_CONFIG_KEY` (a supervisor's children
+      always do; see :meth:`~gymnasiarch.logserver.LogTicket.client_config`);
+      the records still queued are sent before it returns or raises;
     - SIGINT is ignored: the parent decides how its children stop.
 
     Args:
@@ -84,18 +122,23 @@ async def spawn_wrapper(
     Returns:
         Whatever the target returns (awaited, if it is a coroutine).
     """
-    prepare_child(name, runtime_config)
-    target = resolve(callee) if isinstance(callee, str) else callee
-    result = target(*(args or ()), **(kwargs or {}))
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+    handler = prepare_child(name, runtime_config)
+    try:
+        target = resolve(callee) if isinstance(callee, str) else callee
+        result = target(*(args or ()), **(kwargs or {}))
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+    finally:
+        if handler is not None:
+            handler.close()  # the last records go out before the child ends
 
 
-def reset_logging_to(handler: logging.Handler, level: int) -> None:
+def reset_logging_to(handler: logging.Handler, level: int | None) -> None:
     """Replace every root handler with *handler* (what the seed's wrapper did)."""
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
+    if level is not None:
+        root.setLevel(level)

@@ -1,0 +1,104 @@
+"""The log wire: length-prefixed JSON frames and the handshake that opens a connection.
+
+A frame is a 4-byte big-endian length and that many bytes of UTF-8 JSON, an
+object with a type ``t``. JSON won over msgpack on the benchmark that
+decides (``benchmarks/bench_logging.py``): the frames are batches, so the
+decoder runs once per batch, and JSON needs no dependency. Nothing on this
+wire is ever unpickled.
+
+The conversation, server first::
+
+    server: {"t": "challenge", "nonce": <hex>}
+    client: {"t": "hello", "ticket": <id>, "mac": <hex>}
+    client: {"t": "records", "r": [<record>, ...]}   (any number)
+    client: {"t": "bye"}
+
+``mac`` is HMAC-SHA256 over the nonce, keyed with the ticket's key, which is
+itself derived from the server's per-run secret and the ticket id. A client
+therefore proves it holds the key of one ticket, and the server knows from
+the ticket alone which child it speaks to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import struct
+from typing import Any
+
+HEADER = struct.Struct(">I")
+#: The largest frame a server accepts, in bytes (a batch of records).
+MAX_FRAME = 1 << 20
+_NONCE_BYTES = 32
+
+
+class WireError(Exception):
+    """A peer broke the protocol; the message says how."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One frame carrying *message*.
+
+    Raises:
+        WireError: The encoded message is larger than :data:`MAX_FRAME`.
+    """
+    payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(payload) > MAX_FRAME:
+        raise WireError(f"frame of {len(payload)} bytes exceeds the cap of {MAX_FRAME}")
+    return HEADER.pack(len(payload)) + payload
+
+
+def frame_length(header: bytes) -> int:
+    """The payload length a header announces.
+
+    Raises:
+        WireError: It is over the cap.
+    """
+    (length,) = HEADER.unpack(header)
+    if length > MAX_FRAME:
+        raise WireError(f"frame of {length} bytes announced, the cap is {MAX_FRAME}")
+    return int(length)
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """The message in a frame's payload.
+
+    Raises:
+        WireError: It is not a JSON object with a string type ``t``.
+    """
+    try:
+        message = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise WireError(f"frame is not JSON: {error}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+        raise WireError("frame is not an object with a type 't'")
+    return message
+
+
+def new_secret() -> bytes:
+    """A fresh per-run secret."""
+    return secrets.token_bytes(32)
+
+
+def new_nonce() -> str:
+    """A fresh challenge, as hex."""
+    return secrets.token_hex(_NONCE_BYTES)
+
+
+def ticket_key(secret: bytes, ticket: str) -> bytes:
+    """The key of one ticket: only the server and that ticket's holder know it."""
+    return hmac.new(secret, b"gymnasiarch-ticket\0" + ticket.encode(), hashlib.sha256).digest()
+
+
+def answer(key: bytes, nonce: str) -> str:
+    """The response to a challenge, as hex."""
+    return hmac.new(key, b"gymnasiarch-log\0" + nonce.encode(), hashlib.sha256).hexdigest()
+
+
+def verify(key: bytes, nonce: str, response: object) -> bool:
+    """True if *response* answers *nonce* for *key* (compared in constant time)."""
+    if not isinstance(response, str):
+        return False
+    return hmac.compare_digest(answer(key, nonce).encode(), response.encode())

@@ -1,0 +1,120 @@
+"""One log stream for the supervisor and all its children, rendered by structlog.
+
+:func:`configure` installs a single root handler whose structlog
+``ProcessorFormatter`` renders every record the same way: the parent's own
+(stdlib or structlog), and those its children sent, which carry a ``child``
+field. On a terminal the output is structlog's colourful console format;
+otherwise one JSON object per line, for machines. Control characters in
+what a child sent cannot forge a line on the console: they are escaped, and
+the lines of a traceback are indented.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import IO, Any, Literal
+
+import structlog
+
+__all__ = ["configure"]
+
+Renderer = Literal["auto", "console", "json"]
+
+# C0 controls, DEL and C1 controls, escaped as \xNN (newline and tab too).
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def _escape(text: str) -> str:
+    return text.translate(_ESCAPES)
+
+
+def _add_exc_text(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """A child's exception arrives as text (``exc_text``), not as ``exc_info``."""
+    record = event_dict.get("_record")
+    text = getattr(record, "exc_text", None)
+    if text and "exception" not in event_dict:
+        event_dict["exception"] = text
+    return event_dict
+
+
+def _escape_for_console(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """No text a child sent may start a line of its own on the console."""
+    for key, value in event_dict.items():
+        if key == "exception" and isinstance(value, str):
+            event_dict[key] = "\n".join("    " + _escape(line) for line in value.splitlines())
+        elif isinstance(value, str):
+            event_dict[key] = _escape(value)
+    return event_dict
+
+
+def _pre_chain() -> list[Any]:
+    """What every record gets before rendering, whatever its origin."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso"),
+    ]
+
+
+def configure(
+    level: int | str = logging.INFO,
+    *,
+    renderer: Renderer = "auto",
+    stream: IO[str] | None = None,
+) -> logging.Handler:
+    """Render all records, the parent's and its children's, through structlog.
+
+    Replaces the root logger's handlers with one handler on *stream*, and
+    configures structlog so that the parent's structlog calls go through it
+    too.
+
+    Args:
+        level: The root logger's level.
+        renderer: ``"console"`` (coloured when *stream* is a terminal),
+            ``"json"`` (one object per line), or ``"auto"``: console on a
+            terminal, JSON otherwise.
+        stream: Where to write; standard error by default.
+
+    Returns:
+        The installed handler.
+
+    Raises:
+        ValueError: An unknown renderer.
+    """
+    if renderer not in ("auto", "console", "json"):
+        raise ValueError(f"renderer: expected one of auto, console, json, got {renderer!r}")
+    stream = stream if stream is not None else sys.stderr
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    console = renderer == "console" or (renderer == "auto" and tty)
+    final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    if console:
+        final += [_escape_for_console, structlog.dev.ConsoleRenderer(colors=tty)]
+    else:
+        final += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_pre_chain(), _add_exc_text],
+        processors=final,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    structlog.configure(
+        processors=[
+            *_pre_chain(),
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    return handler

@@ -1,0 +1,554 @@
+"""A logging server that re-injects its clients' records, and the handler clients use.
+
+Each child of a supervisor lives in its own process; its log records must
+arrive in the parent's logging system, tagged with the child they came from.
+:class:`LogServer` keeps the seed's signature ``LogServer(listen_host,
+listen_port)`` (TCP) and gains a Unix-socket form, :meth:`LogServer.unix`,
+which the supervisor uses: a socket in a private 0700 directory, removed on
+stop. It re-injects every record with
+``logging.getLogger(record.name).handle(record)``, so the parent's own
+logging configuration decides levels, handlers and format.
+
+Unlike the original it never unpickles: records are length-prefixed JSON
+frames (see :mod:`gymnasiarch._wire`), checked field by field. A client
+must answer a challenge with the key of a ticket the server issued
+(:meth:`LogServer.admit`) before a single record is accepted, and the
+record's child is the ticket's, never what the payload claims. On the Unix
+socket the peer's user id must be ours too. Whatever a client does wrong
+closes that one connection with one warning; the others are served on.
+
+:class:`LogClientHandler` is the child's side: it batches records and sends
+them from a background thread, and :meth:`LogClientHandler.close` (called at
+every exit of a supervised child) sends what is left and says goodbye, so a
+record logged right before the end is never lost.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import (
+    ByteStream,
+    Listener,
+    SocketAttribute,
+    TaskGroup,
+    TaskStatus,
+)
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from gymnasiarch import _wire
+from gymnasiarch._logwire import make_record, record_to_dict, reinject
+from gymnasiarch._wire import WireError
+
+__all__ = ["LOG_CONFIG_KEY", "LogClientHandler", "LogServer", "LogTicket"]
+
+logger = logging.getLogger("gymnasiarch.logserver")
+
+#: The runtime-config key under which a child finds its log client config.
+LOG_CONFIG_KEY = "gymnasiarch.logserver"
+_BATCH_BYTES = 256 * 1024  # a sender's frames stay well under the cap
+_RECORD_BYTES = _wire.MAX_FRAME // 2  # a bigger record has its message cut
+
+
+class LogTicket:
+    """Credentials for one client (one run of one child) and what became of them.
+
+    Get one from :meth:`LogServer.admit`; hand :meth:`client_config` to the
+    client (through its runtime configuration).
+
+    Attributes:
+        name: The child the ticket is for; its records are tagged with it.
+        finished: Set when the ticket's connection said goodbye or closed.
+    """
+
+    def __init__(self, server: LogServer, name: str) -> None:
+        self.name = name
+        self.id = _wire.new_nonce()[:32]
+        self._key = _wire.ticket_key(server._secret, self.id)
+        self._server = server
+        self.connected = False
+        self.finished = anyio.Event()
+
+    def client_config(self, level: int | None = None) -> dict[str, Any]:
+        """Plain data a :class:`LogClientHandler` connects with (keep it private).
+
+        Args:
+            level: The level the client's root logger is set to, if any.
+        """
+        return {
+            "address": self._server.client_address,
+            "ticket": self.id,
+            "key": self._key.hex(),
+            "level": level,
+        }
+
+    def revoke(self) -> None:
+        """Refuse any further connection with this ticket."""
+        self._server._tickets.pop(self.id, None)
+
+
+class LogServer:
+    """A simple, internal logging server that re-injects remote log messages.
+
+    ``LogServer(listen_host, listen_port)`` listens on TCP (port 0 picks a
+    free one; :attr:`listen_port` tells the bound port after start);
+    :meth:`LogServer.unix` on a Unix socket in a private directory. Use it
+    as ``async with LogServer(...) as server:``, with :meth:`start` and
+    :meth:`stop` (from the same task), or as a task:
+    ``await task_group.start(server.serve)``.
+
+    Args:
+        listen_host: The address to listen on; use a loopback address unless
+            clients on other machines must reach it.
+        listen_port: The TCP port; 0 picks a free one.
+        handshake_timeout: Seconds a client has to answer the challenge.
+        frame_timeout: Seconds a client may take to send the rest of a frame
+            it has begun.
+        drain_timeout: Seconds :meth:`stop` waits for open connections to
+            say goodbye before it closes them.
+    """
+
+    def __init__(
+        self,
+        listen_host: str,
+        listen_port: int,
+        *,
+        handshake_timeout: float = 5.0,
+        frame_timeout: float = 10.0,
+        drain_timeout: float = 5.0,
+    ) -> None:
+        if not isinstance(listen_port, int) or not 0 <= listen_port <= 65535:
+            raise ValueError(f"listen_port: expected a port number 0..65535, got {listen_port!r}")
+        self.listen_host = listen_host
+        self.listen_port = listen_port
+        self.handshake_timeout = handshake_timeout
+        self.frame_timeout = frame_timeout
+        self.drain_timeout = drain_timeout
+        self._unix_path: Path | None = None
+        self._secret = _wire.new_secret()
+        self._tickets: dict[str, LogTicket] = {}
+        self._accepting: anyio.CancelScope | None = None
+        self._stopped: anyio.Event | None = None
+        self._task_group: TaskGroup | None = None
+
+    @classmethod
+    def unix(cls, **options: float) -> LogServer:
+        """A server on a Unix socket in a fresh private (0700) directory.
+
+        The directory and socket are removed when the server stops.
+        """
+        server = cls("localhost", 0, **options)
+        server._unix_path = Path(tempfile.mkdtemp(prefix="gymnasiarch-")) / "log.sock"
+        return server
+
+    @property
+    def client_address(self) -> str | list[Any]:
+        """Where clients connect: a socket path, or ``[host, port]``."""
+        if self._unix_path is not None:
+            return str(self._unix_path)
+        return [self.listen_host, self.listen_port]
+
+    def admit(self, name: str) -> LogTicket:
+        """Issue a ticket for one client whose records will be tagged *name*."""
+        ticket = LogTicket(self, name)
+        self._tickets[ticket.id] = ticket
+        return ticket
+
+    # -- running --------------------------------------------------------------
+
+    async def __aenter__(self) -> LogServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start listening; returns once clients can connect."""
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        try:
+            await group.start(self.serve)
+        except BaseException:
+            await group.__aexit__(*sys.exc_info())
+            raise
+        self._task_group = group
+
+    async def stop(self) -> None:
+        """Stop accepting, let open connections finish (bounded), and clean up."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+        if self._task_group is not None:
+            group, self._task_group = self._task_group, None
+            await group.__aexit__(None, None, None)
+        elif self._stopped is not None:
+            await self._stopped.wait()
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Listen and serve until :meth:`stop` or cancellation."""
+        self._stopped = anyio.Event()
+        try:
+            listener = await self._listen()
+            async with anyio.create_task_group() as connections:
+                try:
+                    with anyio.CancelScope() as self._accepting:
+                        task_status.started()
+                        await listener.serve(self._serve_connection, task_group=connections)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await listener.aclose()
+                # Stopped: give open connections a moment to say goodbye.
+                connections.cancel_scope.deadline = anyio.current_time() + self.drain_timeout
+        finally:
+            self._remove_socket_dir()
+            self._stopped.set()
+
+    async def _listen(self) -> Listener[Any]:
+        if self._unix_path is not None:
+            return await anyio.create_unix_listener(self._unix_path, mode=0o600)
+        listener = await anyio.create_tcp_listener(
+            local_host=self.listen_host, local_port=self.listen_port
+        )
+        self.listen_port = listener.listeners[0].extra(SocketAttribute.local_port)
+        return listener
+
+    def _remove_socket_dir(self) -> None:
+        if self._unix_path is not None:
+            shutil.rmtree(self._unix_path.parent, ignore_errors=True)
+
+    # -- one connection -------------------------------------------------------
+
+    async def _serve_connection(self, stream: ByteStream) -> None:
+        peer = _describe_peer(stream)
+        async with stream:
+            try:
+                await self._converse(stream, peer)
+            except WireError as error:
+                logger.warning("log connection from %s closed: %s", peer, error)
+            except TimeoutError:
+                logger.warning("log connection from %s closed: it stalled", peer)
+            except anyio.IncompleteRead:
+                logger.warning("log connection from %s closed: it ended inside a frame", peer)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
+                logger.warning("log connection from %s failed: %s", peer, error)
+
+    async def _converse(self, stream: ByteStream, peer: str) -> None:
+        _check_peer_user(stream)
+        nonce = _wire.new_nonce()
+        await stream.send(_wire.encode({"t": "challenge", "nonce": nonce}))
+        received = BufferedByteReceiveStream(stream)
+        with anyio.fail_after(self.handshake_timeout):
+            hello = await self._read_message(received)
+        if hello is None or hello["t"] != "hello":
+            raise WireError("the handshake failed")
+        ticket = self._tickets.get(str(hello.get("ticket")))
+        if ticket is None or not _wire.verify(ticket._key, nonce, hello.get("mac")):
+            raise WireError("the handshake failed")
+        if ticket.connected:
+            raise WireError(f"ticket of {ticket.name!r} is in use already")
+        ticket.connected = True
+        try:
+            await self._receive_records(received, ticket)
+        finally:
+            ticket.finished.set()
+
+    async def _receive_records(
+        self, received: BufferedByteReceiveStream, ticket: LogTicket
+    ) -> None:
+        while True:
+            message = await self._read_message(received, idle_ok=True)
+            if message is None or message["t"] == "bye":
+                return
+            if message["t"] != "records" or not isinstance(message.get("r"), list):
+                raise WireError(f"unexpected message {message['t']!r}")
+            records = [make_record(data, ticket.name) for data in message["r"]]
+            for record in records:
+                reinject(record)
+
+    async def _read_message(
+        self, received: BufferedByteReceiveStream, *, idle_ok: bool = False
+    ) -> dict[str, Any] | None:
+        """The next message; None at a clean end of stream between frames."""
+        try:
+            first = await received.receive(_wire.HEADER.size)
+        except anyio.EndOfStream:
+            if idle_ok:
+                return None
+            raise WireError("the client hung up") from None
+        with anyio.fail_after(self.frame_timeout):
+            header = first
+            if len(header) < _wire.HEADER.size:
+                header += await received.receive_exactly(_wire.HEADER.size - len(header))
+            length = _wire.frame_length(header)
+            payload = await received.receive_exactly(length) if length else b""
+        return _wire.decode(payload)
+
+
+def _describe_peer(stream: ByteStream) -> str:
+    with contextlib.suppress(Exception):
+        remote = stream.extra(SocketAttribute.remote_address)
+        if isinstance(remote, tuple):
+            return f"{remote[0]}:{remote[1]}"
+    with contextlib.suppress(Exception):
+        pid, _, _ = _peer_credentials(stream)
+        return f"pid {pid}"
+    return "a local client"
+
+
+def _peer_credentials(stream: ByteStream) -> tuple[int, int, int]:
+    raw: socket.socket = stream.extra(SocketAttribute.raw_socket)
+    data = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", data)
+    return pid, uid, gid
+
+
+def _check_peer_user(stream: ByteStream) -> None:
+    """On a Unix socket, only our own user may talk to us."""
+    if stream.extra(SocketAttribute.family, None) != socket.AF_UNIX:
+        return
+    if not hasattr(socket, "SO_PEERCRED"):  # pragma: no cover - Linux has it
+        return
+    _, uid, _ = _peer_credentials(stream)
+    if uid != os.getuid():
+        raise WireError(f"peer runs as user {uid}, not as us")
+
+
+# -- the client's side ----------------------------------------------------------
+
+
+class LogClientHandler(logging.Handler):
+    """Send records to a :class:`LogServer`, batched, from a background thread.
+
+    :meth:`emit` only queues; the thread (started by the first record)
+    connects, answers the challenge and sends whatever has queued up as one
+    frame. :meth:`flush` waits until everything emitted so far is sent;
+    :meth:`close` also says goodbye and stops the thread. If the server
+    cannot be reached, records go to stderr instead, so none is lost
+    silently. A process forked from the client (without exec) writes its
+    records to stderr: the connection belongs to its parent.
+
+    Args:
+        config: What :meth:`LogTicket.client_config` returned.
+        on_connect: Called (in the sender thread) once the connection is
+            made, before anything is sent on it.
+        close_timeout: Seconds :meth:`close` waits for the last records to go.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        on_connect: Callable[[], None] | None = None,
+        close_timeout: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self._address = config["address"]
+        self._ticket = str(config["ticket"])
+        self._key = bytes.fromhex(config["key"])
+        self._on_connect = on_connect
+        self._close_timeout = close_timeout
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._cond = threading.Condition()
+        self._queued = 0
+        self._done = 0  # sent, or written to stderr
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._stderr_only = False
+        reference = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(reference))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue *record*; the sender thread sends it soon."""
+        try:
+            item = _encode_record(record)
+        except Exception:
+            self.handleError(record)
+            return
+        with self._cond:
+            if self._stderr_only or self._closing:
+                _to_stderr([item])
+                return
+            self._pending.append(item)
+            self._queued += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._send_forever, name="gymnasiarch-log-sender", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def flush(self) -> None:
+        """Wait until every record emitted so far is sent (at most ``close_timeout``)."""
+        with self._cond:
+            target = self._queued
+            self._cond.wait_for(lambda: self._done >= target, timeout=self._close_timeout)
+
+    def close(self) -> None:
+        """Send what is left, say goodbye, stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self._close_timeout)
+        super().close()
+
+    # -- the sender thread ------------------------------------------------------
+
+    def _send_forever(self) -> None:
+        try:
+            sock = self._connect()
+        except (OSError, WireError, ValueError) as error:
+            self._give_up(f"cannot reach the log server ({error}); logging to stderr")
+            return
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._pending or self._closing)
+                    batch = self._take_batch()
+                if not batch:
+                    break  # closing, and nothing is left
+                sock.sendall(_records_frame(batch))
+                with self._cond:
+                    self._done += len(batch)
+                    self._cond.notify_all()
+            sock.sendall(_wire.encode({"t": "bye"}))
+        except OSError as error:
+            self._give_up(f"lost the log server ({error}); logging to stderr")
+        finally:
+            sock.close()
+
+    def _take_batch(self) -> list[bytes]:
+        batch: list[bytes] = []
+        size = 0
+        while self._pending and size < _BATCH_BYTES:
+            item = self._pending.popleft()
+            batch.append(item)
+            size += len(item) + 1
+        return batch
+
+    def _connect(self) -> socket.socket:
+        if isinstance(self._address, str):
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(self._close_timeout)
+            try:
+                sock.connect(self._address)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            host, port = self._address
+            sock = socket.create_connection((host, port), timeout=self._close_timeout)
+        try:
+            if self._on_connect is not None:
+                self._on_connect()
+            nonce = _nonce_of(_wire.decode(_receive_frame(sock)))
+            mac = _wire.answer(self._key, nonce)
+            sock.sendall(_wire.encode({"t": "hello", "ticket": self._ticket, "mac": mac}))
+            sock.settimeout(None)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _give_up(self, why: str) -> None:
+        with self._cond:
+            self._stderr_only = True
+            left = list(self._pending)
+            self._pending.clear()
+            self._done += len(left)
+            self._cond.notify_all()
+        _to_stderr([f"gymnasiarch: {why}".encode(), *left])
+
+
+def _after_fork(reference: weakref.ref[LogClientHandler]) -> None:
+    handler = reference()
+    if handler is not None:
+        # The connection and the thread are the parent's; our records go to stderr.
+        handler._cond = threading.Condition()
+        handler._pending.clear()
+        handler._stderr_only = True
+
+
+def _encode_record(record: logging.LogRecord) -> bytes:
+    data = record_to_dict(record)
+    item = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=repr).encode()
+    if len(item) > _RECORD_BYTES:
+        cut = len(item) - _RECORD_BYTES + 1024
+        data["msg"] = f"{data['msg'][: max(0, len(data['msg']) - cut)]}... [{cut} bytes cut]"
+        data.pop("extra", None)
+        data["exc_text"] = (data.get("exc_text") or "")[-4096:] or None
+        item = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=repr).encode()
+    return item
+
+
+def _nonce_of(challenge: dict[str, Any]) -> str:
+    nonce = challenge.get("nonce")
+    if challenge["t"] != "challenge" or not isinstance(nonce, str):
+        raise WireError("the server did not send a challenge")
+    return nonce
+
+
+def _records_frame(batch: list[bytes]) -> bytes:
+    payload = b'{"t":"records","r":[' + b",".join(batch) + b"]}"
+    return _wire.HEADER.pack(len(payload)) + payload
+
+
+def _receive_frame(sock: socket.socket) -> bytes:
+    length = _wire.frame_length(_receive_exactly(sock, _wire.HEADER.size))
+    return _receive_exactly(sock, length)
+
+
+def _receive_exactly(sock: socket.socket, count: int) -> bytes:
+    chunks: list[bytes] = []
+    while count:
+        chunk = sock.recv(count)
+        if not chunk:
+            raise WireError("the server hung up")
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
+def _to_stderr(items: list[bytes]) -> None:
+    stream = sys.__stderr__
+    if stream is None:
+        return
+    with contextlib.suppress(Exception):
+        for item in items:
+            stream.write(_stderr_line(item) + "\n")
+        stream.flush()
+
+
+def _stderr_line(item: bytes) -> str:
+    try:
+        data = json.loads(item)
+    except ValueError:
+        return item.decode(errors="replace")
+    if not isinstance(data, dict):
+        return item.decode(errors="replace")
+    level = logging.getLevelName(data.get("levelno", logging.INFO))
+    line = f"{level} {data.get('name')}: {data.get('msg')}"
+    if data.get("exc_text"):
+        line += "\n" + str(data["exc_text"])
+    return line
