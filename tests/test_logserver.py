@@ -251,6 +251,16 @@ async def hello(server: LogServer, stream: SocketStream, nonce: str, name: str =
     return ticket
 
 
+async def send_after_hello(server: LogServer, data: bytes) -> None:
+    """Authenticate, send *data*, hang up; the server must close the connection."""
+    stream, nonce = await connect(server)
+    async with stream:
+        await hello(server, stream, nonce)
+        await stream.send(data)
+        await stream.send_eof()
+        assert await closed_by_server(stream)
+
+
 @contextmanager
 def warnings_of_the_server() -> Iterator[list[str]]:
     """The server's own warnings, one per closed connection."""
@@ -315,12 +325,7 @@ async def test_bad_frames_close_the_connection_with_one_warning(
 ) -> None:
     with warnings_of_the_server() as warnings:
         async with unix_server() as server:
-            stream, nonce = await connect(server)
-            async with stream:
-                await hello(server, stream, nonce)
-                await stream.send(frame)
-                await stream.send_eof()
-                assert await closed_by_server(stream)
+            await send_after_hello(server, frame)
             await send_good_records(server, "after", ["fine"])
     assert len(warnings) == 1, warnings
     assert complaint in warnings[0]
@@ -353,12 +358,7 @@ async def test_pickle_payload_is_never_unpickled(tmp_path: Path) -> None:
     with warnings_of_the_server() as warnings:
         async with unix_server() as server:
             for frame in (struct.pack(">I", len(payload)) + payload, payload):
-                stream, nonce = await connect(server)
-                async with stream:
-                    await hello(server, stream, nonce)
-                    await stream.send(frame)
-                    await stream.send_eof()
-                    assert await closed_by_server(stream)
+                await send_after_hello(server, frame)
     assert not marker.exists()
     assert len(warnings) == 2
 
