@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from gymnasiarch._child import Launch
 from gymnasiarch._events import Event, EventHub
@@ -409,7 +410,7 @@ class Supervisor:
         async with self:
             return await self.wait()
 
-    def events(self) -> anyio.abc.ObjectReceiveStream[Event]:
+    def events(self) -> MemoryObjectReceiveStream[Event]:
         """An async iterator of lifecycle events from now until the supervisor stops.
 
         Each call gives an independent subscription; events are buffered, so

@@ -1,0 +1,5 @@
+"""``python -m gymnasiarch``: the command line."""
+
+from gymnasiarch.cli import console_main
+
+console_main()

@@ -1,0 +1,177 @@
+"""The ``gymnasiarch`` command line (also ``python -m gymnasiarch``).
+
+``gymnasiarch check TREE.toml`` validates a tree file and imports every
+target without starting anything; ``gymnasiarch run TREE.toml`` supervises
+the tree until it ends or is interrupted. Exit codes of ``run``: 0 when the
+tree finished cleanly, 1 when the supervisor gave up (the failing child and
+its traceback are printed last), 128+N after signal N, 2 for a bad file.
+Bad input gets one clear line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import anyio
+
+from gymnasiarch.exceptions import GymnasiarchError, SignalInterruptError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("gymnasiarch.cli")
+
+EXIT_OK = 0
+EXIT_GAVE_UP = 1
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gymnasiarch", description="Supervise the processes of a simulation."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = commands.add_parser(
+        "check", help="validate a tree file and import its targets; start nothing"
+    )
+    check.add_argument("tree", help="the tree file (TOML)")
+    run = commands.add_parser("run", help="supervise the tree a file describes")
+    run.add_argument("tree", help="the tree file (TOML)")
+    run.add_argument(
+        "--log-format",
+        choices=("auto", "console", "json"),
+        default="auto",
+        help="console on a terminal and JSON lines otherwise (auto), or either one",
+    )
+    run.add_argument("--log-level", default="INFO", help="the root log level (default INFO)")
+    return parser
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"gymnasiarch: {message}", file=sys.stderr)
+    return code
+
+
+def _check(tree: str) -> int:
+    from gymnasiarch.treefile import TreeFileError, load_tree  # noqa: PLC0415 - fast --help
+
+    try:
+        supervisor = load_tree(tree, resolve=True)
+    except TreeFileError as error:
+        return _fail(str(error), EXIT_BAD_INPUT)
+    count = len(list(_leaves(supervisor)))
+    print(f"{tree}: ok ({count} children)")
+    return EXIT_OK
+
+
+def _leaves(supervisor: Any) -> Any:
+    for spec in supervisor._specs:
+        if hasattr(spec, "_specs"):
+            yield from _leaves(spec)
+        else:
+            yield spec
+
+
+def _run(tree: str, log_format: str, log_level: str) -> int:
+    from gymnasiarch.logging import configure  # noqa: PLC0415 - fast --help
+    from gymnasiarch.treefile import TreeFileError, load_tree  # noqa: PLC0415
+
+    try:
+        supervisor = load_tree(tree)
+    except TreeFileError as error:
+        return _fail(str(error), EXIT_BAD_INPUT)
+    try:
+        configure(log_level.upper(), renderer=log_format)  # type: ignore[arg-type]
+    except ValueError as error:
+        return _fail(f"--log-level: {error}", EXIT_BAD_INPUT)
+    exits: Counter[str] = Counter()
+    results: dict[str, Any] = {}
+    failure: list[GymnasiarchError] = []
+
+    async def follow(events: Any) -> None:
+        async for event in events:
+            if event.kind == "exited" and event.child:
+                exits[event.child] += 1
+            _log_event(event)
+
+    async def supervise() -> None:
+        with supervisor.events() as events:
+            async with anyio.create_task_group() as group:
+                group.start_soon(follow, events)  # ends when the supervisor stops
+                try:
+                    results.update(await supervisor.run())
+                except GymnasiarchError as error:
+                    failure.append(error)
+
+    anyio.run(supervise)
+    if not failure:
+        _summary(supervisor, exits, results, sys.stdout)
+        return EXIT_OK
+    problem = failure[0]
+    _summary(supervisor, exits, results, sys.stderr)
+    if isinstance(problem, SignalInterruptError):
+        print(f"gymnasiarch: stopped on {problem.signal_name}", file=sys.stderr)
+        return 128 + (problem.signum or 0)
+    _report(problem, sys.stderr)
+    return EXIT_GAVE_UP
+
+
+def _log_event(event: Any) -> None:
+    """One structured line per lifecycle event, for whoever watches the log."""
+    fields: dict[str, Any] = {"child": event.child, "pid": event.pid}
+    if event.child is not None:
+        fields["restarts"] = event.restarts
+    if event.detail:
+        fields["detail"] = event.detail
+    level = (
+        logging.WARNING if event.kind in ("gave_up", "exited") and event.detail else logging.INFO
+    )
+    if event.kind == "exited" and event.exitcode == 0:
+        level = logging.INFO
+    logger.log(level, event.kind, extra={k: v for k, v in fields.items() if v is not None})
+
+
+def _summary(supervisor: Any, exits: Counter[str], results: dict[str, Any], out: TextIO) -> None:
+    """A table of the tree's top-level children: restarts, exits, last exit, result."""
+    rows = [("child", "restarts", "exits", "last exit", "result")]
+    for info in supervisor.which_children():
+        last = info.last_exit.describe() if info.last_exit is not None else "-"
+        result = repr(results[info.name]) if info.name in results else "-"
+        if len(result) > 40:
+            result = result[:37] + "..."
+        rows.append((info.name, str(info.restarts), str(exits[info.name]), last, result))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)), file=out
+        )
+
+
+def _report(error: BaseException, out: TextIO) -> None:
+    """The failing child and its own traceback, printed last."""
+    print(f"\n{type(error).__name__}: {error}", file=out)
+    remote = getattr(error, "remote_traceback", None)
+    if remote:
+        print(f"\nthe child's traceback:\n{remote}", file=out)
+    output = getattr(error, "output", None)
+    if output:
+        print(f"\nwhat it wrote to stderr last:\n{output}", file=out)
+    if not remote and error.__cause__ is not None:
+        print(f"\ncaused by {type(error.__cause__).__name__}: {error.__cause__}", file=out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    options = _parser().parse_args(argv)
+    if options.command == "check":
+        return _check(options.tree)
+    return _run(options.tree, options.log_format, options.log_level)
+
+
+def console_main() -> None:
+    """The console script's entry point."""
+    sys.exit(main())

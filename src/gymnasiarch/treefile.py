@@ -1,0 +1,289 @@
+"""Supervision trees described in TOML files: load, check, and build a Supervisor.
+
+A tree file has one ``[supervisor]`` table and one ``[[child]]`` table per
+child, in start order. A child with ``[[child.child]]`` tables of its own is
+a nested supervisor::
+
+    [supervisor]
+    strategy = "one_for_one"
+    max_restarts = 3
+    max_seconds = 5.0
+    seed = 1234
+
+    [supervisor.runtime_config]
+    broker_uri = "ipc:///tmp/broker"
+
+    [[child]]
+    name = "env"
+    target = "mysim.env:run"
+    params = { steps = 100 }
+    restart = "permanent"
+
+Every mistake is reported with its key path and line:
+``child[2].restart (line 14): expected one of permanent, transient,
+temporary, got 'sometimes'``. :func:`load_tree` checks structure and types;
+``resolve=True`` also imports every target, so an import error shows up when
+the file is checked, not when the child first starts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gymnasiarch._spec import Backoff, ChildSpec
+from gymnasiarch._supervisor import Supervisor
+from gymnasiarch.dynaloader import resolve as resolve_target
+from gymnasiarch.exceptions import GymnasiarchError
+
+__all__ = ["TreeFileError", "load_tree"]
+
+_NUMBER = (int, float)
+# Keys of a supervisor (the [supervisor] table, or a nested child) and their types.
+_SUPERVISOR_KEYS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "strategy": (str,),
+    "max_restarts": (int,),
+    "max_seconds": _NUMBER,
+    "seed": (int, str),
+    "start_order": (str,),
+    "start_method": (str,),
+    "kill_timeout": _NUMBER,
+    "runtime_config": (dict,),
+    "backoff": (dict,),
+}
+_NESTED_KEYS: dict[str, tuple[type, ...]] = {
+    **{k: v for k, v in _SUPERVISOR_KEYS.items() if k not in ("runtime_config", "start_method")},
+    "restart": (str,),
+    "significant": (bool,),
+    "shutdown": _NUMBER,
+    "child": (list,),
+}
+_CHILD_KEYS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "target": (str,),
+    "args": (list,),
+    "params": (dict,),
+    "restart": (str,),
+    "shutdown": _NUMBER,
+    "significant": (bool,),
+    "ready_timeout": _NUMBER,
+    "output": (str,),
+}
+_BACKOFF_KEYS: dict[str, tuple[type, ...]] = {
+    "base": _NUMBER,
+    "factor": _NUMBER,
+    "cap": _NUMBER,
+    "jitter": _NUMBER,
+    "reset_after": _NUMBER,
+}
+_KNOWN_KEYS = (
+    frozenset(_SUPERVISOR_KEYS) | set(_NESTED_KEYS) | set(_CHILD_KEYS) | set(_BACKOFF_KEYS)
+)
+# What ChildSpec, Supervisor and Backoff say about one field:
+# "child 'x': restart: expected ...", "strategy: expected ...", "Backoff.cap: ...".
+_FIELD_MESSAGE = re.compile(r"^(?:child '[^']*': )?(?:Backoff\.)?([a-z_]+): (.*)$", re.S)
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+class TreeFileError(GymnasiarchError):
+    """A tree file that cannot be used; the message names the key path and line.
+
+    Attributes:
+        path: The file.
+        key: The key path (``child[2].restart``), or ``None`` for the file.
+        line: The 1-based line, where known.
+    """
+
+    def __init__(self, message: str, *, path: str, key: str | None = None, line: int | None = None):
+        where = path
+        if key is not None:
+            where += f": {key}"
+        if line is not None:
+            where += f" (line {line})"
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.key = key
+        self.line = line
+
+
+@dataclass
+class _Lines:
+    """Where each key path starts in the source (tomllib keeps no positions)."""
+
+    found: dict[str, int]
+
+    @classmethod
+    def of(cls, text: str) -> _Lines:
+        found: dict[str, int] = {}
+        counters: dict[str, int] = {}
+        table = ""
+        header = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\s\"]+?)\s*\]\]?\s*(#.*)?$")
+        assignment = re.compile(r"^\s*([A-Za-z0-9_\-\"]+)\s*=")
+        for number, line in enumerate(text.splitlines(), start=1):
+            if match := header.match(line):
+                parts = [p.strip().strip('"') for p in match.group(2).split(".")]
+                table = cls._table_path(parts, match.group(1) == "[[", counters, found)
+                found.setdefault(table, number)
+            elif match := assignment.match(line):
+                key = match.group(1).strip('"')
+                found.setdefault(f"{table}.{key}" if table else key, number)
+        return cls(found)
+
+    @staticmethod
+    def _table_path(
+        parts: list[str], is_array: bool, counters: dict[str, int], found: dict[str, int]
+    ) -> str:
+        # Array-of-tables headers like [[child.child]] index into the latest
+        # element of each enclosing array: child[1].child[0].
+        path = ""
+        for depth, part in enumerate(parts):
+            prefix = f"{path}.{part}" if path else part
+            last = depth == len(parts) - 1
+            if last and is_array:
+                index = counters.get(prefix, -1) + 1
+                counters[prefix] = index
+                # A new element: forget the counters of arrays inside the old one.
+                for key in [k for k in counters if k.startswith(f"{prefix}[")]:
+                    del counters[key]
+                path = f"{prefix}[{index}]"
+            elif prefix in counters:
+                path = f"{prefix}[{counters[prefix]}]"
+            else:
+                path = prefix
+        return path
+
+    def line(self, key: str) -> int | None:
+        """The line of *key*, or of the closest enclosing table."""
+        while key:
+            if key in self.found:
+                return self.found[key]
+            key = key.rpartition(".")[0]
+        return None
+
+
+class _Loader:
+    def __init__(self, path: str, lines: _Lines, resolve: bool) -> None:
+        self.path = path
+        self.lines = lines
+        self.resolve = resolve
+
+    def error(self, key: str, message: str) -> TreeFileError:
+        return TreeFileError(message, path=self.path, key=key, line=self.lines.line(key))
+
+    def check_keys(
+        self, where: str, table: Mapping[str, Any], allowed: Mapping[str, tuple[type, ...]]
+    ) -> None:
+        for key, value in table.items():
+            key_path = f"{where}.{key}" if where else key
+            if key not in allowed:
+                known = ", ".join(sorted(allowed))
+                raise self.error(key_path, f"unknown key {key!r} (known keys: {known})")
+            kinds = allowed[key]
+            bad_bool = isinstance(value, bool) and bool not in kinds
+            if bad_bool or not isinstance(value, kinds):
+                wanted = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+                raise self.error(key_path, f"expected {wanted}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise self.error(key_path, f"expected a finite number, got {value!r}")
+
+    def supervisor(self, where: str, table: Mapping[str, Any], children: list[Any]) -> Supervisor:
+        options: dict[str, Any] = {k: v for k, v in table.items() if k not in ("child", "backoff")}
+        if "backoff" in table:
+            backoff_key = f"{where}.backoff" if where else "supervisor.backoff"
+            self.check_keys(backoff_key, table["backoff"], _BACKOFF_KEYS)
+            options["backoff"] = self.build(backoff_key, Backoff, **table["backoff"])
+        if not isinstance(children, list) or not children:
+            raise self.error(f"{where}.child" if where else "child", "expected [[child]] tables")
+        prefix = f"{where}." if where else ""
+        specs = [self.child(f"{prefix}child[{i}]", c) for i, c in enumerate(children)]
+        supervisor: Supervisor = self.build(where or "supervisor", Supervisor, specs, **options)
+        return supervisor
+
+    def child(self, where: str, table: Any) -> ChildSpec | Supervisor:
+        if not isinstance(table, dict):
+            raise self.error(where, "expected a table ([[child]])")
+        if "name" not in table:
+            raise self.error(where, "missing key 'name'")
+        if "child" in table:  # a nested supervisor
+            self.check_keys(where, table, _NESTED_KEYS)
+            return self.supervisor(where, table, table["child"])
+        self.check_keys(where, table, _CHILD_KEYS)
+        if "target" not in table:
+            raise self.error(where, "missing key 'target' (a dotted path like 'pkg.mod:function')")
+        options = {k: v for k, v in table.items() if k not in ("args", "params")}
+        spec: ChildSpec = self.build(
+            where,
+            ChildSpec,
+            args=tuple(table.get("args", ())),
+            kwargs=table.get("params"),
+            **options,
+        )
+        if self.resolve:
+            try:
+                resolve_target(table["target"])
+            except Exception as error:  # any import failure is reported
+                raise self.error(f"{where}.target", str(error)) from None
+        return spec
+
+    def build(self, where: str, factory: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call *factory*; its ValueError/TypeError becomes an error at *where*."""
+        try:
+            return factory(*args, **kwargs)
+        except (ValueError, TypeError) as error:
+            message = str(error)
+            # "child 'x': restart: expected ..." -> point at the key it names.
+            field = _FIELD_MESSAGE.match(message)
+            if field and field.group(1) in _KNOWN_KEYS:
+                raise self.error(f"{where}.{field.group(1)}", field.group(2)) from None
+            raise self.error(where, message) from None
+
+
+def load_tree(path: str | Path, *, resolve: bool = False) -> Supervisor:
+    """Read a tree file and build its (not yet started) supervisor.
+
+    The file's directory is put on ``sys.path``, so targets may live next
+    to it.
+
+    Args:
+        path: The TOML file.
+        resolve: Also import every target now (what ``gymnasiarch check``
+            does); otherwise the supervisor imports them when it starts.
+
+    Raises:
+        TreeFileError: The file is missing, not TOML, or describes no valid
+            tree; the message names the key path and line.
+    """
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise TreeFileError(f"cannot read it: {error.strerror or error}", path=name) from None
+    except UnicodeDecodeError:
+        raise TreeFileError("is not UTF-8 text", path=name) from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise TreeFileError(f"is not valid TOML: {error}", path=name) from None
+    loader = _Loader(name, _Lines.of(text), resolve)
+    unknown = set(document) - {"supervisor", "child"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise loader.error(
+            key, f"unknown top-level key {key!r} (expected [supervisor] and [[child]])"
+        )
+    settings = document.get("supervisor", {})
+    if not isinstance(settings, dict):
+        raise loader.error("supervisor", "expected a table ([supervisor])")
+    loader.check_keys("supervisor", settings, _SUPERVISOR_KEYS)
+    children = document.get("child", [])
+    folder = str(Path(path).resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return loader.supervisor("", settings, children)

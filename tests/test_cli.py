@@ -1,0 +1,168 @@
+"""The command line, run as a newcomer would: ``python -m gymnasiarch ...`` in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gymnasiarch.treefile import TreeFileError, load_tree
+
+TESTS = Path(__file__).parent
+
+GOOD_TREE = """\
+[supervisor]
+strategy = "one_for_one"
+max_restarts = 2
+max_seconds = 5.0
+seed = 7
+
+[supervisor.runtime_config]
+greeting = "hello"
+
+[[child]]
+name = "adder"
+target = "targets.basic:add"
+args = [1, 2]
+restart = "transient"
+
+[[child]]
+name = "group"
+strategy = "one_for_all"
+restart = "transient"
+
+[[child.child]]
+name = "inner"
+target = "targets.basic:add"
+params = { a = 3, b = 4 }
+restart = "temporary"
+"""
+
+
+def gymnasiarch(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gymnasiarch", *args],
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tree.toml"
+    path.write_text(text)
+    return path
+
+
+def test_check_accepts_a_good_tree(tmp_path: Path) -> None:
+    done = gymnasiarch("check", str(write(tmp_path, GOOD_TREE)))
+    assert done.returncode == 0, done.stderr
+    assert "ok (2 children)" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ('restart = "temporary"', 'restart = "sometimes"'),
+            "child[1].child[0].restart (line 25): expected one of permanent, transient, "
+            "temporary, got 'sometimes'",
+        ),
+        (("seed = 7", "sed = 7"), "supervisor.sed (line 5): unknown key 'sed'"),
+        (("max_restarts = 2", 'max_restarts = "2"'), "supervisor.max_restarts (line 3): expected"),
+        (
+            ("args = [1, 2]", "args = [1, 2]\nretsart = 1"),
+            "child[0].retsart (line 14): unknown key",
+        ),
+        (("targets.basic:add", "targets.basic:nope"), "child[0].target (line 12): "),
+        (("targets.basic:add", "targets.nothere:add"), "child[0].target (line 12): "),
+        (('strategy = "one_for_all"', 'strategy = "all"'), "child[1].strategy (line 18)"),
+        (("[supervisor]", "[supervisor"), "is not valid TOML"),
+    ],
+)
+def test_check_names_the_key_path_and_line(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    """Every mistake: one line on stderr with key path and line, exit 2, no traceback."""
+    done = gymnasiarch("check", str(write(tmp_path, GOOD_TREE.replace(*change, 1))))
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_missing_file_and_unknown_command_are_one_line() -> None:
+    done = gymnasiarch("check", "no/such/tree.toml")
+    assert done.returncode == 2
+    assert done.stderr.startswith("gymnasiarch: no/such/tree.toml: cannot read it")
+    assert "Traceback" not in done.stderr
+    assert gymnasiarch("frobnicate").returncode == 2
+
+
+def test_load_tree_builds_the_nested_supervisor(tmp_path: Path) -> None:
+    supervisor = load_tree(write(tmp_path, GOOD_TREE))
+    assert supervisor.strategy == "one_for_one"
+    assert supervisor.seed == 7
+    assert supervisor.runtime_config["greeting"] == "hello"
+    inner = supervisor._specs[1]
+    assert inner.strategy == "one_for_all"  # type: ignore[union-attr]
+    with pytest.raises(TreeFileError, match=r"child: expected \[\[child\]\] tables"):
+        load_tree(write(tmp_path, "[supervisor]\n"))
+
+
+def test_run_finishes_cleanly_with_a_summary(tmp_path: Path) -> None:
+    done = gymnasiarch("run", "--log-format", "json", str(write(tmp_path, GOOD_TREE)))
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert header.split() == ["child", "restarts", "exits", "last", "exit", "result"]
+    assert rows[0].split()[0] == "adder"
+    assert rows[0].split()[-1] == "3"
+
+
+def test_run_that_gives_up_prints_the_childs_traceback_last(tmp_path: Path) -> None:
+    tree = (
+        '[supervisor]\nmax_restarts = 0\n[[child]]\nname = "bad"\ntarget = "targets.basic:crash"\n'
+    )
+    done = gymnasiarch("run", "--log-format", "json", str(write(tmp_path, tree)))
+    assert done.returncode == 1
+    tail = done.stderr.strip().splitlines()
+    assert tail[-1] == "targets.basic.Boom: boom"
+    assert "PrematureTaskDeathError" in done.stderr
+
+
+def test_run_stopped_by_sigterm_exits_128_plus_15(tmp_path: Path) -> None:
+    tree = '[[child]]\nname = "sleeper"\ntarget = "targets.basic:ready_then_sleep"\n'
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gymnasiarch",
+            "run",
+            "--log-format",
+            "json",
+            str(write(tmp_path, tree)),
+        ],
+        cwd=TESTS,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait until the child is ready (its event is logged)
+            if '"ready"' in line and "sleeper" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "stopped on SIGTERM" in err
