@@ -1,5 +1,6 @@
 """The ``gymnasiarch`` command line (also ``python -m gymnasiarch``).
 
+``gymnasiarch demo`` runs the bundled simulation (:mod:`gymnasiarch.demo`);
 ``gymnasiarch check TREE.toml`` validates a tree file and imports every
 target without starting anything; ``gymnasiarch run TREE.toml`` supervises
 the tree until it ends or is interrupted. Exit codes of ``run``: 0 when the
@@ -11,8 +12,13 @@ Bad input gets one clear line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import logging
+import os
+import secrets
+import shutil
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -41,14 +47,37 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("tree", help="the tree file (TOML)")
     run = commands.add_parser("run", help="supervise the tree a file describes")
     run.add_argument("tree", help="the tree file (TOML)")
-    run.add_argument(
-        "--log-format",
-        choices=("auto", "console", "json"),
-        default="auto",
-        help="console on a terminal and JSON lines otherwise (auto), or either one",
+    demo = commands.add_parser(
+        "demo", help="run the bundled simulation: an environment, three agents, a flaky simulator"
     )
-    run.add_argument("--log-level", default="INFO", help="the root log level (default INFO)")
+    demo.add_argument("--seed", type=int, default=None, help="the master seed (default 2024)")
+    demo.add_argument("--steps", type=_positive_int, default=None, help="steps (default 40)")
+    demo.add_argument(
+        "--interval", type=_seconds, default=None, help="seconds per step (default 0.25)"
+    )
+    for command in (run, demo):
+        command.add_argument(
+            "--log-format",
+            choices=("auto", "console", "json"),
+            default="auto",
+            help="console on a terminal and JSON lines otherwise (auto), or either one",
+        )
+        command.add_argument("--log-level", default="INFO", help="the root log level")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
+    return value
 
 
 def _fail(message: str, code: int) -> int:
@@ -77,13 +106,43 @@ def _leaves(supervisor: Any) -> Any:
 
 
 def _run(tree: str, log_format: str, log_level: str) -> int:
-    from gymnasiarch.logging import configure  # noqa: PLC0415 - fast --help
-    from gymnasiarch.treefile import TreeFileError, load_tree  # noqa: PLC0415
+    from gymnasiarch.treefile import TreeFileError, load_tree  # noqa: PLC0415 - fast --help
 
     try:
         supervisor = load_tree(tree)
     except TreeFileError as error:
         return _fail(str(error), EXIT_BAD_INPUT)
+    return _supervise(supervisor, log_format, log_level)
+
+
+def _demo(options: argparse.Namespace) -> int:
+    from gymnasiarch._runtime_config import RuntimeConfig  # noqa: PLC0415 - fast --help
+    from gymnasiarch.treefile import load_tree  # noqa: PLC0415
+
+    with importlib.resources.as_file(
+        importlib.resources.files("gymnasiarch.demo") / "tree.toml"
+    ) as tree:
+        supervisor = load_tree(tree, add_to_path=False)
+    folder = tempfile.mkdtemp(prefix="gymnasiarch-demo-")  # private: mode 0700
+    config = dict(supervisor.runtime_config)
+    config["address"] = os.path.join(folder, "world.sock")
+    config["channel_key"] = secrets.token_hex(16)
+    if options.steps is not None:
+        config["steps"] = options.steps
+    if options.interval is not None:
+        config["interval"] = options.interval
+    supervisor.runtime_config = RuntimeConfig(config)
+    if options.seed is not None:
+        supervisor.seed = options.seed
+    try:
+        return _supervise(supervisor, options.log_format, options.log_level)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _supervise(supervisor: Any, log_format: str, log_level: str) -> int:
+    from gymnasiarch.logging import configure  # noqa: PLC0415 - fast --help
+
     try:
         configure(log_level.upper(), renderer=log_format)  # type: ignore[arg-type]
     except ValueError as error:
@@ -169,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(argv)
     if options.command == "check":
         return _check(options.tree)
+    if options.command == "demo":
+        return _demo(options)
     return _run(options.tree, options.log_format, options.log_level)
 
 

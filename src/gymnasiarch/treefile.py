@@ -245,7 +245,7 @@ class _Loader:
             raise self.error(where, message) from None
 
 
-def load_tree(path: str | Path, *, resolve: bool = False) -> Supervisor:
+def load_tree(path: str | Path, *, resolve: bool = False, add_to_path: bool = True) -> Supervisor:
     """Read a tree file and build its (not yet started) supervisor.
 
     The file's directory is put on ``sys.path``, so targets may live next
@@ -255,6 +255,7 @@ def load_tree(path: str | Path, *, resolve: bool = False) -> Supervisor:
         path: The TOML file.
         resolve: Also import every target now (what ``gymnasiarch check``
             does); otherwise the supervisor imports them when it starts.
+        add_to_path: Put the file's directory on ``sys.path`` (first).
 
     Raises:
         TreeFileError: The file is missing, not TOML, or describes no valid
@@ -284,6 +285,6 @@ def load_tree(path: str | Path, *, resolve: bool = False) -> Supervisor:
     loader.check_keys("supervisor", settings, _SUPERVISOR_KEYS)
     children = document.get("child", [])
     folder = str(Path(path).resolve().parent)
-    if folder not in sys.path:
+    if add_to_path and folder not in sys.path:
         sys.path.insert(0, folder)
     return loader.supervisor("", settings, children)
