@@ -377,6 +377,28 @@ async def test_nested_supervisor_is_restarted_by_its_parent(tmp_path: Path) -> N
     assert results == {"inner": {"flaky": "second run"}}
 
 
+async def test_nested_supervisor_inherits_config_seed_and_log_server(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A nested tree's children see the root's runtime config and a seed derived through it."""
+    caplog.set_level("INFO")
+    inner = Supervisor(
+        [
+            ChildSpec("who", f"{T}:whoami", restart="transient"),
+            ChildSpec("talk", f"{T}:log_lines", args=(3,), restart="transient"),
+        ],
+        name="inner",
+        restart="transient",
+    )
+    with anyio.fail_after(20):
+        results = await Supervisor([inner], seed=11, runtime_config={"k": "v"}).run()
+    who = results["inner"]["who"]
+    assert who["config"] == {"k": "v"}
+    assert who["seed"] == derive_seed(derive_seed(11, "inner"), "who")
+    talk = [r for r in caplog.records if r.name == "targets.basic"]
+    assert [r.child for r in talk] == ["talk"] * 3  # type: ignore[attr-defined]
+
+
 # -- bad input: one clear error, before any process starts ----------------------
 
 

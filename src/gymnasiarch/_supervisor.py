@@ -249,6 +249,7 @@ class Supervisor:
         if log_server is not None and not isinstance(log_server, LogServer):
             raise TypeError(f"log_server: expected a LogServer or None, got {log_server!r}")
         self._given_log_server = log_server
+        self._parent_log_server: LogServer | None = None  # set when nested
         self.name = name
         self.strategy: Strategy = strategy
         self.max_restarts = max_restarts
@@ -369,7 +370,10 @@ class Supervisor:
             await self._shutdown()
         if self._host_scope.__exit__(exc_type, exc, tb):
             exc = None  # the body was cancelled by us: we raise the reason below
-        if self._log_server is not None and self._log_server is not self._given_log_server:
+        if self._log_server is not None and self._log_server not in (
+            self._given_log_server,
+            self._parent_log_server,
+        ):
             with anyio.CancelScope(shield=True):
                 await self._log_server.stop()  # every child is gone: no record is left
         self._tg.cancel_scope.cancel()  # the signal monitor
@@ -448,6 +452,13 @@ class Supervisor:
         spec = child.spec
         if isinstance(spec, Supervisor):
             spec.handle_signals = False  # the outermost supervisor owns the signals
+            # What the nested one was not given, it inherits: the runtime
+            # config, a seed derived from ours, and our log server.
+            if not spec.runtime_config:
+                spec.runtime_config = self.runtime_config
+            if spec.seed is None and self.seed is not None:
+                spec.seed = derive_seed(self.seed, spec.name)
+            spec._parent_log_server = await self._ensure_log_server()
             return _NestedRun(spec)
         seed = None if self.seed is None else derive_seed(self.seed, spec.name)
         ticket = (await self._ensure_log_server()).admit(spec.name)
@@ -474,7 +485,7 @@ class Supervisor:
 
     async def _ensure_log_server(self) -> LogServer:
         if self._log_server is None:
-            self._log_server = self._given_log_server
+            self._log_server = self._given_log_server or self._parent_log_server
         if self._log_server is None:
             self._log_server = LogServer.unix()
             await self._tg.start(self._log_server.serve)
