@@ -23,3 +23,41 @@ def test_minimal_example_restarts_the_flaky_child_and_prints_results() -> None:
     )
     assert "flaky crashes on its first run" in run.stderr
     assert len(EXAMPLES.joinpath("minimal.py").read_text().splitlines()) <= 25
+
+
+def _run_example(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=EXAMPLES.parent,
+    )
+
+
+def test_nested_tree_restarts_the_whole_group_but_not_the_root_sibling() -> None:
+    """examples/nested.toml: one_for_all inside one_for_one, run by the CLI."""
+    run = _run_example("-m", "gymnasiarch", "run", "--log-format", "json", "examples/nested.toml")
+    rows = {line.split()[0]: line for line in run.stdout.splitlines()[1:]}
+    assert "'monitor done after 0 restart(s)'" in rows["monitor"]
+    assert "'solver done after 1 restart(s)'" in rows["solvers/solver"]
+    assert "'mesher done after 1 restart(s)'" in rows["solvers/mesher"]  # restarted with it
+    assert "solver trips on its first run" in run.stderr
+
+
+def test_embedding_examples_keep_the_application_running_under_asyncio_and_trio() -> None:
+    """examples/embed_asyncio.py and embed_trio.py: the app's own task runs alongside."""
+    for script in ("embed_asyncio.py", "embed_trio.py"):
+        run = _run_example(str(EXAMPLES / script))
+        assert "app: still serving" in run.stdout, script
+        assert "results: ['worker-1 counted to 1000', 'worker-2 counted to 1000']" in run.stdout, (
+            script
+        )
+
+
+def test_the_demo_tree_checks_clean() -> None:
+    """The demo's tree file, as shipped in the package, passes `gymnasiarch check`."""
+    tree = Path(__file__).parent.parent / "src" / "gymnasiarch" / "demo" / "tree.toml"
+    run = _run_example("-m", "gymnasiarch", "check", str(tree))
+    assert "ok (5 children)" in run.stdout

@@ -12,6 +12,7 @@ Bad input gets one clear line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.resources
 import logging
 import os
@@ -98,11 +99,8 @@ def _check(tree: str) -> int:
 
 
 def _leaves(supervisor: Any) -> Any:
-    for spec in supervisor._specs:
-        if hasattr(spec, "_specs"):
-            yield from _leaves(spec)
-        else:
-            yield spec
+    for _, sup in _supervisors(supervisor):
+        yield from (spec for spec in sup._specs if not hasattr(spec, "_specs"))
 
 
 def _run(tree: str, log_format: str, log_level: str) -> int:
@@ -151,16 +149,19 @@ def _supervise(supervisor: Any, log_format: str, log_level: str) -> int:
     results: dict[str, Any] = {}
     failure: list[GymnasiarchError] = []
 
-    async def follow(events: Any) -> None:
+    async def follow(prefix: str, events: Any) -> None:
         async for event in events:
-            if event.kind == "exited" and event.child:
-                exits[event.child] += 1
-            _log_event(event)
+            name = prefix + event.child if event.child else None
+            if event.kind == "exited" and name:
+                exits[name] += 1
+            _log_event(event, name, prefix.rstrip("/") or None)
 
     async def supervise() -> None:
-        with supervisor.events() as events:
+        with contextlib.ExitStack() as subscriptions:
             async with anyio.create_task_group() as group:
-                group.start_soon(follow, events)  # ends when the supervisor stops
+                for prefix, sup in _supervisors(supervisor):
+                    events = subscriptions.enter_context(sup.events())
+                    group.start_soon(follow, prefix, events)  # ends when sup stops
                 try:
                     results.update(await supervisor.run())
                 except GymnasiarchError as error:
@@ -179,10 +180,10 @@ def _supervise(supervisor: Any, log_format: str, log_level: str) -> int:
     return EXIT_GAVE_UP
 
 
-def _log_event(event: Any) -> None:
+def _log_event(event: Any, child: str | None, supervisor: str | None) -> None:
     """One structured line per lifecycle event, for whoever watches the log."""
-    fields: dict[str, Any] = {"child": event.child, "pid": event.pid}
-    if event.child is not None:
+    fields: dict[str, Any] = {"child": child, "pid": event.pid, "supervisor": supervisor}
+    if child is not None:
         fields["restarts"] = event.restarts
     if event.detail:
         fields["detail"] = event.detail
@@ -194,15 +195,34 @@ def _log_event(event: Any) -> None:
     logger.log(level, event.kind, extra={k: v for k, v in fields.items() if v is not None})
 
 
+def _supervisors(supervisor: Any, prefix: str = "") -> Any:
+    """The tree's supervisors, each with the path prefix of its children's names."""
+    yield prefix, supervisor
+    for spec in supervisor._specs:
+        if hasattr(spec, "_specs"):
+            yield from _supervisors(spec, f"{prefix}{spec.name}/")
+
+
 def _summary(supervisor: Any, exits: Counter[str], results: dict[str, Any], out: TextIO) -> None:
-    """A table of the tree's top-level children: restarts, exits, last exit, result."""
+    """A table of every child in the tree: restarts, exits, last exit, result."""
     rows = [("child", "restarts", "exits", "last exit", "result")]
-    for info in supervisor.which_children():
-        last = info.last_exit.describe() if info.last_exit is not None else "-"
-        result = repr(results[info.name]) if info.name in results else "-"
-        if len(result) > 40:
-            result = result[:37] + "..."
-        rows.append((info.name, str(info.restarts), str(exits[info.name]), last, result))
+
+    def add(sup: Any, prefix: str, results: Any) -> None:
+        nested = {s.name: s for s in sup._specs if hasattr(s, "_specs")}
+        for info in sup.which_children():
+            name = prefix + info.name
+            last = info.last_exit.describe() if info.last_exit is not None else "-"
+            if info.name in nested:
+                rows.append((name, str(info.restarts), str(exits[name]), last, "(supervisor)"))
+                inner = results.get(info.name) if isinstance(results, dict) else None
+                add(nested[info.name], f"{name}/", inner or {})
+                continue
+            result = repr(results[info.name]) if info.name in results else "-"
+            if len(result) > 60:
+                result = result[:57] + "..."
+            rows.append((name, str(info.restarts), str(exits[name]), last, result))
+
+    add(supervisor, "", results)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(
