@@ -12,42 +12,10 @@ from pathlib import Path
 
 import pytest
 
-# multiprocessing's resource tracker and fork server are started once per
-# test process and live as long as it: they are not something a test left
-# behind. (The fork server's children, our supervised processes, are checked.)
-_LONG_LIVED_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
-
-
-def _process_table() -> dict[int, tuple[int, str]]:
-    """Map pid -> (ppid, "state cmdline") for every process, zombies included."""
-    table: dict[int, tuple[int, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue  # it exited while we looked
-        # The command name may contain spaces and parentheses: split after the last ")".
-        state, ppid = stat.rpartition(")")[2].split()[:2]
-        table[int(entry.name)] = (int(ppid), f"{state} {cmdline.strip()}")
-    return table
-
-
-def _descendants_of(pid: int) -> dict[int, str]:
-    """Map pid -> "state cmdline" for every descendant of *pid*."""
-    table = _process_table()
-    found: dict[int, str] = {}
-    parents = {pid}
-    while parents:
-        parents = {p for p, (ppid, _) in table.items() if ppid in parents and p not in found}
-        found.update({p: table[p][1] for p in parents})
-    return found
-
-
-def is_helper(what: str) -> bool:
-    return any(helper in what for helper in _LONG_LIVED_HELPERS)
+# multiprocessing's resource tracker and fork server live as long as the
+# test process (the fork server's children, our supervised processes, are
+# checked): the same leftover check our users get from gymnasiarch.testing.
+from gymnasiarch.testing import _no_leftovers
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -103,15 +71,8 @@ def no_thread_left_running() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def no_process_left_behind() -> Iterator[None]:
     """Fail the test if it leaves a child process (or a zombie) of ours behind."""
-    before = set(_descendants_of(os.getpid()))
-    yield
-    leftover = {
-        pid: what
-        for pid, what in _descendants_of(os.getpid()).items()
-        if pid not in before and not is_helper(what)
-    }
-    if leftover:
-        pytest.fail(f"test left processes behind: {leftover}")
+    with _no_leftovers():
+        yield
 
 
 @pytest.fixture(autouse=True)
