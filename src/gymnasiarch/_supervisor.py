@@ -76,6 +76,8 @@ class ChildInfo:
             ``exited`` or ``terminated``.
         restarts: How often it has been restarted.
         last_exit: How its last run ended, if it has ended once.
+        uptime: Seconds since its current run started (``None`` when it is
+            not running).
     """
 
     name: str
@@ -83,6 +85,7 @@ class ChildInfo:
     state: ChildState
     restarts: int
     last_exit: ExitStatus | None
+    uptime: float | None = None
 
 
 class _NestedRun:
@@ -423,9 +426,17 @@ class Supervisor:
         return self._events.subscribe()
 
     def which_children(self) -> list[ChildInfo]:
-        """The children in start order with pid, state, restarts and last exit."""
+        """The children in start order with pid, state, restarts, last exit and uptime."""
+        now = time.monotonic()
         return [
-            ChildInfo(c.name, c.run.pid if c.run else None, c.state, c.restarts, c.last_exit)
+            ChildInfo(
+                c.name,
+                c.run.pid if c.run else None,
+                c.state,
+                c.restarts,
+                c.last_exit,
+                now - c.started_at if c.run else None,
+            )
             for c in self._children.values()
         ]
 

@@ -32,7 +32,6 @@ import logging
 import os
 import shutil
 import socket
-import struct
 import sys
 import tempfile
 import threading
@@ -53,6 +52,7 @@ from anyio.abc import (
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from gymnasiarch import _wire
+from gymnasiarch._channel import authenticate, connect, describe_peer, read_message
 from gymnasiarch._logwire import make_record, record_to_dict, reinject
 from gymnasiarch._wire import WireError
 
@@ -240,10 +240,10 @@ class LogServer:
     # -- one connection -------------------------------------------------------
 
     async def _serve_connection(self, stream: ByteStream) -> None:
-        peer = _describe_peer(stream)
+        peer = describe_peer(stream)
         async with stream:
             try:
-                await self._converse(stream, peer)
+                await self._converse(stream)
             except WireError as error:
                 logger.warning("log connection from %s closed: %s", peer, error)
             except TimeoutError:
@@ -253,18 +253,14 @@ class LogServer:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
                 logger.warning("log connection from %s failed: %s", peer, error)
 
-    async def _converse(self, stream: ByteStream, peer: str) -> None:
-        _check_peer_user(stream)
-        nonce = _wire.new_nonce()
-        await stream.send(_wire.encode({"t": "challenge", "nonce": nonce}))
-        received = BufferedByteReceiveStream(stream)
-        with anyio.fail_after(self.handshake_timeout):
-            hello = await self._read_message(received)
-        if hello is None or hello["t"] != "hello":
-            raise WireError("the handshake failed")
-        ticket = self._tickets.get(str(hello.get("ticket")))
-        if ticket is None or not _wire.verify(ticket._key, nonce, hello.get("mac")):
-            raise WireError("the handshake failed")
+    async def _converse(self, stream: ByteStream) -> None:
+        ticket_id, received = await authenticate(
+            stream,
+            lambda ticket: ticket_of._key if (ticket_of := self._tickets.get(ticket)) else None,
+            handshake_timeout=self.handshake_timeout,
+            frame_timeout=self.frame_timeout,
+        )
+        ticket = self._tickets[ticket_id]
         if ticket.connected:
             raise WireError(f"ticket of {ticket.name!r} is in use already")
         ticket.connected = True
@@ -277,7 +273,7 @@ class LogServer:
         self, received: BufferedByteReceiveStream, ticket: LogTicket
     ) -> None:
         while True:
-            message = await self._read_message(received, idle_ok=True)
+            message = await read_message(received, frame_timeout=self.frame_timeout, idle_ok=True)
             if message is None or message["t"] == "bye":
                 return
             if message["t"] != "records" or not isinstance(message.get("r"), list):
@@ -285,53 +281,6 @@ class LogServer:
             records = [make_record(data, ticket.name) for data in message["r"]]
             for record in records:
                 reinject(record)
-
-    async def _read_message(
-        self, received: BufferedByteReceiveStream, *, idle_ok: bool = False
-    ) -> dict[str, Any] | None:
-        """The next message; None at a clean end of stream between frames."""
-        try:
-            first = await received.receive(_wire.HEADER.size)
-        except anyio.EndOfStream:
-            if idle_ok:
-                return None
-            raise WireError("the client hung up") from None
-        with anyio.fail_after(self.frame_timeout):
-            header = first
-            if len(header) < _wire.HEADER.size:
-                header += await received.receive_exactly(_wire.HEADER.size - len(header))
-            length = _wire.frame_length(header)
-            payload = await received.receive_exactly(length) if length else b""
-        return _wire.decode(payload)
-
-
-def _describe_peer(stream: ByteStream) -> str:
-    with contextlib.suppress(Exception):
-        remote = stream.extra(SocketAttribute.remote_address)
-        if isinstance(remote, tuple):
-            return f"{remote[0]}:{remote[1]}"
-    with contextlib.suppress(Exception):
-        pid, _, _ = _peer_credentials(stream)
-        return f"pid {pid}"
-    return "a local client"
-
-
-def _peer_credentials(stream: ByteStream) -> tuple[int, int, int]:
-    raw: socket.socket = stream.extra(SocketAttribute.raw_socket)
-    data = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", data)
-    return pid, uid, gid
-
-
-def _check_peer_user(stream: ByteStream) -> None:
-    """On a Unix socket, only our own user may talk to us."""
-    if stream.extra(SocketAttribute.family, None) != socket.AF_UNIX:
-        return
-    if not hasattr(socket, "SO_PEERCRED"):  # pragma: no cover - Linux has it
-        return
-    _, uid, _ = _peer_credentials(stream)
-    if uid != os.getuid():
-        raise WireError(f"peer runs as user {uid}, not as us")
 
 
 # -- the client's side ----------------------------------------------------------
@@ -448,28 +397,13 @@ class LogClientHandler(logging.Handler):
         return batch
 
     def _connect(self) -> socket.socket:
-        if isinstance(self._address, str):
-            sock = socket.socket(socket.AF_UNIX)
-            sock.settimeout(self._close_timeout)
-            try:
-                sock.connect(self._address)
-            except BaseException:
-                sock.close()
-                raise
-        else:
-            host, port = self._address
-            sock = socket.create_connection((host, port), timeout=self._close_timeout)
-        try:
-            if self._on_connect is not None:
-                self._on_connect()
-            nonce = _nonce_of(_wire.decode(_receive_frame(sock)))
-            mac = _wire.answer(self._key, nonce)
-            sock.sendall(_wire.encode({"t": "hello", "ticket": self._ticket, "mac": mac}))
-            sock.settimeout(None)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return connect(
+            self._address,
+            self._ticket,
+            self._key,
+            timeout=self._close_timeout,
+            on_connect=self._on_connect,
+        )
 
     def _give_up(self, why: str) -> None:
         with self._cond:
@@ -502,32 +436,9 @@ def _encode_record(record: logging.LogRecord) -> bytes:
     return item
 
 
-def _nonce_of(challenge: dict[str, Any]) -> str:
-    nonce = challenge.get("nonce")
-    if challenge["t"] != "challenge" or not isinstance(nonce, str):
-        raise WireError("the server did not send a challenge")
-    return nonce
-
-
 def _records_frame(batch: list[bytes]) -> bytes:
     payload = b'{"t":"records","r":[' + b",".join(batch) + b"]}"
     return _wire.HEADER.pack(len(payload)) + payload
-
-
-def _receive_frame(sock: socket.socket) -> bytes:
-    length = _wire.frame_length(_receive_exactly(sock, _wire.HEADER.size))
-    return _receive_exactly(sock, length)
-
-
-def _receive_exactly(sock: socket.socket, count: int) -> bytes:
-    chunks: list[bytes] = []
-    while count:
-        chunk = sock.recv(count)
-        if not chunk:
-            raise WireError("the server hung up")
-        chunks.append(chunk)
-        count -= len(chunk)
-    return b"".join(chunks)
 
 
 def _to_stderr(items: list[bytes]) -> None:

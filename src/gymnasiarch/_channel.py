@@ -1,0 +1,182 @@
+"""Authenticated conversations in frames: the part the log server and the control socket share.
+
+The server side (anyio) sends a challenge, reads the client's hello and
+checks its MAC against the key of the ticket it names; the client side
+(blocking sockets, so a child's sender thread and a short command-line call
+can use it) connects and answers. Both read frames with exact reads, a cap on
+their size and a deadline once a frame has begun. See :mod:`gymnasiarch._wire`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from anyio.abc import ByteStream, SocketAttribute
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from gymnasiarch import _wire
+from gymnasiarch._wire import WireError
+
+# -- the server's side ------------------------------------------------------------
+
+
+async def read_message(
+    received: BufferedByteReceiveStream, *, frame_timeout: float, idle_ok: bool = False
+) -> dict[str, Any] | None:
+    """The next message; ``None`` at a clean end of stream between frames (if *idle_ok*).
+
+    Raises:
+        WireError: A malformed or oversized frame, or an end of stream
+            where a message was due.
+        TimeoutError: A frame begun but not finished within *frame_timeout*.
+        anyio.IncompleteRead: The stream ended inside a frame.
+    """
+    try:
+        first = await received.receive(_wire.HEADER.size)
+    except anyio.EndOfStream:
+        if idle_ok:
+            return None
+        raise WireError("the client hung up") from None
+    with anyio.fail_after(frame_timeout):
+        header = first
+        if len(header) < _wire.HEADER.size:
+            header += await received.receive_exactly(_wire.HEADER.size - len(header))
+        length = _wire.frame_length(header)
+        payload = await received.receive_exactly(length) if length else b""
+    return _wire.decode(payload)
+
+
+async def authenticate(
+    stream: ByteStream,
+    key_of: Callable[[str], bytes | None],
+    *,
+    handshake_timeout: float,
+    frame_timeout: float,
+) -> tuple[str, BufferedByteReceiveStream]:
+    """Challenge the client; return the ticket it proved it holds, and its stream.
+
+    Raises:
+        WireError: The peer is another user, or the handshake failed.
+        TimeoutError: The client did not answer within *handshake_timeout*.
+    """
+    check_peer_user(stream)
+    nonce = _wire.new_nonce()
+    await stream.send(_wire.encode({"t": "challenge", "nonce": nonce}))
+    received = BufferedByteReceiveStream(stream)
+    with anyio.fail_after(handshake_timeout):
+        hello = await read_message(received, frame_timeout=frame_timeout)
+    if hello is None or hello["t"] != "hello":
+        raise WireError("the handshake failed")
+    ticket = str(hello.get("ticket"))
+    key = key_of(ticket)
+    if key is None or not _wire.verify(key, nonce, hello.get("mac")):
+        raise WireError("the handshake failed")
+    return ticket, received
+
+
+def describe_peer(stream: ByteStream) -> str:
+    """``host:port`` of a TCP peer, ``pid N`` of a Unix one, for warnings."""
+    with contextlib.suppress(Exception):
+        remote = stream.extra(SocketAttribute.remote_address)
+        if isinstance(remote, tuple):
+            return f"{remote[0]}:{remote[1]}"
+    with contextlib.suppress(Exception):
+        pid, _, _ = _peer_credentials(stream)
+        return f"pid {pid}"
+    return "a local client"
+
+
+def _peer_credentials(stream: ByteStream) -> tuple[int, int, int]:
+    raw: socket.socket = stream.extra(SocketAttribute.raw_socket)
+    data = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", data)
+    return pid, uid, gid
+
+
+def check_peer_user(stream: ByteStream) -> None:
+    """On a Unix socket, only our own user may talk to us.
+
+    Raises:
+        WireError: The peer runs as another user.
+    """
+    if stream.extra(SocketAttribute.family, None) != socket.AF_UNIX:
+        return
+    if not hasattr(socket, "SO_PEERCRED"):  # pragma: no cover - Linux has it
+        return
+    _, uid, _ = _peer_credentials(stream)
+    if uid != os.getuid():
+        raise WireError(f"peer runs as user {uid}, not as us")
+
+
+# -- the client's side ----------------------------------------------------------------
+
+
+def connect(
+    address: str | list[Any] | tuple[str, int],
+    ticket: str,
+    key: bytes,
+    *,
+    timeout: float,
+    on_connect: Callable[[], None] | None = None,
+) -> socket.socket:
+    """Connect to a server (a Unix path or ``[host, port]``) and answer its challenge.
+
+    *on_connect* runs once the connection is made, before anything is sent.
+    The returned socket is blocking, without a timeout.
+
+    Raises:
+        OSError: The server cannot be reached.
+        WireError: The server did not speak the protocol.
+    """
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        host, port = address
+        sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        if on_connect is not None:
+            on_connect()
+        challenge = _wire.decode(receive_frame(sock))
+        nonce = challenge.get("nonce")
+        if challenge["t"] != "challenge" or not isinstance(nonce, str):
+            raise WireError("the server did not send a challenge")  # noqa: TRY301
+        mac = _wire.answer(key, nonce)
+        sock.sendall(_wire.encode({"t": "hello", "ticket": ticket, "mac": mac}))
+        sock.settimeout(None)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def receive_frame(sock: socket.socket) -> bytes:
+    """One frame's payload from a blocking socket.
+
+    Raises:
+        WireError: The server hung up or announced an oversized frame.
+    """
+    length = _wire.frame_length(_receive_exactly(sock, _wire.HEADER.size))
+    return _receive_exactly(sock, length)
+
+
+def _receive_exactly(sock: socket.socket, count: int) -> bytes:
+    chunks: list[bytes] = []
+    while count:
+        chunk = sock.recv(count)
+        if not chunk:
+            raise WireError("the server hung up")
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
