@@ -187,3 +187,106 @@ def test_demo_restarts_the_flaky_simulator_and_repeats_itself_for_a_seed() -> No
     assert _trajectory(first.stderr) == _trajectory(second.stderr)
     other = gymnasiarch(*args, "--seed", "6")
     assert _trajectory(other.stderr) != _trajectory(first.stderr)
+
+
+CONTROLLED_TREE = """\
+[[child]]
+name = "steady"
+target = "targets.basic:ready_then_sleep"
+
+[[child]]
+name = "group"
+restart = "permanent"
+
+[[child.child]]
+name = "inner"
+target = "targets.basic:ready_then_sleep"
+"""
+
+
+def test_status_restart_and_stop_talk_to_a_running_tree(tmp_path: Path) -> None:
+    """Another shell sees the children, restarts one, stops the tree; then nobody answers."""
+    control = str(tmp_path / "ctl" / "control.sock")
+    tree = write(tmp_path, CONTROLLED_TREE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gymnasiarch",
+            "run",
+            "--log-format",
+            "json",
+            "--control",
+            control,
+            str(tree),
+        ],
+        cwd=TESTS,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the last child is ready: the control socket is up
+            if '"ready"' in line and "group/inner" in line:
+                break
+        status = gymnasiarch("status", "--control", control)
+        assert status.returncode == 0, status.stderr
+        rows = {line.split()[0]: line.split() for line in status.stdout.splitlines()[1:]}
+        assert set(rows) == {"steady", "group", "group/inner"}
+        assert rows["steady"][2] == "running"
+        assert Path(control).with_suffix(".key").stat().st_mode & 0o077 == 0
+        restarted = gymnasiarch("restart", "group/inner", "--control", control)
+        assert restarted.returncode == 0, restarted.stderr
+        rows = {
+            line.split()[0]: line.split()
+            for line in gymnasiarch("status", "--control", control).stdout.splitlines()[1:]
+        }
+        assert rows["group/inner"][4] == "1"  # restarts
+        unknown = gymnasiarch("restart", "nobody", "--control", control)
+        assert unknown.returncode == 1
+        assert "no child named 'nobody'" in unknown.stderr
+        assert gymnasiarch("stop", "--control", control).returncode == 0
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0
+    assert out.splitlines()[0].split()[0] == "child"  # the summary
+    gone = gymnasiarch("status", "--control", control)
+    assert gone.returncode == 1
+    assert gone.stderr.strip() == f"gymnasiarch: no running supervisor at {control}"
+
+
+def test_a_second_run_on_the_same_control_socket_is_refused(tmp_path: Path) -> None:
+    control = str(tmp_path / "control.sock")
+    tree = write(tmp_path, CONTROLLED_TREE)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gymnasiarch",
+            "run",
+            "--log-format",
+            "json",
+            "--control",
+            control,
+            str(tree),
+        ],
+        cwd=TESTS,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert first.stderr is not None
+        for line in first.stderr:
+            if '"ready"' in line and "group/inner" in line:
+                break
+        second = gymnasiarch("run", "--control", control, str(tree))
+        assert second.returncode == 2
+        assert second.stderr.strip().endswith(f"another gymnasiarch run is serving at {control}")
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=20)

@@ -554,3 +554,28 @@ async def test_crash_looping_child_is_restarted_after_growing_delays() -> None:
     starts = [e.time for e in events if e.kind == "started"][1:]
     for exited, started, delay in zip(exits, starts, (0.05, 0.1, 0.2), strict=False):
         assert started - exited >= delay - 0.005  # wall clock vs the monotonic sleep
+
+
+async def test_stop_is_an_orderly_shutdown_and_run_returns_what_ended() -> None:
+    """stop(): no error, every child stopped, run() returns the results so far."""
+    sup = Supervisor(
+        [
+            ChildSpec("quick", f"{T}:add", args=(1, 2), restart="transient"),
+            ChildSpec("forever", f"{T}:sleep_forever"),
+        ]
+    )
+    returned: list[dict[str, object]] = []
+    with sup.events() as events, anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+
+            async def run() -> None:
+                returned.append(await sup.run())
+
+            group.start_soon(run)
+            async for event in events:
+                if event.kind == "exited" and event.child == "quick":
+                    sup.stop()
+                    break
+    assert returned == [{"quick": 3}]
+    assert [c.state for c in sup.which_children()] == ["exited", "terminated"]
+    sup.stop()  # not running: nothing happens

@@ -302,6 +302,8 @@ class Supervisor:
         self._kill_immediately = False
         self._grace_scopes: set[anyio.CancelScope] = set()
         self._pending_exits = 0
+        self._starting = False
+        self._stop_requested = False
         self._preload: list[str] = []
         self._log_server: LogServer | None = None
 
@@ -356,11 +358,16 @@ class Supervisor:
                 await self._ensure_log_server()
             if self.handle_signals and threading.current_thread() is threading.main_thread():
                 await self._tg.start(self._monitor_signals)
+            self._starting = True
             async with self._lock:
                 await self._start_initial()
         except BaseException:  # stop what did start, then re-raise
             await self.__aexit__(*sys.exc_info())
             raise
+        finally:
+            self._starting = False
+        if self._stop_requested:
+            self._host_scope.cancel()
         return self
 
     async def __aexit__(
@@ -368,10 +375,11 @@ class Supervisor:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> bool:
         with anyio.CancelScope(shield=True):
             await self._shutdown()
-        if self._host_scope.__exit__(exc_type, exc, tb):
+        ours = bool(self._host_scope.__exit__(exc_type, exc, tb))
+        if ours:
             exc = None  # the body was cancelled by us: we raise the reason below
         if self._log_server is not None and self._log_server not in (
             self._given_log_server,
@@ -394,6 +402,7 @@ class Supervisor:
         error = self._zombie_error or self._error
         if error is not None and not cancelled:
             raise error
+        return ours  # stop() cancelled the body: that is no error to pass on
 
     async def wait(self) -> dict[str, Any]:
         """Wait until the tree is done; return ``{child name: return value}``.
@@ -413,9 +422,29 @@ class Supervisor:
         return dict(self._results)
 
     async def run(self) -> dict[str, Any]:
-        """Start the tree, wait until it is done, stop it; see :meth:`wait`."""
+        """Start the tree, wait until it is done, stop it; see :meth:`wait`.
+
+        After :meth:`stop`, returns the results of the children that had
+        ended by then.
+        """
         async with self:
-            return await self.wait()
+            await self._done.wait()
+        return dict(self._results)
+
+    def stop(self) -> None:
+        """Begin an orderly shutdown, as a signal would, but without an error.
+
+        The body of ``async with`` is cancelled, every child is stopped in
+        reverse start order, and :meth:`wait` and :meth:`run` return what
+        the children that ended had returned. Does nothing when the
+        supervisor is not running.
+        """
+        if not self._entered or self._shutting_down:
+            return
+        self._done.set()
+        self._stop_requested = True
+        if not self._starting:  # else __aenter__ cancels the body once it is done
+            self._host_scope.cancel()
 
     def events(self) -> MemoryObjectReceiveStream[Event]:
         """An async iterator of lifecycle events from now until the supervisor stops.
@@ -448,6 +477,8 @@ class Supervisor:
         children = list(self._children.values())
         if self.start_order == "sequential":
             for child in children:
+                if self._stop_requested:
+                    break
                 await self._start(child, initial=True)
         else:
             try:

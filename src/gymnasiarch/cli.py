@@ -22,6 +22,7 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
@@ -56,6 +57,20 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--interval", type=_seconds, default=None, help="seconds per step (default 0.25)"
     )
+    run.add_argument(
+        "--control", metavar="PATH", help="the control socket (default: see `gymnasiarch status`)"
+    )
+    status = commands.add_parser("status", help="show the children of the running `run`")
+    stop = commands.add_parser("stop", help="stop the running `run` in order")
+    restart = commands.add_parser("restart", help="restart one child of the running `run`")
+    restart.add_argument("child", help="its name (group/child for a nested one)")
+    for command in (status, stop, restart):
+        command.add_argument(
+            "--control",
+            metavar="PATH",
+            help="the control socket of the run (default: $XDG_RUNTIME_DIR/gymnasiarch/"
+            "control.sock, or /tmp/gymnasiarch-UID/control.sock)",
+        )
     for command in (run, demo):
         command.add_argument(
             "--log-format",
@@ -103,14 +118,65 @@ def _leaves(supervisor: Any) -> Any:
         yield from (spec for spec in sup._specs if not hasattr(spec, "_specs"))
 
 
-def _run(tree: str, log_format: str, log_level: str) -> int:
+def _run(tree: str, log_format: str, log_level: str, control: Path | None) -> int:
+    from gymnasiarch._control import default_path  # noqa: PLC0415 - fast --help
     from gymnasiarch.treefile import TreeFileError, load_tree  # noqa: PLC0415 - fast --help
 
     try:
         supervisor = load_tree(tree)
     except TreeFileError as error:
         return _fail(str(error), EXIT_BAD_INPUT)
-    return _supervise(supervisor, log_format, log_level)
+    return _supervise(supervisor, log_format, log_level, control or default_path())
+
+
+def _control_command(options: argparse.Namespace) -> int:
+    """status, stop and restart: one request to the running ``run``."""
+    from gymnasiarch._control import ControlError, default_path, request  # noqa: PLC0415
+
+    path = Path(options.control) if options.control else default_path()
+    message: dict[str, Any] = {"t": options.command}
+    if options.command == "restart":
+        message["child"] = options.child
+    try:
+        reply = request(path, message)
+    except ControlError as error:
+        return _fail(str(error), EXIT_GAVE_UP)
+    if not reply.get("ok"):
+        return _fail(str(reply.get("error", "the supervisor refused")), EXIT_GAVE_UP)
+    if options.command == "status":
+        _status_table(reply.get("children", []))
+    elif options.command == "stop":
+        print(f"stopping the supervisor at {path}")
+    else:
+        print(f"restarted {options.child}")
+    return EXIT_OK
+
+
+def _status_table(children: list[dict[str, Any]]) -> None:
+    rows = [("child", "pid", "state", "uptime", "restarts", "last exit")]
+    for child in children:
+        uptime = child.get("uptime")
+        rows.append(
+            (
+                str(child.get("name")),
+                str(child.get("pid") or "-"),
+                str(child.get("state")),
+                _duration(uptime) if isinstance(uptime, int | float) else "-",
+                str(child.get("restarts")),
+                str(child.get("last_exit") or "-"),
+            )
+        )
+    _print_table(rows, sys.stdout)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{seconds:.1f}s"
 
 
 def _demo(options: argparse.Namespace) -> int:
@@ -138,8 +204,11 @@ def _demo(options: argparse.Namespace) -> int:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _supervise(supervisor: Any, log_format: str, log_level: str) -> int:
-    from gymnasiarch.logging import configure  # noqa: PLC0415 - fast --help
+def _supervise(
+    supervisor: Any, log_format: str, log_level: str, control: Path | None = None
+) -> int:
+    from gymnasiarch._control import ControlError, ControlServer  # noqa: PLC0415 - fast --help
+    from gymnasiarch.logging import configure  # noqa: PLC0415
 
     try:
         configure(log_level.upper(), renderer=log_format)  # type: ignore[arg-type]
@@ -148,6 +217,14 @@ def _supervise(supervisor: Any, log_format: str, log_level: str) -> int:
     exits: Counter[str] = Counter()
     results: dict[str, Any] = {}
     failure: list[GymnasiarchError] = []
+    refused: list[ControlError] = []
+    control_scopes: list[anyio.CancelScope] = []
+
+    async def serve_control(*, task_status: Any) -> None:
+        assert control is not None
+        with anyio.CancelScope() as scope:
+            control_scopes.append(scope)
+            await ControlServer(supervisor, control).serve(task_status=task_status)
 
     async def follow(prefix: str, events: Any) -> None:
         async for event in events:
@@ -159,6 +236,12 @@ def _supervise(supervisor: Any, log_format: str, log_level: str) -> int:
     async def supervise() -> None:
         with contextlib.ExitStack() as subscriptions:
             async with anyio.create_task_group() as group:
+                if control is not None:
+                    try:
+                        await group.start(serve_control)
+                    except (ControlError, OSError) as error:
+                        refused.append(ControlError(f"control socket: {error}"))
+                        return
                 for prefix, sup in _supervisors(supervisor):
                     events = subscriptions.enter_context(sup.events())
                     group.start_soon(follow, prefix, events)  # ends when sup stops
@@ -166,8 +249,13 @@ def _supervise(supervisor: Any, log_format: str, log_level: str) -> int:
                     results.update(await supervisor.run())
                 except GymnasiarchError as error:
                     failure.append(error)
+                finally:
+                    for scope in control_scopes:  # the control server, once the tree is done
+                        scope.cancel()
 
     anyio.run(supervise)
+    if refused:
+        return _fail(str(refused[0]), EXIT_BAD_INPUT)
     if not failure:
         _summary(supervisor, exits, results, sys.stdout)
         return EXIT_OK
@@ -223,11 +311,14 @@ def _summary(supervisor: Any, exits: Counter[str], results: dict[str, Any], out:
             rows.append((name, str(info.restarts), str(exits[name]), last, result))
 
     add(supervisor, "", results)
+    _print_table(rows, out)
+
+
+def _print_table(rows: Sequence[tuple[str, ...]], out: TextIO) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)), file=out
-        )
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print(line.rstrip(), file=out)
 
 
 def _report(error: BaseException, out: TextIO) -> None:
@@ -250,7 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(options.tree)
     if options.command == "demo":
         return _demo(options)
-    return _run(options.tree, options.log_format, options.log_level)
+    if options.command in ("status", "stop", "restart"):
+        return _control_command(options)
+    control = Path(options.control) if options.control else None
+    return _run(options.tree, options.log_format, options.log_level, control)
 
 
 def console_main() -> None:

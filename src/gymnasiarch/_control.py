@@ -1,0 +1,202 @@
+"""The control socket of ``gymnasiarch run``: status, stop and restart from another shell.
+
+``run`` listens on a Unix socket in a private directory (0700, ours), by
+default ``$XDG_RUNTIME_DIR/gymnasiarch/control.sock`` or
+``/tmp/gymnasiarch-<uid>/control.sock``, and writes a fresh secret next to
+it (``control.key``, mode 0600). A client proves it can read that file by
+answering the server's challenge, exactly as a child does with its log
+ticket; on the socket the peer's user id must be ours too. Each connection
+carries one command and its reply, JSON both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import ByteStream, TaskStatus
+
+from gymnasiarch import _wire
+from gymnasiarch._channel import authenticate, connect, describe_peer, read_message, receive_frame
+from gymnasiarch._supervisor import Supervisor
+from gymnasiarch._wire import WireError
+
+logger = logging.getLogger("gymnasiarch.control")
+
+_TICKET = "control"
+_TIMEOUT = 5.0
+
+
+class ControlError(Exception):
+    """The control socket cannot be used; the message says why."""
+
+
+def default_path() -> Path:
+    """Where ``run`` listens and the other commands look, unless told otherwise."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    folder = Path(runtime) / "gymnasiarch" if runtime else Path(tempfile.gettempdir())
+    if not runtime:
+        folder = folder / f"gymnasiarch-{os.getuid()}"
+    return folder / "control.sock"
+
+
+def key_path(path: Path) -> Path:
+    """The secret's file, next to the socket."""
+    return path.with_suffix(".key")
+
+
+def _private_folder(folder: Path) -> None:
+    """Make *folder* (0700) or check that an existing one is ours and private."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        raise ControlError(f"{folder} is not a private directory of ours (mode 0700)")
+
+
+def _in_use(path: Path) -> bool:
+    """True if a live server answers at *path*; a stale socket is removed."""
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError as error:
+            if error.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                path.unlink(missing_ok=True)
+                return False
+            raise
+    return True
+
+
+class ControlServer:
+    """Serve status, stop and restart commands for one running supervisor."""
+
+    def __init__(self, supervisor: Supervisor, path: Path | None = None) -> None:
+        self.supervisor = supervisor
+        self.path = path or default_path()
+        self._secret = _wire.new_secret()
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Listen until cancelled; the socket and key file are removed at the end.
+
+        Raises:
+            ControlError: Another ``run`` serves at the path, or its directory
+                is not private.
+        """
+        _private_folder(self.path.parent)
+        if _in_use(self.path):
+            raise ControlError(f"another gymnasiarch run is serving at {self.path}")
+        secret_file = key_path(self.path)
+        secret_file.unlink(missing_ok=True)
+        descriptor = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(self._secret.hex())
+        try:
+            async with await anyio.create_unix_listener(self.path, mode=0o600) as listener:
+                task_status.started()
+                await listener.serve(self._serve_connection)
+        finally:
+            self.path.unlink(missing_ok=True)
+            secret_file.unlink(missing_ok=True)
+
+    async def _serve_connection(self, stream: ByteStream) -> None:
+        peer = describe_peer(stream)
+        async with stream:
+            try:
+                _, received = await authenticate(
+                    stream,
+                    lambda ticket: self._secret if ticket == _TICKET else None,
+                    handshake_timeout=_TIMEOUT,
+                    frame_timeout=_TIMEOUT,
+                )
+                with anyio.fail_after(_TIMEOUT):
+                    command = await read_message(received, frame_timeout=_TIMEOUT)
+                assert command is not None  # idle_ok is off
+                reply = await self._execute(command)
+                await stream.send(_wire.encode(reply))
+            except (WireError, TimeoutError, anyio.IncompleteRead) as error:
+                logger.warning("control connection from %s closed: %s", peer, error or "stalled")
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
+                logger.warning("control connection from %s failed: %s", peer, error)
+
+    async def _execute(self, command: dict[str, Any]) -> dict[str, Any]:
+        kind = command["t"]
+        if kind == "status":
+            return {"t": "reply", "ok": True, "children": _rows(self.supervisor)}
+        if kind == "stop":
+            logger.warning("stop asked for over the control socket: shutting down")
+            self.supervisor.stop()
+            return {"t": "reply", "ok": True}
+        if kind == "restart":
+            name = command.get("child")
+            try:
+                owner, child = _find(self.supervisor, str(name))
+                await owner.restart_child(child)
+            except (KeyError, RuntimeError) as error:
+                return {"t": "reply", "ok": False, "error": str(error.args[0])}
+            logger.warning("child %r restarted over the control socket", name)
+            return {"t": "reply", "ok": True}
+        return {"t": "reply", "ok": False, "error": f"unknown command {kind!r}"}
+
+
+def _find(supervisor: Supervisor, path: str) -> tuple[Supervisor, str]:
+    """The supervisor that owns the child at *path* (``group/child``), and its name."""
+    *groups, name = path.split("/")
+    owner = supervisor
+    for group in groups:
+        nested = {s.name: s for s in owner._specs if isinstance(s, Supervisor)}
+        if group not in nested:
+            raise KeyError(f"supervisor {owner.name!r} has no nested supervisor {group!r}")
+        owner = nested[group]
+    return owner, name
+
+
+def _rows(supervisor: Supervisor, prefix: str = "") -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    nested = {s.name: s for s in supervisor._specs if isinstance(s, Supervisor)}
+    for info in supervisor.which_children():
+        rows.append(
+            {
+                "name": prefix + info.name,
+                "pid": info.pid,
+                "state": info.state,
+                "uptime": info.uptime,
+                "restarts": info.restarts,
+                "last_exit": info.last_exit.describe() if info.last_exit else None,
+            }
+        )
+        if info.name in nested:
+            rows += _rows(nested[info.name], f"{prefix}{info.name}/")
+    return rows
+
+
+# -- the client's side ---------------------------------------------------------------
+
+
+def request(path: Path, message: dict[str, Any]) -> dict[str, Any]:
+    """Send one command to the ``run`` serving at *path*; return its reply.
+
+    Raises:
+        ControlError: Nothing serves there, or it did not answer properly.
+    """
+    try:
+        secret = bytes.fromhex(key_path(path).read_text())
+    except (OSError, ValueError):
+        raise ControlError(f"no running supervisor at {path}") from None
+    try:
+        with contextlib.closing(connect(str(path), _TICKET, secret, timeout=_TIMEOUT)) as sock:
+            sock.settimeout(_TIMEOUT * 6)  # a restart waits for the child's shutdown
+            sock.sendall(_wire.encode(message))
+            return _wire.decode(receive_frame(sock))
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise ControlError(f"no running supervisor at {path}") from None
+    except (OSError, WireError) as error:
+        raise ControlError(f"the supervisor at {path} did not answer: {error}") from None
