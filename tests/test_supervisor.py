@@ -579,3 +579,19 @@ async def test_stop_is_an_orderly_shutdown_and_run_returns_what_ended() -> None:
     assert returned == [{"quick": 3}]
     assert [c.state for c in sup.which_children()] == ["exited", "terminated"]
     sup.stop()  # not running: nothing happens
+
+
+async def test_a_long_wait_for_a_stopping_child_says_what_it_waits_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After a second of silence the shutdown names the child and what comes next."""
+    sup = Supervisor(
+        [ChildSpec("stubborn", f"{T}:ignore_sigterm_and_sleep", shutdown=1.2, ready_timeout=10)]
+    )
+    with anyio.fail_after(10):
+        async with sup:
+            pass
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for")]
+    assert len(waits) == 1
+    assert "child 'stubborn'" in waits[0]
+    assert "SIGKILL follows in 0.2 s" in waits[0]

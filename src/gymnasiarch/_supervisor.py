@@ -771,7 +771,7 @@ class Supervisor:
             with anyio.move_on_after(math.inf if grace is None else grace) as scope:
                 self._grace_scopes.add(scope)
                 try:
-                    await run.exited.wait()
+                    await self._wait_saying_why(child, run, grace)
                 finally:
                     self._grace_scopes.discard(scope)
         if not run.exited.is_set():
@@ -784,6 +784,22 @@ class Supervisor:
             zombies[child.name] = run.pid or 0
         if child.run is run:
             child.run = None
+
+    async def _wait_saying_why(self, child: _Child, run: _Run, grace: float | None) -> None:
+        """Wait for *run* to exit; a wait of over a second says what it waits for."""
+        with anyio.move_on_after(_PATIENCE):
+            await run.exited.wait()
+            return
+        then = "SIGKILL follows" if grace is not None else "no SIGKILL follows (shutdown=None)"
+        remaining = "" if grace is None else f" in {max(0.0, grace - _PATIENCE):.1f} s"
+        logger.warning(
+            "waiting for child %r (pid %s) to stop after SIGTERM; %s%s (Ctrl-C kills now)",
+            child.name,
+            run.pid,
+            then,
+            remaining,
+        )
+        await run.exited.wait()
 
     # -- runtime API ------------------------------------------------------------
 
@@ -850,6 +866,9 @@ async def _ensure_forkserver(preload: list[str]) -> None:
     else:
         # Starting the fork server imports our modules: do it off the loop.
         await anyio.to_thread.run_sync(forkserver.ensure_running)
+
+
+_PATIENCE = 1.0  # seconds of a silent wait for a child to stop, before saying so
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
