@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -290,3 +291,39 @@ def test_a_second_run_on_the_same_control_socket_is_refused(tmp_path: Path) -> N
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=20)
+
+
+def test_on_a_terminal_the_status_stays_pinned_under_the_log() -> None:
+    """Under a pseudo-terminal: console lines, and the status block redrawn per event."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gymnasiarch", "demo", "--steps", "6", "--interval", "0.01"],
+        cwd=TESTS,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(30) == 0
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "gymnasiarch: supervisor" in screen  # the block's title
+    assert "\x1b[" in screen
+    assert "F\x1b[J" in screen
+    assert "running" in screen
+    assert "step  5" in screen  # the log stream, as console lines
+    assert screen.rstrip().splitlines()[-1].split()[0] == "agent-3"  # the summary ends it

@@ -130,7 +130,7 @@ class ControlServer:
     async def _execute(self, command: dict[str, Any]) -> dict[str, Any]:
         kind = command["t"]
         if kind == "status":
-            return {"t": "reply", "ok": True, "children": _rows(self.supervisor)}
+            return {"t": "reply", "ok": True, "children": status_rows(self.supervisor)}
         if kind == "stop":
             logger.warning("stop asked for over the control socket: shutting down")
             self.supervisor.stop()
@@ -159,7 +159,8 @@ def _find(supervisor: Supervisor, path: str) -> tuple[Supervisor, str]:
     return owner, name
 
 
-def _rows(supervisor: Supervisor, prefix: str = "") -> list[dict[str, Any]]:
+def status_rows(supervisor: Supervisor, prefix: str = "") -> list[dict[str, Any]]:
+    """Every child of the tree as plain data, nested ones named ``group/child``."""
     rows: list[dict[str, Any]] = []
     nested = {s.name: s for s in supervisor._specs if isinstance(s, Supervisor)}
     for info in supervisor.which_children():
@@ -174,7 +175,7 @@ def _rows(supervisor: Supervisor, prefix: str = "") -> list[dict[str, Any]]:
             }
         )
         if info.name in nested:
-            rows += _rows(nested[info.name], f"{prefix}{info.name}/")
+            rows += status_rows(nested[info.name], f"{prefix}{info.name}/")
     return rows
 
 

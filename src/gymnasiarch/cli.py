@@ -204,63 +204,85 @@ def _demo(options: argparse.Namespace) -> int:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _supervise(
-    supervisor: Any, log_format: str, log_level: str, control: Path | None = None
-) -> int:
-    from gymnasiarch._control import ControlError, ControlServer  # noqa: PLC0415 - fast --help
-    from gymnasiarch.logging import configure  # noqa: PLC0415
+class _Session:
+    """One supervised run of a tree from the command line, and what it saw."""
 
-    try:
-        configure(log_level.upper(), renderer=log_format)  # type: ignore[arg-type]
-    except ValueError as error:
-        return _fail(f"--log-level: {error}", EXIT_BAD_INPUT)
-    exits: Counter[str] = Counter()
-    results: dict[str, Any] = {}
-    failure: list[GymnasiarchError] = []
-    refused: list[ControlError] = []
-    control_scopes: list[anyio.CancelScope] = []
+    def __init__(self, supervisor: Any, live: Any, control: Path | None) -> None:
+        self.supervisor = supervisor
+        self.live = live
+        self.control = control
+        self.exits: Counter[str] = Counter()
+        self.results: dict[str, Any] = {}
+        self.failure: GymnasiarchError | None = None
+        self.refused: str | None = None
+        self._control_scope: anyio.CancelScope | None = None
 
-    async def serve_control(*, task_status: Any) -> None:
-        assert control is not None
-        with anyio.CancelScope() as scope:
-            control_scopes.append(scope)
-            await ControlServer(supervisor, control).serve(task_status=task_status)
+    async def supervise(self) -> None:
+        from gymnasiarch._control import ControlError  # noqa: PLC0415 - fast --help
 
-    async def follow(prefix: str, events: Any) -> None:
+        with contextlib.ExitStack() as subscriptions:
+            async with anyio.create_task_group() as group:
+                if self.control is not None:
+                    try:
+                        await group.start(self._serve_control)
+                    except (ControlError, OSError) as error:
+                        self.refused = f"control socket: {error}"
+                        return
+                for prefix, sup in _supervisors(self.supervisor):
+                    events = subscriptions.enter_context(sup.events())
+                    group.start_soon(self._follow, prefix, events)  # ends when sup stops
+                try:
+                    self.results.update(await self.supervisor.run())
+                except GymnasiarchError as error:
+                    self.failure = error
+                finally:
+                    if self._control_scope is not None:  # the tree is done
+                        self._control_scope.cancel()
+
+    async def _serve_control(self, *, task_status: Any) -> None:
+        from gymnasiarch._control import ControlServer  # noqa: PLC0415 - fast --help
+
+        assert self.control is not None
+        with anyio.CancelScope() as self._control_scope:
+            await ControlServer(self.supervisor, self.control).serve(task_status=task_status)
+
+    async def _follow(self, prefix: str, events: Any) -> None:
+        from gymnasiarch._control import status_rows  # noqa: PLC0415 - fast --help
+
         async for event in events:
             name = prefix + event.child if event.child else None
             if event.kind == "exited" and name:
-                exits[name] += 1
+                self.exits[name] += 1
             _log_event(event, name, prefix.rstrip("/") or None)
+            if self.live is not None:
+                self.live.update(status_rows(self.supervisor))
 
-    async def supervise() -> None:
-        with contextlib.ExitStack() as subscriptions:
-            async with anyio.create_task_group() as group:
-                if control is not None:
-                    try:
-                        await group.start(serve_control)
-                    except (ControlError, OSError) as error:
-                        refused.append(ControlError(f"control socket: {error}"))
-                        return
-                for prefix, sup in _supervisors(supervisor):
-                    events = subscriptions.enter_context(sup.events())
-                    group.start_soon(follow, prefix, events)  # ends when sup stops
-                try:
-                    results.update(await supervisor.run())
-                except GymnasiarchError as error:
-                    failure.append(error)
-                finally:
-                    for scope in control_scopes:  # the control server, once the tree is done
-                        scope.cancel()
 
-    anyio.run(supervise)
-    if refused:
-        return _fail(str(refused[0]), EXIT_BAD_INPUT)
-    if not failure:
-        _summary(supervisor, exits, results, sys.stdout)
+def _supervise(
+    supervisor: Any, log_format: str, log_level: str, control: Path | None = None
+) -> int:
+    from gymnasiarch._live import LiveStatus  # noqa: PLC0415 - fast --help
+    from gymnasiarch.logging import configure  # noqa: PLC0415
+
+    # On a terminal, the tree's status stays pinned under the log stream.
+    live = None
+    if log_format != "json" and sys.stderr.isatty():
+        live = LiveStatus(sys.stderr, f"gymnasiarch: {supervisor.name}")
+    try:
+        configure(log_level.upper(), renderer=log_format, stream=live)  # type: ignore[arg-type]
+    except ValueError as error:
+        return _fail(f"--log-level: {error}", EXIT_BAD_INPUT)
+    session = _Session(supervisor, live, control)
+    anyio.run(session.supervise)
+    if live is not None:
+        live.close()
+    if session.refused:
+        return _fail(session.refused, EXIT_BAD_INPUT)
+    problem = session.failure
+    out = sys.stdout if problem is None else sys.stderr
+    _summary(supervisor, session.exits, session.results, out)
+    if problem is None:
         return EXIT_OK
-    problem = failure[0]
-    _summary(supervisor, exits, results, sys.stderr)
     if isinstance(problem, SignalInterruptError):
         print(f"gymnasiarch: stopped on {problem.signal_name}", file=sys.stderr)
         return 128 + (problem.signum or 0)

@@ -96,7 +96,9 @@ def simulator() -> int:
     """Answer force requests; blow up at two steps chosen by the seed."""
     ctx = child_context()
     steps = int(ctx.runtime_config["steps"])
-    crash_at = sorted(random.Random(ctx.seed).sample(range(3, max(4, steps - 2)), 2))
+    # Two steps away from the ends (fewer in a very short run).
+    candidates = range(2, steps - 1)
+    crash_at = sorted(random.Random(ctx.seed).sample(candidates, min(2, len(candidates))))
     answered = 0
     with _connect(SIMULATOR) as conn:
         while not (request := _receive(conn)).get("done"):
