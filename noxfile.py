@@ -62,7 +62,8 @@ def docs(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run the benchmarks side by side with their baselines; prints ratios."""
-    session.install("-e", ".[test]")
+    # msgpack only for the wire-format figure, measured against our JSON.
+    session.install("-e", ".[test]", "msgpack")
     if not any(name.startswith("bench_") for name in os.listdir("benchmarks")):
         session.skip("no benchmarks yet")
     session.run("python", "-m", "benchmarks", *session.posargs)

@@ -57,3 +57,61 @@ def signal_then_sleep(conn: Connection) -> None:
     conn.send("ready")
     conn.close()
     _sleep_forever()
+
+
+# -- targets of the logging benchmarks ---------------------------------------------
+
+BURST_LOGGER = "bench.burst"
+
+
+def log_burst(count: int) -> int:
+    """Log *count* records as fast as the handler takes them (a supervised child)."""
+    import logging  # noqa: PLC0415 - stdlib, cheap; keeps the module's top small
+
+    log = logging.getLogger(BURST_LOGGER)
+    log.setLevel(logging.INFO)
+    for i in range(count):
+        log.info("record %d of the burst", i)
+    return count
+
+
+def log_burst_to_socket(port: int, count: int) -> None:
+    """The baseline's child: the same burst through a stdlib SocketHandler (pickle/TCP)."""
+    import logging  # noqa: PLC0415
+    import logging.handlers  # noqa: PLC0415
+
+    handler = logging.handlers.SocketHandler("127.0.0.1", port)
+    log = logging.getLogger(BURST_LOGGER)
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    for i in range(count):
+        log.info("record %d of the burst", i)
+    handler.close()
+
+
+def log_paced(count: int, interval: float) -> int:
+    """Log *count* records *interval* seconds apart (the latency figure)."""
+    import logging  # noqa: PLC0415
+
+    log = logging.getLogger(BURST_LOGGER)
+    log.setLevel(logging.INFO)
+    for i in range(count):
+        time.sleep(interval)
+        log.info("paced record %d", i)
+    return count
+
+
+def emit_rate(count: int, null: bool) -> float:
+    """Records per second this child can emit: with the handler it has, or a NullHandler."""
+    import logging  # noqa: PLC0415
+
+    log = logging.getLogger("bench.emit")
+    log.setLevel(logging.INFO)
+    if null:
+        log.handlers[:] = [logging.NullHandler()]
+        log.propagate = False
+    began = time.perf_counter()
+    for i in range(count):
+        log.info("record %d of the burst", i)
+    return count / (time.perf_counter() - began)

@@ -33,7 +33,6 @@ import random
 import resource
 import signal
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -45,6 +44,9 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 
 from benchmarks import _targets
+from benchmarks._report import median as _median
+from benchmarks._report import progress
+from benchmarks._report import row as _row
 from gymnasiarch import ChildSpec, Event, Supervisor
 
 T = "benchmarks._targets"
@@ -67,53 +69,8 @@ Process = Any  # multiprocessing's context-specific Process classes share no pub
 # -- reporting ----------------------------------------------------------------
 
 
-def _median(samples: list[float]) -> float | None:
-    return statistics.median(samples) if samples else None
-
-
-def _row(
-    order: str,
-    figure: str,
-    ours: list[float],
-    *,
-    baseline: str,
-    base: list[float] | None = None,
-    model: float | None = None,
-    unit: str = "s",
-    target: str = "",
-    target_value: float | None = None,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One line of the report; *base* is measured, *model* is arithmetic (not both)."""
-    ours_median = _median(ours)
-    base_median = model if model is not None else _median(base or [])
-    ratio = (
-        ours_median / base_median
-        if ours_median is not None and base_median  # a zero baseline has no ratio
-        else None
-    )
-    return {
-        "order": order,
-        "figure": figure,
-        "baseline": baseline,
-        "baseline_kind": "model" if model is not None else ("measured" if base else "none"),
-        "baseline_median": base_median,
-        "baseline_samples": base or [],
-        "ours_median": ours_median,
-        "ours_samples": ours,
-        "ratio": ratio,
-        "unit": unit,
-        "target": target,
-        "target_value": target_value,
-        "meets_target": (
-            None if target_value is None or ours_median is None else ours_median <= target_value
-        ),
-        "extra": extra or {},
-    }
-
-
 def _progress(text: str) -> None:
-    print(f"[bench_supervisor] {text}", file=sys.stderr, flush=True)
+    progress("bench_supervisor", text)
 
 
 # -- helpers ------------------------------------------------------------------

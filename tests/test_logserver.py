@@ -115,6 +115,13 @@ async def test_records_carry_exceptions_extras_and_the_true_child(collector: Col
     assert forged.child == "rich"  # type: ignore[attr-defined]
 
 
+async def test_hand_made_records_do_not_cost_the_connection(collector: Collector) -> None:
+    """A record with None where the stdlib allows it travels, and so does the next one."""
+    with anyio.fail_after(20):
+        await Supervisor([ChildSpec("odd", f"{L}:odd_records", restart="temporary")]).run()
+    assert collector.messages("targets.logs", child="odd") == ["hand-made", "after the odd one"]
+
+
 async def test_structlog_events_and_context_travel(collector: Collector) -> None:
     """A child's structlog event, bound fields and context variables arrive as fields."""
     with anyio.fail_after(20):

@@ -7,49 +7,100 @@ the parent's configuration decides levels, handlers and format. The child's
 identity is stamped by the parent from the authenticated connection the
 record came on, never taken from the payload, and a child cannot log as
 one of gymnasiarch's own loggers.
+
+Both sides run once per record, so both are written for speed: fields the
+parent can derive (``filename``, ``module``, ``msecs``, ``levelname``) and
+fields that are ``None`` do not travel, and the parent builds its record
+without ``LogRecord.__init__``, whose work (the time, the thread, the
+process) would describe the parent, not the child.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 import traceback
 from typing import Any
 
 from gymnasiarch._wire import WireError
 
 _NUMBER = (int, float)
-_OPTIONAL_INT = (int, type(None))
-_OPTIONAL_STR = (str, type(None))
+_INT = (int,)
+_STR = (str,)
 
-# The fields of a LogRecord that travel, with the types the parent accepts.
-# Everything else is resolved in the child: args are merged into msg,
-# exc_info becomes text.
-_FIELD_TYPES: dict[str, tuple[type, ...] | type] = {
-    "name": str,
-    "levelno": int,
-    "pathname": str,
-    "filename": str,
-    "module": str,
-    "lineno": int,
-    "funcName": str,
+# The fields that travel, with the types the parent accepts. Everything else
+# is resolved in the child: args are merged into msg, exc_info becomes text.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": _STR,
+    "levelno": _INT,
+    "msg": _STR,
     "created": _NUMBER,
-    "msecs": _NUMBER,
-    "thread": _OPTIONAL_INT,
-    "threadName": _OPTIONAL_STR,
-    "process": _OPTIONAL_INT,
-    "processName": _OPTIONAL_STR,
-    "stack_info": _OPTIONAL_STR,
-    "msg": str,
-    "exc_text": _OPTIONAL_STR,
+    "pathname": _STR,
+    "lineno": _INT,
+    "funcName": _STR,
+    "thread": _INT,
+    "threadName": _STR,
+    "process": _INT,
+    "processName": _STR,
+    "stack_info": _STR,
+    "exc_text": _STR,
 }
 _REQUIRED = ("name", "levelno", "msg")
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "child"}
+_REQUIRED_KEYS = frozenset(_REQUIRED)
+# What a parent's record has where the child sent nothing.
+_DEFAULTS: dict[str, Any] = {
+    "args": None,
+    "exc_info": None,
+    "exc_text": None,
+    "stack_info": None,
+    "pathname": "",
+    "filename": "",
+    "module": "",
+    "lineno": 0,
+    "funcName": None,
+    "thread": None,
+    "threadName": None,
+    "process": None,
+    "processName": None,
+    "taskName": None,
+}
+# Every attribute a LogRecord has (3.12 adds taskName): extras may not shadow them.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "child",
+    "taskName",
+}
 _PLAIN = (str, int, float, bool, type(None))
 _OWN_LOGGERS = "gymnasiarch"
+# When logging was loaded: the origin of relativeCreated, as the stdlib counts it.
+_START: float = getattr(logging, "_startTime", time.time())
 
 
 def _plain(value: Any) -> Any:
     return value if isinstance(value, _PLAIN) else repr(value)
+
+
+def _sendable(name: str, value: Any) -> Any:
+    """*value* as the parent accepts it in field *name* (``None``: leave it out).
+
+    A child must never send a record that would make the parent close its
+    connection, whatever odd record its own code made by hand.
+    """
+    kinds = _FIELD_TYPES[name]
+    if value is None and name not in _REQUIRED:
+        return None
+    if type(value) in kinds:  # the usual case: exactly int, float or str
+        return value
+    if kinds is _INT:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return logging.INFO if name == "levelno" else 0
+    if kinds is _NUMBER:
+        return float(value) if isinstance(value, _NUMBER) else 0.0
+    return str(value)
 
 
 def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
@@ -59,15 +110,25 @@ def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
     in ``msg``) travels as its ``event`` text plus its other keys as extras,
     bound context variables included.
     """
-    data = {name: getattr(record, name, None) for name in _FIELD_TYPES if name != "msg"}
+    source = record.__dict__
+    data: dict[str, Any] = {}
+    for name, kinds in _FIELD_TYPES.items():
+        value = source.get(name)
+        if value is not None and type(value) in kinds:
+            data[name] = value
+        elif (sendable := _sendable(name, value)) is not None:
+            data[name] = sendable
     extra = {
         key: _plain(value)
-        for key, value in record.__dict__.items()
-        if key not in _STANDARD and not key.startswith("_")
+        for key, value in source.items()
+        if key not in _STANDARD and key[0] != "_"
     }
     if isinstance(record.msg, dict):
         event = dict(record.msg)
         data["msg"] = str(event.pop("event", ""))
+        text = event.pop("exception", None)
+        if isinstance(text, str):
+            data["exc_text"] = text
         extra.update((str(key), _plain(value)) for key, value in event.items())
     else:
         data["msg"] = record.getMessage()
@@ -78,56 +139,64 @@ def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
     return data
 
 
-def _checked(data: object) -> dict[str, Any]:
-    """The record's fields, each of the type the parent's logging needs.
+def _check(data: object) -> dict[str, Any]:
+    """*data* itself, once every field is known and of the type the parent needs.
 
     Raises:
-        WireError: A field is missing or of the wrong type.
+        WireError: A field is missing, unknown, or of the wrong type.
     """
-    if not isinstance(data, dict):
+    if type(data) is not dict:
         raise WireError("a record is not an object")
-    fields: dict[str, Any] = {}
-    for key, kinds in _FIELD_TYPES.items():
-        if key not in data:
-            if key in _REQUIRED:
-                raise WireError(f"a record has no {key!r}")
-            continue
-        value = data[key]
-        if not isinstance(value, kinds) or isinstance(value, bool):
+    extra = data.pop("extra", None)
+    for key, value in data.items():
+        kinds = _FIELD_TYPES.get(key)
+        if kinds is None:
+            raise WireError(f"a record has an unknown field {key!r}")
+        if type(value) not in kinds:
             raise WireError(f"record field {key!r} has type {type(value).__name__}")
-        fields[key] = value
-    extra = data.get("extra")
+    if not data.keys() >= _REQUIRED_KEYS:
+        missing = sorted(_REQUIRED_KEYS - data.keys())[0]
+        raise WireError(f"a record has no {missing!r}")
     if extra is not None:
-        if not isinstance(extra, dict):
+        if type(extra) is not dict:
             raise WireError("record field 'extra' is not an object")
         for key, value in extra.items():
             if key in _STANDARD or key.startswith("_"):
                 continue  # could overwrite what the parent checked or stamps
             if not isinstance(value, _PLAIN):
                 raise WireError(f"extra field {key!r} is not plain data")
-            fields[key] = value
-    return fields
+            data[key] = value
+    return data
 
 
 def make_record(data: object, child: str) -> logging.LogRecord:
-    """The parent's LogRecord for a record *child* sent.
+    """The parent's LogRecord for a record *child* sent (*data* is used up).
 
     Raises:
         WireError: The record is malformed.
     """
-    fields = _checked(data)
-    fields["args"] = None
-    fields["exc_info"] = None
-    fields["levelname"] = logging.getLevelName(fields["levelno"])
-    fields["child"] = child  # from the connection, not the payload
-    name = fields["name"]
+    fields = _check(data)
+    name: str = fields["name"]
     if name == _OWN_LOGGERS or name.startswith(_OWN_LOGGERS + "."):
         # Only the supervisor speaks as gymnasiarch.*: a child's records
         # from those loggers go under its own gymnasiarch.child.<name>.
         own = f"{_OWN_LOGGERS}.child.{child}"
         if not (name == own or name.startswith(own + ".")):
             fields["name"] = own
-    return logging.makeLogRecord(fields)
+    created = fields.setdefault("created", time.time())
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    attributes = record.__dict__
+    attributes.update(_DEFAULTS)
+    attributes.update(fields)
+    pathname = attributes["pathname"]
+    if pathname:
+        attributes["filename"] = filename = os.path.basename(pathname)
+        attributes["module"] = os.path.splitext(filename)[0]
+    attributes["levelname"] = logging.getLevelName(fields["levelno"])
+    attributes["msecs"] = (created - int(created)) * 1000
+    attributes["relativeCreated"] = (created - _START) * 1000
+    attributes["child"] = child  # from the connection, not the payload
+    return record
 
 
 def reinject(record: logging.LogRecord) -> None:

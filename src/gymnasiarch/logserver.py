@@ -62,6 +62,8 @@ logger = logging.getLogger("gymnasiarch.logserver")
 
 #: The runtime-config key under which a child finds its log client config.
 LOG_CONFIG_KEY = "gymnasiarch.logserver"
+# Made once: json.dumps with options builds a new encoder on every call.
+_RECORD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=repr)
 _BATCH_BYTES = 256 * 1024  # a sender's frames stay well under the cap
 _RECORD_BYTES = _wire.MAX_FRAME // 2  # a bigger record has its message cut
 
@@ -426,13 +428,13 @@ def _after_fork(reference: weakref.ref[LogClientHandler]) -> None:
 
 def _encode_record(record: logging.LogRecord) -> bytes:
     data = record_to_dict(record)
-    item = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=repr).encode()
+    item = _RECORD_ENCODER.encode(data).encode()
     if len(item) > _RECORD_BYTES:
         cut = len(item) - _RECORD_BYTES + 1024
         data["msg"] = f"{data['msg'][: max(0, len(data['msg']) - cut)]}... [{cut} bytes cut]"
         data.pop("extra", None)
         data["exc_text"] = (data.get("exc_text") or "")[-4096:] or None
-        item = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=repr).encode()
+        item = _RECORD_ENCODER.encode(data).encode()
     return item
 
 

@@ -69,3 +69,9 @@ def send_log_config(config: dict[str, Any], name: str, count: int) -> None:
     from gymnasiarch.spawn import spawn_wrapper
 
     anyio.run(spawn_wrapper, name, {LOG_CONFIG_KEY: config}, burst, [count])
+
+
+def odd_records() -> None:
+    """Records made by hand, with fields the stdlib leaves None; then an ordinary one."""
+    log.handle(logging.LogRecord("targets.logs", logging.INFO, None, None, "hand-made", None, None))  # type: ignore[arg-type]
+    log.info("after the odd one")
