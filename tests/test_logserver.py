@@ -421,3 +421,26 @@ async def test_stalled_clients_are_closed_and_idle_crowds_do_not_block_others(
                 assert await closed_by_server(stream)
                 await stream.aclose()
     assert sum("stalled" in w for w in warnings) == 201
+
+
+async def test_a_raising_filter_in_the_parent_costs_one_connection_only(
+    collector: Collector,
+) -> None:
+    """The parent's own logging misbehaves on one record: that connection closes, no more."""
+
+    def picky(record: logging.LogRecord) -> bool:
+        if record.getMessage() == "explode":
+            raise RuntimeError("a filter with a bug")
+        return True
+
+    good = logging.getLogger("good")
+    good.addFilter(picky)
+    try:
+        with warnings_of_the_server() as warnings:
+            async with unix_server() as server:
+                await send_good_records(server, "unlucky", ["explode"])  # its connection ends
+                await send_good_records(server, "after", ["still served"])
+    finally:
+        good.removeFilter(picky)
+    assert collector.messages("good") == ["still served"]
+    assert any("handling it failed" in w for w in warnings)

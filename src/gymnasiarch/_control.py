@@ -126,6 +126,9 @@ class ControlServer:
                 logger.warning("control connection from %s closed: %s", peer, error or "stalled")
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
                 logger.warning("control connection from %s failed: %s", peer, error)
+            except Exception:
+                # One connection's trouble must not take the control socket down.
+                logger.exception("control connection from %s closed: handling it failed", peer)
 
     async def _execute(self, command: dict[str, Any]) -> dict[str, Any]:
         kind = command["t"]

@@ -254,6 +254,9 @@ class LogServer:
                 logger.warning("log connection from %s closed: it ended inside a frame", peer)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
                 logger.warning("log connection from %s failed: %s", peer, error)
+            except Exception:  # a filter or handler of the parent's raised, say
+                # One connection's trouble must not take the server down.
+                logger.exception("log connection from %s closed: handling it failed", peer)
 
     async def _converse(self, stream: ByteStream) -> None:
         ticket_id, received = await authenticate(
