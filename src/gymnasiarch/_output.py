@@ -90,13 +90,13 @@ class OutputCapture:
             os.close(fd)
         self._write_fds.clear()
 
-    async def pump(self) -> None:
-        """Turn lines into records until both pipes are at their end."""
-        async with anyio.create_task_group() as group:
-            for stream in self._read_fds:
-                group.start_soon(self._pump_one, stream)
+    @property
+    def streams(self) -> list[str]:
+        """``stdout`` and ``stderr``: what :meth:`pump` takes."""
+        return list(self._read_fds)
 
-    async def _pump_one(self, stream: str) -> None:
+    async def pump(self, stream: str) -> None:
+        """Turn the lines of *stream* into records until its pipe is at its end."""
         fd = self._read_fds[stream]
         partial = b""
         try:

@@ -227,13 +227,16 @@ class ChildProcess:
         with anyio.CancelScope(shield=True) as self._watch_scope:
             task_status.started()
             try:
+                # One flat task group: a start costs a task per pipe, no more.
                 async with anyio.create_task_group() as group:
-                    pumped = anyio.Event()
-                    group.start_soon(self._pump_output, pumped)
-                    async with anyio.create_task_group() as messages:
-                        messages.start_soon(self._read_messages)
-                        await self._wait_gone()
-                        messages.cancel_scope.cancel()
+                    pumped = []
+                    for stream in self._output.streams if self._output else ():
+                        pumped.append(done := anyio.Event())
+                        group.start_soon(self._pump, stream, done)
+                    reading = anyio.CancelScope()
+                    group.start_soon(self._read_messages, reading)
+                    await self._wait_gone()
+                    reading.cancel()
                     self._drain()  # whatever the child sent before it exited
                     await self._wait_for_the_last_words(pumped)
                     group.cancel_scope.cancel()
@@ -242,16 +245,17 @@ class ChildProcess:
                 self._close()
                 self.exited.set()
 
-    async def _pump_output(self, pumped: anyio.Event) -> None:
+    async def _pump(self, stream: str, done: anyio.Event) -> None:
+        assert self._output is not None
         try:
-            if self._output is not None:
-                await self._output.pump()
+            await self._output.pump(stream)
         finally:
-            pumped.set()
+            done.set()
 
-    async def _wait_for_the_last_words(self, pumped: anyio.Event) -> None:
+    async def _wait_for_the_last_words(self, pumped: list[anyio.Event]) -> None:
         with anyio.move_on_after(DRAIN_TIMEOUT) as scope:
-            await pumped.wait()
+            for done in pumped:
+                await done.wait()
             if self._log_connected and self._ticket is not None:
                 await self._ticket.finished.wait()
         if scope.cancelled_caught:
@@ -271,11 +275,12 @@ class ChildProcess:
         if self._pidfd is not None:
             await anyio.wait_readable(self._pidfd)
 
-    async def _read_messages(self) -> None:
-        while True:
-            await anyio.wait_readable(self._channel.fileno())
-            if not self._drain():
-                return
+    async def _read_messages(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            while True:
+                await anyio.wait_readable(self._channel.fileno())
+                if not self._drain():
+                    return
 
     def _drain(self) -> bool:
         """Handle every complete message waiting; False once the channel is closed."""

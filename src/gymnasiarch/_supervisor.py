@@ -877,13 +877,17 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-async def _first_of(*events: anyio.Event) -> None:
-    """Return as soon as any of *events* is set."""
+async def _first_of(first: anyio.Event, *others: anyio.Event) -> None:
+    """Return as soon as any of the events is set (one helper task per other event)."""
+    if first.is_set() or any(event.is_set() for event in others):
+        return
     async with anyio.create_task_group() as group:
 
         async def wait_and_cancel(event: anyio.Event) -> None:
             await event.wait()
             group.cancel_scope.cancel()
 
-        for event in events:
+        for event in others:
             group.start_soon(wait_and_cancel, event)
+        await first.wait()
+        group.cancel_scope.cancel()
