@@ -17,6 +17,7 @@ process) would describe the parent, not the child.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -169,6 +170,13 @@ def _check(data: object) -> dict[str, Any]:
     return data
 
 
+@functools.lru_cache(maxsize=1024)
+def _file_and_module(pathname: str) -> tuple[str, str]:
+    # A child logs from a handful of files: derive their names once.
+    filename = os.path.basename(pathname)
+    return filename, os.path.splitext(filename)[0]
+
+
 def make_record(data: object, child: str) -> logging.LogRecord:
     """The parent's LogRecord for a record *child* sent (*data* is used up).
 
@@ -190,8 +198,7 @@ def make_record(data: object, child: str) -> logging.LogRecord:
     attributes.update(fields)
     pathname = attributes["pathname"]
     if pathname:
-        attributes["filename"] = filename = os.path.basename(pathname)
-        attributes["module"] = os.path.splitext(filename)[0]
+        attributes["filename"], attributes["module"] = _file_and_module(pathname)
     attributes["levelname"] = logging.getLevelName(fields["levelno"])
     attributes["msecs"] = (created - int(created)) * 1000
     attributes["relativeCreated"] = (created - _START) * 1000
