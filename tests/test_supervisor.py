@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -253,6 +254,26 @@ async def test_shutdown_stops_grandchildren_too(tmp_path: Path) -> None:
             await anyio.wait_readable(pidfd)  # readable once the grandchild has exited
     finally:
         os.close(pidfd)
+
+
+async def test_what_an_exited_child_left_running_is_ended_with_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A child returns, its subprocess still runs: the group goes, the exit comes promptly."""
+    pidfile = tmp_path / "grandchild.pid"
+    spec = ChildSpec("leaver", f"{T}:spawn_grandchild_and_return", args=(str(pidfile),))
+    with anyio.fail_after(5):  # not the 2 s wait for pipes a grandchild would hold
+        results = await Supervisor([ChildSpec(**{**spec.__dict__, "restart": "transient"})]).run()
+    assert results == {"leaver": "done"}
+    grandchild = int(pidfile.read_text())
+    with contextlib.suppress(ProcessLookupError):  # gone already, or dead and not yet reaped:
+        pidfd = os.pidfd_open(grandchild)
+        try:
+            with anyio.fail_after(0.5):
+                await anyio.wait_readable(pidfd)  # readable: it has exited
+        finally:
+            os.close(pidfd)
+    assert not [r for r in caplog.records if "stayed open" in r.getMessage()]
 
 
 async def test_terminate_and_restart_child_are_not_crashes() -> None:

@@ -274,6 +274,17 @@ class ChildProcess:
     async def _wait_gone(self) -> None:
         if self._pidfd is not None:
             await anyio.wait_readable(self._pidfd)
+        self._end_the_group()
+
+    def _end_the_group(self) -> None:
+        """SIGKILL what is left of the exited child's process group.
+
+        Subprocesses the child left running would be orphans, and would keep
+        its output pipes open. The group id cannot have been reused: it
+        stays taken while any member lives.
+        """
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
 
     async def _read_messages(self, scope: anyio.CancelScope) -> None:
         with scope:

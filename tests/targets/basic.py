@@ -120,3 +120,10 @@ def through_spawn_wrapper() -> dict[str, Any]:
     from gymnasiarch.spawn import spawn_wrapper
 
     return anyio.run(spawn_wrapper, "renamed", {"k": 1}, "targets.basic:whoami")
+
+
+def spawn_grandchild_and_return(pidfile: str) -> str:
+    """Start a grandchild in our process group, record its pid, and return at once."""
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    Path(pidfile).write_text(str(grandchild.pid))
+    return "done"
