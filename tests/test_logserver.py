@@ -444,3 +444,15 @@ async def test_a_raising_filter_in_the_parent_costs_one_connection_only(
         good.removeFilter(picky)
     assert collector.messages("good") == ["still served"]
     assert any("handling it failed" in w for w in warnings)
+
+
+async def test_a_long_tmpdir_still_gives_a_usable_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$TMPDIR too deep for a Unix socket path: the server picks /tmp instead."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr("tempfile.tempdir", str(deep))
+    async with LogServer.unix() as server:
+        assert len(str(server.client_address)) < 108
+        await send_good_records(server, "short", ["fine"])

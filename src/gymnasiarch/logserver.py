@@ -64,6 +64,7 @@ logger = logging.getLogger("gymnasiarch.logserver")
 LOG_CONFIG_KEY = "gymnasiarch.logserver"
 # Made once: json.dumps with options builds a new encoder on every call.
 _RECORD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=repr)
+_UNIX_PATH_ROOM = 90  # bytes of directory that leave room for "/log.sock" in sun_path
 _BATCH_BYTES = 256 * 1024  # a sender's frames stay well under the cap
 _RECORD_BYTES = _wire.MAX_FRAME // 2  # a bigger record has its message cut
 
@@ -156,7 +157,11 @@ class LogServer:
         The directory and socket are removed when the server stops.
         """
         server = cls("localhost", 0, **options)
-        server._unix_path = Path(tempfile.mkdtemp(prefix="gymnasiarch-")) / "log.sock"
+        folder = tempfile.mkdtemp(prefix="gymnasiarch-")
+        if len(folder) > _UNIX_PATH_ROOM:  # a long $TMPDIR: a socket path has ~107 bytes
+            os.rmdir(folder)
+            folder = tempfile.mkdtemp(prefix="gymnasiarch-", dir="/tmp")
+        server._unix_path = Path(folder) / "log.sock"
         return server
 
     @property
