@@ -456,3 +456,29 @@ async def test_a_long_tmpdir_still_gives_a_usable_socket(
     async with LogServer.unix() as server:
         assert len(str(server.client_address)) < 108
         await send_good_records(server, "short", ["fine"])
+
+
+async def test_records_in_row_form_are_checked_like_objects(collector: Collector) -> None:
+    """The compact row form: a good row is handled; a short row or a bad type closes."""
+    good = ["good", logging.INFO, "a row", 1.0, None, 3, None, None, None, None, None]
+    good += [None, None, {"plain": 1}]
+    with warnings_of_the_server() as warnings:
+        async with unix_server() as server:
+            for bad in (good[:5], [*good[:1], "20", *good[2:]]):
+                await send_after_hello(server, _wire.encode({"t": "records", "r": [bad]}))
+            ticket = server.admit("rowdy")
+            stream, nonce = await connect(server)
+            key = bytes.fromhex(ticket.client_config()["key"])
+            async with stream:
+                mac = _wire.answer(key, nonce)
+                await stream.send(_wire.encode({"t": "hello", "ticket": ticket.id, "mac": mac}))
+                await stream.send(_wire.encode({"t": "records", "r": [good]}))
+                await stream.send(_wire.encode({"t": "bye"}))
+            with anyio.fail_after(10):
+                await ticket.finished.wait()
+    assert collector.messages("good") == ["a row"]
+    (record,) = [r for r in collector.records if r.name == "good"]
+    assert record.plain == 1  # type: ignore[attr-defined]
+    assert record.child == "rowdy"  # type: ignore[attr-defined]
+    assert "row has 5 fields" in warnings[0]
+    assert "'levelno'" in warnings[1]

@@ -49,6 +49,15 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 _REQUIRED = ("name", "levelno", "msg")
 _REQUIRED_KEYS = frozenset(_REQUIRED)
+# The compact form our own client sends: the fields by position, then the
+# extras (an object or null). It saves the keys' encoding and decoding on
+# both sides of every record; the object form stays accepted.
+ROW: tuple[str, ...] = (*_FIELD_TYPES, "extra")
+_ROW_TYPES = tuple(_FIELD_TYPES.items())
+_MSG = ROW.index("msg")
+_EXC_TEXT = ROW.index("exc_text")
+# Required fields a child must fill in even when its record has None there.
+_FILLED_IN_CHILD = tuple((ROW.index(name), name) for name in ("name", "levelno"))
 # What a parent's record has where the child sent nothing.
 _DEFAULTS: dict[str, Any] = {
     "args": None,
@@ -104,21 +113,22 @@ def _sendable(name: str, value: Any) -> Any:
     return str(value)
 
 
-def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
-    """Flatten *record* into plain data; ``extra=`` fields travel when plain.
+def record_to_row(record: logging.LogRecord) -> list[Any]:
+    """Flatten *record* into the compact row form (see :data:`ROW`).
 
-    A structlog event dict (``ProcessorFormatter.wrap_for_formatter`` puts it
+    ``extra=`` fields travel when plain (others as their ``repr``). A
+    structlog event dict (``ProcessorFormatter.wrap_for_formatter`` puts it
     in ``msg``) travels as its ``event`` text plus its other keys as extras,
     bound context variables included.
     """
     source = record.__dict__
-    data: dict[str, Any] = {}
-    for name, kinds in _FIELD_TYPES.items():
+    row: list[Any] = []
+    for name, kinds in _ROW_TYPES:
         value = source.get(name)
-        if value is not None and type(value) in kinds:
-            data[name] = value
-        elif (sendable := _sendable(name, value)) is not None:
-            data[name] = sendable
+        row.append(value if value is None or type(value) in kinds else _sendable(name, value))
+    for index, name in _FILLED_IN_CHILD:
+        if row[index] is None:
+            row[index] = _sendable(name, None)
     extra = {
         key: _plain(value)
         for key, value in source.items()
@@ -126,18 +136,26 @@ def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
     }
     if isinstance(record.msg, dict):
         event = dict(record.msg)
-        data["msg"] = str(event.pop("event", ""))
+        row[_MSG] = str(event.pop("event", ""))
         text = event.pop("exception", None)
         if isinstance(text, str):
-            data["exc_text"] = text
+            row[_EXC_TEXT] = text
         extra.update((str(key), _plain(value)) for key, value in event.items())
     else:
-        data["msg"] = record.getMessage()
+        row[_MSG] = record.getMessage()
     if record.exc_info:
-        data["exc_text"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-    if extra:
-        data["extra"] = extra
-    return data
+        row[_EXC_TEXT] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+    row.append(extra or None)
+    return row
+
+
+def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
+    """Flatten *record* into the object form: :func:`record_to_row` with keys."""
+    return {
+        key: value
+        for key, value in zip(ROW, record_to_row(record), strict=True)
+        if value is not None
+    }
 
 
 def _check(data: object) -> dict[str, Any]:
@@ -146,8 +164,10 @@ def _check(data: object) -> dict[str, Any]:
     Raises:
         WireError: A field is missing, unknown, or of the wrong type.
     """
-    if type(data) is not dict:
-        raise WireError("a record is not an object")
+    if type(data) is list:
+        data = _row_to_fields(data)
+    elif type(data) is not dict:
+        raise WireError("a record is neither an object nor a row")
     extra = data.pop("extra", None)
     for key, value in data.items():
         kinds = _FIELD_TYPES.get(key)
@@ -175,6 +195,12 @@ def _file_and_module(pathname: str) -> tuple[str, str]:
     # A child logs from a handful of files: derive their names once.
     filename = os.path.basename(pathname)
     return filename, os.path.splitext(filename)[0]
+
+
+def _row_to_fields(row: list[Any]) -> dict[str, Any]:
+    if len(row) != len(ROW):
+        raise WireError(f"a record row has {len(row)} fields, not {len(ROW)}")
+    return {key: value for key, value in zip(ROW, row, strict=True) if value is not None}
 
 
 def make_record(data: object, child: str) -> logging.LogRecord:

@@ -13,6 +13,10 @@ The conversation, server first::
     client: {"t": "records", "r": [<record>, ...]}   (any number)
     client: {"t": "bye"}
 
+A record is an object of its fields, or (what gymnasiarch's own client
+sends, to spare both sides the keys) a row of them in the order of
+:data:`gymnasiarch._logwire.ROW`; the parent checks either field by field.
+
 ``mac`` is HMAC-SHA256 over the nonce, keyed with the ticket's key, which is
 itself derived from the server's per-run secret and the ticket id. A client
 therefore proves it holds the key of one ticket, and the server knows from

@@ -53,7 +53,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from gymnasiarch import _wire
 from gymnasiarch._channel import authenticate, connect, describe_peer, read_message
-from gymnasiarch._logwire import make_record, record_to_dict, reinject
+from gymnasiarch._logwire import ROW, make_record, record_to_row, reinject
 from gymnasiarch._wire import WireError
 
 __all__ = ["LOG_CONFIG_KEY", "LogClientHandler", "LogServer", "LogTicket"]
@@ -434,15 +434,18 @@ def _after_fork(reference: weakref.ref[LogClientHandler]) -> None:
         handler._stderr_only = True
 
 
+_MSG, _EXC_TEXT, _EXTRA = (ROW.index(name) for name in ("msg", "exc_text", "extra"))
+
+
 def _encode_record(record: logging.LogRecord) -> bytes:
-    data = record_to_dict(record)
-    item = _RECORD_ENCODER.encode(data).encode()
+    row = record_to_row(record)
+    item = _RECORD_ENCODER.encode(row).encode()
     if len(item) > _RECORD_BYTES:
         cut = len(item) - _RECORD_BYTES + 1024
-        data["msg"] = f"{data['msg'][: max(0, len(data['msg']) - cut)]}... [{cut} bytes cut]"
-        data.pop("extra", None)
-        data["exc_text"] = (data.get("exc_text") or "")[-4096:] or None
-        item = _RECORD_ENCODER.encode(data).encode()
+        row[_MSG] = f"{row[_MSG][: max(0, len(row[_MSG]) - cut)]}... [{cut} bytes cut]"
+        row[_EXTRA] = None
+        row[_EXC_TEXT] = (row[_EXC_TEXT] or "")[-4096:] or None
+        item = _RECORD_ENCODER.encode(row).encode()
     return item
 
 
@@ -466,6 +469,8 @@ def _stderr_line(item: bytes) -> str:
         data = json.loads(item)
     except ValueError:
         return item.decode(errors="replace")
+    if isinstance(data, list) and len(data) == len(ROW):
+        data = dict(zip(ROW, data, strict=True))
     if not isinstance(data, dict):
         return item.decode(errors="replace")
     level = logging.getLevelName(data.get("levelno", logging.INFO))
