@@ -8,6 +8,8 @@ import pty
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -205,22 +207,13 @@ target = "targets.basic:ready_then_sleep"
 """
 
 
-def test_status_restart_and_stop_talk_to_a_running_tree(tmp_path: Path) -> None:
-    """Another shell sees the children, restarts one, stops the tree; then nobody answers."""
-    control = str(tmp_path / "ctl" / "control.sock")
+@contextmanager
+def running_tree(tmp_path: Path, control: str) -> Iterator[subprocess.Popen[str]]:
+    """`gymnasiarch run` of CONTROLLED_TREE, once its last child is ready; killed if left."""
     tree = write(tmp_path, CONTROLLED_TREE)
+    command = ["run", "--log-format", "json", "--control", control, str(tree)]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gymnasiarch",
-            "run",
-            "--log-format",
-            "json",
-            "--control",
-            control,
-            str(tree),
-        ],
+        [sys.executable, "-m", "gymnasiarch", *command],
         cwd=TESTS,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -231,6 +224,17 @@ def test_status_restart_and_stop_talk_to_a_running_tree(tmp_path: Path) -> None:
         for line in proc.stderr:  # the last child is ready: the control socket is up
             if '"ready"' in line and "group/inner" in line:
                 break
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+
+
+def test_status_restart_and_stop_talk_to_a_running_tree(tmp_path: Path) -> None:
+    """Another shell sees the children, restarts one, stops the tree; then nobody answers."""
+    control = str(tmp_path / "ctl" / "control.sock")
+    with running_tree(tmp_path, control) as proc:
         status = gymnasiarch("status", "--control", control)
         assert status.returncode == 0, status.stderr
         rows = {line.split()[0]: line.split() for line in status.stdout.splitlines()[1:]}
@@ -249,10 +253,6 @@ def test_status_restart_and_stop_talk_to_a_running_tree(tmp_path: Path) -> None:
         assert "no child named 'nobody'" in unknown.stderr
         assert gymnasiarch("stop", "--control", control).returncode == 0
         out, _ = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.communicate()
     assert proc.returncode == 0
     assert out.splitlines()[0].split()[0] == "child"  # the summary
     gone = gymnasiarch("status", "--control", control)
@@ -262,33 +262,10 @@ def test_status_restart_and_stop_talk_to_a_running_tree(tmp_path: Path) -> None:
 
 def test_a_second_run_on_the_same_control_socket_is_refused(tmp_path: Path) -> None:
     control = str(tmp_path / "control.sock")
-    tree = write(tmp_path, CONTROLLED_TREE)
-    first = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gymnasiarch",
-            "run",
-            "--log-format",
-            "json",
-            "--control",
-            control,
-            str(tree),
-        ],
-        cwd=TESTS,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert first.stderr is not None
-        for line in first.stderr:
-            if '"ready"' in line and "group/inner" in line:
-                break
-        second = gymnasiarch("run", "--control", control, str(tree))
+    with running_tree(tmp_path, control) as first:
+        second = gymnasiarch("run", "--control", control, str(tmp_path / "tree.toml"))
         assert second.returncode == 2
         assert second.stderr.strip().endswith(f"another gymnasiarch run is serving at {control}")
-    finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=20)
 
