@@ -1,13 +1,15 @@
 """The child's side of a supervised process: bootstrap, guards, and the channel home.
 
 :func:`child_main` is what the process layer starts in every child. In this
-order it: sets the process title, leaves the parent's process group, ignores
-SIGINT, arms two parent-death guards, connects logging and
-``child_context()`` to the channel, runs the target through the machinery of
-:func:`~gymnasiarch.spawn.spawn_wrapper`, and sends back the result or the
-exception with its traceback text. The channel is a pipe only parent and
-child hold; the parent reads it to its end before it reports the exit, so a
-record logged right before the end is never lost.
+order it: puts the output pipes on its stdout and stderr, does
+:func:`~gymnasiarch.spawn.spawn_wrapper`'s caretaking (process title,
+runtime config, logging to the supervisor's log server, SIGINT left to the
+parent), leaves the parent's process group, arms two parent-death guards,
+connects ``child_context()`` to the channel, runs the target, and, after the
+last log records and output are out, sends back the result or the exception
+with its traceback text. The channel is a pipe only parent and child hold;
+the parent reads it, the output pipes and the log connection to their end
+before it reports the exit, so nothing said right before the end is lost.
 """
 
 from __future__ import annotations

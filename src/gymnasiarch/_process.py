@@ -1,10 +1,12 @@
 """The process layer: start a child in a fresh process, hear it, stop it, reap it.
 
 One :class:`ChildProcess` is one run of one child. Its exit is awaited on a
-pidfd through anyio (no polling, no SIGCHLD handler, no ``waitpid(-1)``), its
-messages (log records, readiness, the result or the exception) arrive on a
-pipe only parent and child hold, and signals go to the child's process group,
-so its own subprocesses stop with it.
+pidfd through anyio (no polling, no SIGCHLD handler, no ``waitpid(-1)``); its
+messages (started, ready, the result or the exception) arrive on a pipe only
+parent and child hold; its stdout and stderr on two more pipes; its log
+records through the supervisor's log server, on a ticket of its own; and
+signals go to the child's process group, so its own subprocesses stop with
+it.
 """
 
 from __future__ import annotations
