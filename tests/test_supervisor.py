@@ -208,6 +208,18 @@ async def test_significant_child_ending_normally_stops_the_tree() -> None:
     assert results == {"main": 4}
 
 
+async def test_a_sibling_that_finishes_as_the_tree_stops_keeps_its_result() -> None:
+    """Stopped with the tree, a child that returns normally still has its result."""
+    with anyio.fail_after(20):
+        results = await Supervisor(
+            [
+                ChildSpec("worker", f"{T}:return_on_sigterm", ready_timeout=10),
+                ChildSpec("main", f"{T}:add", args=(2, 2), restart="transient", significant=True),
+            ]
+        ).run()
+    assert results == {"main": 4, "worker": "stopped cleanly"}
+
+
 async def test_significant_child_crashing_is_an_error() -> None:
     """A significant temporary child that crashes ends the tree with its error."""
     sup = Supervisor(

@@ -410,7 +410,8 @@ class Supervisor:
         The tree is done when no child runs and none is due for a restart:
         transient and temporary children that ended, or a significant child
         that ended (which stops its siblings). Children that ended abnormally
-        or were stopped have no entry.
+        have no entry, nor have stopped ones, unless they returned normally
+        when asked to stop.
 
         Raises:
             PrematureTaskDeathError: The supervisor gave up on a child.
@@ -602,6 +603,10 @@ class Supervisor:
             detail=status.describe(),
         )
         if run.stop_requested or self._shutting_down:
+            # No decision to make, but a child that finished its work as the
+            # tree stopped (a significant sibling ended, say) still has a result.
+            if status.normal:
+                self._results[child.name] = status.result
             return
         self._pending_exits += 1
         try:

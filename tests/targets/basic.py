@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,12 @@ def spawn_grandchild_and_return(pidfile: str) -> str:
     grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
     Path(pidfile).write_text(str(grandchild.pid))
     return "done"
+
+
+def return_on_sigterm() -> str:
+    """Finish cleanly, with a result, when asked to stop."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    child_context().ready()
+    stop.wait()
+    return "stopped cleanly"
