@@ -188,6 +188,8 @@ def test_demo_restarts_the_flaky_simulator_and_repeats_itself_for_a_seed() -> No
     steps = [line for line in _trajectory(first.stderr) if line.startswith("step")]
     assert len(steps) == 14
     assert _trajectory(first.stderr) == _trajectory(second.stderr)
+    assert first.stdout == second.stdout  # the summary: restarts, exits and results
+    assert all(row[-1] != "-" for row in rows.values())  # every child returned its result
     other = gymnasiarch(*args, "--seed", "6")
     assert _trajectory(other.stderr) != _trajectory(first.stderr)
 
