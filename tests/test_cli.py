@@ -306,3 +306,11 @@ def test_on_a_terminal_the_status_stays_pinned_under_the_log() -> None:
     assert "running" in screen
     assert "step  5" in screen  # the log stream, as console lines
     assert screen.rstrip().splitlines()[-1].split()[0] == "agent-3"  # the summary ends it
+
+
+def test_run_with_a_target_that_cannot_be_imported_is_a_bad_file(tmp_path: Path) -> None:
+    tree = '[[child]]\nname = "ghost"\ntarget = "targets.nothere:run"\n'
+    done = gymnasiarch("run", "--log-format", "json", str(write(tmp_path, tree)))
+    assert done.returncode == 2
+    assert "child[0].target (line 3)" in done.stderr
+    assert "Traceback" not in done.stderr

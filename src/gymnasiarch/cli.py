@@ -123,7 +123,7 @@ def _run(tree: str, log_format: str, log_level: str, control: Path | None) -> in
     from gymnasiarch.treefile import TreeFileError, load_tree  # noqa: PLC0415 - fast --help
 
     try:
-        supervisor = load_tree(tree)
+        supervisor = load_tree(tree, resolve=True)  # an import error is a bad file: exit 2
     except TreeFileError as error:
         return _fail(str(error), EXIT_BAD_INPUT)
     return _supervise(supervisor, log_format, log_level, control or default_path())
