@@ -12,7 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gymnasiarch import Backoff, ChildSpec, Event, RemoteTraceback, Supervisor
+from gymnasiarch import Backoff, ChildSpec, Event, LocalBackend, RemoteTraceback, Supervisor
+from gymnasiarch._backend import ChildRun
+from gymnasiarch._child import Launch
 from gymnasiarch._process import ChildProcess
 from gymnasiarch.dynaloader import ErrorDuringImport
 from gymnasiarch.exceptions import (
@@ -20,6 +22,7 @@ from gymnasiarch.exceptions import (
     InitializationFailedError,
     PrematureTaskDeathError,
 )
+from gymnasiarch.logserver import LogTicket
 from gymnasiarch.seeding import derive_seed
 from targets import basic
 
@@ -628,3 +631,26 @@ async def test_a_long_wait_for_a_stopping_child_says_what_it_waits_for(
     assert len(waits) == 1
     assert "child 'stubborn'" in waits[0]
     assert "SIGKILL follows in 0.2 s" in waits[0]
+
+
+async def test_a_backend_can_be_given_and_sees_every_start() -> None:
+    """The supervisor starts children only through its backend (the seam for a cluster)."""
+
+    class Counting(LocalBackend):
+        def __init__(self) -> None:
+            super().__init__("forkserver")
+            self.launched: list[str] = []
+
+        async def start(
+            self, launch: Launch, *, ticket: LogTicket | None, capture_output: bool
+        ) -> ChildRun:
+            self.launched.append(launch.name)
+            return await super().start(launch, ticket=ticket, capture_output=capture_output)
+
+    backend = Counting()
+    with anyio.fail_after(20):
+        results = await Supervisor(
+            [ChildSpec("one", f"{T}:add", args=(1, 1), restart="transient")], backend=backend
+        ).run()
+    assert results == {"one": 2}
+    assert backend.launched == ["one"]

@@ -15,6 +15,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from gymnasiarch._backend import Backend as Backend
+    from gymnasiarch._backend import LocalBackend as LocalBackend
     from gymnasiarch._context import ChildContext as ChildContext
     from gymnasiarch._context import child_context as child_context
     from gymnasiarch._events import Event as Event
@@ -32,11 +34,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare source tr
     __version__ = "0+unknown"
 
 _LAZY = {
+    "Backend": "gymnasiarch._backend",
     "Backoff": "gymnasiarch._spec",
     "ChildContext": "gymnasiarch._context",
     "ChildInfo": "gymnasiarch._supervisor",
     "ChildSpec": "gymnasiarch._spec",
     "Event": "gymnasiarch._events",
+    "LocalBackend": "gymnasiarch._backend",
     "ExitStatus": "gymnasiarch._process",
     "RemoteTraceback": "gymnasiarch._process",
     "RuntimeConfig": "gymnasiarch._runtime_config",
@@ -45,12 +49,14 @@ _LAZY = {
 }
 
 __all__ = [
+    "Backend",
     "Backoff",
     "ChildContext",
     "ChildInfo",
     "ChildSpec",
     "Event",
     "ExitStatus",
+    "LocalBackend",
     "RemoteTraceback",
     "RuntimeConfig",
     "Supervisor",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import pickle
 import signal
 import sys
@@ -21,7 +20,6 @@ import traceback
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from multiprocessing import forkserver
 from types import TracebackType
 from typing import Any, Literal
 
@@ -29,10 +27,11 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from gymnasiarch._backend import Backend, ChildRun, LocalBackend
 from gymnasiarch._child import Launch
 from gymnasiarch._events import Event, EventHub
-from gymnasiarch._launcher import StartMethod, forkserver_running
-from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus
+from gymnasiarch._launcher import StartMethod
+from gymnasiarch._process import ExitStatus
 from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch._spec import (
     RESTART_TYPES,
@@ -131,7 +130,7 @@ class _NestedRun:
         """Nothing to abandon: the inner supervisor bounds its own waits."""
 
 
-_Run = ChildProcess | _NestedRun
+_Run = ChildRun | _NestedRun
 
 
 class _Child:
@@ -189,7 +188,10 @@ class Supervisor:
             is ready; ``"parallel"`` starts them all at once.
         backoff: Delay restarts with exponential backoff; ``None`` restarts
             at once (as OTP does).
-        start_method: ``"forkserver"`` (fast; the default) or ``"spawn"``.
+        start_method: ``"forkserver"`` (fast; the default) or ``"spawn"``,
+            for the default :class:`~gymnasiarch.LocalBackend`.
+        backend: Where the children run; by default processes of this
+            machine (``LocalBackend(start_method)``).
         kill_timeout: How long to wait for a child to go away after SIGKILL
             before it is reported as a zombie.
         handle_signals: Turn SIGINT, SIGTERM and SIGHUP into an orderly
@@ -230,6 +232,7 @@ class Supervisor:
         significant: bool = False,
         shutdown: float | None = None,
         log_server: LogServer | None = None,
+        backend: Backend | None = None,
     ) -> None:
         check_choice("strategy", strategy, STRATEGIES)
         check_choice("start_order", start_order, START_ORDERS)
@@ -262,6 +265,7 @@ class Supervisor:
         self.start_order: StartOrder = start_order
         self.backoff = backoff
         self.start_method: StartMethod = start_method
+        self.backend: Backend = backend if backend is not None else LocalBackend(start_method)
         self.kill_timeout = float(kill_timeout)
         self.handle_signals = handle_signals
         self.restart: RestartType = restart
@@ -304,7 +308,6 @@ class Supervisor:
         self._pending_exits = 0
         self._starting = False
         self._stop_requested = False
-        self._preload: list[str] = []
         self._log_server: LogServer | None = None
 
     @staticmethod
@@ -335,7 +338,7 @@ class Supervisor:
             if isinstance(spec, ChildSpec):
                 module = self._check_target(spec)
                 if module:
-                    self._preload.append(module)
+                    self.backend.preload(module)
             else:
                 spec._check_all()  # a nested supervisor: its targets are checked too
 
@@ -473,8 +476,8 @@ class Supervisor:
     # -- starting ---------------------------------------------------------------
 
     async def _start_initial(self) -> None:
-        if self.start_method == "forkserver" and any(isinstance(s, ChildSpec) for s in self._specs):
-            await _ensure_forkserver(self._preload)
+        if any(isinstance(s, ChildSpec) for s in self._specs):
+            await self.backend.prepare()
         children = list(self._children.values())
         if self.start_order == "sequential":
             for child in children:
@@ -518,12 +521,8 @@ class Supervisor:
             seed=seed,
             restarts=child.restarts,
         )
-        return await ChildProcess.start(
-            launch,
-            self.start_method,
-            self._preload,
-            ticket=ticket,
-            capture_output=spec.output == "capture",
+        return await self.backend.start(
+            launch, ticket=ticket, capture_output=spec.output == "capture"
         )
 
     async def _ensure_log_server(self) -> LogServer:
@@ -829,7 +828,7 @@ class Supervisor:
         if isinstance(spec, ChildSpec):
             module = self._check_target(spec)
             if module:
-                self._preload.append(module)
+                self.backend.preload(module)
         self._add_spec(spec)
         child = self._children[spec.name] = _Child(spec)
         async with self._lock:
@@ -861,16 +860,6 @@ class Supervisor:
             child.restarts += 1
             self._events.publish("restarting", child=name, restarts=child.restarts, detail="asked")
             await self._start(child, initial=False)
-
-
-async def _ensure_forkserver(preload: list[str]) -> None:
-    """Start the fork server with our modules (and the targets') preloaded."""
-    multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD + preload)
-    if forkserver_running():
-        forkserver.ensure_running()  # a non-blocking check that it is still alive
-    else:
-        # Starting the fork server imports our modules: do it off the loop.
-        await anyio.to_thread.run_sync(forkserver.ensure_running)
 
 
 _PATIENCE = 1.0  # seconds of a silent wait for a child to stop, before saying so

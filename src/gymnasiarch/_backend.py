@@ -1,0 +1,107 @@
+"""Where a supervisor's children run: the seam between the supervisor and the process layer.
+
+The supervisor decides (start, restart, stop, give up); a backend carries
+it out. It knows only the two faces below. :class:`LocalBackend`, the
+default, runs each child as a process of this machine through the fork
+server (or spawn); a backend for a cluster would run the same
+:class:`~gymnasiarch._child.Launch` somewhere else, and report back through
+the same face (ARCHITECTURE.md, "Beyond one machine").
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from multiprocessing import forkserver
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import TaskStatus
+
+from gymnasiarch._child import Launch
+from gymnasiarch._launcher import StartMethod, forkserver_running
+from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus
+from gymnasiarch.logserver import LogTicket
+
+
+class ChildRun(Protocol):
+    """One run of one child, as the supervisor sees it."""
+
+    name: str
+    started: anyio.Event
+    ready: anyio.Event
+    ready_value: Any
+    exited: anyio.Event
+    status: ExitStatus | None
+    stop_requested: bool
+
+    @property
+    def pid(self) -> int | None:
+        """The process id, where the child has one this machine can see."""
+
+    async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow the run to its end; set :attr:`exited` (and :attr:`status`) then."""
+
+    def terminate(self) -> None:
+        """Ask the child to stop."""
+
+    def kill(self) -> None:
+        """Stop the child now."""
+
+    def abandon(self) -> None:
+        """Stop following a child that would not go away."""
+
+
+class Backend(Protocol):
+    """Where children run."""
+
+    def preload(self, module: str) -> None:
+        """A module the children's targets live in, worth loading once for all."""
+
+    async def prepare(self) -> None:
+        """Get ready to start children (called before the first start)."""
+
+    async def start(
+        self, launch: Launch, *, ticket: LogTicket | None, capture_output: bool
+    ) -> ChildRun:
+        """Start one run of a child."""
+
+
+class LocalBackend:
+    """Children as processes of this machine, started through the fork server or spawn.
+
+    Args:
+        start_method: ``"forkserver"`` (fast; modules are loaded once in
+            the server) or ``"spawn"`` (a fresh interpreter per child).
+    """
+
+    def __init__(self, start_method: StartMethod = "forkserver") -> None:
+        self.start_method: StartMethod = start_method
+        self._preload: list[str] = []
+
+    def preload(self, module: str) -> None:
+        """Load *module* in the fork server, if it is not running yet."""
+        if module not in self._preload:
+            self._preload.append(module)
+
+    async def prepare(self) -> None:
+        """Start the fork server (once per process) with our modules and the targets'."""
+        if self.start_method != "forkserver":
+            return
+        multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD + self._preload)
+        if forkserver_running():
+            forkserver.ensure_running()  # a non-blocking check that it is still alive
+        else:
+            # Starting the fork server imports our modules: do it off the loop.
+            await anyio.to_thread.run_sync(forkserver.ensure_running)
+
+    async def start(
+        self, launch: Launch, *, ticket: LogTicket | None, capture_output: bool
+    ) -> ChildRun:
+        """Start one child process (see :meth:`ChildProcess.start`)."""
+        return await ChildProcess.start(
+            launch,
+            self.start_method,
+            self._preload,
+            ticket=ticket,
+            capture_output=capture_output,
+        )
