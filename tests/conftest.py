@@ -26,7 +26,7 @@ def long_lived_helpers() -> None:
     a test, they would look like that test's leak.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["gymnasiarch._child", "tests.targets.basic"])
+    context.set_forkserver_preload(["gymnasiarch._child", "targets.basic"])
     forkserver.ensure_running()
 
 
