@@ -15,6 +15,7 @@ import pytest
 # multiprocessing's resource tracker and fork server live as long as the
 # test process (the fork server's children, our supervised processes, are
 # checked): the same leftover check our users get from gymnasiarch.testing.
+from gymnasiarch._process import PRELOAD
 from gymnasiarch.testing import _no_leftovers
 
 
@@ -26,7 +27,7 @@ def long_lived_helpers() -> None:
     a test, they would look like that test's leak.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["gymnasiarch._child", "targets.basic"])
+    context.set_forkserver_preload([*PRELOAD, "targets.basic"])
     forkserver.ensure_running()
 
 
