@@ -482,3 +482,25 @@ async def test_records_in_row_form_are_checked_like_objects(collector: Collector
     assert record.child == "rowdy"  # type: ignore[attr-defined]
     assert "row has 5 fields" in warnings[0]
     assert "'levelno'" in warnings[1]
+
+
+async def test_a_line_without_end_is_cut_into_bounded_records(collector: Collector) -> None:
+    """8 MiB without a newline: records of at most 64 KiB, all of it, quickly."""
+    with anyio.fail_after(20):
+        await Supervisor(
+            [ChildSpec("bar", f"{L}:endless_line", args=(8,), restart="temporary")]
+        ).run()
+    sizes = [len(m) for m in collector.messages("gymnasiarch.child.bar")]
+    assert sum(sizes) == 8 * 2**20
+    assert max(sizes) <= 64 * 1024
+
+
+async def test_spawn_children_can_inherit_our_output(capfd: pytest.CaptureFixture[str]) -> None:
+    """output="inherit" under spawn: the child's stdout is ours, and still open."""
+    with anyio.fail_after(30), pytest.raises(PrematureTaskDeathError):
+        await Supervisor(
+            [ChildSpec("loud", f"{L}:print_and_crash", restart="transient", output="inherit")],
+            max_restarts=0,
+            start_method="spawn",
+        ).run()
+    assert "hello from stdout" in capfd.readouterr().out

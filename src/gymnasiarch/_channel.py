@@ -10,24 +10,61 @@ their size and a deadline once a frame has begun. See :mod:`gymnasiarch._wire`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
-from anyio.abc import ByteStream, SocketAttribute
+from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from gymnasiarch import _wire
 from gymnasiarch._wire import WireError
 
+logger = logging.getLogger("gymnasiarch.channel")
+
+_ACCEPT_PAUSE = 0.1  # seconds to wait after a failed accept before the next
+_HELLO_BYTES = 4096  # a hello is small: a stranger may not make us buffer a MiB
+
 # -- the server's side ------------------------------------------------------------
 
 
+async def accept_forever(
+    listener: Any, handle: Callable[[Any], Coroutine[Any, Any, None]], group: TaskGroup, what: str
+) -> None:
+    """Accept connections on *listener* (and the listeners of a multi-listener) for ever.
+
+    Unlike ``Listener.serve``, a failed accept (out of file descriptors,
+    say) is logged and retried after a pause: it must not end the server,
+    and with it the supervisor whose task group it runs in.
+    """
+    async with anyio.create_task_group() as accepting:
+        for one in getattr(listener, "listeners", [listener]):
+            accepting.start_soon(_accept_on, one, handle, group, what)
+
+
+async def _accept_on(
+    listener: Any, handle: Callable[[Any], Coroutine[Any, Any, None]], group: TaskGroup, what: str
+) -> None:
+    while True:
+        try:
+            stream = await listener.accept()
+        except (OSError, anyio.BrokenResourceError) as error:
+            logger.warning("%s: accepting a connection failed (%s); trying again", what, error)
+            await anyio.sleep(_ACCEPT_PAUSE)  # a pause after an error, not a poll
+            continue
+        group.start_soon(handle, stream)
+
+
 async def read_message(
-    received: BufferedByteReceiveStream, *, frame_timeout: float, idle_ok: bool = False
+    received: BufferedByteReceiveStream,
+    *,
+    frame_timeout: float,
+    idle_ok: bool = False,
+    max_size: int = _wire.MAX_FRAME,
 ) -> dict[str, Any] | None:
     """The next message; ``None`` at a clean end of stream between frames (if *idle_ok*).
 
@@ -48,6 +85,8 @@ async def read_message(
         if len(header) < _wire.HEADER.size:
             header += await received.receive_exactly(_wire.HEADER.size - len(header))
         length = _wire.frame_length(header)
+        if length > max_size:
+            raise WireError(f"frame of {length} bytes announced, the cap here is {max_size}")
         payload = await received.receive_exactly(length) if length else b""
     return _wire.decode(payload)
 
@@ -70,7 +109,7 @@ async def authenticate(
     await stream.send(_wire.encode({"t": "challenge", "nonce": nonce}))
     received = BufferedByteReceiveStream(stream)
     with anyio.fail_after(handshake_timeout):
-        hello = await read_message(received, frame_timeout=frame_timeout)
+        hello = await read_message(received, frame_timeout=frame_timeout, max_size=_HELLO_BYTES)
     if hello is None or hello["t"] != "hello":
         raise WireError("the handshake failed")
     ticket = str(hello.get("ticket"))
@@ -127,7 +166,7 @@ def connect(
 ) -> socket.socket:
     """Connect to a server (a Unix path or ``[host, port]``) and answer its challenge.
 
-    *on_connect* runs once the connection is made, before anything is sent.
+    *on_connect* runs once the handshake is sent, before anything else is.
     The returned socket is blocking, without a timeout.
 
     Raises:
@@ -146,8 +185,6 @@ def connect(
         host, port = address
         sock = socket.create_connection((host, port), timeout=timeout)
     try:
-        if on_connect is not None:
-            on_connect()
         challenge = _wire.decode(receive_frame(sock))
         nonce = challenge.get("nonce")
         if challenge["t"] != "challenge" or not isinstance(nonce, str):
@@ -155,6 +192,8 @@ def connect(
         mac = _wire.answer(key, nonce)
         sock.sendall(_wire.encode({"t": "hello", "ticket": ticket, "mac": mac}))
         sock.settimeout(None)
+        if on_connect is not None:  # only now will the server hear us to the end
+            on_connect()
     except BaseException:
         sock.close()
         raise

@@ -106,8 +106,9 @@ def _guard_against_orphaning() -> None:
     """Exit when the supervisor dies, even by SIGKILL.
 
     Two guards, because each has a measured trap: the parent-death signal
-    belongs to the thread that forked us (and, with a fork server, to the
-    fork server, which exits when the supervisor does), and EOF on the
+    belongs to the thread that forked us (with a fork server, to the fork
+    server, which outlives the supervisor while its children hold its alive
+    descriptor: there the EOF guard is the one that acts), and EOF on the
     parent's pipe is late when a forked sibling inherited its write end.
     Both are checked once after arming, in case the parent died before.
     """

@@ -25,7 +25,14 @@ import anyio
 from anyio.abc import ByteStream, TaskStatus
 
 from gymnasiarch import _wire
-from gymnasiarch._channel import authenticate, connect, describe_peer, read_message, receive_frame
+from gymnasiarch._channel import (
+    accept_forever,
+    authenticate,
+    connect,
+    describe_peer,
+    read_message,
+    receive_frame,
+)
 from gymnasiarch._supervisor import Supervisor
 from gymnasiarch._wire import WireError
 
@@ -100,9 +107,12 @@ class ControlServer:
         with os.fdopen(descriptor, "w") as stream:
             stream.write(self._secret.hex())
         try:
-            async with await anyio.create_unix_listener(self.path, mode=0o600) as listener:
+            async with (
+                await anyio.create_unix_listener(self.path, mode=0o600) as listener,
+                anyio.create_task_group() as connections,
+            ):
                 task_status.started()
-                await listener.serve(self._serve_connection)
+                await accept_forever(listener, self._serve_connection, connections, "control")
         finally:
             self.path.unlink(missing_ok=True)
             secret_file.unlink(missing_ok=True)

@@ -40,6 +40,7 @@ import anyio
 
 StartMethod = Literal["forkserver", "spawn"]
 
+_PID_TIMEOUT = 30.0  # seconds for the fork server to answer a request with a pid
 _MAIN_KEYS = ("init_main_from_name", "init_main_from_path")
 
 
@@ -130,9 +131,14 @@ class _ForkServerStart(popen_forkserver.Popen):
             mp_context.set_spawning_popen(None)
         buffer.write(self._payload)
         self.sentinel, data = _request_fork(self._fds)
-        # The child watches a duplicate of the data pipe's write end to learn
-        # that its parent died (multiprocessing.parent_process().sentinel).
-        parent_alive = os.dup(data)
+        try:
+            # The child watches a duplicate of the data pipe's write end to
+            # learn that its parent died (multiprocessing.parent_process().sentinel).
+            parent_alive = os.dup(data)
+        except BaseException:
+            # Closing both ends tells the child already forked to go away.
+            _close_fds(self.sentinel, data)
+            raise
         self.finalizer = util.Finalize(self, _close_fds, (parent_alive, self.sentinel))
         with open(data, "wb", closefd=True) as stream:
             stream.write(buffer.getbuffer())
@@ -152,10 +158,14 @@ async def start_forkserver(process: Any) -> Started:
     popen = _ForkServerStart(process)
     try:
         # Shielded: the child is on its way and must not be lost. The wait
-        # is short, and ends with EOF should the fork server be gone.
-        with anyio.CancelScope(shield=True):
+        # is short, ends with EOF should the fork server be gone, and is
+        # bounded should it hang (closing our ends then sends the child off).
+        with anyio.CancelScope(shield=True), anyio.fail_after(_PID_TIMEOUT):
             await anyio.wait_readable(popen.sentinel)
         popen.pid = forkserver.read_signed(popen.sentinel)
+    except (EOFError, TimeoutError) as error:
+        popen.close()
+        raise OSError(f"the fork server did not start the child: {error or 'no answer'}") from None
     except BaseException:
         popen.close()
         raise

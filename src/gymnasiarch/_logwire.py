@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import time
 import traceback
 from typing import Any
@@ -73,7 +74,7 @@ _DEFAULTS: dict[str, Any] = {
     "threadName": None,
     "process": None,
     "processName": None,
-    "taskName": None,
+    **({"taskName": None} if sys.version_info >= (3, 12) else {}),
 }
 # Every attribute a LogRecord has (3.12 adds taskName): extras may not shadow them.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
@@ -83,6 +84,13 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
     "taskName",
 }
 _PLAIN = (str, int, float, bool, type(None))
+# Extras a child may not set: the record's own attributes and methods, and
+# the keys structlog's renderers show as the level, logger, time and event.
+_RESERVED = (
+    _STANDARD
+    | set(dir(logging.LogRecord))
+    | {"event", "level", "logger", "logger_name", "timestamp", "exception", "stack"}
+)
 _OWN_LOGGERS = "gymnasiarch"
 # When logging was loaded: the origin of relativeCreated, as the stdlib counts it.
 _START: float = getattr(logging, "_startTime", time.time())
@@ -182,8 +190,10 @@ def _check(data: object) -> dict[str, Any]:
         if type(extra) is not dict:
             raise WireError("record field 'extra' is not an object")
         for key, value in extra.items():
-            if key in _STANDARD or key.startswith("_"):
-                continue  # could overwrite what the parent checked or stamps
+            if key in _RESERVED or key.startswith("_") or not key.isidentifier():
+                # It could overwrite what the parent checked or stamps, or
+                # what its renderer shows (level, logger...), or not be a name.
+                continue
             if not isinstance(value, _PLAIN):
                 raise WireError(f"extra field {key!r} is not plain data")
             data[key] = value

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 
 TAIL_LINES = 20
+MAX_LINE = 64 * 1024  # bytes: a longer line is cut into records of this size
 _READ_SIZE = 65536
 _LEVELS = {"stdout": logging.INFO, "stderr": logging.WARNING}
 
@@ -44,8 +45,9 @@ def _rebuild_inherited(duplicate: Any) -> InheritedFd:
 def redirect_output(stdout: InheritedFd, stderr: InheritedFd) -> None:
     """In the child: make the pipes its stdout and stderr, line buffered."""
     for source, target in ((stdout, 1), (stderr, 2)):
-        os.dup2(source.fd, target)
-        os.close(source.fd)
+        if source.fd != target:  # spawn passes an inherited fd 1 as fd 1
+            os.dup2(source.fd, target)
+            os.close(source.fd)
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             with contextlib.suppress(ValueError, io.UnsupportedOperation):
@@ -111,6 +113,9 @@ class OutputCapture:
                 *lines, partial = (partial + data).split(b"\n")
                 for line in lines:
                     self._emit(stream, line)
+                while len(partial) > MAX_LINE:  # a progress bar never ends its line
+                    self._emit(stream, partial[:MAX_LINE])
+                    partial = partial[MAX_LINE:]
         finally:  # at the end, or when the wait for the end was given up
             if partial:
                 self._emit(stream, partial)

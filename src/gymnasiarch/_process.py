@@ -199,6 +199,13 @@ class ChildProcess:
                 started = await start_forkserver(process)
             else:
                 started = start_spawn(process, needs_main=_needs_main_module(launch))
+            try:
+                child = cls(launch.name, started, reader, method, ticket=ticket, output=output)
+            except BaseException:  # out of descriptors for the pidfd, say
+                with contextlib.suppress(OSError):
+                    os.kill(started.pid, signal.SIGKILL)
+                started.close()
+                raise
         except BaseException:
             for end in (reader, writer):
                 if end is not None:
@@ -211,7 +218,7 @@ class ChildProcess:
         writer.close()
         if output is not None:
             output.close_child_ends()
-        return cls(launch.name, started, reader, method, ticket=ticket, output=output)
+        return child
 
     # -- watching -------------------------------------------------------------
 

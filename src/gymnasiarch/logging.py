@@ -40,13 +40,16 @@ def _add_exc_text(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
 
 
 def _escape_for_console(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
-    """No text a child sent may start a line of its own on the console."""
+    """No text a child sent, key or value, may start a line of its own on the console."""
+    escaped: dict[str, Any] = {}
     for key, value in event_dict.items():
+        shown = value
         if key == "exception" and isinstance(value, str):
-            event_dict[key] = "\n".join("    " + _escape(line) for line in value.splitlines())
+            shown = "\n".join("    " + _escape(line) for line in value.splitlines())
         elif isinstance(value, str):
-            event_dict[key] = _escape(value)
-    return event_dict
+            shown = _escape(value)
+        escaped[_escape(key) if isinstance(key, str) else key] = shown
+    return escaped
 
 
 def _pre_chain() -> list[Any]:

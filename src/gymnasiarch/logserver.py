@@ -52,7 +52,13 @@ from anyio.abc import (
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from gymnasiarch import _wire
-from gymnasiarch._channel import authenticate, connect, describe_peer, read_message
+from gymnasiarch._channel import (
+    accept_forever,
+    authenticate,
+    connect,
+    describe_peer,
+    read_message,
+)
 from gymnasiarch._logwire import ROW, make_record, record_to_row, reinject
 from gymnasiarch._wire import WireError
 
@@ -221,7 +227,8 @@ class LogServer:
                 try:
                     with anyio.CancelScope() as self._accepting:
                         task_status.started()
-                        await listener.serve(self._serve_connection, task_group=connections)
+                        what = "log server"
+                        await accept_forever(listener, self._serve_connection, connections, what)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await listener.aclose()
@@ -370,6 +377,8 @@ class LogClientHandler(logging.Handler):
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(self._close_timeout)
+            if thread.is_alive():  # the server does not read: what is left goes to stderr
+                self._give_up("the log server stopped reading; logging to stderr", [])
         super().close()
 
     # -- the sender thread ------------------------------------------------------
@@ -378,8 +387,9 @@ class LogClientHandler(logging.Handler):
         try:
             sock = self._connect()
         except (OSError, WireError, ValueError) as error:
-            self._give_up(f"cannot reach the log server ({error}); logging to stderr")
+            self._give_up(f"cannot reach the log server ({error}); logging to stderr", [])
             return
+        batch: list[bytes] = []
         try:
             while True:
                 with self._cond:
@@ -391,9 +401,11 @@ class LogClientHandler(logging.Handler):
                 with self._cond:
                     self._done += len(batch)
                     self._cond.notify_all()
+                batch = []
             sock.sendall(_wire.encode({"t": "bye"}))
         except OSError as error:
-            self._give_up(f"lost the log server ({error}); logging to stderr")
+            # The batch in flight may not have arrived: it goes to stderr too.
+            self._give_up(f"lost the log server ({error}); logging to stderr", batch)
         finally:
             sock.close()
 
@@ -415,10 +427,10 @@ class LogClientHandler(logging.Handler):
             on_connect=self._on_connect,
         )
 
-    def _give_up(self, why: str) -> None:
+    def _give_up(self, why: str, in_flight: list[bytes]) -> None:
         with self._cond:
             self._stderr_only = True
-            left = list(self._pending)
+            left = [*in_flight, *self._pending]
             self._pending.clear()
             self._done += len(left)
             self._cond.notify_all()
@@ -431,6 +443,7 @@ def _after_fork(reference: weakref.ref[LogClientHandler]) -> None:
         # The connection and the thread are the parent's; our records go to stderr.
         handler._cond = threading.Condition()
         handler._pending.clear()
+        handler._done = handler._queued  # nothing of ours is in flight: flush() returns
         handler._stderr_only = True
 
 

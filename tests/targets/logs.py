@@ -75,3 +75,12 @@ def odd_records() -> None:
     """Records made by hand, with fields the stdlib leaves None; then an ordinary one."""
     log.handle(logging.LogRecord("targets.logs", logging.INFO, None, None, "hand-made", None, None))  # type: ignore[arg-type]
     log.info("after the odd one")
+
+
+def endless_line(megabytes: int) -> int:
+    """Write *megabytes* to stdout without one newline (a progress bar that never ends)."""
+    chunk = "#" * 65536
+    for _ in range(megabytes * 16):
+        sys.stdout.write(chunk)
+    sys.stdout.flush()
+    return megabytes
