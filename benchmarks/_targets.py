@@ -59,24 +59,52 @@ def signal_then_sleep(conn: Connection) -> None:
     _sleep_forever()
 
 
-# -- targets of the logging benchmarks ---------------------------------------------
+# -- targets of the logging benchmarks -------------------------------------------
+# logging is imported inside each target: the spawn baseline of bench_supervisor
+# imports this module in a fresh interpreter, and its start time must not
+# include loading logging (and, for the SocketHandler, logging.handlers).
 
 BURST_LOGGER = "bench.burst"
+BURST_MESSAGE = "record %d"
 
 
-def log_burst(count: int) -> int:
-    """Log *count* records as fast as the handler takes them (a supervised child)."""
-    import logging  # noqa: PLC0415 - stdlib, cheap; keeps the module's top small
+def _queued_in_handlers() -> int | None:
+    """Records our log handler still holds (not yet sent), or None if there is none.
+
+    Peeks at a private attribute on purpose: how far the sender lags behind
+    the logging loop is the one thing the public API does not say.
+    """
+    import logging  # noqa: PLC0415 - see the comment above the logging targets
+
+    for handler in logging.getLogger().handlers:
+        pending = getattr(handler, "_pending", None)
+        if pending is not None:
+            return len(pending)
+    return None
+
+
+def log_burst(count: int) -> dict[str, float | int | None]:
+    """Log *count* records as fast as they are taken, in a supervised child.
+
+    Returns the wall-clock times the loop started and ended, and how many
+    records were still queued in our handler when it ended.
+    """
+    import logging  # noqa: PLC0415
 
     log = logging.getLogger(BURST_LOGGER)
-    log.setLevel(logging.INFO)
+    log.setLevel(logging.INFO)  # whatever the parent's level, nothing is filtered
+    started = time.time()
     for i in range(count):
-        log.info("record %d of the burst", i)
-    return count
+        log.info(BURST_MESSAGE, i)
+    ended = time.time()
+    return {"started": started, "ended": ended, "queued": _queued_in_handlers()}
 
 
-def log_burst_to_socket(port: int, count: int) -> None:
-    """The baseline's child: the same burst through a stdlib SocketHandler (pickle/TCP)."""
+def log_burst_to_socket(port: int, count: int, conn: Connection) -> None:
+    """The baseline child: the same burst through a stdlib ``SocketHandler`` (pickle/TCP).
+
+    Sends ``(started, ended)`` of its loop over *conn* once the handler is closed.
+    """
     import logging  # noqa: PLC0415
     import logging.handlers  # noqa: PLC0415
 
@@ -85,33 +113,69 @@ def log_burst_to_socket(port: int, count: int) -> None:
     log.handlers[:] = [handler]
     log.propagate = False
     log.setLevel(logging.INFO)
+    started = time.time()
     for i in range(count):
-        log.info("record %d of the burst", i)
+        log.info(BURST_MESSAGE, i)
+    ended = time.time()
     handler.close()
+    conn.send((started, ended))
+    conn.close()
 
 
 def log_paced(count: int, interval: float) -> int:
-    """Log *count* records *interval* seconds apart (the latency figure)."""
+    """Log *count* records *interval* seconds apart, in a supervised child (latency)."""
     import logging  # noqa: PLC0415
 
     log = logging.getLogger(BURST_LOGGER)
     log.setLevel(logging.INFO)
     for i in range(count):
         time.sleep(interval)
-        log.info("paced record %d", i)
+        log.info("paced " + BURST_MESSAGE, i)
     return count
 
 
-def emit_rate(count: int, null: bool) -> float:
-    """Records per second this child can emit: with the handler it has, or a NullHandler."""
+def emit_rates(count: int, rounds: int) -> dict[str, list[float]]:
+    """Records/s of this child's logging loop, by where the records go (a supervised child).
+
+    ``ours``: the root handler a supervised child has, our
+    ``LogClientHandler``. ``null``: a ``NullHandler``, what any log call costs.
+    ``encode``: a handler that only encodes each record as ours does and
+    drops it, which tells the encoding apart from the queue and the sender
+    thread. Each round times one loop of *count* calls each way, in rotating
+    order; after each loop it waits (untimed) until our sender thread has
+    sent everything, so that thread does not steal the next loop's time.
+    """
     import logging  # noqa: PLC0415
 
-    log = logging.getLogger("bench.emit")
-    log.setLevel(logging.INFO)
-    if null:
-        log.handlers[:] = [logging.NullHandler()]
-        log.propagate = False
-    began = time.perf_counter()
-    for i in range(count):
-        log.info("record %d of the burst", i)
-    return count / (time.perf_counter() - began)
+    from gymnasiarch.logserver import _encode_record  # noqa: PLC0415 - see the module docstring
+
+    class EncodeOnly(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            _encode_record(record)
+
+    loggers = {
+        "ours": logging.getLogger("bench.emit.ours"),
+        "null": logging.getLogger("bench.emit.null"),
+        "encode": logging.getLogger("bench.emit.encode"),
+    }
+    for name, log in loggers.items():
+        log.setLevel(logging.INFO)
+        if name != "ours":
+            log.handlers[:] = [logging.NullHandler() if name == "null" else EncodeOnly()]
+            log.propagate = False
+
+    def rate(log: logging.Logger) -> float:
+        began = time.perf_counter()
+        for i in range(count):
+            log.info(BURST_MESSAGE, i)
+        per_second = count / (time.perf_counter() - began)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        return per_second
+
+    names = list(loggers)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        for name in names[round_ % 3 :] + names[: round_ % 3]:
+            results[name].append(rate(loggers[name]))
+    return results

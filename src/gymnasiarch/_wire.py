@@ -1,9 +1,10 @@
 """The log wire: length-prefixed JSON frames and the handshake that opens a connection.
 
 A frame is a 4-byte big-endian length and that many bytes of UTF-8 JSON, an
-object with a type ``t``. JSON won over msgpack on the benchmark that
-decides (``benchmarks/bench_logging.py``): the frames are batches, so the
-decoder runs once per batch, and JSON needs no dependency. Nothing on this
+object with a type ``t``. msgpack is 4-5x faster at this
+(``benchmarks/bench_logging.py``, figure L6), but it would be a dependency
+the project does not take; JSON is in the standard library, and its cost,
+a few microseconds per record, is measured on every benchmark run. Nothing on this
 wire is ever unpickled.
 
 The conversation, server first::
