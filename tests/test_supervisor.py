@@ -6,8 +6,10 @@ import contextlib
 import os
 import resource
 import signal
+from collections.abc import Mapping
 from multiprocessing import forkserver
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -634,23 +636,56 @@ async def test_a_long_wait_for_a_stopping_child_says_what_it_waits_for(
 
 
 async def test_a_backend_can_be_given_and_sees_every_start() -> None:
-    """The supervisor starts children only through its backend (the seam for a cluster)."""
+    """The supervisor starts children only through its backend (the seam for a cluster).
+
+    Nested supervisors run where their parent does, and the backend is
+    prepared before the first start and closed after the last exit, once.
+    """
 
     class Counting(LocalBackend):
         def __init__(self) -> None:
             super().__init__("forkserver")
-            self.launched: list[str] = []
+            self.launched: list[tuple[str, Any]] = []
+            self.calls: list[str] = []
+
+        async def prepare(self) -> None:
+            self.calls.append("prepare")
+            await super().prepare()
+
+        async def aclose(self) -> None:
+            self.calls.append("aclose")
 
         async def start(
-            self, launch: Launch, *, ticket: LogTicket | None, capture_output: bool
+            self,
+            launch: Launch,
+            *,
+            ticket: LogTicket | None,
+            capture_output: bool,
+            placement: Mapping[str, Any] | None = None,
         ) -> ChildRun:
-            self.launched.append(launch.name)
+            self.launched.append((launch.name, placement))
             return await super().start(launch, ticket=ticket, capture_output=capture_output)
 
     backend = Counting()
+    inner = Supervisor(
+        [ChildSpec("two", f"{T}:add", args=(2, 2), restart="transient")],
+        name="inner",
+        restart="transient",
+    )
     with anyio.fail_after(20):
         results = await Supervisor(
-            [ChildSpec("one", f"{T}:add", args=(1, 1), restart="transient")], backend=backend
+            [
+                ChildSpec(
+                    "one",
+                    f"{T}:add",
+                    args=(1, 1),
+                    restart="transient",
+                    placement={"num_cpus": 1},
+                ),
+                inner,
+            ],
+            backend=backend,
         ).run()
-    assert results == {"one": 2}
-    assert backend.launched == ["one"]
+    assert results["one"] == 2
+    assert sorted(backend.launched) == [("one", {"num_cpus": 1}), ("two", None)]
+    assert backend.calls == ["prepare", "prepare", "aclose", "aclose"]

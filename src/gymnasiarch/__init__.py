@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from gymnasiarch._spec import ChildSpec as ChildSpec
     from gymnasiarch._supervisor import ChildInfo as ChildInfo
     from gymnasiarch._supervisor import Supervisor as Supervisor
+    from gymnasiarch.ray_backend import RayBackend as RayBackend
 
 try:
     __version__: str = version("gymnasiarch")
@@ -41,6 +42,7 @@ _LAZY = {
     "ChildSpec": "gymnasiarch._spec",
     "Event": "gymnasiarch._events",
     "LocalBackend": "gymnasiarch._backend",
+    "RayBackend": "gymnasiarch.ray_backend",
     "ExitStatus": "gymnasiarch._process",
     "RemoteTraceback": "gymnasiarch._process",
     "RuntimeConfig": "gymnasiarch._runtime_config",
@@ -57,6 +59,7 @@ __all__ = [
     "Event",
     "ExitStatus",
     "LocalBackend",
+    "RayBackend",
     "RemoteTraceback",
     "RuntimeConfig",
     "Supervisor",

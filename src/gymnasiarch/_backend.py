@@ -11,6 +11,7 @@ the same face (ARCHITECTURE.md, "Beyond one machine").
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Mapping
 from multiprocessing import forkserver
 from typing import Any, Protocol
 
@@ -20,7 +21,7 @@ from anyio.abc import TaskStatus
 from gymnasiarch._child import Launch
 from gymnasiarch._launcher import StartMethod, forkserver_running
 from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus
-from gymnasiarch.logserver import LogTicket
+from gymnasiarch.logserver import LogServer, LogTicket
 
 
 class ChildRun(Protocol):
@@ -52,7 +53,13 @@ class ChildRun(Protocol):
 
 
 class Backend(Protocol):
-    """Where children run."""
+    """Where children run.
+
+    A supervisor calls :meth:`prepare` once before its first start (before
+    it installs its signal handlers) and :meth:`aclose` once after its last
+    child has gone; nested supervisors share their parent's backend, so
+    these calls nest.
+    """
 
     def preload(self, module: str) -> None:
         """A module the children's targets live in, worth loading once for all."""
@@ -60,10 +67,21 @@ class Backend(Protocol):
     async def prepare(self) -> None:
         """Get ready to start children (called before the first start)."""
 
+    def log_server(self) -> LogServer:
+        """A new log server the children of this backend can reach."""
+
     async def start(
-        self, launch: Launch, *, ticket: LogTicket | None, capture_output: bool
+        self,
+        launch: Launch,
+        *,
+        ticket: LogTicket | None,
+        capture_output: bool,
+        placement: Mapping[str, Any] | None = None,
     ) -> ChildRun:
-        """Start one run of a child."""
+        """Start one run of a child (*placement*: see ``ChildSpec.placement``)."""
+
+    async def aclose(self) -> None:
+        """Release what :meth:`prepare` took (called once per :meth:`prepare`)."""
 
 
 class LocalBackend:
@@ -94,10 +112,19 @@ class LocalBackend:
             # Starting the fork server imports our modules: do it off the loop.
             await anyio.to_thread.run_sync(forkserver.ensure_running)
 
+    def log_server(self) -> LogServer:
+        """A server on a private Unix socket: our children are on this machine."""
+        return LogServer.unix()
+
     async def start(
-        self, launch: Launch, *, ticket: LogTicket | None, capture_output: bool
+        self,
+        launch: Launch,
+        *,
+        ticket: LogTicket | None,
+        capture_output: bool,
+        placement: Mapping[str, Any] | None = None,
     ) -> ChildRun:
-        """Start one child process (see :meth:`ChildProcess.start`)."""
+        """Start one child process (see :meth:`ChildProcess.start`); *placement* is unused."""
         return await ChildProcess.start(
             launch,
             self.start_method,
@@ -105,3 +132,6 @@ class LocalBackend:
             ticket=ticket,
             capture_output=capture_output,
         )
+
+    async def aclose(self) -> None:
+        """Nothing to release: the fork server serves this process until it exits."""

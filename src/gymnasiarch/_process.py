@@ -77,6 +77,8 @@ class ExitStatus:
         traceback: The child's traceback text (if it raised).
         pid: The process id the child had.
         output: The last lines the child wrote to stderr (if captured).
+        lost: Why the child's host went away with it (a cluster node lost,
+            its actor killed), where a backend runs children elsewhere.
     """
 
     exitcode: int | None
@@ -86,6 +88,7 @@ class ExitStatus:
     traceback: str | None = None
     pid: int | None = None
     output: str | None = None
+    lost: str | None = None
 
     @property
     def normal(self) -> bool:
@@ -94,6 +97,8 @@ class ExitStatus:
 
     def describe(self) -> str:
         """A short human text: ``exit code 3``, ``signal SIGKILL``, ``raised ValueError``."""
+        if self.lost is not None:
+            return f"lost with its host: {self.lost}"
         if self.error is not None:
             return f"raised {type(self.error).__name__}: {self.error}"
         if self.signum is not None:
@@ -167,12 +172,15 @@ class ChildProcess:
         *,
         ticket: LogTicket | None = None,
         capture_output: bool = True,
+        main_module: bool | None = None,
     ) -> ChildProcess:
         """Start a child process running :func:`gymnasiarch._child.child_main`.
 
         *ticket* is the child's log-server ticket (its client config is in
         the launch's runtime config); with *capture_output* its stdout and
-        stderr become records. Must run in the event loop's thread: the
+        stderr become records. *main_module* says whether a spawned child
+        must load our ``__main__`` first (by default: if the target or its
+        arguments refer to it). Must run in the event loop's thread: the
         parent-death signal belongs to the thread that forks (with the
         spawn method).
         """
@@ -198,7 +206,8 @@ class ChildProcess:
             if method == "forkserver":
                 started = await start_forkserver(process)
             else:
-                started = start_spawn(process, needs_main=_needs_main_module(launch))
+                needs_main = _needs_main_module(launch) if main_module is None else main_module
+                started = start_spawn(process, needs_main=needs_main)
             try:
                 child = cls(launch.name, started, reader, method, ticket=ticket, output=output)
             except BaseException:  # out of descriptors for the pidfd, say
@@ -219,6 +228,11 @@ class ChildProcess:
         if output is not None:
             output.close_child_ends()
         return child
+
+    @property
+    def log_connected(self) -> bool:
+        """Whether the child connected to its log server (it does at its first record)."""
+        return self._log_connected
 
     # -- watching -------------------------------------------------------------
 

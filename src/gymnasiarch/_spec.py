@@ -57,6 +57,57 @@ def check_dotted_path(what: str, path: str) -> None:
         )
 
 
+_NUMBER = (int, float)
+#: What a child's placement may say, and the type of each value.
+PLACEMENT_KEYS: dict[str, tuple[type, ...]] = {
+    "num_cpus": _NUMBER,
+    "num_gpus": _NUMBER,
+    "memory": _NUMBER,
+    "resources": (Mapping,),
+    "accelerator_type": (str,),
+    "runtime_env": (Mapping,),
+    "scheduling_strategy": (object,),  # "DEFAULT", "SPREAD" or a Ray strategy object
+    "node_affinity": (Mapping,),
+}
+
+
+def check_placement(where: str, placement: object) -> dict[str, Any]:
+    """A copy of *placement* once its keys and values are ones a cluster understands.
+
+    Raises:
+        TypeError: Not a mapping, or a value of the wrong type.
+        ValueError: An unknown key, or a negative amount.
+    """
+    if not isinstance(placement, Mapping):
+        raise TypeError(f"{where}: placement must be a mapping, got {placement!r}")
+    checked = dict(placement)
+    for key, value in checked.items():
+        kinds = PLACEMENT_KEYS.get(key)
+        if kinds is None:
+            known = ", ".join(PLACEMENT_KEYS)
+            raise ValueError(f"{where}: placement: unknown key {key!r} (known: {known})")
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise TypeError(f"{where}: placement: {key} has the wrong type: {value!r}")
+        if kinds is _NUMBER and float(value) < 0:  # type: ignore[arg-type]
+            raise ValueError(f"{where}: placement: {key} must be >= 0, got {value!r}")
+    for name, amount in checked.get("resources", {}).items():
+        if not isinstance(name, str) or isinstance(amount, bool) or not isinstance(amount, _NUMBER):
+            raise TypeError(
+                f"{where}: placement: resources must map names to amounts, got {name!r}: {amount!r}"
+            )
+    affinity = checked.get("node_affinity")
+    if affinity is not None and (
+        not isinstance(affinity.get("node_id"), str)
+        or not isinstance(affinity.get("soft", False), bool)
+        or not set(affinity) <= {"node_id", "soft"}
+    ):
+        raise TypeError(
+            f"{where}: placement: node_affinity must be "
+            f'{{"node_id": "<node id>", "soft": true|false}}, got {affinity!r}'
+        )
+    return checked
+
+
 @dataclass(frozen=True)
 class ChildSpec:
     """What to run in one supervised child process, and how to treat its end.
@@ -88,6 +139,13 @@ class ChildSpec:
             (stdout at INFO, stderr at WARNING) and keeps the last lines of
             stderr for the error report; ``"inherit"`` lets the child write
             to the supervisor's own stdout and stderr.
+        placement: Where the child may run, for a backend that places
+            children on a cluster (:class:`~gymnasiarch.ray_backend.RayBackend`):
+            ``num_cpus``, ``num_gpus``, ``memory`` (bytes), ``resources``
+            (custom resources, name to amount), ``accelerator_type``,
+            ``runtime_env``, ``scheduling_strategy`` and ``node_affinity``
+            (``{"node_id": "...", "soft": False}``). The local backend
+            ignores it, so one tree runs on a laptop and on a cluster alike.
     """
 
     name: str
@@ -99,6 +157,7 @@ class ChildSpec:
     significant: bool = False
     ready_timeout: float | None = None
     output: OutputMode = "capture"
+    placement: Mapping[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         check_name("ChildSpec.name", self.name)
@@ -129,6 +188,8 @@ class ChildSpec:
             )
         check_seconds(f"{where}: ready_timeout", self.ready_timeout, allow_none=True)
         check_choice(f"{where}: output", self.output, OUTPUT_MODES)
+        if self.placement is not None:
+            object.__setattr__(self, "placement", check_placement(where, self.placement))
 
 
 @dataclass(frozen=True)

@@ -204,8 +204,9 @@ class Supervisor:
         shutdown: When nested: seconds its parent grants it to stop (``None``
             waits for its own orderly shutdown).
         log_server: Where the children's log records go. By default the
-            supervisor runs its own :meth:`LogServer.unix
-            <gymnasiarch.logserver.LogServer.unix>` while it runs; a server
+            supervisor runs its own while it runs, the one its backend
+            asks for (a :meth:`LogServer.unix
+            <gymnasiarch.logserver.LogServer.unix>` for local children); a server
             given here must be running already and is left running.
 
     Raises:
@@ -265,7 +266,9 @@ class Supervisor:
         self.start_order: StartOrder = start_order
         self.backoff = backoff
         self.start_method: StartMethod = start_method
+        self._given_backend = backend
         self.backend: Backend = backend if backend is not None else LocalBackend(start_method)
+        self._backend_prepared = False
         self.kill_timeout = float(kill_timeout)
         self.handle_signals = handle_signals
         self.restart: RestartType = restart
@@ -358,6 +361,11 @@ class Supervisor:
         self._host_scope.__enter__()
         try:
             if any(isinstance(s, ChildSpec) for s in self._specs):
+                # First: a backend may start a cluster, which may replace
+                # the signal handlers (Ray does), and it says where the
+                # log server must listen for its children to reach it.
+                await self.backend.prepare()
+                self._backend_prepared = True
                 await self._ensure_log_server()
             if self.handle_signals and threading.current_thread() is threading.main_thread():
                 await self._tg.start(self._monitor_signals)
@@ -390,6 +398,10 @@ class Supervisor:
         ):
             with anyio.CancelScope(shield=True):
                 await self._log_server.stop()  # every child is gone: no record is left
+        if self._backend_prepared:
+            self._backend_prepared = False
+            with anyio.CancelScope(shield=True):
+                await self.backend.aclose()
         self._tg.cancel_scope.cancel()  # the signal monitor
         try:
             # The body's exception is ours to pass on, not the task group's:
@@ -476,8 +488,6 @@ class Supervisor:
     # -- starting ---------------------------------------------------------------
 
     async def _start_initial(self) -> None:
-        if any(isinstance(s, ChildSpec) for s in self._specs):
-            await self.backend.prepare()
         children = list(self._children.values())
         if self.start_order == "sequential":
             for child in children:
@@ -505,6 +515,8 @@ class Supervisor:
             if spec.seed is None and self.seed is not None:
                 spec.seed = derive_seed(self.seed, spec.name)
             spec._parent_log_server = await self._ensure_log_server()
+            if spec._given_backend is None:
+                spec.backend = self.backend  # a subtree runs where its parent does
             return _NestedRun(spec)
         seed = None if self.seed is None else derive_seed(self.seed, spec.name)
         ticket = (await self._ensure_log_server()).admit(spec.name)
@@ -522,14 +534,17 @@ class Supervisor:
             restarts=child.restarts,
         )
         return await self.backend.start(
-            launch, ticket=ticket, capture_output=spec.output == "capture"
+            launch,
+            ticket=ticket,
+            capture_output=spec.output == "capture",
+            placement=spec.placement,
         )
 
     async def _ensure_log_server(self) -> LogServer:
         if self._log_server is None:
             self._log_server = self._given_log_server or self._parent_log_server
         if self._log_server is None:
-            self._log_server = LogServer.unix()
+            self._log_server = self.backend.log_server()
             await self._tg.start(self._log_server.serve)
         return self._log_server
 
@@ -830,6 +845,9 @@ class Supervisor:
             if module:
                 self.backend.preload(module)
         self._add_spec(spec)
+        if isinstance(spec, ChildSpec) and not self._backend_prepared:
+            await self.backend.prepare()  # the tree had only subtrees so far
+            self._backend_prepared = True
         child = self._children[spec.name] = _Child(spec)
         async with self._lock:
             try:

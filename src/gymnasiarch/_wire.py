@@ -11,8 +11,12 @@ The conversation, server first::
 
     server: {"t": "challenge", "nonce": <hex>}
     client: {"t": "hello", "ticket": <id>, "mac": <hex>}
-    client: {"t": "records", "r": [<record>, ...]}   (any number)
+    client: {"t": "records", "s": <n>, "r": [<record>, ...]}   (any number)
     client: {"t": "bye"}
+
+``s`` (optional) is the sequence number of the frame's first record on this
+connection, counting from 0: the server warns of a gap (records lost on the
+way) and refuses a frame that goes back.
 
 A record is an object of its fields, or (what gymnasiarch's own client
 sends, to spare both sides the keys) a row of them in the order of

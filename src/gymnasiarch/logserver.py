@@ -83,6 +83,7 @@ class LogTicket:
 
     Attributes:
         name: The child the ticket is for; its records are tagged with it.
+        server: The server that issued it.
         finished: Set when the ticket's connection said goodbye or closed.
     """
 
@@ -90,7 +91,7 @@ class LogTicket:
         self.name = name
         self.id = _wire.new_nonce()[:32]
         self._key = _wire.ticket_key(server._secret, self.id)
-        self._server = server
+        self.server = server
         self.connected = False
         self.finished = anyio.Event()
 
@@ -101,7 +102,7 @@ class LogTicket:
             level: The level the client's root logger is set to, if any.
         """
         return {
-            "address": self._server.client_address,
+            "address": self.server.client_address,
             "ticket": self.id,
             "key": self._key.hex(),
             "level": level,
@@ -109,7 +110,7 @@ class LogTicket:
 
     def revoke(self) -> None:
         """Refuse any further connection with this ticket."""
-        self._server._tickets.pop(self.id, None)
+        self.server._tickets.pop(self.id, None)
 
 
 class LogServer:
@@ -289,12 +290,21 @@ class LogServer:
     async def _receive_records(
         self, received: BufferedByteReceiveStream, ticket: LogTicket
     ) -> None:
+        expected = 0  # the sequence number of the next record
         while True:
             message = await read_message(received, frame_timeout=self.frame_timeout, idle_ok=True)
             if message is None or message["t"] == "bye":
                 return
             if message["t"] != "records" or not isinstance(message.get("r"), list):
                 raise WireError(f"unexpected message {message['t']!r}")
+            first = message.get("s", expected)
+            if type(first) is not int or first < expected:
+                raise WireError(f"records out of order: {first!r}, expected {expected}")
+            if first > expected:
+                logger.warning(
+                    "%d records of child %r were lost on the way", first - expected, ticket.name
+                )
+            expected = first + len(message["r"])
             records = [make_record(data, ticket.name) for data in message["r"]]
             for record in records:
                 reinject(record)
@@ -390,6 +400,7 @@ class LogClientHandler(logging.Handler):
             self._give_up(f"cannot reach the log server ({error}); logging to stderr", [])
             return
         batch: list[bytes] = []
+        sent = 0  # records sent on this connection: the next batch's sequence number
         try:
             while True:
                 with self._cond:
@@ -397,7 +408,8 @@ class LogClientHandler(logging.Handler):
                     batch = self._take_batch()
                 if not batch:
                     break  # closing, and nothing is left
-                sock.sendall(_records_frame(batch))
+                sock.sendall(_records_frame(batch, sent))
+                sent += len(batch)
                 with self._cond:
                     self._done += len(batch)
                     self._cond.notify_all()
@@ -462,8 +474,9 @@ def _encode_record(record: logging.LogRecord) -> bytes:
     return item
 
 
-def _records_frame(batch: list[bytes]) -> bytes:
-    payload = b'{"t":"records","r":[' + b",".join(batch) + b"]}"
+def _records_frame(batch: list[bytes], first: int) -> bytes:
+    # The sequence number lets the server tell a gap (or a replay) on the way.
+    payload = b'{"t":"records","s":%d,"r":[' % first + b",".join(batch) + b"]}"
     return _wire.HEADER.pack(len(payload)) + payload
 
 

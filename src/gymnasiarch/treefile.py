@@ -57,9 +57,13 @@ _SUPERVISOR_KEYS: dict[str, tuple[type, ...]] = {
     "kill_timeout": _NUMBER,
     "runtime_config": (dict,),
     "backoff": (dict,),
+    "backend": (str,),
+    "address": (str,),
 }
+# Where the children run is the whole tree's choice, made at its top.
+_TOP_ONLY = ("runtime_config", "start_method", "backend", "address")
 _NESTED_KEYS: dict[str, tuple[type, ...]] = {
-    **{k: v for k, v in _SUPERVISOR_KEYS.items() if k not in ("runtime_config", "start_method")},
+    **{k: v for k, v in _SUPERVISOR_KEYS.items() if k not in _TOP_ONLY},
     "restart": (str,),
     "significant": (bool,),
     "shutdown": _NUMBER,
@@ -75,6 +79,7 @@ _CHILD_KEYS: dict[str, tuple[type, ...]] = {
     "significant": (bool,),
     "ready_timeout": _NUMBER,
     "output": (str,),
+    "placement": (dict,),
 }
 _BACKOFF_KEYS: dict[str, tuple[type, ...]] = {
     "base": _NUMBER,
@@ -169,10 +174,11 @@ class _Lines:
 
 
 class _Loader:
-    def __init__(self, path: str, lines: _Lines, resolve: bool) -> None:
+    def __init__(self, path: str, lines: _Lines, resolve: bool, folder: str) -> None:
         self.path = path
         self.lines = lines
         self.resolve = resolve
+        self.folder = folder
 
     def error(self, key: str, message: str) -> TreeFileError:
         return TreeFileError(message, path=self.path, key=key, line=self.lines.line(key))
@@ -195,6 +201,9 @@ class _Loader:
 
     def supervisor(self, where: str, table: Mapping[str, Any], children: list[Any]) -> Supervisor:
         options: dict[str, Any] = {k: v for k, v in table.items() if k not in ("child", "backoff")}
+        backend = self.backend(options.pop("backend", "local"), options.pop("address", None))
+        if backend is not None:
+            options["backend"] = backend
         if "backoff" in table:
             backoff_key = f"{where}.backoff" if where else "supervisor.backoff"
             self.check_keys(backoff_key, table["backoff"], _BACKOFF_KEYS)
@@ -205,6 +214,22 @@ class _Loader:
         specs = [self.child(f"{prefix}child[{i}]", c) for i, c in enumerate(children)]
         supervisor: Supervisor = self.build(where or "supervisor", Supervisor, specs, **options)
         return supervisor
+
+    def backend(self, kind: str, address: str | None) -> Any:
+        """The ``[supervisor]`` table's ``backend`` (and ``address``), built."""
+        if kind not in ("local", "ray"):
+            raise self.error("supervisor.backend", f'expected "local" or "ray", got {kind!r}')
+        if kind == "local":
+            if address is not None:
+                raise self.error("supervisor.address", 'an address needs backend = "ray"')
+            return None
+        from gymnasiarch.ray_backend import RayBackend  # noqa: PLC0415 - Ray is optional
+
+        # The targets may live next to the file: ship its folder to the workers.
+        runtime_env = {"working_dir": self.folder}
+        return self.build(
+            "supervisor", RayBackend, address, init_options={"runtime_env": runtime_env}
+        )
 
     def child(self, where: str, table: Any) -> ChildSpec | Supervisor:
         if not isinstance(table, dict):
@@ -272,7 +297,8 @@ def load_tree(path: str | Path, *, resolve: bool = False, add_to_path: bool = Tr
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise TreeFileError(f"is not valid TOML: {error}", path=name) from None
-    loader = _Loader(name, _Lines.of(text), resolve)
+    folder = str(Path(path).resolve().parent)
+    loader = _Loader(name, _Lines.of(text), resolve, folder)
     unknown = set(document) - {"supervisor", "child"}
     if unknown:
         key = sorted(unknown)[0]
@@ -284,7 +310,6 @@ def load_tree(path: str | Path, *, resolve: bool = False, add_to_path: bool = Tr
         raise loader.error("supervisor", "expected a table ([supervisor])")
     loader.check_keys("supervisor", settings, _SUPERVISOR_KEYS)
     children = document.get("child", [])
-    folder = str(Path(path).resolve().parent)
     if add_to_path and folder not in sys.path:
         sys.path.insert(0, folder)
     return loader.supervisor("", settings, children)

@@ -1,0 +1,183 @@
+"""The Ray actor that hosts one run of one child, on whichever node Ray chose.
+
+It runs the child as a real subprocess through the same process layer as
+on one machine (:class:`~gymnasiarch._process.ChildProcess`, started with
+spawn: a Ray worker has threads, so it is never forked), so exit codes,
+signals, the child's own SIGTERM handling and its traceback come back as
+they would locally. The child's records go straight to the supervisor's
+log server; the lines it writes to stdout and stderr are turned into
+records here and sent there on a second ticket.
+
+This module is imported in Ray workers and, for :class:`ByValue`, in the
+children; it never imports Ray itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from gymnasiarch._child import Launch
+from gymnasiarch._process import ChildProcess, ExitStatus
+from gymnasiarch.logserver import LogClientHandler
+
+
+class ByValue:
+    """A target (with its arguments) that only cloudpickle can carry.
+
+    A function defined in the driver's ``__main__`` or in a closure reaches
+    the Ray worker by value; the child, started with spawn, gets it the same
+    way (it imports Ray's cloudpickle to unpickle it, which costs a moment).
+    """
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def __call__(self) -> Any:
+        target, args, kwargs = pickle.loads(self.blob)  # noqa: S301 - our own launch, via Ray
+        return target(*args, **kwargs)
+
+
+def by_value_if_needed(launch: Launch, dumps: Callable[[Any], bytes]) -> Launch:
+    """*launch*, with its target wrapped in :class:`ByValue` if pickle cannot name it."""
+    call = (launch.target, launch.args, launch.kwargs)
+    try:
+        if b"__main__" not in pickle.dumps(call):
+            return launch
+    except Exception:  # noqa: S110 - a closure or a dynamic function: by value, then
+        pass
+    return dataclasses.replace(launch, target=ByValue(dumps(call)), args=(), kwargs={})
+
+
+def _status_payload(status: ExitStatus, log_connected: bool) -> dict[str, Any]:
+    """The run's status as data any Python can load (the error as its own pickle)."""
+    try:
+        error_blob = pickle.dumps(status.error) if status.error is not None else None
+    except Exception:
+        error_blob = None
+    return {
+        "exitcode": status.exitcode,
+        "signum": status.signum,
+        "result": status.result,
+        "error": error_blob,
+        "error_type": type(status.error).__qualname__ if status.error is not None else None,
+        "error_text": str(status.error) if status.error is not None else None,
+        "traceback": status.traceback,
+        "pid": status.pid,
+        "output": status.output,
+        "log_connected": log_connected,
+    }
+
+
+class ChildHost:
+    """One run of one child, hosted in a Ray actor (made remote by the backend).
+
+    :meth:`run` starts the child and returns when it has ended; the other
+    methods may be called while it runs (an async actor runs them
+    concurrently, all on its one event-loop thread).
+    """
+
+    def __init__(self) -> None:
+        self._child: ChildProcess | None = None
+        self._spawned: anyio.Event | None = None
+        self._relayed = False  # whether the output relay connected to the log server
+
+    def _spawned_event(self) -> anyio.Event:
+        if self._spawned is None:  # made in the actor's loop, by whichever call comes first
+            self._spawned = anyio.Event()
+        return self._spawned
+
+    async def run(
+        self, launch: Launch, relay: dict[str, Any] | None, capture_output: bool
+    ) -> dict[str, Any]:
+        """Start the child, follow it to its end, and say how it ended."""
+        spawned = self._spawned_event()
+        handler = None
+        if capture_output and relay:
+            handler = _relay_output(launch.name, relay, on_connect=self._relay_connected)
+        try:
+            try:
+                child = await ChildProcess.start(
+                    launch, "spawn", capture_output=capture_output, main_module=False
+                )
+            finally:
+                spawned.set()
+            self._child = child
+            await child.watch()
+            assert child.status is not None
+        finally:
+            if handler is not None:
+                # The last output lines are out before the exit is reported.
+                await anyio.to_thread.run_sync(handler.close)
+        return {
+            **_status_payload(child.status, child.log_connected),
+            "relayed": self._relayed,
+        }
+
+    def _relay_connected(self) -> None:
+        self._relayed = True  # in the relay's sender thread, before its first frame
+
+    async def spawned(self) -> tuple[int | None, str]:
+        """The child's pid (None if it could not be started) and this node's id."""
+        await self._spawned_event().wait()
+        return (self._child.pid if self._child else None), _node_id()
+
+    async def started(self) -> bool:
+        """Wait until the child's target runs; False if it ended first."""
+        return await self._first(lambda child: child.started)
+
+    async def ready(self) -> tuple[bool, Any]:
+        """Wait until the child said it is ready, and with what; (False, None) if it ended."""
+        ok = await self._first(lambda child: child.ready)
+        return ok, (self._child.ready_value if ok and self._child else None)
+
+    async def terminate(self) -> None:
+        """SIGTERM the child's process group."""
+        await self._spawned_event().wait()
+        if self._child is not None:
+            self._child.terminate()
+
+    async def kill(self) -> None:
+        """SIGKILL the child's process group."""
+        await self._spawned_event().wait()
+        if self._child is not None:
+            self._child.kill()
+
+    async def _first(self, event_of: Callable[[ChildProcess], anyio.Event]) -> bool:
+        await self._spawned_event().wait()
+        child = self._child
+        if child is None:
+            return False
+        wanted = event_of(child)
+        async with anyio.create_task_group() as group:
+
+            async def wait_and_stop(event: anyio.Event) -> None:
+                await event.wait()
+                group.cancel_scope.cancel()
+
+            group.start_soon(wait_and_stop, wanted)
+            group.start_soon(wait_and_stop, child.exited)
+        return wanted.is_set()
+
+
+def _relay_output(
+    name: str, config: dict[str, Any], on_connect: Callable[[], None]
+) -> LogClientHandler:
+    """Send the records of the child's captured output to the supervisor's log server."""
+    handler = LogClientHandler(config, on_connect=on_connect)
+    logger = logging.getLogger(f"gymnasiarch.child.{name}")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False  # not into the Ray worker's own log
+    return handler
+
+
+def _node_id() -> str:
+    import ray  # noqa: PLC0415 - only ever called inside a Ray actor
+
+    return str(ray.get_runtime_context().get_node_id())

@@ -1,0 +1,406 @@
+"""Run a supervision tree's children on a Ray cluster (``pip install 'gymnasiarch[ray]'``).
+
+``Supervisor(children, backend=RayBackend())`` runs the same tree as on one
+machine, with the same strategies, failure mapping and log path; only
+where the children run changes. Each run of each child is one Ray actor
+(created with ``max_restarts=0`` and ``max_task_retries=0``: restarting is
+the supervisor's decision, under its strategy), which hosts the child as a
+real subprocess through the same process layer as :class:`LocalBackend
+<gymnasiarch.LocalBackend>` (see :mod:`gymnasiarch._ray_host`).
+
+- The actor's death (its node lost, out of memory, ``ray.kill``) ends the
+  run with :attr:`ExitStatus.lost <gymnasiarch._process.ExitStatus.lost>`
+  set to the reason Ray gave; the supervisor treats it as a crash.
+- The children's records reach the supervisor's log server over TCP,
+  authenticated by their tickets, in order (sequence numbers), never
+  pickled; the supervisor's log server listens on the address of this
+  node as Ray knows it.
+- Ray's futures are bridged to anyio without a blocking call in the event
+  loop (a socket pair rings when one completes), under asyncio and trio.
+
+Cluster ownership: with no address (and Ray not initialised yet), the
+backend starts a local cluster, bound to loopback only, and shuts it down
+when the last supervisor using it ends; with an address, or when Ray is
+initialised already, it attaches and never shuts down a cluster it did not
+start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import re
+import sys
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from gymnasiarch._child import Launch
+from gymnasiarch._process import DRAIN_TIMEOUT, ExitStatus, RemoteError, RemoteTraceback
+from gymnasiarch._ray_host import ChildHost, by_value_if_needed
+from gymnasiarch._wakeup import Wakeup
+from gymnasiarch.logserver import LogServer, LogTicket
+
+__all__ = ["RayBackend", "RayChildRun"]
+
+logger = logging.getLogger("gymnasiarch.ray")
+
+# Ray binds its daemons to the node address it finds; with this set before
+# Ray is imported, a local cluster uses (and listens on) loopback only.
+_LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _import_ray(local_only: bool) -> Any:
+    """Import Ray; the first import decides whether a cluster we start is loopback-only."""
+    if "ray" in sys.modules or not local_only:
+        import ray  # noqa: PLC0415 - an optional dependency
+
+        return ray
+    before = os.environ.get(_LOCAL_ONLY)
+    os.environ[_LOCAL_ONLY] = "0"
+    try:
+        import ray  # noqa: PLC0415
+
+        return ray
+    finally:
+        if before is None:
+            del os.environ[_LOCAL_ONLY]
+        else:
+            os.environ[_LOCAL_ONLY] = before
+
+
+class RayBackend:
+    """Children as Ray actors, each hosting the child as a subprocess on its node.
+
+    Args:
+        address: The cluster to attach to (``"auto"``, ``"ray://..."``,
+            ``"host:port"``), as ``ray.init`` takes it. ``None`` attaches to
+            Ray if it is initialised already, else starts a local cluster
+            (loopback only) and shuts it down at the end.
+        num_cpus: For a local cluster we start: the CPUs it offers.
+        log_host: The address the supervisor's log server listens on; by
+            default this node's address as Ray knows it (loopback for a
+            local cluster). The children's nodes must reach it.
+        init_options: More keyword arguments for ``ray.init`` (a
+            ``runtime_env`` that puts your code on the workers, say).
+
+    Raises:
+        RuntimeError: (at start) Ray is not installed, or a local cluster
+            would have to be started from a thread other than the main one.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        num_cpus: int | None = None,
+        log_host: str | None = None,
+        init_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if address is not None and (not isinstance(address, str) or not address):
+            raise ValueError(f"address: expected a Ray address or None, got {address!r}")
+        if num_cpus is not None and (
+            isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 0
+        ):
+            raise ValueError(f"num_cpus: expected an int >= 0 or None, got {num_cpus!r}")
+        self.address = address
+        self.num_cpus = num_cpus
+        self.log_host = log_host
+        self.init_options = dict(init_options or {})
+        self._ray: Any = None
+        self._host: Any = None  # ChildHost as a Ray actor class
+        self._users = 0
+        self._initialised_by_us = False
+        self._started_cluster = False
+
+    def __repr__(self) -> str:
+        return f"<RayBackend address={self.address!r}>"
+
+    # -- the cluster --------------------------------------------------------------
+
+    def preload(self, module: str) -> None:
+        """Nothing to preload: each child is a fresh interpreter on its node."""
+
+    async def prepare(self) -> None:
+        """Attach to the cluster, or start a local one (on the main thread; it blocks)."""
+        if self._users == 0:
+            self._attach()
+        self._users += 1
+
+    def _attach(self) -> None:
+        try:
+            ray = _import_ray(local_only=self.address is None)
+        except ImportError as error:
+            raise RuntimeError(
+                "RayBackend needs Ray: install it with pip install 'gymnasiarch[ray]'"
+            ) from error
+        if not ray.is_initialized():
+            options = {"include_dashboard": False, **self.init_options}
+            if self.address is None:
+                # Ray ties its daemons to the thread that started them.
+                if threading.current_thread() is not threading.main_thread():
+                    raise RuntimeError(
+                        "RayBackend starts a local Ray cluster from the main thread only: "
+                        "run the supervisor there, or start Ray (or give an address) first"
+                    )
+                if self.num_cpus is not None:
+                    options["num_cpus"] = self.num_cpus
+                ray.init(**options)
+                self._started_cluster = True
+            else:
+                ray.init(address=self.address, **options)
+            self._initialised_by_us = True
+        self._ray = ray
+        self._host = ray.remote(max_restarts=0, max_task_retries=0)(ChildHost)
+
+    def log_server(self) -> LogServer:
+        """A TCP log server on this node's address, which the children's nodes reach."""
+        host = self.log_host or self._ray.util.get_node_ip_address()
+        return LogServer(host, 0)
+
+    async def aclose(self) -> None:
+        """Detach when the last supervisor is done; stop the cluster if we started it."""
+        self._users -= 1
+        if self._users == 0 and self._initialised_by_us:
+            self._initialised_by_us = self._started_cluster = False
+            self._ray.shutdown()  # on the thread that started it
+
+    @property
+    def owns_cluster(self) -> bool:
+        """True while a local cluster this backend started is running."""
+        return self._started_cluster
+
+    # -- children -----------------------------------------------------------------
+
+    async def start(
+        self,
+        launch: Launch,
+        *,
+        ticket: LogTicket | None,
+        capture_output: bool,
+        placement: Mapping[str, Any] | None = None,
+    ) -> RayChildRun:
+        """Create the child's actor and have it start the child."""
+        if self._host is None:
+            raise RuntimeError("RayBackend.start before prepare()")
+        relay = None
+        if ticket is not None:
+            if not isinstance(ticket.server.client_address, list):
+                raise ValueError(
+                    f"child {launch.name!r}: a child on a Ray cluster cannot reach a log "
+                    "server on a Unix socket; give the supervisor a TCP LogServer, or none"
+                )
+            if capture_output:
+                relay = ticket.server.admit(launch.name)
+        options = actor_options(self._ray, placement or {})
+        launch = by_value_if_needed(launch, self._ray.cloudpickle.dumps)
+        actor = self._host.options(**options).remote()
+        run = RayChildRun(launch.name, actor, self._ray, ticket=ticket, relay=relay)
+        run.submit(launch, relay.client_config() if relay is not None else None)
+        return run
+
+
+def actor_options(ray: Any, placement: Mapping[str, Any]) -> dict[str, Any]:
+    """Ray actor options for a child's ``placement`` (see ``ChildSpec.placement``)."""
+    options = {key: value for key, value in placement.items() if key != "node_affinity"}
+    for key in ("resources", "runtime_env"):
+        if key in options:
+            options[key] = dict(options[key])
+    affinity = placement.get("node_affinity")
+    if affinity is not None:
+        strategies = ray.util.scheduling_strategies
+        options["scheduling_strategy"] = strategies.NodeAffinitySchedulingStrategy(
+            node_id=affinity["node_id"], soft=bool(affinity.get("soft", False))
+        )
+    return options
+
+
+class RayChildRun:
+    """One run of one child in a Ray actor, as the supervisor sees it.
+
+    Attributes:
+        pid: The child's process id on its node, once known.
+        node: The id of the Ray node the child runs on, once known.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        actor: Any,
+        ray: Any,
+        *,
+        ticket: LogTicket | None = None,
+        relay: LogTicket | None = None,
+    ) -> None:
+        self.name = name
+        self.pid: int | None = None
+        self.node: str | None = None
+        self.started = anyio.Event()
+        self.ready = anyio.Event()
+        self.ready_value: Any = None
+        self.exited = anyio.Event()
+        self.status: ExitStatus | None = None
+        self.stop_requested = False
+        self._actor = actor
+        self._ray = ray
+        self._ticket = ticket
+        self._relay = relay
+        self._refs: dict[str, Any] = {}
+        self._payload: dict[str, Any] | None = None
+        self._watch_scope: anyio.CancelScope | None = None
+
+    def submit(self, launch: Launch, relay_config: dict[str, Any] | None) -> None:
+        """Ask the actor to run the child, and to tell when it has spawned, started, is ready."""
+        actor = self._actor
+        self._refs = {
+            "run": actor.run.remote(launch, relay_config, relay_config is not None),
+            "spawned": actor.spawned.remote(),
+            "started": actor.started.remote(),
+            "ready": actor.ready.remote(),
+        }
+
+    # -- watching -----------------------------------------------------------------
+
+    async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow the run to its end (shielded, like a local child's watcher)."""
+        with anyio.CancelScope(shield=True) as self._watch_scope:
+            task_status.started()
+            try:
+                await self._follow()
+                await self._wait_for_the_last_words()
+            finally:
+                self._release()
+                self.exited.set()
+
+    async def _follow(self) -> None:
+        with Wakeup() as wakeup:
+            futures: dict[str, Future[Any]] = {}
+            for key, ref in self._refs.items():
+                futures[key] = future = ref.future()
+                future.add_done_callback(wakeup.ring)
+            # Handled in this order, so a run that ended at once still
+            # reports its pid and whether it had started.
+            while futures:
+                for key in [k for k, f in futures.items() if f.done()]:
+                    self._handle(key, futures.pop(key))
+                if "run" not in futures:
+                    return
+                await wakeup.wait()
+
+    def _handle(self, key: str, future: Future[Any]) -> None:
+        error = future.exception()
+        if key == "run":
+            self.status = self._status(future.result() if error is None else None, error)
+        elif error is not None:
+            return  # the run's own future says what happened
+        elif key == "spawned":
+            self.pid, self.node = future.result()
+        elif key == "started" and future.result():
+            self.started.set()
+        elif key == "ready":
+            ok, value = future.result()
+            if ok:
+                self.ready_value = value
+                self.ready.set()
+
+    def _status(self, payload: dict[str, Any] | None, error: BaseException | None) -> ExitStatus:
+        if payload is not None:
+            self._payload = payload
+            return _status_from_payload(payload)
+        assert error is not None
+        if isinstance(error, self._ray.exceptions.RayTaskError):
+            # The host itself failed (it could not start the child, say).
+            cause = getattr(error, "cause", None)
+            failure = cause if isinstance(cause, BaseException) else error
+            return ExitStatus(None, None, error=failure, pid=self.pid)
+        if isinstance(error, self._ray.exceptions.RayError):
+            return ExitStatus(None, None, error=error, pid=self.pid, lost=_reason(error))
+        return ExitStatus(None, None, error=error, pid=self.pid)
+
+    async def _wait_for_the_last_words(self) -> None:
+        """Let the log server take the child's last records before the exit is reported."""
+        payload = self._payload or {}
+        waits = []
+        if payload.get("log_connected") and self._ticket is not None:
+            waits.append(self._ticket.finished)
+        if payload.get("relayed") and self._relay is not None:
+            waits.append(self._relay.finished)
+        with anyio.move_on_after(DRAIN_TIMEOUT) as scope:
+            for finished in waits:
+                await finished.wait()
+        if scope.cancelled_caught:
+            logger.warning(
+                "child %r exited, but its last records did not arrive within %g s",
+                self.name,
+                DRAIN_TIMEOUT,
+            )
+
+    def _release(self) -> None:
+        for ticket in (self._ticket, self._relay):
+            if ticket is not None:
+                ticket.revoke()
+        with contextlib.suppress(Exception):  # Ray may be shutting down already
+            self._ray.kill(self._actor, no_restart=True)
+
+    # -- stopping -----------------------------------------------------------------
+
+    def terminate(self) -> None:
+        """Ask the child to stop (SIGTERM to its process group, on its node)."""
+        self._tell("terminate")
+
+    def kill(self) -> None:
+        """Stop the child now (SIGKILL to its process group, on its node)."""
+        self._tell("kill")
+
+    def _tell(self, what: str) -> None:
+        if self.exited.is_set():
+            return
+        with contextlib.suppress(Exception):  # the actor is gone: the run ends anyway
+            getattr(self._actor, what).remote()
+
+    def abandon(self) -> None:
+        """Give up on a child that does not go away: kill its actor, stop following."""
+        with contextlib.suppress(Exception):
+            self._ray.kill(self._actor, no_restart=True)
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
+
+
+def _status_from_payload(payload: dict[str, Any]) -> ExitStatus:
+    error: BaseException | None = None
+    if payload["error_type"] is not None:
+        try:
+            error = _load(payload["error"])
+        except Exception:
+            error = None
+        if not isinstance(error, BaseException):
+            error = RemoteError(f"{payload['error_type']}: {payload['error_text']}")
+        error.__cause__ = RemoteTraceback(payload["traceback"] or "")
+    return ExitStatus(
+        payload["exitcode"],
+        payload["signum"],
+        result=payload["result"],
+        error=error,
+        traceback=payload["traceback"],
+        pid=payload["pid"],
+        output=payload["output"],
+    )
+
+
+def _load(blob: bytes | None) -> Any:
+    # From our own host actor, through Ray (which pickles everything anyway).
+    return None if blob is None else pickle.loads(blob)  # noqa: S301
+
+
+def _reason(error: BaseException) -> str:
+    """The gist of why Ray says an actor died, on one line."""
+    text = str(error)
+    reasons = re.findall(r"(The actor is dead because[^\n]*|The actor died[^\n]*)", text)
+    gist = " ".join(reasons) if reasons else text
+    return " ".join(gist.split())[:500]
