@@ -353,6 +353,31 @@ async def test_wrong_field_types_close_that_connection(collector: Collector) -> 
     assert collector.messages("good") == ["handled"]
 
 
+async def test_a_gap_in_the_sequence_is_reported_and_a_step_back_refused(
+    collector: Collector,
+) -> None:
+    """Sequence numbers: records missing on the way are counted; a frame that goes back closes."""
+
+    def frame(first: int, *messages: str) -> bytes:
+        records = [{"name": "seq", "levelno": logging.INFO, "msg": m} for m in messages]
+        return _wire.encode({"t": "records", "s": first, "r": records})
+
+    with warnings_of_the_server() as warnings:
+        async with unix_server() as server:
+            stream, nonce = await connect(server)
+            async with stream:
+                ticket = await hello(server, stream, nonce, name="lossy")
+                await stream.send(frame(0, "a", "b"))
+                await stream.send(frame(5, "f"))  # c, d, e never came
+                await stream.send(frame(3, "d"))  # back in time: refused
+                assert await closed_by_server(stream)
+            with anyio.fail_after(10):
+                await ticket.finished.wait()
+    assert collector.messages("seq") == ["a", "b", "f"]
+    assert warnings == ["3 records of child 'lossy' were lost on the way"] + warnings[1:]
+    assert "out of order" in warnings[1]
+
+
 async def test_pickle_payload_is_never_unpickled(tmp_path: Path) -> None:
     """A pickle that would create a file if loaded: sent raw and inside a frame, nothing runs."""
     marker = tmp_path / "pwned"
