@@ -11,7 +11,6 @@ the standard library.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,10 +28,17 @@ if TYPE_CHECKING:
     from gymnasiarch._supervisor import Supervisor as Supervisor
     from gymnasiarch.ray_backend import RayBackend as RayBackend
 
-try:
-    __version__: str = version("gymnasiarch")
-except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
-    __version__ = "0+unknown"
+
+def _version() -> str:
+    # importlib.metadata costs ~70 ms and ~3 MB: every child and the fork
+    # server import this package, and next to none of them asks.
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("gymnasiarch")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+        return "0+unknown"
+
 
 _LAZY = {
     "Backend": "gymnasiarch._backend",
@@ -69,6 +75,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'gymnasiarch' has no attribute {name!r}")
