@@ -111,6 +111,36 @@ async def node_loss() -> dict[str, Any]:
         cluster.shutdown()
 
 
+async def two_backends() -> dict[str, Any]:
+    """Two backends, one cluster: it lives until the last of them is done."""
+    env = {"runtime_env": {"env_vars": {"PYTHONPATH": HERE}}}
+    first = Supervisor(
+        [ChildSpec("quick", "targets.basic:add", args=(0, 1), restart="transient")],
+        backend=RayBackend(num_cpus=2, init_options=env),
+        handle_signals=False,
+    )
+    second = Supervisor(
+        [ChildSpec("slow", "targets.remote:ready_and_serve", args=("up",), ready_timeout=60)],
+        backend=RayBackend(num_cpus=2, init_options=env),
+        handle_signals=False,
+    )
+    seen: dict[str, Any] = {}
+    async with second:
+        seen["first"] = await first.run()  # ends, and must not take the cluster along
+        seen["second_state"] = second.which_children()[0].state
+        await second.terminate_child("slow")  # through its actor: the cluster still serves
+        last = second.which_children()[0].last_exit
+        seen["second_exit"] = last.describe() if last else None
+    import ray
+
+    seen["after"] = ray.is_initialized()
+    return seen
+
+
 if __name__ == "__main__":
-    scenario = {"owned_cluster": owned_cluster, "node_loss": node_loss}[sys.argv[1]]
+    scenario = {
+        "owned_cluster": owned_cluster,
+        "node_loss": node_loss,
+        "two_backends": two_backends,
+    }[sys.argv[1]]
     print(json.dumps(anyio.run(scenario)), flush=True)

@@ -374,7 +374,8 @@ async def test_a_gap_in_the_sequence_is_reported_and_a_step_back_refused(
             with anyio.fail_after(10):
                 await ticket.finished.wait()
     assert collector.messages("seq") == ["a", "b", "f"]
-    assert warnings == ["3 records of child 'lossy' were lost on the way"] + warnings[1:]
+    assert len(warnings) == 2
+    assert warnings[0] == "3 records of child 'lossy' were lost on the way"
     assert "out of order" in warnings[1]
 
 

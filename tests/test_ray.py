@@ -191,7 +191,7 @@ async def test_results_come_back_from_the_cluster(ray_cluster: None) -> None:
         results = await Supervisor(specs, backend=backend, start_order="parallel").run()
     assert results["add"] == 3
     assert results["async_add"] == 7
-    assert results["where"]["ppid"] != os.getpid()  # hosted by an actor, not by us
+    assert _command_of(results["where"]["ppid"]).startswith("ray::")  # hosted by an actor
     assert ray.is_initialized()  # attached to the session's cluster: left running
 
 
@@ -297,6 +297,10 @@ async def test_a_child_that_cannot_start_on_the_cluster_fails_the_start(
         await Supervisor([spec], backend=RayBackend()).run()
 
 
+def _command_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
 def _parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
 
@@ -353,6 +357,12 @@ def test_placement_becomes_ray_actor_options() -> None:
         ({"resources": {"sim": "lots"}}, "resources must map names to amounts"),
         ({"node_affinity": {"node": "ab"}}, "node_affinity must be"),
         ("everywhere", "placement must be a mapping"),
+        ({"resources": {"CPU": 1}}, "use num_cpus"),
+        ({"scheduling_strategy": "NEAR"}, 'must be "DEFAULT", "SPREAD"'),
+        (
+            {"scheduling_strategy": "SPREAD", "node_affinity": {"node_id": "ab"}},
+            "not both",
+        ),
     ],
 )
 def test_a_bad_placement_fails_at_construction(placement: Any, message: str) -> None:
@@ -405,5 +415,89 @@ async def test_a_unix_log_server_is_refused_for_a_cluster(ray_cluster: None) -> 
     async with LogServer.unix() as server:
         spec = ChildSpec("a", f"{B}:add", args=(1, 1))
         sup = Supervisor([spec], backend=RayBackend(), log_server=server)
-        with anyio.fail_after(30), pytest.raises(ValueError, match="cannot reach a log server"):
+        with (
+            anyio.fail_after(30),
+            pytest.raises(InitializationFailedError, match="cannot reach a log server"),
+        ):
             await sup.run()
+
+
+async def test_a_child_ray_cannot_place_is_reported_and_fails_its_start(
+    ray_cluster: None, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray waits silently for a node that fits: we say so, and a ready_timeout ends the wait."""
+    from gymnasiarch import ray_backend
+
+    monkeypatch.setattr(ray_backend, "_PLACEMENT_PATIENCE", 0.2)
+    spec = ChildSpec(
+        "nowhere", f"{B}:add", args=(1, 1), ready_timeout=2, placement={"resources": {"moon": 1}}
+    )
+    began = time.monotonic()
+    with anyio.fail_after(30), pytest.raises(InitializationFailedError, match="ready_timeout"):
+        await Supervisor([spec], backend=RayBackend(), kill_timeout=1).run()
+    assert time.monotonic() - began < 10
+    warnings = [r.getMessage() for r in caplog.records if "has not placed it" in r.getMessage()]
+    assert warnings == [
+        "child 'nowhere': Ray has not placed it after 0.2 s (placement {'resources': "
+        "{'moon': 1}}): no node of the cluster has that much; it waits until one joins"
+    ]
+
+
+async def test_a_tree_of_subtrees_runs_on_the_cluster(ray_cluster: None) -> None:
+    """A root with only nested supervisors: they inherit its backend and its log server."""
+    inner = Supervisor(
+        [ChildSpec("add", f"{B}:add", args=(2, 2), restart="transient")],
+        name="inner",
+        restart="transient",
+        significant=True,
+    )
+    with anyio.fail_after(60):
+        await Supervisor([inner], backend=RayBackend()).run()
+    assert inner.backend is not None
+    assert isinstance(inner.backend, RayBackend)
+
+
+async def test_an_unreachable_address_fails_at_once() -> None:
+    """ray.init would retry for minutes: a closed port is one clear error, now."""
+    from gymnasiarch.ray_backend import _check_reachable
+
+    with anyio.fail_after(10), pytest.raises(InitializationFailedError, match="cannot reach"):
+        await _check_reachable("127.0.0.1:1")
+
+
+async def test_without_ray_the_backend_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Ray installed: one clear error naming the extra, and nothing starts."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    spec = ChildSpec("a", f"{B}:add", args=(1, 1))
+    with (
+        anyio.fail_after(10),
+        pytest.raises(InitializationFailedError, match=r"gymnasiarch\[ray\]"),
+    ):
+        await Supervisor([spec], backend=RayBackend()).run()
+
+
+def test_backends_share_one_cluster_which_ends_with_the_last() -> None:
+    """Two RayBackend()s in one process: the first to end leaves the other's children running."""
+    seen = _scenario("two_backends")
+    assert seen == {
+        "first": {"quick": 1},
+        "second_state": "running",
+        "second_exit": "killed by SIGTERM",
+        "after": False,
+    }
+
+
+async def test_stop_ends_a_start_that_waits_for_room(ray_cluster: None) -> None:
+    """stop() (or `gymnasiarch stop`) ends a start still waiting for Ray to place a child."""
+    spec = ChildSpec("nowhere", f"{B}:add", args=(1, 1), placement={"resources": {"moon": 1}})
+    sup = Supervisor([spec], backend=RayBackend(), handle_signals=False, kill_timeout=1)
+
+    async def stop_while_it_waits() -> None:
+        await anyio.sleep(0.5)  # the start is waiting by then
+        sup.stop()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(stop_while_it_waits)
+            results = await sup.run()
+    assert results == {}

@@ -689,3 +689,18 @@ async def test_a_backend_can_be_given_and_sees_every_start() -> None:
     assert results["one"] == 2
     assert sorted(backend.launched) == [("one", {"num_cpus": 1}), ("two", None)]
     assert backend.calls == ["prepare", "prepare", "aclose", "aclose"]
+
+
+def test_a_subtree_runs_where_its_parent_does_unless_it_says_otherwise() -> None:
+    """A nested supervisor inherits the backend only if given neither backend nor start_method."""
+    parent_backend = LocalBackend("forkserver")
+    inheriting = Supervisor([ChildSpec("a", f"{T}:add", args=(1, 1))], name="inheriting")
+    spawning = Supervisor(
+        [ChildSpec("b", f"{T}:add", args=(1, 1))], name="spawning", start_method="spawn"
+    )
+    root = Supervisor([inheriting, spawning], backend=parent_backend)
+    root._check_all()
+    assert inheriting.backend is parent_backend
+    assert spawning.backend is not parent_backend
+    assert isinstance(spawning.backend, LocalBackend)
+    assert spawning.backend.start_method == "spawn"

@@ -59,7 +59,19 @@ class Backend(Protocol):
     it installs its signal handlers) and :meth:`aclose` once after its last
     child has gone; nested supervisors share their parent's backend, so
     these calls nest.
+
+    Attributes:
+        prepare_before_signals: Prepare before the supervisor installs its
+            signal handlers (a backend that starts a cluster which replaces
+            them); otherwise after, so that Ctrl-C during a slow prepare is
+            an orderly stop.
+        resolves_targets_here: The supervisor imports each dotted target
+            once itself, to fail before any process starts; a backend whose
+            children run where other code may be installed says False.
     """
+
+    prepare_before_signals: bool
+    resolves_targets_here: bool
 
     def preload(self, module: str) -> None:
         """A module the children's targets live in, worth loading once for all."""
@@ -91,6 +103,9 @@ class LocalBackend:
         start_method: ``"forkserver"`` (fast; modules are loaded once in
             the server) or ``"spawn"`` (a fresh interpreter per child).
     """
+
+    prepare_before_signals = False
+    resolves_targets_here = True
 
     def __init__(self, start_method: StartMethod = "forkserver") -> None:
         self.start_method: StartMethod = start_method

@@ -117,15 +117,19 @@ class ChildHost:
         return {
             **_status_payload(child.status, child.log_connected),
             "relayed": self._relayed,
+            "started": child.started.is_set(),
+            "ready": child.ready.is_set(),
+            "ready_value": child.ready_value,
         }
 
     def _relay_connected(self) -> None:
         self._relayed = True  # in the relay's sender thread, before its first frame
 
-    async def spawned(self) -> tuple[int | None, str]:
-        """The child's pid (None if it could not be started) and this node's id."""
+    async def spawned(self) -> tuple[int | None, str, str]:
+        """The child's pid (None if it could not be started), this node's id and address."""
         await self._spawned_event().wait()
-        return (self._child.pid if self._child else None), _node_id()
+        node_id, node_ip = _node()
+        return (self._child.pid if self._child else None), node_id, node_ip
 
     async def started(self) -> bool:
         """Wait until the child's target runs; False if it ended first."""
@@ -177,7 +181,9 @@ def _relay_output(
     return handler
 
 
-def _node_id() -> str:
+def _node() -> tuple[str, str]:
     import ray  # noqa: PLC0415 - only ever called inside a Ray actor
 
-    return str(ray.get_runtime_context().get_node_id())
+    context: Any = ray.get_runtime_context()
+    util: Any = ray.util
+    return str(context.get_node_id()), str(util.get_node_ip_address())

@@ -95,6 +95,20 @@ def check_placement(where: str, placement: object) -> dict[str, Any]:
             raise TypeError(
                 f"{where}: placement: resources must map names to amounts, got {name!r}: {amount!r}"
             )
+    reserved = {"CPU", "GPU", "memory"} & set(checked.get("resources", {}))
+    if reserved:
+        name = sorted(reserved)[0]
+        raise ValueError(
+            f"{where}: placement: resources may not name {name!r}; use num_cpus, num_gpus or memory"
+        )
+    strategy = checked.get("scheduling_strategy")
+    if isinstance(strategy, str) and strategy not in ("DEFAULT", "SPREAD"):
+        raise ValueError(
+            f'{where}: placement: scheduling_strategy must be "DEFAULT", "SPREAD" '
+            f"or a Ray strategy object, got {strategy!r}"
+        )
+    if strategy is not None and "node_affinity" in checked:
+        raise ValueError(f"{where}: placement: give scheduling_strategy or node_affinity, not both")
     affinity = checked.get("node_affinity")
     if affinity is not None and (
         not isinstance(affinity.get("node_id"), str)

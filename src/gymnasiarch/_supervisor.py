@@ -225,7 +225,7 @@ class Supervisor:
         runtime_config: Mapping[str, Any] | None = None,
         start_order: StartOrder = "sequential",
         backoff: Backoff | None = None,
-        start_method: StartMethod = "forkserver",
+        start_method: StartMethod | None = None,
         kill_timeout: float = 2.0,
         handle_signals: bool = True,
         name: str = "supervisor",
@@ -237,7 +237,8 @@ class Supervisor:
     ) -> None:
         check_choice("strategy", strategy, STRATEGIES)
         check_choice("start_order", start_order, START_ORDERS)
-        check_choice("start_method", start_method, ("forkserver", "spawn"))
+        if start_method is not None:
+            check_choice("start_method", start_method, ("forkserver", "spawn"))
         check_choice("restart", restart, RESTART_TYPES)
         check_name("name", name)
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
@@ -265,9 +266,11 @@ class Supervisor:
         self.runtime_config = RuntimeConfig(runtime_config)
         self.start_order: StartOrder = start_order
         self.backoff = backoff
-        self.start_method: StartMethod = start_method
+        # A nested supervisor given neither runs where its parent does.
+        self._given_start_method = start_method
+        self.start_method: StartMethod = start_method or "forkserver"
         self._given_backend = backend
-        self.backend: Backend = backend if backend is not None else LocalBackend(start_method)
+        self.backend: Backend = backend if backend is not None else LocalBackend(self.start_method)
         self._backend_prepared = False
         self.kill_timeout = float(kill_timeout)
         self.handle_signals = handle_signals
@@ -303,6 +306,7 @@ class Supervisor:
         self._restart_times: deque[float] = deque()
         self._lock = anyio.Lock()
         self._done = anyio.Event()
+        self._stopping = anyio.Event()  # stop() was called
         self._error: GymnasiarchError | None = None
         self._zombie_error: DeadChildrenRisingAsZombiesError | None = None
         self._shutting_down = False
@@ -336,14 +340,32 @@ class Supervisor:
             return spec.target.partition(":")[0] if ":" in spec.target else None
         return None
 
+    def _check_and_preload(self, spec: ChildSpec) -> None:
+        # A cluster's workers may have code this machine has not (a
+        # runtime_env, an image): such a backend's children check their own.
+        if getattr(self.backend, "resolves_targets_here", True):
+            module = self._check_target(spec)
+            if module:
+                self.backend.preload(module)
+
     def _check_all(self) -> None:
         for spec in self._specs:
             if isinstance(spec, ChildSpec):
-                module = self._check_target(spec)
-                if module:
-                    self.backend.preload(module)
+                self._check_and_preload(spec)
             else:
+                if spec._inherits_backend():
+                    spec.backend = self.backend  # its preloads go where its children start
                 spec._check_all()  # a nested supervisor: its targets are checked too
+
+    def _inherits_backend(self) -> bool:
+        return self._given_backend is None and self._given_start_method is None
+
+    def _uses_backend(self) -> bool:
+        """Whether a child of this tree starts through this supervisor's backend."""
+        return any(
+            isinstance(s, ChildSpec) or (s._inherits_backend() and s._uses_backend())
+            for s in self._specs
+        )
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -360,15 +382,18 @@ class Supervisor:
         self._host_scope = anyio.CancelScope()
         self._host_scope.__enter__()
         try:
-            if any(isinstance(s, ChildSpec) for s in self._specs):
-                # First: a backend may start a cluster, which may replace
-                # the signal handlers (Ray does), and it says where the
-                # log server must listen for its children to reach it.
-                await self.backend.prepare()
-                self._backend_prepared = True
-                await self._ensure_log_server()
+            uses_backend = self._uses_backend()
+            if uses_backend and getattr(self.backend, "prepare_before_signals", False):
+                # A backend that starts a cluster may replace the signal
+                # handlers (Ray does): ours go in after it.
+                await self._prepare_backend()
             if self.handle_signals and threading.current_thread() is threading.main_thread():
                 await self._tg.start(self._monitor_signals)
+            if uses_backend:
+                await self._prepare_backend()
+            if any(isinstance(s, ChildSpec) for s in self._specs):
+                # The backend says where its children can reach the log server.
+                await self._ensure_log_server()
             self._starting = True
             async with self._lock:
                 await self._start_initial()
@@ -459,6 +484,7 @@ class Supervisor:
             return
         self._done.set()
         self._stop_requested = True
+        self._stopping.set()
         if not self._starting:  # else __aenter__ cancels the body once it is done
             self._host_scope.cancel()
 
@@ -486,6 +512,11 @@ class Supervisor:
         ]
 
     # -- starting ---------------------------------------------------------------
+
+    async def _prepare_backend(self) -> None:
+        if not self._backend_prepared:
+            await self.backend.prepare()
+            self._backend_prepared = True
 
     async def _start_initial(self) -> None:
         children = list(self._children.values())
@@ -515,7 +546,7 @@ class Supervisor:
             if spec.seed is None and self.seed is not None:
                 spec.seed = derive_seed(self.seed, spec.name)
             spec._parent_log_server = await self._ensure_log_server()
-            if spec._given_backend is None:
+            if spec._inherits_backend():
                 spec.backend = self.backend  # a subtree runs where its parent does
             return _NestedRun(spec)
         seed = None if self.seed is None else derive_seed(self.seed, spec.name)
@@ -569,7 +600,11 @@ class Supervisor:
         timeout = child.spec.ready_timeout if isinstance(child.spec, ChildSpec) else None
         awaited = run.ready if timeout is not None else run.started
         with anyio.move_on_after(math.inf if timeout is None else timeout):
-            await _first_of(awaited, run.exited)
+            # stop() ends a wait that may be long (a child on a cluster
+            # waits for a node with room).
+            await _first_of(awaited, run.exited, self._stopping)
+        if self._stopping.is_set() and not (awaited.is_set() or run.exited.is_set()):
+            return  # the shutdown that follows stops it
         if run.exited.is_set() and not awaited.is_set():
             if initial:
                 run.stop_requested = True
@@ -841,13 +876,10 @@ class Supervisor:
         """
         self._require_running()
         if isinstance(spec, ChildSpec):
-            module = self._check_target(spec)
-            if module:
-                self.backend.preload(module)
+            self._check_and_preload(spec)
         self._add_spec(spec)
-        if isinstance(spec, ChildSpec) and not self._backend_prepared:
-            await self.backend.prepare()  # the tree had only subtrees so far
-            self._backend_prepared = True
+        if isinstance(spec, ChildSpec):
+            await self._prepare_backend()  # the tree may have had only subtrees so far
         child = self._children[spec.name] = _Child(spec)
         async with self._lock:
             try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 from types import TracebackType
 
 import anyio
@@ -25,11 +26,18 @@ class Wakeup:
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
+        # A ring racing close() must not write to a descriptor number that
+        # has been reused for something else meanwhile.
+        self._lock = threading.Lock()
+        self._closed = False
 
     def ring(self, *_: object) -> None:
         """Wake the waiting task (thread-safe; any arguments are ignored)."""
-        with contextlib.suppress(OSError):  # full (it will wake) or closed (nobody waits)
-            self._writer.send(b"\0")
+        with self._lock:
+            if self._closed:
+                return
+            with contextlib.suppress(OSError):  # full: it will wake anyway
+                self._writer.send(b"\0")
 
     async def wait(self) -> None:
         """Return once :meth:`ring` was called since the last return."""
@@ -42,8 +50,10 @@ class Wakeup:
                 continue
 
     def close(self) -> None:
-        """Close both ends."""
-        self._writer.close()
+        """Close both ends; later rings do nothing."""
+        with self._lock:
+            self._closed = True
+            self._writer.close()
         self._reader.close()
 
     def __enter__(self) -> Wakeup:

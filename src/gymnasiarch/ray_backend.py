@@ -45,11 +45,17 @@ from gymnasiarch._child import Launch
 from gymnasiarch._process import DRAIN_TIMEOUT, ExitStatus, RemoteError, RemoteTraceback
 from gymnasiarch._ray_host import ChildHost, by_value_if_needed
 from gymnasiarch._wakeup import Wakeup
+from gymnasiarch.exceptions import InitializationFailedError
 from gymnasiarch.logserver import LogServer, LogTicket
 
 __all__ = ["RayBackend", "RayChildRun"]
 
 logger = logging.getLogger("gymnasiarch.ray")
+
+#: Seconds to wait for a cluster's address to answer before giving up.
+_CONNECT_TIMEOUT = 5.0
+#: Seconds a child may wait for Ray to place its actor before we say so.
+_PLACEMENT_PATIENCE = 10.0
 
 # Ray binds its daemons to the node address it finds; with this set before
 # Ray is imported, a local cluster uses (and listens on) loopback only.
@@ -75,6 +81,72 @@ def _import_ray(local_only: bool) -> Any:
             os.environ[_LOCAL_ONLY] = before
 
 
+class _Connection:
+    """This process's one connection to Ray, shared by every RayBackend, counted."""
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.ray: Any = None
+        self.initialised_by_us = False
+        self.started_cluster = False
+
+    def open(self, backend: RayBackend) -> None:
+        try:
+            ray = _import_ray(local_only=backend.address is None)
+        except ImportError as error:
+            raise InitializationFailedError(
+                "RayBackend needs Ray: install it with pip install 'gymnasiarch[ray]'"
+            ) from error
+        self.ray = ray
+        if ray.is_initialized():
+            return  # someone else's connection: attach, never shut it down
+        options = {"include_dashboard": False, **backend.init_options}
+        if backend.address is None:
+            # Ray ties its daemons to the thread that started them.
+            if threading.current_thread() is not threading.main_thread():
+                raise InitializationFailedError(
+                    "RayBackend starts a local Ray cluster from the main thread only: "
+                    "run the supervisor there, or start Ray (or give an address) first"
+                )
+            if backend.num_cpus is not None:
+                options["num_cpus"] = backend.num_cpus
+        else:
+            options["address"] = backend.address
+        where = "a local Ray cluster" if backend.address is None else repr(backend.address)
+        try:
+            ray.init(**options)
+        except Exception as error:  # Ray raises many kinds; all mean the same here
+            raise InitializationFailedError(
+                f"RayBackend could not start or reach {where}: {error}"
+            ) from error
+        self.initialised_by_us = True
+        self.started_cluster = backend.address is None
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self.initialised_by_us:
+            self.initialised_by_us = self.started_cluster = False
+            self.ray.shutdown()  # on the thread that started it
+
+
+_CONNECTION = _Connection()
+
+
+async def _check_reachable(address: str) -> None:
+    """Fail at once for a ``host:port`` nobody answers at (ray.init would retry for minutes)."""
+    host, colon, port = address.rpartition(":")
+    if "://" in address or not colon or not port.isdigit():
+        return  # "auto", "ray://...": Ray's own client has its own timeouts
+    try:
+        with anyio.fail_after(_CONNECT_TIMEOUT):
+            stream = await anyio.connect_tcp(host.strip("[]"), int(port))
+    except (OSError, TimeoutError) as error:
+        raise InitializationFailedError(
+            f"RayBackend cannot reach the Ray cluster at {address!r}: {error or 'timed out'}"
+        ) from None
+    await stream.aclose()
+
+
 class RayBackend:
     """Children as Ray actors, each hosting the child as a subprocess on its node.
 
@@ -91,9 +163,14 @@ class RayBackend:
             ``runtime_env`` that puts your code on the workers, say).
 
     Raises:
-        RuntimeError: (at start) Ray is not installed, or a local cluster
-            would have to be started from a thread other than the main one.
+        InitializationFailedError: (when the supervisor starts) Ray is not
+            installed, the cluster cannot be started or reached, or a local
+            cluster would have to be started from a thread other than the
+            main one.
     """
+
+    prepare_before_signals = True  # ray.init replaces the SIGTERM handler
+    resolves_targets_here = False  # the workers may have code we have not
 
     def __init__(
         self,
@@ -116,8 +193,6 @@ class RayBackend:
         self._ray: Any = None
         self._host: Any = None  # ChildHost as a Ray actor class
         self._users = 0
-        self._initialised_by_us = False
-        self._started_cluster = False
 
     def __repr__(self) -> str:
         return f"<RayBackend address={self.address!r}>"
@@ -128,53 +203,38 @@ class RayBackend:
         """Nothing to preload: each child is a fresh interpreter on its node."""
 
     async def prepare(self) -> None:
-        """Attach to the cluster, or start a local one (on the main thread; it blocks)."""
-        if self._users == 0:
-            self._attach()
-        self._users += 1
+        """Attach to the cluster, or start a local one (on the main thread; it blocks).
 
-    def _attach(self) -> None:
-        try:
-            ray = _import_ray(local_only=self.address is None)
-        except ImportError as error:
-            raise RuntimeError(
-                "RayBackend needs Ray: install it with pip install 'gymnasiarch[ray]'"
-            ) from error
-        if not ray.is_initialized():
-            options = {"include_dashboard": False, **self.init_options}
-            if self.address is None:
-                # Ray ties its daemons to the thread that started them.
-                if threading.current_thread() is not threading.main_thread():
-                    raise RuntimeError(
-                        "RayBackend starts a local Ray cluster from the main thread only: "
-                        "run the supervisor there, or start Ray (or give an address) first"
-                    )
-                if self.num_cpus is not None:
-                    options["num_cpus"] = self.num_cpus
-                ray.init(**options)
-                self._started_cluster = True
-            else:
-                ray.init(address=self.address, **options)
-            self._initialised_by_us = True
-        self._ray = ray
-        self._host = ray.remote(max_restarts=0, max_task_retries=0)(ChildHost)
+        One connection serves every backend of this process (Ray's driver
+        is per process): it is counted, and ended when the last user ends.
+        """
+        if _CONNECTION.users == 0:
+            ray = sys.modules.get("ray")
+            if self.address is not None and not (ray and ray.is_initialized()):
+                await _check_reachable(self.address)
+            _CONNECTION.open(self)
+        _CONNECTION.users += 1
+        self._users += 1
+        self._ray = _CONNECTION.ray
+        if self._host is None:
+            self._host = self._ray.remote(max_restarts=0, max_task_retries=0)(ChildHost)
 
     def log_server(self) -> LogServer:
         """A TCP log server on this node's address, which the children's nodes reach."""
+        if self._ray is None:
+            raise RuntimeError("RayBackend.log_server() before prepare()")
         host = self.log_host or self._ray.util.get_node_ip_address()
         return LogServer(host, 0)
 
     async def aclose(self) -> None:
-        """Detach when the last supervisor is done; stop the cluster if we started it."""
+        """Detach when the last user is done; stop the cluster if we started it."""
         self._users -= 1
-        if self._users == 0 and self._initialised_by_us:
-            self._initialised_by_us = self._started_cluster = False
-            self._ray.shutdown()  # on the thread that started it
+        _CONNECTION.release()
 
     @property
     def owns_cluster(self) -> bool:
-        """True while a local cluster this backend started is running."""
-        return self._started_cluster
+        """True while a local cluster started by gymnasiarch in this process runs."""
+        return _CONNECTION.started_cluster
 
     # -- children -----------------------------------------------------------------
 
@@ -186,23 +246,55 @@ class RayBackend:
         capture_output: bool,
         placement: Mapping[str, Any] | None = None,
     ) -> RayChildRun:
-        """Create the child's actor and have it start the child."""
-        if self._host is None:
-            raise RuntimeError("RayBackend.start before prepare()")
+        """Create the child's actor and have it start the child.
+
+        Raises:
+            InitializationFailedError: The log server is out of the
+                cluster's reach, Ray is gone, or Ray refused the actor.
+        """
+        if self._host is None or not self._ray.is_initialized():
+            raise InitializationFailedError(
+                f"child {launch.name!r}: RayBackend is not attached to a cluster"
+            )
+        if ticket is not None and not isinstance(ticket.server.client_address, list):
+            ticket.revoke()
+            raise InitializationFailedError(
+                f"child {launch.name!r}: a child on a Ray cluster cannot reach a log "
+                "server on a Unix socket; give the supervisor a TCP LogServer, or none"
+            )
         relay = None
-        if ticket is not None:
-            if not isinstance(ticket.server.client_address, list):
-                raise ValueError(
-                    f"child {launch.name!r}: a child on a Ray cluster cannot reach a log "
-                    "server on a Unix socket; give the supervisor a TCP LogServer, or none"
-                )
-            if capture_output:
+        try:
+            if ticket is not None and capture_output:
                 relay = ticket.server.admit(launch.name)
-        options = actor_options(self._ray, placement or {})
+            return self._create(launch, ticket, relay, placement or {})
+        except BaseException as error:
+            for issued in (ticket, relay):
+                if issued is not None:
+                    issued.revoke()
+            if isinstance(error, Exception) and not isinstance(error, InitializationFailedError):
+                raise InitializationFailedError(
+                    f"child {launch.name!r}: Ray refused its actor: {error}"
+                ) from error
+            raise
+
+    def _create(
+        self,
+        launch: Launch,
+        ticket: LogTicket | None,
+        relay: LogTicket | None,
+        placement: Mapping[str, Any],
+    ) -> RayChildRun:
+        options = actor_options(self._ray, placement)
         launch = by_value_if_needed(launch, self._ray.cloudpickle.dumps)
         actor = self._host.options(**options).remote()
-        run = RayChildRun(launch.name, actor, self._ray, ticket=ticket, relay=relay)
-        run.submit(launch, relay.client_config() if relay is not None else None)
+        try:
+            run = RayChildRun(
+                launch.name, actor, self._ray, ticket=ticket, relay=relay, placement=placement
+            )
+            run.submit(launch, relay.client_config() if relay is not None else None)
+        except BaseException:
+            self._ray.kill(actor, no_restart=True)
+            raise
         return run
 
 
@@ -227,6 +319,9 @@ class RayChildRun:
     Attributes:
         pid: The child's process id on its node, once known.
         node: The id of the Ray node the child runs on, once known.
+        on_this_machine: Whether that node is this machine (its pid is one
+            this machine's signals reach).
+        placement: The placement it asked Ray for.
     """
 
     def __init__(
@@ -237,10 +332,13 @@ class RayChildRun:
         *,
         ticket: LogTicket | None = None,
         relay: LogTicket | None = None,
+        placement: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
+        self.placement = dict(placement or {})
         self.pid: int | None = None
         self.node: str | None = None
+        self.on_this_machine = False
         self.started = anyio.Event()
         self.ready = anyio.Event()
         self.ready_value: Any = None
@@ -252,6 +350,8 @@ class RayChildRun:
         self._ticket = ticket
         self._relay = relay
         self._refs: dict[str, Any] = {}
+        self._spawned = False  # the host has started the child (or failed to)
+        self._spawned_future: Future[Any] | None = None
         self._payload: dict[str, Any] | None = None
         self._watch_scope: anyio.CancelScope | None = None
 
@@ -284,23 +384,50 @@ class RayChildRun:
             for key, ref in self._refs.items():
                 futures[key] = future = ref.future()
                 future.add_done_callback(wakeup.ring)
+            self._spawned_future = futures["spawned"]
             # Handled in this order, so a run that ended at once still
             # reports its pid and whether it had started.
+            patience: float | None = _PLACEMENT_PATIENCE
             while futures:
                 for key in [k for k, f in futures.items() if f.done()]:
                     self._handle(key, futures.pop(key))
                 if "run" not in futures:
                     return
-                await wakeup.wait()
+                if "spawned" not in futures or patience is None:
+                    await wakeup.wait()
+                    continue
+                # Ray waits silently for a node that fits the child's placement.
+                with anyio.move_on_after(patience) as waiting:
+                    await wakeup.wait()
+                if waiting.cancelled_caught:
+                    patience = None  # said once
+                    logger.warning(
+                        "child %r: Ray has not placed it after %g s (placement %s): %s",
+                        self.name,
+                        _PLACEMENT_PATIENCE,
+                        self.placement or "Ray's default, 1 CPU",
+                        _why_unplaced(self._ray, self.placement),
+                    )
 
     def _handle(self, key: str, future: Future[Any]) -> None:
         error = future.exception()
         if key == "run":
-            self.status = self._status(future.result() if error is None else None, error)
+            payload = future.result() if error is None else None
+            if payload is not None:
+                # The run's reply may be handled before the others': it
+                # says as much as they would have.
+                if payload.get("started"):
+                    self.started.set()
+                if payload.get("ready") and not self.ready.is_set():
+                    self.ready_value = payload.get("ready_value")
+                    self.ready.set()
+            self.status = self._status(payload, error)
         elif error is not None:
             return  # the run's own future says what happened
         elif key == "spawned":
-            self.pid, self.node = future.result()
+            self.pid, self.node, node_ip = future.result()
+            self.on_this_machine = node_ip == self._ray.util.get_node_ip_address()
+            self._spawned = True
         elif key == "started" and future.result():
             self.started.set()
         elif key == "ready":
@@ -345,8 +472,9 @@ class RayChildRun:
         for ticket in (self._ticket, self._relay):
             if ticket is not None:
                 ticket.revoke()
-        with contextlib.suppress(Exception):  # Ray may be shutting down already
-            self._ray.kill(self._actor, no_restart=True)
+        if self._ray.is_initialized():
+            with contextlib.suppress(Exception):  # Ray may be shutting down already
+                self._ray.kill(self._actor, no_restart=True)
 
     # -- stopping -----------------------------------------------------------------
 
@@ -361,15 +489,40 @@ class RayChildRun:
     def _tell(self, what: str) -> None:
         if self.exited.is_set():
             return
+        if not self._ray.is_initialized():
+            return  # a call now would make Ray start a new cluster of its own
         with contextlib.suppress(Exception):  # the actor is gone: the run ends anyway
-            getattr(self._actor, what).remote()
+            spawned = self._spawned_future
+            if self._spawned or (spawned is not None and spawned.done()):
+                getattr(self._actor, what).remote()
+            else:
+                # Not placed yet (or still starting the child): there is no
+                # child to signal, and the actor would take the call only
+                # once placed. Ending the actor ends the run now.
+                self._ray.kill(self._actor, no_restart=True)
 
     def abandon(self) -> None:
         """Give up on a child that does not go away: kill its actor, stop following."""
-        with contextlib.suppress(Exception):
-            self._ray.kill(self._actor, no_restart=True)
+        if self._ray.is_initialized():
+            with contextlib.suppress(Exception):
+                self._ray.kill(self._actor, no_restart=True)
         if self._watch_scope is not None:
             self._watch_scope.cancel()
+
+
+def _why_unplaced(ray: Any, placement: Mapping[str, Any]) -> str:
+    """Whether any node of the cluster could ever hold *placement*, in words."""
+    wanted = {str(k): float(v) for k, v in placement.get("resources", {}).items()}
+    for key, name in (("num_cpus", "CPU"), ("num_gpus", "GPU"), ("memory", "memory")):
+        if key in placement:
+            wanted[name] = float(placement[key])
+    try:
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    except Exception:
+        return "it waits for room on a node"
+    if any(all(node.get(k, 0.0) >= v for k, v in wanted.items()) for node in nodes):
+        return "it waits for room on a node (the others hold it)"
+    return "no node of the cluster has that much; it waits until one joins"
 
 
 def _status_from_payload(payload: dict[str, Any]) -> ExitStatus:

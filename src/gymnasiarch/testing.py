@@ -129,6 +129,10 @@ def _pid(sup: Supervisor, name: str) -> int:
         if child.name == name:
             if child.pid is None:
                 raise LookupError(f"child {name!r} is not running ({child.state})")
+            run = sup._children[name].run
+            if not getattr(run, "on_this_machine", True):
+                # Its pid is one on another node: here it names somebody else.
+                raise LookupError(f"child {name!r} runs on another machine")
             return child.pid
     raise LookupError(f"supervisor {sup.name!r} has no child named {name!r}")
 
