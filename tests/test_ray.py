@@ -99,8 +99,22 @@ def no_process_left_behind() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def no_fd_left_open() -> None:
-    """Ray's gRPC channels and its worker connections are the session's, not leaks."""
+def no_fd_left_open() -> Iterator[None]:
+    """No pipe or file is left open; sockets come and go with Ray's own connections."""
+    from conftest import _open_fds
+
+    def ours() -> dict[int, str]:
+        return {
+            fd: what
+            for fd, what in _open_fds().items()
+            if not what.startswith(("socket:", "anon_inode:"))
+        }
+
+    before = ours()
+    yield
+    leftover = {fd: what for fd, what in ours().items() if before.get(fd) != what}
+    if leftover:
+        pytest.fail(f"test left file descriptors open: {leftover}")
 
 
 # -- the cluster itself --------------------------------------------------------------
