@@ -124,7 +124,45 @@ def _rebuild_error(payload: tuple[Any, ...]) -> tuple[BaseException, str]:
     return error, tb_text
 
 
-class ChildProcess:
+async def first_of(first: anyio.Event, *others: anyio.Event) -> None:
+    """Return as soon as any of the events is set (one helper task per other event)."""
+    if first.is_set() or any(event.is_set() for event in others):
+        return
+    async with anyio.create_task_group() as group:
+
+        async def wait_and_cancel(event: anyio.Event) -> None:
+            await event.wait()
+            group.cancel_scope.cancel()
+
+        for event in others:
+            group.start_soon(wait_and_cancel, event)
+        await first.wait()
+        group.cancel_scope.cancel()
+
+
+class RunEvents:
+    """What every run of a child tells the supervisor, whichever backend runs it.
+
+    Attributes:
+        name: The child's name.
+        started: Set once the child's target runs.
+        ready: Set once the child said it is ready (``ready_value`` is what it said).
+        exited: Set once the run is over (``status`` says how it ended).
+        stop_requested: Set by whoever stops the child on purpose: such an
+            exit is no crash.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = anyio.Event()
+        self.ready = anyio.Event()
+        self.ready_value: Any = None
+        self.exited = anyio.Event()
+        self.status: ExitStatus | None = None
+        self.stop_requested = False
+
+
+class ChildProcess(RunEvents):
     """One run of one child in its own process.
 
     Create it with :meth:`start`; then run :meth:`watch` in a task (it is the
@@ -142,7 +180,7 @@ class ChildProcess:
         ticket: LogTicket | None = None,
         output: OutputCapture | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name)
         self._ticket = ticket
         self._output = output
         self._log_connected = False
@@ -155,15 +193,8 @@ class ChildProcess:
             self._pidfd = os.pidfd_open(self.pid)
         except ProcessLookupError:
             self._pidfd = None  # already gone: the watcher collects the status
-        self.started = anyio.Event()
-        self.ready = anyio.Event()
-        self.ready_value: Any = None
-        self.exited = anyio.Event()
-        self.status: ExitStatus | None = None
         self._outcome: tuple[str, tuple[Any, ...]] | None = None
         self._watch_scope: anyio.CancelScope | None = None
-        #: Set by whoever stops the child on purpose: such an exit is no crash.
-        self.stop_requested = False
 
     @classmethod
     async def start(

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from gymnasiarch._child import Launch
-from gymnasiarch._process import ChildProcess, ExitStatus
+from gymnasiarch._process import ChildProcess, ExitStatus, first_of
 from gymnasiarch.logserver import LogClientHandler
 
 
@@ -39,7 +39,7 @@ class ByValue:
         self.blob = blob
 
     def __call__(self) -> Any:
-        target, args, kwargs = pickle.loads(self.blob)  # noqa: S301 - our own launch, via Ray
+        target, args, kwargs = pickle.loads(self.blob)  # noqa: S301  # trusted-pipe: our launch, via Ray
         return target(*args, **kwargs)
 
 
@@ -158,14 +158,7 @@ class ChildHost:
         if child is None:
             return False
         wanted = event_of(child)
-        async with anyio.create_task_group() as group:
-
-            async def wait_and_stop(event: anyio.Event) -> None:
-                await event.wait()
-                group.cancel_scope.cancel()
-
-            group.start_soon(wait_and_stop, wanted)
-            group.start_soon(wait_and_stop, child.exited)
+        await first_of(wanted, child.exited)
         return wanted.is_set()
 
 

@@ -31,7 +31,7 @@ from gymnasiarch._backend import Backend, ChildRun, LocalBackend
 from gymnasiarch._child import Launch
 from gymnasiarch._events import Event, EventHub
 from gymnasiarch._launcher import StartMethod
-from gymnasiarch._process import ExitStatus
+from gymnasiarch._process import ExitStatus, RunEvents, first_of
 from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch._spec import (
     RESTART_TYPES,
@@ -87,20 +87,14 @@ class ChildInfo:
     uptime: float | None = None
 
 
-class _NestedRun:
+class _NestedRun(RunEvents):
     """A nested supervisor, run as a child of another: the same face as a ChildProcess."""
 
     pid = None
 
     def __init__(self, supervisor: Supervisor) -> None:
-        self.name = supervisor.name
+        super().__init__(supervisor.name)
         self._supervisor = supervisor
-        self.started = anyio.Event()
-        self.ready = anyio.Event()
-        self.ready_value: Any = None
-        self.exited = anyio.Event()
-        self.status: ExitStatus | None = None
-        self.stop_requested = False
         self._scope = anyio.CancelScope()
 
     async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -602,7 +596,7 @@ class Supervisor:
         with anyio.move_on_after(math.inf if timeout is None else timeout):
             # stop() ends a wait that may be long (a child on a cluster
             # waits for a node with room).
-            await _first_of(awaited, run.exited, self._stopping)
+            await first_of(awaited, run.exited, self._stopping)
         if self._stopping.is_set() and not (awaited.is_set() or run.exited.is_set()):
             return  # the shutdown that follows stops it
         if run.exited.is_set() and not awaited.is_set():
@@ -919,19 +913,3 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first exception in a (possibly nested) exception group."""
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
-
-
-async def _first_of(first: anyio.Event, *others: anyio.Event) -> None:
-    """Return as soon as any of the events is set (one helper task per other event)."""
-    if first.is_set() or any(event.is_set() for event in others):
-        return
-    async with anyio.create_task_group() as group:
-
-        async def wait_and_cancel(event: anyio.Event) -> None:
-            await event.wait()
-            group.cancel_scope.cancel()
-
-        for event in others:
-            group.start_soon(wait_and_cancel, event)
-        await first.wait()
-        group.cancel_scope.cancel()

@@ -42,7 +42,13 @@ import anyio
 from anyio.abc import TaskStatus
 
 from gymnasiarch._child import Launch
-from gymnasiarch._process import DRAIN_TIMEOUT, ExitStatus, RemoteError, RemoteTraceback
+from gymnasiarch._process import (
+    DRAIN_TIMEOUT,
+    ExitStatus,
+    RemoteError,
+    RemoteTraceback,
+    RunEvents,
+)
 from gymnasiarch._ray_host import ChildHost, by_value_if_needed
 from gymnasiarch._wakeup import Wakeup
 from gymnasiarch.exceptions import InitializationFailedError
@@ -313,7 +319,7 @@ def actor_options(ray: Any, placement: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
-class RayChildRun:
+class RayChildRun(RunEvents):
     """One run of one child in a Ray actor, as the supervisor sees it.
 
     Attributes:
@@ -334,17 +340,11 @@ class RayChildRun:
         relay: LogTicket | None = None,
         placement: Mapping[str, Any] | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name)
         self.placement = dict(placement or {})
         self.pid: int | None = None
         self.node: str | None = None
         self.on_this_machine = False
-        self.started = anyio.Event()
-        self.ready = anyio.Event()
-        self.ready_value: Any = None
-        self.exited = anyio.Event()
-        self.status: ExitStatus | None = None
-        self.stop_requested = False
         self._actor = actor
         self._ray = ray
         self._ticket = ticket
@@ -548,7 +548,7 @@ def _status_from_payload(payload: dict[str, Any]) -> ExitStatus:
 
 def _load(blob: bytes | None) -> Any:
     # From our own host actor, through Ray (which pickles everything anyway).
-    return None if blob is None else pickle.loads(blob)  # noqa: S301
+    return None if blob is None else pickle.loads(blob)  # noqa: S301  # trusted-pipe
 
 
 def _reason(error: BaseException) -> str:
