@@ -58,6 +58,9 @@ __all__ = ["RayBackend", "RayChildRun"]
 
 logger = logging.getLogger("gymnasiarch.ray")
 
+#: The run's reply last: a run that ended at once still has its pid, and
+#: whether it had started, when its status is made.
+_HANDLING_ORDER = ("spawned", "started", "ready", "run")
 #: Seconds to wait for a cluster's address to answer before giving up.
 _CONNECT_TIMEOUT = 5.0
 #: Seconds a child may wait for Ray to place its actor before we say so.
@@ -385,11 +388,9 @@ class RayChildRun(RunEvents):
                 futures[key] = future = ref.future()
                 future.add_done_callback(wakeup.ring)
             self._spawned_future = futures["spawned"]
-            # Handled in this order, so a run that ended at once still
-            # reports its pid and whether it had started.
             patience: float | None = _PLACEMENT_PATIENCE
             while futures:
-                for key in [k for k, f in futures.items() if f.done()]:
+                for key in [k for k in _HANDLING_ORDER if k in futures and futures[k].done()]:
                     self._handle(key, futures.pop(key))
                 if "run" not in futures:
                     return
