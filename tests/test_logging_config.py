@@ -40,6 +40,16 @@ async def test_json_lines_for_parent_and_children(fresh_structlog: None) -> None
     assert "timestamp" in by_event["record 0"]
 
 
+def test_private_attributes_libraries_stamp_are_left_out(fresh_structlog: None) -> None:
+    """An attribute private by name (Ray stamps ``_ray_timestamp_ns``) is no field of ours."""
+    out = io.StringIO()
+    configure(stream=out)
+    logging.getLogger("parent").info("stamped", extra={"_ray_timestamp_ns": 1, "step": 2})
+    (line,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert line["step"] == 2
+    assert not [key for key in line if key.startswith("_")]
+
+
 async def test_console_output_cannot_be_forged(fresh_structlog: None) -> None:
     """Newlines and escape sequences from a child are escaped; tracebacks are indented."""
     out = io.StringIO()

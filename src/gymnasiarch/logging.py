@@ -52,6 +52,19 @@ def _escape_for_console(_: Any, __: str, event_dict: MutableMapping[str, Any]) -
     return escaped
 
 
+_FORMATTER_META = frozenset({"_record", "_from_structlog"})
+
+
+def _drop_private(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """Leave out attributes private by name that libraries stamp on every record.
+
+    Ray's driver, for one, adds ``_ray_timestamp_ns`` to all of them.
+    """
+    for key in [k for k in event_dict if k.startswith("_") and k not in _FORMATTER_META]:
+        del event_dict[key]
+    return event_dict
+
+
 def _pre_chain() -> list[Any]:
     """What every record gets before rendering, whatever its origin."""
     return [
@@ -59,6 +72,7 @@ def _pre_chain() -> list[Any]:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        _drop_private,
         structlog.processors.TimeStamper(fmt="iso"),
     ]
 
