@@ -515,3 +515,38 @@ async def test_stop_ends_a_start_that_waits_for_room(ray_cluster: None) -> None:
             group.start_soon(stop_while_it_waits)
             results = await sup.run()
     assert results == {}
+
+
+def test_gymnasiarch_run_supervises_a_ray_tree_file(tmp_path: Path) -> None:
+    """`backend = "ray"` in a tree file: the CLI starts a local cluster, runs, stops it."""
+    (tmp_path / "simmod.py").write_text(
+        "import logging\n\n"
+        "def work(n):\n"
+        "    logging.getLogger('sim').info('working on %d', n)\n"
+        "    print('a printed line')\n"
+        "    return n * 2\n"
+    )
+    tree = tmp_path / "tree.toml"
+    tree.write_text(
+        '[supervisor]\nbackend = "ray"\n\n'
+        '[[child]]\nname = "worker"\ntarget = "simmod:work"\nparams = { n = 21 }\n'
+        'restart = "transient"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ENABLE")}
+    done = subprocess.run(
+        [sys.executable, "-m", "gymnasiarch", "run", "--log-format", "json", str(tree)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    _header, *rows = done.stdout.splitlines()
+    assert rows[0].split()[0] == "worker"
+    assert rows[0].split()[-1] == "42"
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    said = {(e.get("child"), e["event"]) for e in events}
+    assert ("worker", "working on 21") in said
+    assert ("worker", "a printed line") in said
+    assert not [key for e in events for key in e if key.startswith("_")]
