@@ -8,9 +8,11 @@ import sys
 from gymnasiarch import child_context
 
 
-def where() -> dict[str, int]:
-    """Our pid and our parent's (the actor's worker process)."""
-    return {"pid": os.getpid(), "ppid": os.getppid()}
+def where() -> dict[str, object]:
+    """Our pid, our parent's (the actor's worker process) and its command line."""
+    with open(f"/proc/{os.getppid()}/cmdline", "rb") as cmdline:
+        parent = cmdline.read().replace(b"\0", b" ").decode()
+    return {"pid": os.getpid(), "ppid": os.getppid(), "parent_command": parent}
 
 
 def print_then_crash() -> None:
