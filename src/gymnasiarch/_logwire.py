@@ -173,16 +173,17 @@ def _check(data: object) -> dict[str, Any]:
         WireError: A field is missing, unknown, or of the wrong type.
     """
     if type(data) is list:
-        data = _row_to_fields(data)
-    elif type(data) is not dict:
+        data, extra = _row_fields(data)
+    elif type(data) is dict:
+        extra = data.pop("extra", None)
+        for key, value in data.items():
+            kinds = _FIELD_TYPES.get(key)
+            if kinds is None:
+                raise WireError(f"a record has an unknown field {key!r}")
+            if type(value) not in kinds:
+                raise WireError(f"record field {key!r} has type {type(value).__name__}")
+    else:
         raise WireError("a record is neither an object nor a row")
-    extra = data.pop("extra", None)
-    for key, value in data.items():
-        kinds = _FIELD_TYPES.get(key)
-        if kinds is None:
-            raise WireError(f"a record has an unknown field {key!r}")
-        if type(value) not in kinds:
-            raise WireError(f"record field {key!r} has type {type(value).__name__}")
     if not data.keys() >= _REQUIRED_KEYS:
         missing = sorted(_REQUIRED_KEYS - data.keys())[0]
         raise WireError(f"a record has no {missing!r}")
@@ -207,10 +208,18 @@ def _file_and_module(pathname: str) -> tuple[str, str]:
     return filename, os.path.splitext(filename)[0]
 
 
-def _row_to_fields(row: list[Any]) -> dict[str, Any]:
+def _row_fields(row: list[Any]) -> tuple[dict[str, Any], Any]:
+    """The checked fields of a row (the ones it has), and its extras, in one pass."""
     if len(row) != len(ROW):
         raise WireError(f"a record row has {len(row)} fields, not {len(ROW)}")
-    return {key: value for key, value in zip(ROW, row, strict=True) if value is not None}
+    fields = {}
+    # The extras, last in the row, are not zipped: they are checked after.
+    for (key, kinds), value in zip(_ROW_TYPES, row, strict=False):
+        if value is not None:
+            if type(value) not in kinds:
+                raise WireError(f"record field {key!r} has type {type(value).__name__}")
+            fields[key] = value
+    return fields, row[-1]
 
 
 def make_record(data: object, child: str) -> logging.LogRecord:
@@ -242,8 +251,13 @@ def make_record(data: object, child: str) -> logging.LogRecord:
     return record
 
 
+# getLogger takes logging's module lock on every call; a logger, once made,
+# is never replaced, so the parent looks each child's few names up once.
+_logger_named = functools.lru_cache(maxsize=1024)(logging.getLogger)
+
+
 def reinject(record: logging.LogRecord) -> None:
     """Hand *record* to the parent's logger of the same name."""
-    logger = logging.getLogger(record.name)
+    logger = _logger_named(record.name)
     if logger.isEnabledFor(record.levelno):
         logger.handle(record)
