@@ -42,13 +42,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from gymnasiarch._child import Launch
-from gymnasiarch._process import (
-    DRAIN_TIMEOUT,
-    ExitStatus,
-    RemoteError,
-    RemoteTraceback,
-    RunEvents,
-)
+from gymnasiarch._process import DRAIN_TIMEOUT, ExitStatus, RunEvents, _rebuild_error
 from gymnasiarch._ray_host import ChildHost, by_value_if_needed
 from gymnasiarch._wakeup import Wakeup
 from gymnasiarch.exceptions import InitializationFailedError
@@ -201,7 +195,6 @@ class RayBackend:
         self.init_options = dict(init_options or {})
         self._ray: Any = None
         self._host: Any = None  # ChildHost as a Ray actor class
-        self._users = 0
 
     def __repr__(self) -> str:
         return f"<RayBackend address={self.address!r}>"
@@ -223,7 +216,6 @@ class RayBackend:
                 await _check_reachable(self.address)
             _CONNECTION.open(self)
         _CONNECTION.users += 1
-        self._users += 1
         self._ray = _CONNECTION.ray
         if self._host is None:
             self._host = self._ray.remote(max_restarts=0, max_task_retries=0)(ChildHost)
@@ -237,7 +229,6 @@ class RayBackend:
 
     async def aclose(self) -> None:
         """Detach when the last user is done; stop the cluster if we started it."""
-        self._users -= 1
         _CONNECTION.release()
 
     @property
@@ -530,12 +521,13 @@ def _status_from_payload(payload: dict[str, Any]) -> ExitStatus:
     error: BaseException | None = None
     if payload["error_type"] is not None:
         try:
-            error = _load(payload["error"])
+            loaded = _load(payload["error"])
         except Exception:
-            error = None
-        if not isinstance(error, BaseException):
-            error = RemoteError(f"{payload['error_type']}: {payload['error_text']}")
-        error.__cause__ = RemoteTraceback(payload["traceback"] or "")
+            loaded = None  # its class is not importable here: a RemoteError stands in
+        # The same rebuilding as for a local child's exception.
+        error, _ = _rebuild_error(
+            (loaded, payload["error_type"], payload["error_text"], payload["traceback"] or "")
+        )
     return ExitStatus(
         payload["exitcode"],
         payload["signum"],
