@@ -67,6 +67,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from benchmarks import _targets
 from benchmarks._report import median, progress, row
 from gymnasiarch import ChildSpec, Supervisor
+from gymnasiarch._forkserver import SERVER
 from gymnasiarch._logwire import ROW, record_to_dict, record_to_row
 
 T = "benchmarks._targets"
@@ -157,10 +158,11 @@ def _only_handler(handler: logging.Handler) -> Iterator[None]:
 
 
 def _helper_pids() -> set[int]:
-    """multiprocessing's own long-lived helpers: the fork server and the resource tracker.
+    """The long-lived helpers: the fork servers and multiprocessing's resource tracker.
 
-    Both stay, by design, for the whole run; only their private fields tell
-    them from a child left behind.
+    They stay, by design, for the whole run; only their private fields tell
+    them from a child left behind. (Our fork server's spare child is its
+    grandchild, not ours.)
     """
     helpers = (
         getattr(multiprocessing.forkserver, "_forkserver", None),
@@ -170,7 +172,7 @@ def _helper_pids() -> set[int]:
         getattr(helper, "_forkserver_pid", None) or getattr(helper, "_pid", None)
         for helper in helpers
     )
-    return {pid for pid in pids if pid is not None}
+    return {pid for pid in (*pids, SERVER.pid) if pid is not None}
 
 
 def _leftover_processes() -> list[int]:

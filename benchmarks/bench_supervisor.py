@@ -1,10 +1,10 @@
 """The supervisor's figures from its issue, each side by side with bare multiprocessing.
 
 Every figure is measured in the same run as its baseline, samples of the two
-interleaved, and reported as medians. Baselines use the same fork server as
-gymnasiarch (the process-wide one of multiprocessing's ``forkserver``
-context), started first by a warm-up supervisor, so both sides fork from a
-server that has ``gymnasiarch._child`` and ``benchmarks._targets`` preloaded.
+interleaved, and reported as medians. Baselines use multiprocessing's own
+fork server, given the same preload as gymnasiarch's (its modules and
+``benchmarks._targets``) -- the issue's "forkserver with an explicit,
+correct preload" -- so both sides fork from servers that hold the same code.
 
 Figures (targets from the issue):
 
@@ -48,6 +48,7 @@ from benchmarks._report import median as _median
 from benchmarks._report import progress
 from benchmarks._report import row as _row
 from gymnasiarch import ChildSpec, Event, Supervisor
+from gymnasiarch._process import PRELOAD
 
 T = "benchmarks._targets"
 FORKSERVER = multiprocessing.get_context("forkserver")
@@ -461,8 +462,9 @@ async def _bench_stubborn(samples: int) -> list[dict[str, Any]]:
 
 
 async def _warm_up() -> None:
-    """Start the fork server the way gymnasiarch does, and warm both start methods."""
-    _progress("warming up (starts the shared fork server)")
+    """Start both fork servers with the same preload, and warm every start method."""
+    _progress("warming up (starts the fork servers)")
+    FORKSERVER.set_forkserver_preload([*PRELOAD, T])
     await _whole_run_delay()
     _bare_start_delay(FORKSERVER)
     _bare_start_delay(SPAWN)

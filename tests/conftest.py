@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import threading
 from collections.abc import Iterator
@@ -12,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-# multiprocessing's resource tracker and fork server live as long as the
+# multiprocessing's resource tracker and our fork server live as long as the
 # test process (the fork server's children, our supervised processes, are
 # checked): the same leftover check our users get from gymnasiarch.testing.
+from gymnasiarch._forkserver import SERVER
 from gymnasiarch._process import PRELOAD
 from gymnasiarch.testing import _no_leftovers
 
@@ -26,8 +26,8 @@ def long_lived_helpers() -> None:
     They hold file descriptors for the rest of the session; started inside
     a test, they would look like that test's leak.
     """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([*PRELOAD, "targets.basic"])
+    SERVER.ensure_running([*PRELOAD, "targets.basic"])
+    # Some tests start helper processes with multiprocessing's own fork server.
     forkserver.ensure_running()
 
 

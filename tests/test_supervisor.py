@@ -7,7 +7,6 @@ import os
 import resource
 import signal
 from collections.abc import Mapping
-from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from gymnasiarch import Backoff, ChildSpec, Event, LocalBackend, RemoteTraceback, Supervisor
 from gymnasiarch._backend import ChildRun
 from gymnasiarch._child import Launch
+from gymnasiarch._forkserver import SERVER
 from gymnasiarch._process import ChildProcess
 from gymnasiarch.dynaloader import ErrorDuringImport
 from gymnasiarch.exceptions import (
@@ -519,7 +519,7 @@ async def _kill_while_out_of_descriptors(sup: Supervisor) -> None:
 
 async def test_restart_that_cannot_launch_gives_up_with_the_os_error() -> None:
     """Out of file descriptors at restart time: one typed error, nothing left running."""
-    server_pid = forkserver._forkserver._forkserver_pid
+    server_pid = SERVER.pid
     sup = Supervisor([ChildSpec("victim", f"{T}:sleep_forever")])
     with anyio.fail_after(20), pytest.raises(PrematureTaskDeathError, match="restart") as caught:
         async with sup:
@@ -527,7 +527,7 @@ async def test_restart_that_cannot_launch_gives_up_with_the_os_error() -> None:
     assert isinstance(caught.value.__cause__, OSError)
     assert caught.value.child == "victim"
     # The failed request never reached the fork server: it still serves.
-    assert forkserver._forkserver._forkserver_pid == server_pid
+    assert SERVER.pid == server_pid
     os.kill(server_pid, 0)
 
 

@@ -10,16 +10,15 @@ the same face (ARCHITECTURE.md, "Beyond one machine").
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Mapping
-from multiprocessing import forkserver
 from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
 
 from gymnasiarch._child import Launch
-from gymnasiarch._launcher import StartMethod, forkserver_running
+from gymnasiarch._forkserver import SERVER
+from gymnasiarch._launcher import StartMethod
 from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus
 from gymnasiarch.logserver import LogServer, LogTicket
 
@@ -120,12 +119,12 @@ class LocalBackend:
         """Start the fork server (once per process) with our modules and the targets'."""
         if self.start_method != "forkserver":
             return
-        multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD + self._preload)
-        if forkserver_running():
-            forkserver.ensure_running()  # a non-blocking check that it is still alive
+        preload = PRELOAD + self._preload
+        if SERVER.running():
+            SERVER.ensure_running(preload)  # a non-blocking check that it is still alive
         else:
             # Starting the fork server imports our modules: do it off the loop.
-            await anyio.to_thread.run_sync(forkserver.ensure_running)
+            await anyio.to_thread.run_sync(SERVER.ensure_running, preload)
 
     def log_server(self) -> LogServer:
         """A server on a private Unix socket: our children are on this machine."""

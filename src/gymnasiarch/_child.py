@@ -34,6 +34,7 @@ from typing import Any
 import anyio
 
 from gymnasiarch._context import ChildContext, set_child_context
+from gymnasiarch._forkserver import release_start_slot
 from gymnasiarch._output import InheritedFd, flush_output, redirect_output
 from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch.dynaloader import resolve
@@ -155,6 +156,7 @@ def _run_target(launch: Launch, send: _Sender) -> Any:
     target = resolve(launch.target) if isinstance(launch.target, str) else launch.target
     forward_structlog()  # the target's module may have imported structlog just now
     send(("started",))
+    release_start_slot()  # our fork server may fork the next spare now
     # The caretaking of spawn_wrapper is done already (child_main); a sync
     # target runs without an event loop around it, so it may start its own.
     result = target(*launch.args, **launch.kwargs)

@@ -12,7 +12,8 @@ Two things of the stdlib's process start are wrong for a supervisor:
   each other in the event loop's thread; it also polls every living child on
   every start. Our fork-server start writes its request, awaits the pid on the
   status pipe through anyio, and never registers the process with
-  multiprocessing's bookkeeping (we reap it ourselves).
+  multiprocessing's bookkeeping (we reap it ourselves). The fork server is
+  our own (:mod:`gymnasiarch._forkserver`), which forks ahead of demand.
 """
 
 from __future__ import annotations
@@ -20,23 +21,16 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import socket
 import sys
 import types
 from collections.abc import Iterator
 from multiprocessing import context as mp_context
-from multiprocessing import (
-    forkserver,
-    popen_fork,
-    popen_forkserver,
-    reduction,
-    resource_tracker,
-    spawn,
-    util,
-)
+from multiprocessing import forkserver, popen_fork, popen_forkserver, reduction, spawn, util
 from typing import Any, Literal, Protocol
 
 import anyio
+
+from gymnasiarch._forkserver import SERVER
 
 StartMethod = Literal["forkserver", "spawn"]
 
@@ -62,49 +56,15 @@ def _close_fds(*fds: int) -> None:
         os.close(fd)
 
 
-def _request_fork(fds: list[int]) -> tuple[int, int]:
-    """Ask the fork server for a child; return (status pipe, data pipe) ends.
-
-    The stdlib's ``connect_to_new_process`` connects first and opens its
-    pipes after: out of file descriptors, it leaks one pipe and hangs up on
-    the server without a message, which makes the server exit, and every
-    child it forked dies with it (their parent-death signal). Here
-    everything is opened before the connection, so a failure reaches
-    nobody but the caller. Python 3.14 added a handshake to this
-    conversation: there we use the stdlib's own client.
-    """
-    if sys.version_info >= (3, 14):  # pragma: no cover - the CI runs 3.11
-        pair: tuple[int, int] = forkserver.connect_to_new_process(fds)
-        return pair
-    server: Any = forkserver._forkserver  # private fields, stable from 3.8 to 3.13
-    server.ensure_running()
-    opened: list[int] = []
-    try:
-        status_r, status_w = os.pipe()
-        opened += (status_r, status_w)
-        data_r, data_w = os.pipe()
-        opened += (data_r, data_w)
-        tracker: int = resource_tracker.getfd()  # type: ignore[assignment]
-        with socket.socket(socket.AF_UNIX) as client:
-            client.connect(server._forkserver_address)
-            alive = server._forkserver_alive_fd
-            reduction.sendfds(client, [data_r, status_w, alive, tracker, *fds])
-    except BaseException:
-        _close_fds(*opened)
-        raise
-    os.close(data_r)
-    os.close(status_w)
-    return status_r, data_w
-
-
 class _ForkServerStart(popen_forkserver.Popen):
     """The stdlib's fork-server start, with the wait for the pid left to the caller."""
 
     pid: int
     sentinel: int
 
-    def __init__(self, process: Any) -> None:
+    def __init__(self, process: Any, preload: list[str]) -> None:
         self._fds: list[int] = []
+        self._preload = preload
         # Pickle the process first (collecting the fds it passes on in
         # self._fds): its pickled form tells whether it needs __main__.
         buffer = io.BytesIO()
@@ -130,7 +90,7 @@ class _ForkServerStart(popen_forkserver.Popen):
         finally:
             mp_context.set_spawning_popen(None)
         buffer.write(self._payload)
-        self.sentinel, data = _request_fork(self._fds)
+        self.sentinel, data = SERVER.request(self._fds, self._preload)
         try:
             # The child watches a duplicate of the data pipe's write end to
             # learn that its parent died (multiprocessing.parent_process().sentinel).
@@ -144,18 +104,14 @@ class _ForkServerStart(popen_forkserver.Popen):
             stream.write(buffer.getbuffer())
 
 
-def forkserver_running() -> bool:
-    """True if this process has started its fork server (it may have died since)."""
-    return getattr(forkserver._forkserver, "_forkserver_pid", None) is not None
-
-
-async def start_forkserver(process: Any) -> Started:
-    """Start *process* (a not yet started ``ForkServerProcess``) through the fork server.
+async def start_forkserver(process: Any, preload: list[str]) -> Started:
+    """Start *process* (a not yet started ``ForkServerProcess``) through our fork server.
 
     The fork server should be running already (the supervisor starts it in a
-    worker thread). Must run in the event loop's thread.
+    worker thread); else it starts here, with *preload*. Must run in the
+    event loop's thread.
     """
-    popen = _ForkServerStart(process)
+    popen = _ForkServerStart(process, preload)
     try:
         # Shielded: the child is on its way and must not be lost. The wait
         # is short, ends with EOF should the fork server be gone, and is

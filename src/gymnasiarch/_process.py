@@ -218,10 +218,6 @@ class ChildProcess(RunEvents):
         spawn method).
         """
         context: Any = multiprocessing.get_context(method)
-        if method == "forkserver":
-            # Takes effect when the fork server starts, i.e. for the first
-            # supervisor of this process; later ones import in the child.
-            context.set_forkserver_preload(PRELOAD + (preload or []))
         output = OutputCapture(launch.name) if capture_output else None
         reader: Connection | None = None
         writer: Connection | None = None
@@ -237,7 +233,9 @@ class ChildProcess(RunEvents):
                 target=child_main, args=(launch, writer), name=f"gymnasiarch[{launch.name}]"
             )
             if method == "forkserver":
-                started = await start_forkserver(process)
+                # The preload counts when the fork server starts, i.e. for
+                # the first supervisor of this process; later children import.
+                started = await start_forkserver(process, PRELOAD + (preload or []))
             else:
                 needs_main = _needs_main_module(launch) if main_module is None else main_module
                 started = start_spawn(process, needs_main=needs_main)

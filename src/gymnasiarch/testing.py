@@ -52,8 +52,14 @@ __all__ = [
     "wait_for",
 ]
 
-# multiprocessing's helpers live as long as the test process: not leftovers.
-_LONG_LIVED = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+# multiprocessing's helpers and our fork server (with its spare child, see
+# gymnasiarch._forkserver) live as long as the test process: not leftovers.
+_LONG_LIVED = (
+    "multiprocessing.resource_tracker",
+    "multiprocessing.forkserver",
+    "gymnasiarch._forkserver import main",  # the server, until it has its title
+)
+_LONG_LIVED_TITLES = ("gymnasiarch-forkserver", "gymnasiarch-forkserver spare")
 
 
 def _descendants(pid: int) -> dict[int, str]:
@@ -85,7 +91,9 @@ def _no_leftovers() -> Iterator[None]:
     left = {
         pid: command
         for pid, command in _descendants(os.getpid()).items()
-        if pid not in before and not any(helper in command for helper in _LONG_LIVED)
+        if pid not in before
+        and command not in _LONG_LIVED_TITLES
+        and not any(helper in command for helper in _LONG_LIVED)
     }
     if left:
         pytest.fail(f"processes outlived the test: {left}", pytrace=False)

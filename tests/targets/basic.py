@@ -137,3 +137,10 @@ def return_on_sigterm() -> str:
     child_context().ready()
     stop.wait()
     return "stopped cleanly"
+
+
+def started_from_spare() -> bool:
+    """Whether this child was forked ahead of its request by our fork server."""
+    from gymnasiarch import _forkserver
+
+    return _forkserver.from_spare

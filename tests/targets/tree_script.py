@@ -2,7 +2,8 @@
 
 Usage: python -m targets.tree_script N [--print-on started|ready] [--backend asyncio|trio]
                                        [--stubborn]
-Prints one JSON line with the children's pids, then runs until stopped; prints
+Prints one JSON line with the pids of the children, of the fork server and of
+its spare child (none of them may outlive this process), then runs until stopped; prints
 "shutting down" when the shutdown begins. With --stubborn, the children ignore
 SIGTERM and have a 60 s grace period.
 """
@@ -17,7 +18,9 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 
 from gymnasiarch import ChildSpec, Event, Supervisor
+from gymnasiarch._forkserver import SERVER
 from gymnasiarch.exceptions import SignalInterruptError
+from gymnasiarch.testing import _descendants
 
 
 async def report(events: ObjectReceiveStream[Event], count: int, print_on: str) -> None:
@@ -27,7 +30,8 @@ async def report(events: ObjectReceiveStream[Event], count: int, print_on: str) 
         if event.kind == print_on and event.pid:
             pids.append(event.pid)
             if len(pids) == count:
-                print(json.dumps(pids), flush=True)
+                helpers = [SERVER.pid, *_descendants(SERVER.pid or 0)]
+                print(json.dumps(sorted(set(pids + helpers))), flush=True)
         if event.kind == "shutting_down":
             print("shutting down", flush=True)
 

@@ -1,0 +1,381 @@
+"""Our fork server: multiprocessing's design, with a child forked ahead of demand.
+
+multiprocessing's fork server forks when a request arrives, so every start
+waits for a ``fork()`` of the preloaded server: 2-4 ms on the machines we
+measure, most of a child's start. This server keeps one *spare*: a child
+forked while nothing was asked, its signal handlers and file descriptors
+already put in order, blocked on a socket. A request hands the spare its
+pipes (``SCM_RIGHTS``) and the requester gets the spare's pid at once.
+Android's zygote pre-forks for the same reason.
+
+When is the next spare forked? Not at once: a fork of the server is ~1-3 ms
+of CPU, and on a small machine it would slow down the very child that was
+just handed over (measured: +0.9 ms on 2 cores). The child keeps its end of
+the spare's socket until it has started (:func:`release_start_slot`, called
+just before the target runs, or its exit); the server forks the next spare
+when it sees that end closed and no request is waiting. Requests that find
+no spare (a burst of them, say) are served by forking on demand, as the
+stdlib does.
+
+Everything else is multiprocessing's protocol, so a child runs the stdlib's
+``spawn._main`` exactly as under its fork server: the requester sends (data
+pipe's read end, status pipe's write end, the "alive" pipe, the resource
+tracker, the fds the pickled process passes on), the server writes the pid
+and later the exit code to the status pipe, and it exits when the last
+process holding the "alive" pipe's write end is gone. It also refuses a
+connection from any other user (``SO_PEERCRED``), should the private
+socket directory ever be opened up.
+
+The server loop is synchronous on purpose: it is a separate process whose
+only job is to wait in ``select`` for requests, exits and its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+from multiprocessing import connection, forkserver, reduction, resource_tracker, spawn, util
+from typing import Any
+
+_MAX_FDS = forkserver.MAXFDS_TO_SEND
+_TITLE = "gymnasiarch-forkserver"
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class ForkServer:
+    """The requesting side: starts the server once per process and asks it for children."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.pid: int | None = None
+        self._address: str | None = None
+        self._alive_w: int | None = None
+
+    def running(self) -> bool:
+        """True if this process has started the server (it may have died since)."""
+        return self.pid is not None
+
+    def ensure_running(self, preload: list[str]) -> None:
+        """Start the server with *preload* imported, unless it runs already (blocks).
+
+        A server that died is replaced. *preload* counts only when the
+        server starts: modules it lacks are imported by each child instead.
+        """
+        with self._lock:
+            resource_tracker.ensure_running()
+            if self.pid is not None:
+                try:
+                    pid, _ = os.waitpid(self.pid, os.WNOHANG)
+                except ChildProcessError:  # we are a fork of its requester: not ours
+                    pid = self.pid
+                if not pid:
+                    return
+                self._forget()
+            self._start(preload)
+
+    def _forget(self) -> None:
+        if self._alive_w is not None:
+            os.close(self._alive_w)
+        self.pid = self._address = self._alive_w = None
+
+    def _start(self, preload: list[str]) -> None:
+        with socket.socket(socket.AF_UNIX) as listener:
+            # In multiprocessing's private (0700) directory for this process.
+            address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
+            listener.bind(address)
+            os.chmod(address, 0o600)
+            listener.listen()
+            # Every requesting process holds the "alive" pipe's write end;
+            # the server stops when the read end sees EOF.
+            alive_r, alive_w = os.pipe()
+            try:
+                command = (
+                    "from gymnasiarch._forkserver import main; "
+                    f"main({listener.fileno()}, {alive_r}, {preload!r}, {sys.path!r})"
+                )
+                executable = spawn.get_executable()
+                flags = util._args_from_interpreter_flags()  # type: ignore[attr-defined]
+                args = [executable, *flags, "-c", command]
+                pid = util.spawnv_passfds(
+                    os.fsencode(executable), args, [listener.fileno(), alive_r]
+                )
+            except BaseException:
+                os.close(alive_w)
+                raise
+            finally:
+                os.close(alive_r)
+        self.pid, self._address, self._alive_w = pid, address, alive_w
+
+    def request(self, fds: list[int], preload: list[str]) -> tuple[int, int]:
+        """Ask for a child; return the (status pipe read end, data pipe write end).
+
+        Everything is opened before the connection: out of file
+        descriptors, the request fails here and the server never hears of it.
+        """
+        self.ensure_running(preload)
+        assert self._address is not None
+        assert self._alive_w is not None
+        opened: list[int] = []
+        try:
+            status_r, status_w = os.pipe()
+            opened += (status_r, status_w)
+            data_r, data_w = os.pipe()
+            opened += (data_r, data_w)
+            tracker: int = resource_tracker.getfd()  # type: ignore[assignment]
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(self._address)
+                reduction.sendfds(client, [data_r, status_w, self._alive_w, tracker, *fds])
+        except BaseException:
+            for fd in opened:
+                os.close(fd)
+            raise
+        os.close(data_r)
+        os.close(status_w)
+        return status_r, data_w
+
+
+SERVER = ForkServer()
+
+
+# -- the child's side -------------------------------------------------------------
+
+_start_slot: socket.socket | None = None  # a spare's socket, kept until the child has started
+from_spare = False  # True in a child that was forked ahead of its request
+
+
+def release_start_slot() -> None:
+    """Tell the server this child has started, so it may fork the next spare.
+
+    Called by the child just before its target runs; a no-op in a child
+    that was not a spare (or when called twice).
+    """
+    global _start_slot
+    slot, _start_slot = _start_slot, None
+    if slot is not None:
+        slot.close()
+
+
+def _run_child(child_r: int, fds: list[int]) -> int:
+    """In a forked child with its fds: become the process the requester pickled."""
+    _set_title(f"{_TITLE} child")  # until the child names itself: not a spare any more
+    alive, tracker, *inherited = fds
+    forkserver._forkserver._forkserver_alive_fd = alive  # type: ignore[attr-defined]
+    resource_tracker._resource_tracker._fd = tracker  # type: ignore[attr-defined]
+    forkserver._forkserver._inherited_fds = inherited  # type: ignore[attr-defined]
+    parent_sentinel = os.dup(child_r)  # EOF when the requester is gone
+    code: int = spawn._main(child_r, parent_sentinel)
+    return code
+
+
+def _set_title(title: str) -> None:
+    with contextlib.suppress(ImportError):  # setproctitle is a dependency; be lenient
+        import setproctitle  # noqa: PLC0415
+
+        setproctitle.setproctitle(title)
+
+
+# -- the server process ---------------------------------------------------------
+
+
+class _Spare:
+    """A forked child waiting on *sock* for the fds of its request."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+
+
+class _Server:
+    def __init__(self, listener_fd: int, alive_r: int) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, fileno=listener_fd)
+        self.alive_r = alive_r
+        self.sig_r, self.sig_w = os.pipe()
+        os.set_blocking(self.sig_r, False)
+        os.set_blocking(self.sig_w, False)
+        self.selector = selectors.DefaultSelector()
+        self.status_of: dict[int, int] = {}  # child pid -> its status pipe's write end
+        self.spare: _Spare | None = None
+        self.starting: set[socket.socket] = set()  # sockets of spares handed over
+        self.fork_failed = False  # no new spare until the next request
+        self.old_handlers: dict[int, Any] = {}
+
+    def _wants_spare(self) -> bool:
+        return self.spare is None and not self.starting and not self.fork_failed
+
+    def _close_in_child(self) -> None:
+        """In a freshly forked child: drop everything of the server's."""
+        signal.set_wakeup_fd(-1)
+        for signum, handler in self.old_handlers.items():
+            signal.signal(signum, handler)
+        self.selector.close()
+        self.listener.close()
+        for sock in self.starting:
+            sock.close()
+        if self.spare is not None:
+            self.spare.sock.close()
+        for fd in (self.alive_r, self.sig_r, self.sig_w, *self.status_of.values()):
+            os.close(fd)
+
+    def _fork(self, child_r: int, fds: list[int]) -> int:
+        """Fork a child for a request that found no spare; return its pid."""
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                self._close_in_child()
+                code = _run_child(child_r, fds)
+            except BaseException:
+                sys.excepthook(*sys.exc_info())
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+        return pid
+
+    def _fork_spare(self) -> None:
+        global _start_slot, from_spare
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = os.fork()
+        except OSError:  # out of processes or memory: fork on demand instead
+            ours.close()
+            theirs.close()
+            self.fork_failed = True
+            return
+        if pid == 0:
+            code = 1
+            try:
+                ours.close()
+                self._close_in_child()
+                _set_title(f"{_TITLE} spare")
+                try:
+                    child_r, *fds = reduction.recvfds(theirs, _MAX_FDS + 1)
+                except EOFError:  # the server is gone and never needed us
+                    code = 0
+                else:
+                    _start_slot, from_spare = theirs, True
+                    code = _run_child(child_r, fds)
+            except BaseException:
+                sys.excepthook(*sys.exc_info())
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.spare = _Spare(pid, ours)
+
+    def _hand_to_spare(self, child_r: int, fds: list[int]) -> int | None:
+        """Give a request's fds to the spare; its pid, or None without a live spare."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        try:
+            reduction.sendfds(spare.sock, [child_r, *fds])
+        except OSError:  # it died (its exit is reaped as an unknown pid)
+            spare.sock.close()
+            return None
+        # EOF on its socket will say it has started (or died).
+        self.starting.add(spare.sock)
+        self.selector.register(spare.sock, selectors.EVENT_READ)
+        return spare.pid
+
+    def _serve_request(self) -> None:
+        self.fork_failed = False
+        with self.listener.accept()[0] as client:
+            _, uid, _ = _PEERCRED.unpack(
+                client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+            )
+            if uid != os.getuid():
+                return
+            fds = reduction.recvfds(client, _MAX_FDS + 1)
+        if len(fds) < 4 or len(fds) > _MAX_FDS:
+            for fd in fds:
+                os.close(fd)
+            return
+        child_r, status_w, *rest = fds
+        try:
+            pid = self._hand_to_spare(child_r, rest)
+            if pid is None:
+                pid = self._fork(child_r, rest)
+        except BaseException:
+            os.close(status_w)  # the requester reads EOF: no child
+            raise
+        finally:
+            for fd in (child_r, *rest):
+                os.close(fd)
+        with contextlib.suppress(BrokenPipeError):  # the requester went away
+            forkserver.write_signed(status_w, pid)
+        self.status_of[pid] = status_w
+
+    def _started(self, sock: socket.socket) -> None:
+        self.selector.unregister(sock)
+        self.starting.discard(sock)
+        sock.close()
+
+    def _reap(self) -> None:
+        os.read(self.sig_r, 65536)  # drain the wakeup bytes
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.spare is not None and pid == self.spare.pid:
+                self.spare.sock.close()
+                self.spare = None
+            status_w = self.status_of.pop(pid, None)
+            if status_w is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    forkserver.write_signed(status_w, os.waitstatus_to_exitcode(status))
+                os.close(status_w)
+
+    def serve(self) -> None:
+        # SIGCHLD wakes the select through the wakeup fd; Ctrl-C is for the requesters.
+        self.old_handlers = {
+            signal.SIGCHLD: signal.signal(signal.SIGCHLD, lambda *_: None),
+            signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        }
+        signal.set_wakeup_fd(self.sig_w)
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self.selector.register(self.alive_r, selectors.EVENT_READ)
+        self.selector.register(self.sig_r, selectors.EVENT_READ)
+        while True:
+            # With a spare to fork, only look whether something waits first.
+            ready = [
+                key.fileobj for key, _ in self.selector.select(0 if self._wants_spare() else None)
+            ]
+            if not ready:
+                self._fork_spare()
+                continue
+            if self.alive_r in ready:
+                return  # EOF: no requester is left
+            if self.sig_r in ready:
+                self._reap()
+            for sock in ready:
+                if sock in self.starting:
+                    self._started(sock)
+            if self.listener in ready:
+                # A request that fails (a requester that hung up, no fork
+                # possible) is that requester's loss: it reads EOF for a pid.
+                with contextlib.suppress(OSError, EOFError, RuntimeError):
+                    self._serve_request()
+
+
+def main(listener_fd: int, alive_r: int, preload: list[str], sys_path: list[str]) -> None:
+    """Run the fork server (the ``-c`` command of :meth:`ForkServer.ensure_running`)."""
+    sys.path[:] = sys_path
+    for module in preload:
+        with contextlib.suppress(ImportError):  # the child will say what is missing
+            __import__(module)
+    util._close_stdin()  # type: ignore[attr-defined]
+    _set_title(_TITLE)
+    # Children share the preloaded objects' pages: keep the collector from
+    # writing to them (its bookkeeping would copy every page it touches).
+    gc.freeze()
+    _Server(listener_fd, alive_r).serve()
