@@ -100,6 +100,28 @@ def log_burst(count: int) -> dict[str, float | int | None]:
     return {"started": started, "ended": ended, "queued": _queued_in_handlers()}
 
 
+def log_to_nowhere(conn: Connection) -> None:
+    """Keep one core busy logging into a ``NullHandler`` until told to stop over *conn*.
+
+    The load a burst's child puts beside its parent, for the in-process
+    baseline of figure L5: on a shared VM, CPU time runs slower while the
+    other core is busy too, and both sides must pay that alike.
+    """
+    import logging  # noqa: PLC0415
+
+    log = logging.getLogger("bench.nowhere")
+    log.handlers[:] = [logging.NullHandler()]
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    conn.send("busy")
+    i = 0
+    while not conn.poll():  # a check between batches, not a wait: the point is to burn CPU
+        for _ in range(1000):
+            log.info(BURST_MESSAGE, i)
+            i += 1
+    conn.close()
+
+
 def log_burst_to_socket(port: int, count: int, conn: Connection) -> None:
     """The baseline child: the same burst through a stdlib ``SocketHandler`` (pickle/TCP).
 

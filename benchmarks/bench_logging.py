@@ -25,10 +25,15 @@ L4. Cost of a log call in the child: records/s one child's logging loop
     inside the child, only the loop (reported). The extras break it down.
 L5. Parent CPU per forwarded record, ``time.process_time()`` across a whole
     supervisor run (1 child) over its records, against ``makeLogRecord`` +
-    ``handle`` of such records in process with the same handler (<= 1.2x).
-    Reported only: the parent CPU per record of the two baseline pipelines
-    of L2, which pay a real run's costs too (fresh data on every record, a
-    busy child beside), unlike the tight in-process loop.
+    ``handle`` of such records in process with the same handler (<= 1.2x),
+    samples of the two interleaved. The in-process loop runs while a bare
+    child logs into a ``NullHandler`` on the other core, as the burst's
+    child does beside the pipeline's parent: on this shared VM one core's
+    CPU time runs up to 1.8x slower while the other is busy (measured; 1.0x
+    at quiet times), so both sides get the same neighbour. Reported too:
+    the in-process loop with the other core idle, and the parent CPU per
+    record of the two baseline pipelines of L2, which pay a real run's costs
+    (fresh data on every record, a busy child beside).
 L6. The wire format: encode + decode per record, stdlib JSON (what we use)
     against msgpack, for one record dict of ``record_to_dict`` and for a
     batch of rows as our client sends them. msgpack is optional: without
@@ -383,23 +388,51 @@ def _typical_record() -> logging.LogRecord:
     return logger.makeRecord(BURST, logging.INFO, __file__, 1, _targets.BURST_MESSAGE, (7,), None)
 
 
-def _in_process_cost(count: int) -> float:
+def _in_process_cost(count: int, *, beside_busy_child: bool = False) -> float:
     """CPU seconds per record of ``makeLogRecord(d)`` + ``handle``, with the counting handler.
 
     ``d`` is a record's ``__dict__`` with its message merged, what the
-    stdlib ``SocketHandler`` sends: the least any receiver must do.
+    stdlib ``SocketHandler`` sends: the least any receiver must do. With
+    *beside_busy_child*, a child keeps the other core busy meanwhile, as a
+    burst's child does beside the pipeline's parent: on this shared VM a
+    core's CPU time runs up to 1.8x slower then (measured), and a target
+    set against an idle machine would measure the host, not the pipeline.
     """
     record = _typical_record()
     data = dict(record.__dict__, msg=record.getMessage(), args=None)
     logger = logging.getLogger(BURST)
     counter = _Counter()
-    with _only_handler(counter):
+    with contextlib.ExitStack() as stack:
+        if beside_busy_child:
+            stack.enter_context(_busy_child())
+        stack.enter_context(_only_handler(counter))
         began = process_time()
         for _ in range(count):
             logger.handle(logging.makeLogRecord(data))
         cost = (process_time() - began) / count
     assert counter.total == count
     return cost
+
+
+@contextlib.contextmanager
+def _busy_child() -> Iterator[None]:
+    """A bare child logging into a NullHandler on the other core, for as long as this lasts."""
+    reader, writer = FORKSERVER.Pipe()
+    process = FORKSERVER.Process(target=_targets.log_to_nowhere, args=(writer,))
+    process.start()
+    try:
+        writer.close()
+        reader.recv()  # it is busy
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            reader.send("stop")
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        process.close()
+        reader.close()
 
 
 async def _bursts(
@@ -583,30 +616,49 @@ async def _collect(quick: bool) -> list[dict[str, Any]]:
 
     _progress(f"L5: parent CPU per record ({samples} samples)")
     empty = [await _empty_run_cpu() for _ in range(samples)]
-    in_process = [_in_process_cost(count) for _ in range(samples)]
     fixed = median(empty) or 0.0
-    in_process_median = median(in_process) or 0.0
 
     def per_record(bursts: list[_Burst]) -> list[float]:
         return [b.cpu / b.handled for b in bursts]
 
-    ours_cpu = per_record(bursts1["ours"])
+    # Interleaved, so that ours and both in-process figures share the noise.
+    ours_l5: list[_Burst] = []
+    beside_busy: list[float] = []
+    alone: list[float] = []
+    for _ in range(samples):
+        ours_l5.append(await _ours_burst(1, count))
+        beside_busy.append(_in_process_cost(count, beside_busy_child=True))
+        alone.append(_in_process_cost(count))
+    _check_no_leftovers("L5", leftovers)
+    beside_busy_median = median(beside_busy) or 0.0
+    ours_cpu = per_record(ours_l5)
     rows.append(
         row(
             "L5a",
             "L5 parent CPU per forwarded record (1 child)",
             ours_cpu,
-            baseline="makeLogRecord + handle, in process",
-            base=in_process,
+            baseline="makeLogRecord + handle, in process, a busy child beside",
+            base=beside_busy,
             unit="CPU-s",
             target="<= 1.2x in-process",
-            target_value=1.2 * in_process_median if in_process_median else None,
+            target_value=1.2 * beside_busy_median if beside_busy_median else None,
             extra={
                 # A run's fixed cost (start, stop, handshakes), spread over its records.
                 "empty_run_cpu_s": empty,
-                "ours_net_of_empty_run": [(b.cpu - fixed) / b.handled for b in bursts1["ours"]],
+                "ours_net_of_empty_run": [(b.cpu - fixed) / b.handled for b in ours_l5],
                 "ours_4_children": per_record(bursts4["ours"]),
             },
+        )
+    )
+    rows.append(
+        row(
+            "L5d",
+            "L5 parent CPU per forwarded record (1 child)",
+            ours_cpu,
+            baseline="makeLogRecord + handle, in process, the other core idle",
+            base=alone,
+            unit="CPU-s",
+            target="report only",
         )
     )
     for suffix, (reader, (_, description)) in zip("bc", READERS.items(), strict=True):

@@ -35,6 +35,7 @@ import signal
 import statistics
 import time
 from collections.abc import Callable
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from pathlib import Path
 from time import perf_counter
@@ -464,6 +465,9 @@ async def _bench_stubborn(samples: int) -> list[dict[str, Any]]:
 async def _warm_up() -> None:
     """Start both fork servers with the same preload, and warm every start method."""
     _progress("warming up (starts the fork servers)")
+    # Another benchmark module may have started multiprocessing's fork
+    # server with other modules: the baseline's must preload what ours does.
+    forkserver._forkserver._stop()  # type: ignore[attr-defined]  # private; stable 3.8-3.13
     FORKSERVER.set_forkserver_preload([*PRELOAD, T])
     await _whole_run_delay()
     _bare_start_delay(FORKSERVER)

@@ -26,6 +26,7 @@ from gymnasiarch.logserver import LogServer, LogTicket
 from targets import logs
 
 L = "targets.logs"
+_MSGPACK_MAPS = {*range(0x80, 0x90), 0xDE, 0xDF}
 
 
 class Collector(logging.Handler):
@@ -180,24 +181,74 @@ async def test_inherited_output_is_not_captured(
 # -- the seed's form: LogServer(host, port) ---------------------------------------
 
 
+async def run_seed_form_child(ticket: LogTicket, count: int) -> None:
+    """A bare process running spawn_wrapper with *ticket*'s config: *count* records, then exit."""
+    config = ticket.client_config(logging.INFO)
+    process = multiprocessing.get_context("forkserver").Process(
+        target=logs.send_log_config, args=(config, ticket.name, count)
+    )
+    process.start()
+    try:
+        with anyio.fail_after(20):
+            await ticket.finished.wait()
+            await anyio.wait_readable(process.sentinel)
+    finally:
+        process.join()
+        process.close()
+
+
 async def test_seed_form_tcp_server_with_a_spawn_wrapper_child(collector: Collector) -> None:
     """LogServer("127.0.0.1", 0) and a child running spawn_wrapper: end to end."""
     async with LogServer("127.0.0.1", 0) as server:
         assert server.listen_port > 0
-        ticket = server.admit("worker")
-        context = multiprocessing.get_context("forkserver")
-        process = context.Process(
-            target=logs.send_log_config, args=(ticket.client_config(logging.INFO), "worker", 300)
-        )
-        process.start()
-        try:
-            with anyio.fail_after(20):
-                await ticket.finished.wait()
-                await anyio.wait_readable(process.sentinel)
-        finally:
-            process.join()
-            process.close()
+        await run_seed_form_child(server.admit("worker"), 300)
     assert collector.messages("targets.logs", child="worker") == [f"record {i}" for i in range(300)]
+
+
+@pytest.mark.parametrize("msgpack", [True, False], ids=["msgpack", "json"])
+async def test_records_travel_as_msgpack_where_the_server_reads_it_else_as_json(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch, msgpack: bool
+) -> None:
+    """The client packs records with msgpack only if its config says the server reads it."""
+    first_bytes: list[bytes] = []
+    decode = _wire.decode
+
+    def spying_decode(payload: bytes) -> dict[str, Any]:
+        first_bytes.append(payload[:1])
+        return decode(payload)
+
+    monkeypatch.setattr(_wire, "decode", spying_decode)
+    async with LogServer.unix() as server:
+        server._reads_msgpack = msgpack
+        ticket = server.admit("either")
+        assert ticket.client_config()["msgpack"] is msgpack
+        await run_seed_form_child(ticket, 300)
+    assert collector.messages("targets.logs", child="either") == [f"record {i}" for i in range(300)]
+    # The hello is JSON either way; every frame after it is records (then the goodbye).
+    records_frames = first_bytes[1:-1]
+    assert records_frames
+    assert {byte[0] in _MSGPACK_MAPS for byte in records_frames} == {msgpack}
+
+
+async def test_frames_are_cut_exactly_however_they_arrive(collector: Collector) -> None:
+    """Three frames in one send, then one in pieces: every record, in order."""
+    frames = [
+        _wire.encode({"t": "records", "r": [{"name": "cut", "levelno": logging.INFO, "msg": m}]})
+        for m in ("one", "two", "three", "four")
+    ]
+    async with unix_server() as server:
+        stream, nonce = await connect(server)
+        async with stream:
+            ticket = await hello(server, stream, nonce)
+            await stream.send(b"".join(frames[:3]))
+            last = frames[3]
+            for piece in (last[:2], last[2:7], last[7:]):
+                await stream.send(piece)
+                await anyio.sleep(0.01)  # let the server read each piece on its own
+            await stream.send(_wire.encode({"t": "bye"}))
+            with anyio.fail_after(10):
+                await ticket.finished.wait()
+    assert collector.messages("cut") == ["one", "two", "three", "four"]
 
 
 def _modes(path: Path) -> tuple[int, int]:
@@ -325,6 +376,7 @@ def test_garbage_closes_that_connection_only(garbage: bytes) -> None:
         (struct.pack(">I", 100) + b"{" * 10, "inside a frame"),  # truncated
         (struct.pack(">I", 2) + b"[]", "type 't'"),
         (struct.pack(">I", 4) + b"\xff\xfe\x00\x01", "not JSON"),
+        (struct.pack(">I", 2) + b"\x81\xc1", "not msgpack"),  # a map, then a byte never used
     ],
 )
 async def test_bad_frames_close_the_connection_with_one_warning(

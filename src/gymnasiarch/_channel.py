@@ -3,8 +3,9 @@
 The server side (anyio) sends a challenge, reads the client's hello and
 checks its MAC against the key of the ticket it names; the client side
 (blocking sockets, so a child's sender thread and a short command-line call
-can use it) connects and answers. Both read frames with exact reads, a cap on
-their size and a deadline once a frame has begun. See :mod:`gymnasiarch._wire`.
+can use it) connects and answers. Both cut frames exactly from what they
+receive, with a cap on their size and a deadline once a frame has begun.
+See :mod:`gymnasiarch._wire`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
-from anyio.abc import ByteStream, SocketAttribute, TaskGroup
-from anyio.streams.buffered import BufferedByteReceiveStream
+from anyio.abc import ByteReceiveStream, ByteStream, SocketAttribute, TaskGroup
 
 from gymnasiarch import _wire
 from gymnasiarch._wire import WireError
@@ -28,6 +28,7 @@ logger = logging.getLogger("gymnasiarch.channel")
 
 _ACCEPT_PAUSE = 0.1  # seconds to wait after a failed accept before the next
 _HELLO_BYTES = 4096  # a hello is small: a stranger may not make us buffer a MiB
+_CHUNK_BYTES = 256 * 1024  # the most one receive takes: a client's whole frame, often
 
 # -- the server's side ------------------------------------------------------------
 
@@ -59,8 +60,65 @@ async def _accept_on(
         group.start_soon(handle, stream)
 
 
+class FrameReceiver:
+    """The receiving side of one connection, cut into frames.
+
+    anyio's ``BufferedByteReceiveStream`` asks the socket for exactly the
+    bytes a read still misses, so each frame takes at least two receives
+    (its header, then its payload), each a trip through the event loop.
+    Here a receive takes whatever has arrived, up to a limit: often a whole
+    frame, or several.
+    """
+
+    def __init__(self, stream: ByteReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    def __bool__(self) -> bool:
+        """True while bytes of the next frame are buffered."""
+        return bool(self._buffer)
+
+    async def fill(self, limit: int) -> None:
+        """Receive what has arrived, at most *limit* bytes (``anyio.EndOfStream`` at the end)."""
+        self._buffer += await self._stream.receive(limit)
+
+    def whole_frame(self, max_size: int) -> bytes | None:
+        """The next frame's payload if all of it is buffered already, else None.
+
+        Raises:
+            WireError: Its header announces more than *max_size* bytes.
+        """
+        buffered = len(self._buffer)
+        if buffered < _wire.HEADER.size:
+            return None
+        length = _wire.frame_length(self._buffer[: _wire.HEADER.size])
+        if length > max_size:
+            raise WireError(f"frame of {length} bytes announced, the cap here is {max_size}")
+        end = _wire.HEADER.size + length
+        if buffered < end:
+            return None
+        payload = bytes(self._buffer[_wire.HEADER.size : end])
+        del self._buffer[:end]
+        return payload
+
+    async def take(self, count: int, limit: int) -> bytes:
+        """The next *count* bytes, receiving at most *limit* bytes at a time.
+
+        Raises:
+            anyio.IncompleteRead: The stream ended first.
+        """
+        while len(self._buffer) < count:
+            try:
+                await self.fill(limit)
+            except anyio.EndOfStream:
+                raise anyio.IncompleteRead from None
+        taken = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return taken
+
+
 async def read_message(
-    received: BufferedByteReceiveStream,
+    received: FrameReceiver,
     *,
     frame_timeout: float,
     idle_ok: bool = False,
@@ -74,20 +132,23 @@ async def read_message(
         TimeoutError: A frame begun but not finished within *frame_timeout*.
         anyio.IncompleteRead: The stream ended inside a frame.
     """
-    try:
-        first = await received.receive(_wire.HEADER.size)
-    except anyio.EndOfStream:
-        if idle_ok:
-            return None
-        raise WireError("the client hung up") from None
+    # A stranger may make us hold at most two receives beyond its frame's cap.
+    limit = min(_CHUNK_BYTES, _wire.HEADER.size + max_size)
+    if not received:
+        try:
+            await received.fill(limit)
+        except anyio.EndOfStream:
+            if idle_ok:
+                return None
+            raise WireError("the client hung up") from None
+    payload = received.whole_frame(max_size)
+    if payload is not None:  # the usual case: no wait, so no deadline to set
+        return _wire.decode(payload)
     with anyio.fail_after(frame_timeout):
-        header = first
-        if len(header) < _wire.HEADER.size:
-            header += await received.receive_exactly(_wire.HEADER.size - len(header))
-        length = _wire.frame_length(header)
+        length = _wire.frame_length(await received.take(_wire.HEADER.size, limit))
         if length > max_size:
             raise WireError(f"frame of {length} bytes announced, the cap here is {max_size}")
-        payload = await received.receive_exactly(length) if length else b""
+        payload = await received.take(length, limit) if length else b""
     return _wire.decode(payload)
 
 
@@ -97,7 +158,7 @@ async def authenticate(
     *,
     handshake_timeout: float,
     frame_timeout: float,
-) -> tuple[str, BufferedByteReceiveStream]:
+) -> tuple[str, FrameReceiver]:
     """Challenge the client; return the ticket it proved it holds, and its stream.
 
     Raises:
@@ -107,7 +168,7 @@ async def authenticate(
     check_peer_user(stream)
     nonce = _wire.new_nonce()
     await stream.send(_wire.encode({"t": "challenge", "nonce": nonce}))
-    received = BufferedByteReceiveStream(stream)
+    received = FrameReceiver(stream)
     with anyio.fail_after(handshake_timeout):
         hello = await read_message(received, frame_timeout=frame_timeout, max_size=_HELLO_BYTES)
     if hello is None or hello["t"] != "hello":

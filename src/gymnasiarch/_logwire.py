@@ -33,6 +33,7 @@ _STR = (str,)
 
 # The fields that travel, with the types the parent accepts. Everything else
 # is resolved in the child: args are merged into msg, exc_info becomes text.
+# Their order is a row's (see ROW), which make_record unpacks in this order.
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "name": _STR,
     "levelno": _INT,
@@ -59,23 +60,8 @@ _MSG = ROW.index("msg")
 _EXC_TEXT = ROW.index("exc_text")
 # Required fields a child must fill in even when its record has None there.
 _FILLED_IN_CHILD = tuple((ROW.index(name), name) for name in ("name", "levelno"))
-# What a parent's record has where the child sent nothing.
-_DEFAULTS: dict[str, Any] = {
-    "args": None,
-    "exc_info": None,
-    "exc_text": None,
-    "stack_info": None,
-    "pathname": "",
-    "filename": "",
-    "module": "",
-    "lineno": 0,
-    "funcName": None,
-    "thread": None,
-    "threadName": None,
-    "process": None,
-    "processName": None,
-    **({"taskName": None} if sys.version_info >= (3, 12) else {}),
-}
+# Python 3.12 gave records a taskName; the child's task means nothing here.
+_HAS_TASK_NAME = sys.version_info >= (3, 12)
 # Every attribute a LogRecord has (3.12 adds taskName): extras may not shadow them.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
     "message",
@@ -92,6 +78,7 @@ _RESERVED = (
     | {"event", "level", "logger", "logger_name", "timestamp", "exception", "stack"}
 )
 _OWN_LOGGERS = "gymnasiarch"
+_OWN_PREFIX = _OWN_LOGGERS + "."
 # When logging was loaded: the origin of relativeCreated, as the stdlib counts it.
 _START: float = getattr(logging, "_startTime", time.time())
 
@@ -166,39 +153,74 @@ def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
     }
 
 
-def _check(data: object) -> dict[str, Any]:
-    """*data* itself, once every field is known and of the type the parent needs.
+def _check_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """*data* (the object form) itself, once every field is known and of its type.
 
     Raises:
         WireError: A field is missing, unknown, or of the wrong type.
     """
-    if type(data) is list:
-        data, extra = _row_fields(data)
-    elif type(data) is dict:
-        extra = data.pop("extra", None)
-        for key, value in data.items():
-            kinds = _FIELD_TYPES.get(key)
-            if kinds is None:
-                raise WireError(f"a record has an unknown field {key!r}")
-            if type(value) not in kinds:
-                raise WireError(f"record field {key!r} has type {type(value).__name__}")
-    else:
-        raise WireError("a record is neither an object nor a row")
+    for key, value in data.items():
+        kinds = _FIELD_TYPES.get(key)
+        if kinds is None:
+            raise WireError(f"a record has an unknown field {key!r}")
+        if type(value) not in kinds:
+            raise WireError(f"record field {key!r} has type {type(value).__name__}")
     if not data.keys() >= _REQUIRED_KEYS:
         missing = sorted(_REQUIRED_KEYS - data.keys())[0]
         raise WireError(f"a record has no {missing!r}")
-    if extra is not None:
-        if type(extra) is not dict:
-            raise WireError("record field 'extra' is not an object")
-        for key, value in extra.items():
-            if key in _RESERVED or key.startswith("_") or not key.isidentifier():
-                # It could overwrite what the parent checked or stamps, or
-                # what its renderer shows (level, logger...), or not be a name.
-                continue
-            if not isinstance(value, _PLAIN):
-                raise WireError(f"extra field {key!r} is not plain data")
-            data[key] = value
     return data
+
+
+_NONE_ALLOWED = tuple(name not in _REQUIRED_KEYS for name in _FIELD_TYPES)
+
+
+def _row_error(row: list[Any]) -> WireError:
+    """What is wrong with *row*, whose fields did not pass make_record's check."""
+    if len(row) != len(ROW):
+        return WireError(f"a record row has {len(row)} fields, not {len(ROW)}")
+    for (key, kinds), value, may_be_none in zip(_ROW_TYPES, row, _NONE_ALLOWED, strict=False):
+        if value is None:
+            if not may_be_none:
+                return WireError(f"a record has no {key!r}")
+        elif type(value) not in kinds:
+            return WireError(f"record field {key!r} has type {type(value).__name__}")
+    return WireError("a record row is malformed")  # pragma: no cover - the check above agrees
+
+
+def _add_extra(attributes: dict[str, Any], extra: object) -> None:
+    """Put a record's plain extras among its *attributes*, none over a standard one.
+
+    Raises:
+        WireError: The extras are not an object of plain values.
+    """
+    if type(extra) is not dict:
+        raise WireError("record field 'extra' is not an object")
+    for key, value in extra.items():
+        if key in _RESERVED or key.startswith("_") or not key.isidentifier():
+            # It could overwrite what the parent checked or stamps, or
+            # what its renderer shows (level, logger...), or not be a name.
+            continue
+        if not isinstance(value, _PLAIN):
+            raise WireError(f"extra field {key!r} is not plain data")
+        attributes[key] = value
+
+
+def _object_to_row(data: dict[str, Any]) -> list[Any]:
+    """The row of a record sent in the object form (*data* is used up).
+
+    Raises:
+        WireError: A field is missing, unknown, or of the wrong type.
+    """
+    extra = data.pop("extra", None)
+    for key, value in data.items():
+        kinds = _FIELD_TYPES.get(key)
+        if kinds is None:
+            raise WireError(f"a record has an unknown field {key!r}")
+        if value is None and key not in _REQUIRED_KEYS:
+            continue  # null: as if it were left out, as in a row
+        if type(value) not in kinds:
+            raise WireError(f"record field {key!r} has type {type(value).__name__}")
+    return [data.get(key) for key in _FIELD_TYPES] + [extra]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -208,46 +230,98 @@ def _file_and_module(pathname: str) -> tuple[str, str]:
     return filename, os.path.splitext(filename)[0]
 
 
-def _row_fields(row: list[Any]) -> tuple[dict[str, Any], Any]:
-    """The checked fields of a row (the ones it has), and its extras, in one pass."""
-    if len(row) != len(ROW):
-        raise WireError(f"a record row has {len(row)} fields, not {len(ROW)}")
-    fields = {}
-    # The extras, last in the row, are not zipped: they are checked after.
-    for (key, kinds), value in zip(_ROW_TYPES, row, strict=False):
-        if value is not None:
-            if type(value) not in kinds:
-                raise WireError(f"record field {key!r} has type {type(value).__name__}")
-            fields[key] = value
-    return fields, row[-1]
+def _own_name(name: str, child: str) -> str:
+    """Only the supervisor speaks as gymnasiarch.*: a child's such records are its own."""
+    own = f"{_OWN_LOGGERS}.child.{child}"
+    return name if name == own or name.startswith(own + ".") else own
 
 
 def make_record(data: object, child: str) -> logging.LogRecord:
     """The parent's LogRecord for a record *child* sent (*data* is used up).
 
+    Once per record, so written for speed: the fields' types checked one by
+    one without a loop, the record's attributes in one dict display, and no
+    ``LogRecord.__init__`` (its time, thread and process would be the
+    parent's, not the child's).
+
     Raises:
         WireError: The record is malformed.
     """
-    fields = _check(data)
-    name: str = fields["name"]
-    if name == _OWN_LOGGERS or name.startswith(_OWN_LOGGERS + "."):
-        # Only the supervisor speaks as gymnasiarch.*: a child's records
-        # from those loggers go under its own gymnasiarch.child.<name>.
-        own = f"{_OWN_LOGGERS}.child.{child}"
-        if not (name == own or name.startswith(own + ".")):
-            fields["name"] = own
-    created = fields.setdefault("created", time.time())
-    record = logging.LogRecord.__new__(logging.LogRecord)
-    attributes = record.__dict__
-    attributes.update(_DEFAULTS)
-    attributes.update(fields)
-    pathname = attributes["pathname"]
+    if type(data) is dict:
+        data = _object_to_row(data)
+    elif type(data) is not list:
+        raise WireError("a record is neither an object nor a row")
+    if len(data) != len(ROW):
+        raise _row_error(data)
+    (
+        name,
+        levelno,
+        msg,
+        created,
+        pathname,
+        lineno,
+        func_name,
+        thread,
+        thread_name,
+        process,
+        process_name,
+        stack_info,
+        exc_text,
+        extra,
+    ) = data
+    # The types of _FIELD_TYPES, spelled out: half the cost of a loop over them.
+    if (
+        type(name) is not str
+        or type(levelno) is not int
+        or type(msg) is not str
+        or (created is not None and type(created) is not float and type(created) is not int)
+        or (pathname is not None and type(pathname) is not str)
+        or (lineno is not None and type(lineno) is not int)
+        or (func_name is not None and type(func_name) is not str)
+        or (thread is not None and type(thread) is not int)
+        or (thread_name is not None and type(thread_name) is not str)
+        or (process is not None and type(process) is not int)
+        or (process_name is not None and type(process_name) is not str)
+        or (stack_info is not None and type(stack_info) is not str)
+        or (exc_text is not None and type(exc_text) is not str)
+    ):
+        raise _row_error(data)
+    if name == _OWN_LOGGERS or name.startswith(_OWN_PREFIX):
+        name = _own_name(name, child)
+    if created is None:
+        created = time.time()
     if pathname:
-        attributes["filename"], attributes["module"] = _file_and_module(pathname)
-    attributes["levelname"] = logging.getLevelName(fields["levelno"])
-    attributes["msecs"] = (created - int(created)) * 1000
-    attributes["relativeCreated"] = (created - _START) * 1000
-    attributes["child"] = child  # from the connection, not the payload
+        filename, module = _file_and_module(pathname)
+    else:
+        pathname = filename = module = ""
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    record.__dict__ = attributes = {
+        "name": name,
+        "msg": msg,
+        "args": None,
+        "levelname": logging.getLevelName(levelno),
+        "levelno": levelno,
+        "pathname": pathname,
+        "filename": filename,
+        "module": module,
+        "exc_info": None,
+        "exc_text": exc_text,
+        "stack_info": stack_info,
+        "lineno": 0 if lineno is None else lineno,
+        "funcName": func_name,
+        "created": created,
+        "msecs": (created - int(created)) * 1000,
+        "relativeCreated": (created - _START) * 1000,
+        "thread": thread,
+        "threadName": thread_name,
+        "processName": process_name,
+        "process": process,
+        "child": child,  # from the connection, not the payload
+    }
+    if _HAS_TASK_NAME:
+        attributes["taskName"] = None
+    if extra is not None:
+        _add_extra(attributes, extra)
     return record
 
 
@@ -256,8 +330,26 @@ def make_record(data: object, child: str) -> logging.LogRecord:
 _logger_named = functools.lru_cache(maxsize=1024)(logging.getLogger)
 
 
-def reinject(record: logging.LogRecord) -> None:
-    """Hand *record* to the parent's logger of the same name."""
-    logger = _logger_named(record.name)
+def reinject(record: logging.LogRecord, logger: logging.Logger | None = None) -> None:
+    """Hand *record* to the parent's logger of the same name (*logger*, if known)."""
+    if logger is None:
+        logger = _logger_named(record.name)
     if logger.isEnabledFor(record.levelno):
         logger.handle(record)
+
+
+class LoggerCache:
+    """The logger of the last record's name: a child's records mostly share one.
+
+    Saves a lookup per record in the parent's busiest loop.
+    """
+
+    def __init__(self) -> None:
+        self._name = ""
+        self._logger = logging.getLogger()
+
+    def __call__(self, name: str) -> logging.Logger:
+        """The logger named *name*."""
+        if name != self._name:
+            self._name, self._logger = name, _logger_named(name)
+        return self._logger

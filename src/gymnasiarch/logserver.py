@@ -9,8 +9,9 @@ stop. It re-injects every record with
 ``logging.getLogger(record.name).handle(record)``, so the parent's own
 logging configuration decides levels, handlers and format.
 
-Unlike the original it never unpickles: records are length-prefixed JSON
-frames (see :mod:`gymnasiarch._wire`), checked field by field. A client
+Unlike the original it never unpickles: records are length-prefixed frames
+of plain data, msgpack where both sides have it and JSON otherwise (see
+:mod:`gymnasiarch._wire`), checked field by field. A client
 must answer a challenge with the key of a ticket the server issued
 (:meth:`LogServer.admit`) before a single record is accepted, and the
 record's child is the ticket's, never what the payload claims. On the Unix
@@ -49,17 +50,17 @@ from anyio.abc import (
     TaskGroup,
     TaskStatus,
 )
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from gymnasiarch import _wire
 from gymnasiarch._channel import (
+    FrameReceiver,
     accept_forever,
     authenticate,
     connect,
     describe_peer,
     read_message,
 )
-from gymnasiarch._logwire import ROW, make_record, record_to_row, reinject
+from gymnasiarch._logwire import ROW, LoggerCache, make_record, record_to_row, reinject
 from gymnasiarch._wire import WireError
 
 __all__ = ["LOG_CONFIG_KEY", "LogClientHandler", "LogServer", "LogTicket"]
@@ -106,6 +107,7 @@ class LogTicket:
             "ticket": self.id,
             "key": self._key.hex(),
             "level": level,
+            "msgpack": self.server._reads_msgpack,
         }
 
     def revoke(self) -> None:
@@ -152,6 +154,8 @@ class LogServer:
         self.drain_timeout = drain_timeout
         self._unix_path: Path | None = None
         self._secret = _wire.new_secret()
+        # Told to clients: they send records as msgpack only if we read it.
+        self._reads_msgpack = _wire.reads_msgpack()
         self._tickets: dict[str, LogTicket] = {}
         self._accepting: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
@@ -287,10 +291,9 @@ class LogServer:
         finally:
             ticket.finished.set()
 
-    async def _receive_records(
-        self, received: BufferedByteReceiveStream, ticket: LogTicket
-    ) -> None:
+    async def _receive_records(self, received: FrameReceiver, ticket: LogTicket) -> None:
         expected = 0  # the sequence number of the next record
+        logger_named = LoggerCache()
         while True:
             message = await read_message(received, frame_timeout=self.frame_timeout, idle_ok=True)
             if message is None or message["t"] == "bye":
@@ -305,9 +308,12 @@ class LogServer:
                     "%d records of child %r were lost on the way", first - expected, ticket.name
                 )
             expected = first + len(message["r"])
-            records = [make_record(data, ticket.name) for data in message["r"]]
-            for record in records:
-                reinject(record)
+            # One record at a time: a malformed one closes the connection
+            # after the records before it were handled.
+            child = ticket.name
+            for data in message["r"]:
+                record = make_record(data, child)
+                reinject(record, logger_named(record.name))
 
 
 # -- the client's side ----------------------------------------------------------
@@ -343,6 +349,10 @@ class LogClientHandler(logging.Handler):
         self._key = bytes.fromhex(config["key"])
         self._on_connect = on_connect
         self._close_timeout = close_timeout
+        # msgpack where both sides read it: the parent decodes it 3-4x faster.
+        packs = bool(config.get("msgpack")) and _wire.reads_msgpack()
+        self._encode = _pack_record if packs else _encode_record
+        self._frame = _packed_frame if packs else _records_frame
         self._pending: collections.deque[bytes] = collections.deque()
         self._cond = threading.Condition()
         self._queued = 0
@@ -356,7 +366,7 @@ class LogClientHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Queue *record*; the sender thread sends it soon."""
         try:
-            item = _encode_record(record)
+            item = self._encode(record)
         except Exception:
             self.handleError(record)
             return
@@ -408,7 +418,7 @@ class LogClientHandler(logging.Handler):
                     batch = self._take_batch()
                 if not batch:
                     break  # closing, and nothing is left
-                sock.sendall(_records_frame(batch, sent))
+                sock.sendall(self._frame(batch, sent))
                 sent += len(batch)
                 with self._cond:
                     self._done += len(batch)
@@ -460,23 +470,68 @@ def _after_fork(reference: weakref.ref[LogClientHandler]) -> None:
 
 
 _MSG, _EXC_TEXT, _EXTRA = (ROW.index(name) for name in ("msg", "exc_text", "extra"))
+_R_KEY = b"\xa1r"  # msgpack's "r"
+
+
+def _shortened(row: list[Any], size: int) -> list[Any]:
+    """*row*, encoded in *size* bytes, cut down to fit well inside a frame."""
+    cut = size - _RECORD_BYTES + 1024
+    row[_MSG] = f"{row[_MSG][: max(0, len(row[_MSG]) - cut)]}... [{cut} bytes cut]"
+    row[_EXTRA] = None
+    row[_EXC_TEXT] = (row[_EXC_TEXT] or "")[-4096:] or None
+    return row
 
 
 def _encode_record(record: logging.LogRecord) -> bytes:
     row = record_to_row(record)
     item = _RECORD_ENCODER.encode(row).encode()
     if len(item) > _RECORD_BYTES:
-        cut = len(item) - _RECORD_BYTES + 1024
-        row[_MSG] = f"{row[_MSG][: max(0, len(row[_MSG]) - cut)]}... [{cut} bytes cut]"
-        row[_EXTRA] = None
-        row[_EXC_TEXT] = (row[_EXC_TEXT] or "")[-4096:] or None
-        item = _RECORD_ENCODER.encode(row).encode()
+        item = _RECORD_ENCODER.encode(_shortened(row, len(item))).encode()
+    return item
+
+
+def _pack_row(row: list[Any]) -> bytes:
+    try:
+        packed = _wire.msgpack_pack(row)
+    except (OverflowError, TypeError, ValueError):
+        # An int beyond 64 bits, say, where JSON would have taken it: the
+        # extras go as text rather than the record not at all.
+        extra = row[_EXTRA]
+        if not extra:
+            raise
+        row[_EXTRA] = {
+            key: value if type(value) is str else repr(value) for key, value in extra.items()
+        }
+        packed = _wire.msgpack_pack(row)
+    return packed
+
+
+def _pack_record(record: logging.LogRecord) -> bytes:
+    row = record_to_row(record)
+    item = _pack_row(row)
+    if len(item) > _RECORD_BYTES:
+        item = _pack_row(_shortened(row, len(item)))
     return item
 
 
 def _records_frame(batch: list[bytes], first: int) -> bytes:
     # The sequence number lets the server tell a gap (or a replay) on the way.
     payload = b'{"t":"records","s":%d,"r":[' % first + b",".join(batch) + b"]}"
+    return _wire.HEADER.pack(len(payload)) + payload
+
+
+def _packed_frame(batch: list[bytes], first: int) -> bytes:
+    # The same message as _records_frame in msgpack: a map of three, whose
+    # records are an array of the rows packed one by one in emit().
+    count = len(batch)
+    if count < 16:
+        array = bytes((0x90 | count,))
+    elif count < 1 << 16:
+        array = b"\xdc" + count.to_bytes(2, "big")
+    else:
+        array = b"\xdd" + count.to_bytes(4, "big")
+    head = _wire.msgpack_pack({"t": "records", "s": first})
+    payload = bytes((head[0] + 1,)) + head[1:] + _R_KEY + array + b"".join(batch)
     return _wire.HEADER.pack(len(payload)) + payload
 
 
@@ -492,8 +547,11 @@ def _to_stderr(items: list[bytes]) -> None:
 
 def _stderr_line(item: bytes) -> str:
     try:
-        data = json.loads(item)
-    except ValueError:
+        if item[:1] in (b"[", b"{") or not _wire.reads_msgpack():
+            data = json.loads(item)
+        else:
+            data = _wire.msgpack_unpack(item)
+    except Exception:  # not a record: a line of our own, say
         return item.decode(errors="replace")
     if isinstance(data, list) and len(data) == len(ROW):
         data = dict(zip(ROW, data, strict=True))
