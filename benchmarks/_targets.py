@@ -169,11 +169,15 @@ def emit_rates(count: int, rounds: int) -> dict[str, list[float]]:
     """
     import logging  # noqa: PLC0415
 
-    from gymnasiarch.logserver import _encode_record  # noqa: PLC0415 - see the module docstring
+    from gymnasiarch import _wire  # noqa: PLC0415 - see the module docstring
+    from gymnasiarch._logclient import _encode_record, _pack_record  # noqa: PLC0415
+
+    # The encoding our handler uses here: msgpack where it is installed.
+    encode = _pack_record if _wire.reads_msgpack() else _encode_record
 
     class EncodeOnly(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            _encode_record(record)
+            encode(record)
 
     loggers = {
         "ours": logging.getLogger("bench.emit.ours"),

@@ -1,11 +1,11 @@
-"""Authenticated conversations in frames: the part the log server and the control socket share.
+"""The server's side of authenticated conversations in frames (log server, control socket).
 
-The server side (anyio) sends a challenge, reads the client's hello and
-checks its MAC against the key of the ticket it names; the client side
-(blocking sockets, so a child's sender thread and a short command-line call
-can use it) connects and answers. Both cut frames exactly from what they
-receive, with a cap on their size and a deadline once a frame has begun.
-See :mod:`gymnasiarch._wire`.
+The server (anyio) sends a challenge, reads the client's hello and checks
+its MAC against the key of the ticket it names; it cuts frames exactly from
+what it receives, with a cap on their size and a deadline once a frame has
+begun. The client's side, blocking sockets that a child's sender thread and
+a short command-line call can use without an event loop, is
+:func:`gymnasiarch._wire.connect`.
 """
 
 from __future__ import annotations
@@ -212,71 +212,3 @@ def check_peer_user(stream: ByteStream) -> None:
     _, uid, _ = _peer_credentials(stream)
     if uid != os.getuid():
         raise WireError(f"peer runs as user {uid}, not as us")
-
-
-# -- the client's side ----------------------------------------------------------------
-
-
-def connect(
-    address: str | list[Any] | tuple[str, int],
-    ticket: str,
-    key: bytes,
-    *,
-    timeout: float,
-    on_connect: Callable[[], None] | None = None,
-) -> socket.socket:
-    """Connect to a server (a Unix path or ``[host, port]``) and answer its challenge.
-
-    *on_connect* runs once the handshake is sent, before anything else is.
-    The returned socket is blocking, without a timeout.
-
-    Raises:
-        OSError: The server cannot be reached.
-        WireError: The server did not speak the protocol.
-    """
-    if isinstance(address, str):
-        sock = socket.socket(socket.AF_UNIX)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(address)
-        except BaseException:
-            sock.close()
-            raise
-    else:
-        host, port = address
-        sock = socket.create_connection((host, port), timeout=timeout)
-    try:
-        challenge = _wire.decode(receive_frame(sock))
-        nonce = challenge.get("nonce")
-        if challenge["t"] != "challenge" or not isinstance(nonce, str):
-            raise WireError("the server did not send a challenge")  # noqa: TRY301
-        mac = _wire.answer(key, nonce)
-        sock.sendall(_wire.encode({"t": "hello", "ticket": ticket, "mac": mac}))
-        sock.settimeout(None)
-        if on_connect is not None:  # only now will the server hear us to the end
-            on_connect()
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def receive_frame(sock: socket.socket) -> bytes:
-    """One frame's payload from a blocking socket.
-
-    Raises:
-        WireError: The server hung up or announced an oversized frame.
-    """
-    length = _wire.frame_length(_receive_exactly(sock, _wire.HEADER.size))
-    return _receive_exactly(sock, length)
-
-
-def _receive_exactly(sock: socket.socket, count: int) -> bytes:
-    chunks: list[bytes] = []
-    while count:
-        chunk = sock.recv(count)
-        if not chunk:
-            raise WireError("the server hung up")
-        chunks.append(chunk)
-        count -= len(chunk)
-    return b"".join(chunks)

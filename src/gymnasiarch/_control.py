@@ -25,14 +25,7 @@ import anyio
 from anyio.abc import ByteStream, TaskStatus
 
 from gymnasiarch import _wire
-from gymnasiarch._channel import (
-    accept_forever,
-    authenticate,
-    connect,
-    describe_peer,
-    read_message,
-    receive_frame,
-)
+from gymnasiarch._channel import accept_forever, authenticate, describe_peer, read_message
 from gymnasiarch._supervisor import Supervisor
 from gymnasiarch._wire import WireError
 
@@ -206,10 +199,12 @@ def request(path: Path, message: dict[str, Any]) -> dict[str, Any]:
     except (OSError, ValueError):
         raise ControlError(f"no running supervisor at {path}") from None
     try:
-        with contextlib.closing(connect(str(path), _TICKET, secret, timeout=_TIMEOUT)) as sock:
+        with contextlib.closing(
+            _wire.connect(str(path), _TICKET, secret, timeout=_TIMEOUT)
+        ) as sock:
             sock.settimeout(_TIMEOUT * 6)  # a restart waits for the child's shutdown
             sock.sendall(_wire.encode(message))
-            return _wire.decode(receive_frame(sock))
+            return _wire.decode(_wire.receive_frame(sock))
     except (FileNotFoundError, ConnectionRefusedError):
         raise ControlError(f"no running supervisor at {path}") from None
     except (OSError, WireError) as error:

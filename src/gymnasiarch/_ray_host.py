@@ -23,8 +23,8 @@ from typing import Any
 import anyio
 
 from gymnasiarch._child import Launch
+from gymnasiarch._logclient import LogClientHandler
 from gymnasiarch._process import ChildProcess, ExitStatus, first_of
-from gymnasiarch.logserver import LogClientHandler
 
 
 class ByValue:

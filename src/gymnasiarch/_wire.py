@@ -1,4 +1,4 @@
-"""The log wire: length-prefixed frames and the handshake that opens a connection.
+"""The log wire: length-prefixed frames, the handshake, and the client's side of both.
 
 A frame is a 4-byte big-endian length and that many bytes of an object with
 a type ``t``: UTF-8 JSON, or -- for records, where the server says it reads
@@ -38,7 +38,9 @@ import hashlib
 import hmac
 import json
 import secrets
+import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -148,3 +150,71 @@ def verify(key: bytes, nonce: str, response: object) -> bool:
     if not isinstance(response, str):
         return False
     return hmac.compare_digest(answer(key, nonce).encode(), response.encode())
+
+
+# -- the client's side: blocking sockets, no event loop ----------------------------
+
+
+def connect(
+    address: str | list[Any] | tuple[str, int],
+    ticket: str,
+    key: bytes,
+    *,
+    timeout: float,
+    on_connect: Callable[[], None] | None = None,
+) -> socket.socket:
+    """Connect to a server (a Unix path or ``[host, port]``) and answer its challenge.
+
+    *on_connect* runs once the handshake is sent, before anything else is.
+    The returned socket is blocking, without a timeout.
+
+    Raises:
+        OSError: The server cannot be reached.
+        WireError: The server did not speak the protocol.
+    """
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        host, port = address
+        sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        challenge = decode(receive_frame(sock))
+        nonce = challenge.get("nonce")
+        if challenge["t"] != "challenge" or not isinstance(nonce, str):
+            raise WireError("the server did not send a challenge")  # noqa: TRY301
+        mac = answer(key, nonce)
+        sock.sendall(encode({"t": "hello", "ticket": ticket, "mac": mac}))
+        sock.settimeout(None)
+        if on_connect is not None:  # only now will the server hear us to the end
+            on_connect()
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def receive_frame(sock: socket.socket) -> bytes:
+    """One frame's payload from a blocking socket.
+
+    Raises:
+        WireError: The server hung up or announced an oversized frame.
+    """
+    length = frame_length(_receive_exactly(sock, HEADER.size))
+    return _receive_exactly(sock, length)
+
+
+def _receive_exactly(sock: socket.socket, count: int) -> bytes:
+    chunks: list[bytes] = []
+    while count:
+        chunk = sock.recv(count)
+        if not chunk:
+            raise WireError("the server hung up")
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)

@@ -26,18 +26,11 @@ record logged right before the end is never lost.
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import json
 import logging
 import os
 import shutil
-import socket
 import sys
 import tempfile
-import threading
-import weakref
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -56,24 +49,18 @@ from gymnasiarch._channel import (
     FrameReceiver,
     accept_forever,
     authenticate,
-    connect,
     describe_peer,
     read_message,
 )
-from gymnasiarch._logwire import ROW, LoggerCache, make_record, record_to_row, reinject
+from gymnasiarch._logclient import LOG_CONFIG_KEY, LogClientHandler
+from gymnasiarch._logwire import LoggerCache, make_record, reinject
 from gymnasiarch._wire import WireError
 
 __all__ = ["LOG_CONFIG_KEY", "LogClientHandler", "LogServer", "LogTicket"]
 
 logger = logging.getLogger("gymnasiarch.logserver")
 
-#: The runtime-config key under which a child finds its log client config.
-LOG_CONFIG_KEY = "gymnasiarch.logserver"
-# Made once: json.dumps with options builds a new encoder on every call.
-_RECORD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=repr)
 _UNIX_PATH_ROOM = 90  # bytes of directory that leave room for "/log.sock" in sun_path
-_BATCH_BYTES = 256 * 1024  # a sender's frames stay well under the cap
-_RECORD_BYTES = _wire.MAX_FRAME // 2  # a bigger record has its message cut
 
 
 class LogTicket:
@@ -314,251 +301,3 @@ class LogServer:
             for data in message["r"]:
                 record = make_record(data, child)
                 reinject(record, logger_named(record.name))
-
-
-# -- the client's side ----------------------------------------------------------
-
-
-class LogClientHandler(logging.Handler):
-    """Send records to a :class:`LogServer`, batched, from a background thread.
-
-    :meth:`emit` only queues; the thread (started by the first record)
-    connects, answers the challenge and sends whatever has queued up as one
-    frame. :meth:`flush` waits until everything emitted so far is sent;
-    :meth:`close` also says goodbye and stops the thread. If the server
-    cannot be reached, records go to stderr instead, so none is lost
-    silently. A process forked from the client (without exec) writes its
-    records to stderr: the connection belongs to its parent.
-
-    Args:
-        config: What :meth:`LogTicket.client_config` returned.
-        on_connect: Called (in the sender thread) once the connection is
-            made, before anything is sent on it.
-        close_timeout: Seconds :meth:`close` waits for the last records to go.
-    """
-
-    def __init__(
-        self,
-        config: Mapping[str, Any],
-        on_connect: Callable[[], None] | None = None,
-        close_timeout: float = 10.0,
-    ) -> None:
-        super().__init__()
-        self._address = config["address"]
-        self._ticket = str(config["ticket"])
-        self._key = bytes.fromhex(config["key"])
-        self._on_connect = on_connect
-        self._close_timeout = close_timeout
-        # msgpack where both sides read it: the parent decodes it 3-4x faster.
-        packs = bool(config.get("msgpack")) and _wire.reads_msgpack()
-        self._encode = _pack_record if packs else _encode_record
-        self._frame = _packed_frame if packs else _records_frame
-        self._pending: collections.deque[bytes] = collections.deque()
-        self._cond = threading.Condition()
-        self._queued = 0
-        self._done = 0  # sent, or written to stderr
-        self._thread: threading.Thread | None = None
-        self._closing = False
-        self._stderr_only = False
-        reference = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _after_fork(reference))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Queue *record*; the sender thread sends it soon."""
-        try:
-            item = self._encode(record)
-        except Exception:
-            self.handleError(record)
-            return
-        with self._cond:
-            if self._stderr_only or self._closing:
-                _to_stderr([item])
-                return
-            self._pending.append(item)
-            self._queued += 1
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._send_forever, name="gymnasiarch-log-sender", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify()
-
-    def flush(self) -> None:
-        """Wait until every record emitted so far is sent (at most ``close_timeout``)."""
-        with self._cond:
-            target = self._queued
-            self._cond.wait_for(lambda: self._done >= target, timeout=self._close_timeout)
-
-    def close(self) -> None:
-        """Send what is left, say goodbye, stop the thread."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(self._close_timeout)
-            if thread.is_alive():  # the server does not read: what is left goes to stderr
-                self._give_up("the log server stopped reading; logging to stderr", [])
-        super().close()
-
-    # -- the sender thread ------------------------------------------------------
-
-    def _send_forever(self) -> None:
-        try:
-            sock = self._connect()
-        except (OSError, WireError, ValueError) as error:
-            self._give_up(f"cannot reach the log server ({error}); logging to stderr", [])
-            return
-        batch: list[bytes] = []
-        sent = 0  # records sent on this connection: the next batch's sequence number
-        try:
-            while True:
-                with self._cond:
-                    self._cond.wait_for(lambda: self._pending or self._closing)
-                    batch = self._take_batch()
-                if not batch:
-                    break  # closing, and nothing is left
-                sock.sendall(self._frame(batch, sent))
-                sent += len(batch)
-                with self._cond:
-                    self._done += len(batch)
-                    self._cond.notify_all()
-                batch = []
-            sock.sendall(_wire.encode({"t": "bye"}))
-        except OSError as error:
-            # The batch in flight may not have arrived: it goes to stderr too.
-            self._give_up(f"lost the log server ({error}); logging to stderr", batch)
-        finally:
-            sock.close()
-
-    def _take_batch(self) -> list[bytes]:
-        batch: list[bytes] = []
-        size = 0
-        while self._pending and size < _BATCH_BYTES:
-            item = self._pending.popleft()
-            batch.append(item)
-            size += len(item) + 1
-        return batch
-
-    def _connect(self) -> socket.socket:
-        return connect(
-            self._address,
-            self._ticket,
-            self._key,
-            timeout=self._close_timeout,
-            on_connect=self._on_connect,
-        )
-
-    def _give_up(self, why: str, in_flight: list[bytes]) -> None:
-        with self._cond:
-            self._stderr_only = True
-            left = [*in_flight, *self._pending]
-            self._pending.clear()
-            self._done += len(left)
-            self._cond.notify_all()
-        _to_stderr([f"gymnasiarch: {why}".encode(), *left])
-
-
-def _after_fork(reference: weakref.ref[LogClientHandler]) -> None:
-    handler = reference()
-    if handler is not None:
-        # The connection and the thread are the parent's; our records go to stderr.
-        handler._cond = threading.Condition()
-        handler._pending.clear()
-        handler._done = handler._queued  # nothing of ours is in flight: flush() returns
-        handler._stderr_only = True
-
-
-_MSG, _EXC_TEXT, _EXTRA = (ROW.index(name) for name in ("msg", "exc_text", "extra"))
-_R_KEY = b"\xa1r"  # msgpack's "r"
-
-
-def _shortened(row: list[Any], size: int) -> list[Any]:
-    """*row*, encoded in *size* bytes, cut down to fit well inside a frame."""
-    cut = size - _RECORD_BYTES + 1024
-    row[_MSG] = f"{row[_MSG][: max(0, len(row[_MSG]) - cut)]}... [{cut} bytes cut]"
-    row[_EXTRA] = None
-    row[_EXC_TEXT] = (row[_EXC_TEXT] or "")[-4096:] or None
-    return row
-
-
-def _encode_record(record: logging.LogRecord) -> bytes:
-    row = record_to_row(record)
-    item = _RECORD_ENCODER.encode(row).encode()
-    if len(item) > _RECORD_BYTES:
-        item = _RECORD_ENCODER.encode(_shortened(row, len(item))).encode()
-    return item
-
-
-def _pack_row(row: list[Any]) -> bytes:
-    try:
-        packed = _wire.msgpack_pack(row)
-    except (OverflowError, TypeError, ValueError):
-        # An int beyond 64 bits, say, where JSON would have taken it: the
-        # extras go as text rather than the record not at all.
-        extra = row[_EXTRA]
-        if not extra:
-            raise
-        row[_EXTRA] = {
-            key: value if type(value) is str else repr(value) for key, value in extra.items()
-        }
-        packed = _wire.msgpack_pack(row)
-    return packed
-
-
-def _pack_record(record: logging.LogRecord) -> bytes:
-    row = record_to_row(record)
-    item = _pack_row(row)
-    if len(item) > _RECORD_BYTES:
-        item = _pack_row(_shortened(row, len(item)))
-    return item
-
-
-def _records_frame(batch: list[bytes], first: int) -> bytes:
-    # The sequence number lets the server tell a gap (or a replay) on the way.
-    payload = b'{"t":"records","s":%d,"r":[' % first + b",".join(batch) + b"]}"
-    return _wire.HEADER.pack(len(payload)) + payload
-
-
-def _packed_frame(batch: list[bytes], first: int) -> bytes:
-    # The same message as _records_frame in msgpack: a map of three, whose
-    # records are an array of the rows packed one by one in emit().
-    count = len(batch)
-    if count < 16:
-        array = bytes((0x90 | count,))
-    elif count < 1 << 16:
-        array = b"\xdc" + count.to_bytes(2, "big")
-    else:
-        array = b"\xdd" + count.to_bytes(4, "big")
-    head = _wire.msgpack_pack({"t": "records", "s": first})
-    payload = bytes((head[0] + 1,)) + head[1:] + _R_KEY + array + b"".join(batch)
-    return _wire.HEADER.pack(len(payload)) + payload
-
-
-def _to_stderr(items: list[bytes]) -> None:
-    stream = sys.__stderr__
-    if stream is None:
-        return
-    with contextlib.suppress(Exception):
-        for item in items:
-            stream.write(_stderr_line(item) + "\n")
-        stream.flush()
-
-
-def _stderr_line(item: bytes) -> str:
-    try:
-        if item[:1] in (b"[", b"{") or not _wire.reads_msgpack():
-            data = json.loads(item)
-        else:
-            data = _wire.msgpack_unpack(item)
-    except Exception:  # not a record: a line of our own, say
-        return item.decode(errors="replace")
-    if isinstance(data, list) and len(data) == len(ROW):
-        data = dict(zip(ROW, data, strict=True))
-    if not isinstance(data, dict):
-        return item.decode(errors="replace")
-    level = logging.getLevelName(data.get("levelno", logging.INFO))
-    line = f"{level} {data.get('name')}: {data.get('msg')}"
-    if data.get("exc_text"):
-        line += "\n" + str(data["exc_text"])
-    return line

@@ -19,9 +19,9 @@ from typing import Any
 
 from setproctitle import setproctitle, setthreadtitle
 
+from gymnasiarch._logclient import LOG_CONFIG_KEY, LogClientHandler
 from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch.dynaloader import resolve
-from gymnasiarch.logserver import LOG_CONFIG_KEY, LogClientHandler
 
 __all__ = ["spawn_wrapper"]
 
