@@ -97,6 +97,11 @@ class LogClientHandler(logging.Handler):
                 self._thread.start()
             self._cond.notify()
 
+    @property
+    def idle(self) -> bool:
+        """True while nothing was emitted yet: :meth:`close` then returns at once."""
+        return self._thread is None
+
     def flush(self) -> None:
         """Wait until every record emitted so far is sent (at most ``close_timeout``)."""
         with self._cond:

@@ -112,8 +112,12 @@ class ChildHost:
             assert child.status is not None
         finally:
             if handler is not None:
-                # The last output lines are out before the exit is reported.
-                await anyio.to_thread.run_sync(handler.close)
+                # The last output lines are out before the exit is reported
+                # (a child that printed nothing leaves nothing to wait for).
+                if handler.idle:
+                    handler.close()
+                else:
+                    await anyio.to_thread.run_sync(handler.close)
         return {
             **_status_payload(child.status, child.log_connected),
             "relayed": self._relayed,
