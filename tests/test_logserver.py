@@ -6,8 +6,10 @@ import logging
 import multiprocessing
 import os
 import pickle
+import socket
 import stat
 import struct
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -22,7 +24,7 @@ from hypothesis import strategies as st
 
 from gymnasiarch import ChildSpec, Supervisor, _wire
 from gymnasiarch.exceptions import InitializationFailedError, PrematureTaskDeathError
-from gymnasiarch.logserver import LogServer, LogTicket
+from gymnasiarch.logserver import LogClientHandler, LogServer, LogTicket
 from targets import logs
 
 L = "targets.logs"
@@ -582,3 +584,70 @@ async def test_spawn_children_can_inherit_our_output(capfd: pytest.CaptureFixtur
             start_method="spawn",
         ).run()
     assert "hello from stdout" in capfd.readouterr().out
+
+
+# -- a bounded queue ----------------------------------------------------------------------
+
+
+class _WatchedHandler(LogClientHandler):
+    """Ours, telling the test when an emit waits for room in the queue."""
+
+    def __init__(self, config: dict[str, Any], **options: Any) -> None:
+        super().__init__(config, **options)
+        self.waiting = threading.Event()
+
+    def _wait_for_room(self) -> None:
+        self.waiting.set()
+        super()._wait_for_room()
+
+
+def test_a_client_faster_than_its_server_waits_for_it_and_loses_nothing(tmp_path: Path) -> None:
+    """A server that does not read: emit waits with a bounded queue; then every record arrives."""
+    path = str(tmp_path / "slow.sock")
+    key = bytes(range(32))
+    go = threading.Event()
+    received: list[Any] = []
+
+    def slow_server(listener: socket.socket) -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.sendall(_wire.encode({"t": "challenge", "nonce": "n"}))
+            hello = _wire.decode(_wire.receive_frame(connection))
+            assert _wire.verify(key, "n", hello["mac"])
+            go.wait(30)  # reads nothing until told
+            while (message := _wire.decode(_wire.receive_frame(connection)))["t"] != "bye":
+                received.extend(message["r"])
+
+    count, cap = 20_000, 64 * 1024
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(path)
+        listener.listen()
+        server = threading.Thread(target=slow_server, args=(listener,))
+        server.start()
+        config = {"address": path, "ticket": "t", "key": key.hex(), "msgpack": True}
+        handler = _WatchedHandler(config, max_queued_bytes=cap, close_timeout=30)
+        log = logging.getLogger("bounded")
+        log.propagate = False
+        log.addHandler(handler)
+        done = threading.Event()
+
+        def log_them() -> None:
+            for i in range(count):
+                log.warning("record %d %s", i, "padding" * 10)
+            done.set()
+
+        writer = threading.Thread(target=log_them)
+        writer.start()
+        try:
+            assert handler.waiting.wait(30), "the queue never filled up"
+            assert not done.is_set()
+            assert handler._pending_bytes <= cap + 1024  # one record over the cap, at most
+            go.set()
+            assert done.wait(30)
+            handler.close()
+        finally:
+            go.set()
+            log.removeHandler(handler)
+            writer.join(30)
+            server.join(30)
+    assert [row[2] for row in received] == [f"record {i} {'padding' * 10}" for i in range(count)]

@@ -31,6 +31,7 @@ LOG_CONFIG_KEY = "gymnasiarch.logserver"
 _RECORD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=repr)
 _BATCH_BYTES = 256 * 1024  # a sender's frames stay well under the cap
 _RECORD_BYTES = _wire.MAX_FRAME // 2  # a bigger record has its message cut
+_MAX_QUEUED_BYTES = 16 * 2**20  # ~150,000 typical records waiting to be sent
 
 
 class LogClientHandler(logging.Handler):
@@ -44,11 +45,18 @@ class LogClientHandler(logging.Handler):
     silently. A process forked from the client (without exec) writes its
     records to stderr: the connection belongs to its parent.
 
+    The queue is bounded: a child that logs faster than the server takes
+    its records waits in :meth:`emit` (at most ``close_timeout`` at a time)
+    rather than holding an ever larger backlog; a server that takes nothing
+    for that long is given up, and the records go to stderr.
+
     Args:
         config: What :meth:`LogTicket.client_config` returned.
         on_connect: Called (in the sender thread) once the connection is
             made, before anything is sent on it.
-        close_timeout: Seconds :meth:`close` waits for the last records to go.
+        close_timeout: Seconds :meth:`close` waits for the last records to
+            go, and :meth:`emit` for room in a full queue.
+        max_queued_bytes: How many bytes of encoded records may wait to be sent.
     """
 
     def __init__(
@@ -56,6 +64,7 @@ class LogClientHandler(logging.Handler):
         config: Mapping[str, Any],
         on_connect: Callable[[], None] | None = None,
         close_timeout: float = 10.0,
+        max_queued_bytes: int = _MAX_QUEUED_BYTES,
     ) -> None:
         super().__init__()
         self._address = config["address"]
@@ -68,6 +77,8 @@ class LogClientHandler(logging.Handler):
         self._encode = _pack_record if packs else _encode_record
         self._frame = _packed_frame if packs else _records_frame
         self._pending: collections.deque[bytes] = collections.deque()
+        self._pending_bytes = 0
+        self._max_queued_bytes = max_queued_bytes
         self._cond = threading.Condition()
         self._queued = 0
         self._done = 0  # sent, or written to stderr
@@ -85,10 +96,13 @@ class LogClientHandler(logging.Handler):
             self.handleError(record)
             return
         with self._cond:
+            if self._pending_bytes > self._max_queued_bytes and self._thread is not None:
+                self._wait_for_room()
             if self._stderr_only or self._closing:
                 _to_stderr([item])
                 return
             self._pending.append(item)
+            self._pending_bytes += len(item)
             self._queued += 1
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -96,6 +110,17 @@ class LogClientHandler(logging.Handler):
                 )
                 self._thread.start()
             self._cond.notify()
+
+    def _wait_for_room(self) -> None:
+        """Wait (holding the condition) until the sender took a batch, or give up on it."""
+        if threading.current_thread() is self._thread:
+            return  # the sender logging (a library inside sendall, say) cannot wait for itself
+        if not self._cond.wait_for(
+            lambda: self._pending_bytes <= self._max_queued_bytes or self._stderr_only,
+            timeout=self._close_timeout,
+        ):
+            # (The condition's lock is re-entrant: _give_up may take it again.)
+            self._give_up("the log server takes no records; logging to stderr", [])
 
     @property
     def idle(self) -> bool:
@@ -156,7 +181,9 @@ class LogClientHandler(logging.Handler):
         while self._pending and size < _BATCH_BYTES:
             item = self._pending.popleft()
             batch.append(item)
-            size += len(item) + 1
+            size += len(item)
+        self._pending_bytes -= size
+        self._cond.notify_all()  # a full queue has room again
         return batch
 
     def _connect(self) -> socket.socket:
@@ -173,6 +200,7 @@ class LogClientHandler(logging.Handler):
             self._stderr_only = True
             left = [*in_flight, *self._pending]
             self._pending.clear()
+            self._pending_bytes = 0
             self._done += len(left)
             self._cond.notify_all()
         _to_stderr([f"gymnasiarch: {why}".encode(), *left])
@@ -184,6 +212,7 @@ def _after_fork(reference: weakref.ref[LogClientHandler]) -> None:
         # The connection and the thread are the parent's; our records go to stderr.
         handler._cond = threading.Condition()
         handler._pending.clear()
+        handler._pending_bytes = 0
         handler._done = handler._queued  # nothing of ours is in flight: flush() returns
         handler._stderr_only = True
 
