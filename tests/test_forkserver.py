@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 
 import anyio
 
 from gymnasiarch import ChildSpec, Supervisor
 from gymnasiarch._forkserver import SERVER
+from gymnasiarch._process import _zombie_exit_code
 from gymnasiarch.testing import _descendants
 
 PROBE = "targets.basic:started_from_spare"
@@ -65,3 +67,24 @@ async def test_a_dead_spare_does_not_fail_a_start() -> None:
                 os.close(pidfd)
         results = await Supervisor([ChildSpec("after", PROBE, restart="temporary")]).run()
     assert list(results) == ["after"]
+
+
+def test_a_zombies_exit_status_is_read_before_it_is_reaped() -> None:
+    """The status of a dead, unreaped process comes from /proc; none once it is reaped."""
+    for how, expected in ((signal.SIGKILL, -signal.SIGKILL), (None, 3)):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            if how is None:
+                os._exit(3)
+            signal.pause()
+            os._exit(0)
+        pidfd = os.pidfd_open(pid)
+        try:
+            if how is not None:
+                os.kill(pid, how)
+            select.select([pidfd], [], [], 10)  # readable once it has exited
+            assert _zombie_exit_code(pid) == expected
+        finally:
+            os.close(pidfd)
+            os.waitpid(pid, 0)
+        assert _zombie_exit_code(pid) is None

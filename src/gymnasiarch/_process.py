@@ -116,6 +116,27 @@ def _status_from_code(code: int | None) -> tuple[int | None, int | None]:
     return code, None
 
 
+def _zombie_exit_code(pid: int) -> int | None:
+    """The exit code of *pid*, a child of our fork server, if it is a zombie still.
+
+    The fork server reaps our children and only then writes their exit
+    code to us: a wake-up of another process on the way to every exit
+    event. Linux shows a zombie's wait status in ``/proc/PID/stat`` (its
+    52nd field, since 3.5), so when our pidfd fires first we need not wait
+    for the server. The pid cannot be someone else's: a zombie keeps it
+    until reaped, and only a zombie's status is taken. None otherwise (not
+    Linux, reaped already): the server's word is awaited then.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    if len(fields) < 50 or fields[0] != b"Z":
+        return None
+    return os.waitstatus_to_exitcode(int(fields[49]))
+
+
 def _rebuild_error(payload: tuple[Any, ...]) -> tuple[BaseException, str]:
     error, type_name, text, tb_text = payload
     if not isinstance(error, BaseException):
@@ -194,6 +215,7 @@ class ChildProcess(RunEvents):
         except ProcessLookupError:
             self._pidfd = None  # already gone: the watcher collects the status
         self._outcome: tuple[str, tuple[Any, ...]] | None = None
+        self._zombie_code: int | None = None  # the exit code, read before the fork server reaps
         self._watch_scope: anyio.CancelScope | None = None
 
     @classmethod
@@ -328,6 +350,8 @@ class ChildProcess(RunEvents):
     async def _wait_gone(self) -> None:
         if self._pidfd is not None:
             await anyio.wait_readable(self._pidfd)
+            if self._method == "forkserver":
+                self._zombie_code = _zombie_exit_code(self.pid)
         self._end_the_group()
 
     def _end_the_group(self) -> None:
@@ -371,11 +395,14 @@ class ChildProcess(RunEvents):
             logger.warning("child %r sent an unknown message %r", self.name, kind)
 
     async def _collect_status(self) -> ExitStatus:
-        if self._method == "forkserver":
+        code = self._zombie_code
+        if code is None and self._method == "forkserver":
             # The fork server reaps the child and then writes its exit code.
             with anyio.move_on_after(5):
                 await anyio.wait_readable(self._process.sentinel)
-        exitcode, signum = _status_from_code(self._process.poll())
+        if code is None:
+            code = self._process.poll()
+        exitcode, signum = _status_from_code(code)
         kind, payload = self._outcome or ("", (None,))
         output = self._output.tail_text() if self._output is not None else None
         if kind == "result" and exitcode == 0:
