@@ -74,6 +74,7 @@ from anyio.abc import ObjectReceiveStream
 from benchmarks import _targets, ray_targets
 from benchmarks._report import median, progress, row
 from gymnasiarch import ChildSpec, Event, RayBackend, Supervisor
+from gymnasiarch.ray_backend import RayChildRun
 
 T = "benchmarks._targets"
 RT = "benchmarks.ray_targets"
@@ -105,6 +106,14 @@ def _stat(pid: int) -> list[str]:
 
 def _parent(pid: int) -> int:
     return int(_stat(pid)[1])
+
+
+def _host_pid(sup: Supervisor, name: str) -> int:
+    """The pid of the Ray worker hosting *name*'s current run."""
+    run = sup._children[name].run
+    assert isinstance(run, RayChildRun)
+    assert run.host_pid is not None
+    return run.host_pid
 
 
 def _created(pid: int) -> float:
@@ -277,7 +286,7 @@ async def _ours_start(stamps: _Stamps) -> tuple[float, dict[str, float]]:
         pid = sup.which_children()[0].pid
         assert pid is not None
         phases = {
-            "worker_created": _created(_parent(pid)) - t0,
+            "worker_created": _created(_host_pid(sup, "c")) - t0,
             "child_created": _created(pid) - t0,
             "child_code_runs": await stamps.wait(pid) - t0,
         }
@@ -386,7 +395,9 @@ async def _bare_kills(cluster: _Cluster, kills: _Kills) -> None:
     kills.lost_host.append(t4 - t3)
 
 
-async def _ours_kills(events: ObjectReceiveStream[Event], pid: int, kills: _Kills) -> int:
+async def _ours_kills(
+    sup: Supervisor, events: ObjectReceiveStream[Event], pid: int, kills: _Kills
+) -> int:
     """SIGKILL the child, then its restarted run's host; return the pid of the third run."""
     await anyio.sleep(SETTLE)
     t0 = perf_counter()
@@ -395,7 +406,7 @@ async def _ours_kills(events: ObjectReceiveStream[Event], pid: int, kills: _Kill
     t1 = perf_counter()
     pid = _pid((await _next_event(events, "ready", "victim")).pid)
     t2 = perf_counter()
-    host = _parent(pid)
+    host = _host_pid(sup, "victim")
     await anyio.sleep(SETTLE)
     t3 = perf_counter()
     os.kill(host, signal.SIGKILL)
@@ -428,9 +439,9 @@ async def _bench_kills(cluster: _Cluster, samples: int) -> list[dict[str, Any]]:
             for i in range(samples):
                 if i % 2 == 0:
                     await _bare_kills(cluster, base)
-                    pid = await _ours_kills(events, pid, ours)
+                    pid = await _ours_kills(sup, events, pid, ours)
                 else:
-                    pid = await _ours_kills(events, pid, ours)
+                    pid = await _ours_kills(sup, events, pid, ours)
                     await _bare_kills(cluster, base)
     target = f"<= {TARGET:g}x bare Ray"
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import select
 import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
+import pytest
 
-from gymnasiarch import ChildSpec, Supervisor
-from gymnasiarch._forkserver import SERVER
-from gymnasiarch._process import _zombie_exit_code
+from gymnasiarch import ChildSpec, Supervisor, _forkserver
+from gymnasiarch._child import Launch
+from gymnasiarch._forkserver import SERVER, SharedForkServer
+from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus, _zombie_exit_code
 from gymnasiarch.testing import _descendants
 
 PROBE = "targets.basic:started_from_spare"
@@ -88,3 +93,131 @@ def test_a_zombies_exit_status_is_read_before_it_is_reaped() -> None:
             os.close(pidfd)
             os.waitpid(pid, 0)
         assert _zombie_exit_code(pid) is None
+
+
+# -- a server shared by several requesters (the Ray hosts' one per node) ------------
+
+
+class _Shared:
+    """Shared fork servers in one private directory, anchored to a process we own."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.anchor = subprocess.Popen(["sleep", "600"])  # stands in for a node's raylet
+        self.requesters: list[SharedForkServer] = []
+
+    def requester(self) -> SharedForkServer:
+        server = SharedForkServer(str(self.directory), self.anchor.pid)
+        self.requesters.append(server)
+        return server
+
+    def end(self) -> None:
+        self.anchor.kill()
+        self.anchor.wait()
+        for requester in self.requesters:
+            requester.close()
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Iterator[_Shared]:
+    servers = _Shared(tmp_path / "private" / "node")
+    try:
+        yield servers
+    finally:
+        servers.end()
+
+
+async def _run(
+    server: SharedForkServer, target: str, *args: object, **launch: object
+) -> ExitStatus:
+    """Start a child through *server* and follow it to its end."""
+    server.ensure_running([*PRELOAD, "targets.basic"])
+    child = await ChildProcess.start(
+        Launch("probe", target, args, {}, {}, None, 0, **launch),  # type: ignore[arg-type]
+        "forkserver",
+        capture_output=False,
+        fork_server=server,
+    )
+    await child.watch()
+    assert child.status is not None
+    return child.status
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def _title(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+
+
+async def _exited(pid: int) -> None:
+    pidfd = os.pidfd_open(pid)
+    try:
+        with anyio.fail_after(10):
+            await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+
+
+async def test_requesters_naming_one_directory_share_one_server(shared: _Shared) -> None:
+    """The first requester starts the server; the next one uses it; each child gets its env."""
+    first, second = shared.requester(), shared.requester()
+    status = await _run(first, "targets.basic:parent_and_env", "MARK", environ={"MARK": "one"})
+    assert first.started_server
+    server_pid, mark = status.result
+    assert mark == "one"
+    assert _title(server_pid) == "gymnasiarch-forkserver"
+    assert server_pid not in _descendants(os.getpid())  # nobody's child: it outlives its starter
+    status = await _run(second, "targets.basic:parent_and_env", "MARK", environ={"MARK": "two"})
+    assert not second.started_server  # it found the first one's
+    assert status.result == (server_pid, "two")
+
+
+async def test_a_shared_server_outlives_its_anchor_until_its_last_child_ends(
+    shared: _Shared,
+) -> None:
+    """The anchor gone, the server takes no request but does not take its children along."""
+    requester = shared.requester()
+    requester.ensure_running([*PRELOAD, "targets.basic"])
+    child = await ChildProcess.start(
+        Launch("sleeper", "targets.basic:sleep_forever", (), {}, {}, None, 0),
+        "forkserver",
+        capture_output=False,
+        fork_server=requester,
+    )
+    server_pid = _parent(child.pid)
+    shared.anchor.kill()
+    # Had the server gone with its anchor, the child would die of the
+    # parent-death signal within this half second, not of our SIGTERM.
+    with anyio.move_on_after(0.5):
+        await anyio.wait_readable(child._pidfd)  # type: ignore[arg-type]
+    child.terminate()
+    await child.watch()
+    assert child.status is not None
+    assert child.status.signum == signal.SIGTERM
+    await _exited(server_pid)  # and then it goes
+
+
+async def test_an_idle_shared_server_ends_and_the_next_request_starts_another(
+    shared: _Shared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_forkserver, "SHARED_IDLE_EXIT", 0.2)
+    first, second = shared.requester(), shared.requester()
+    server_pid, _ = (await _run(first, "targets.basic:parent_and_env", "X")).result
+    await _exited(server_pid)
+    assert not second.running()  # it took its socket along
+    assert (await _run(second, "targets.basic:add", 3, 4)).result == 7
+    assert second.started_server
+
+
+def test_a_directory_other_users_may_enter_is_refused(tmp_path: Path) -> None:
+    """Another user's socket there would be handed our descriptors."""
+    (tmp_path / "open").mkdir(mode=0o755)
+    (tmp_path / "open").chmod(0o755)
+    server = SharedForkServer(str(tmp_path / "open" / "node"), os.getpid())
+    try:
+        with pytest.raises(PermissionError, match="not a private directory"):
+            server.ensure_running([])
+    finally:
+        server.close()

@@ -37,6 +37,7 @@ from gymnasiarch.exceptions import (  # noqa: E402
     InitializationFailedError,
     PrematureTaskDeathError,
 )
+from gymnasiarch.ray_backend import RayChildRun  # noqa: E402
 from gymnasiarch.testing import _descendants  # noqa: E402
 from gymnasiarch.treefile import TreeFileError, load_tree  # noqa: E402
 
@@ -205,7 +206,10 @@ async def test_results_come_back_from_the_cluster(ray_cluster: None) -> None:
         results = await Supervisor(specs, backend=backend, start_order="parallel").run()
     assert results["add"] == 3
     assert results["async_add"] == 7
-    assert results["where"]["parent_command"].startswith("ray::")  # hosted by an actor
+    # Hosted by an actor, forked by the node's fork server, in the actor's environment.
+    assert results["where"]["requester_command"].startswith("ray::")
+    assert results["where"]["parent_command"].startswith("gymnasiarch-forkserver")
+    assert results["where"]["environ"]["PYTHONPATH"] == str(HERE)
     assert ray.is_initialized()  # attached to the session's cluster: left running
 
 
@@ -294,9 +298,10 @@ async def test_a_dead_actor_is_a_crash_with_the_reason_ray_gave(ray_cluster: Non
     # The supervisor raises when it leaves, as it gave up on the child.
     with anyio.fail_after(60), pytest.raises(PrematureTaskDeathError) as info:  # noqa: PT012
         async with sup:
-            child = sup.which_children()[0]
-            assert child.pid is not None
-            os.kill(_parent_of(child.pid), signal.SIGKILL)
+            run = sup._children["sim"].run
+            assert isinstance(run, RayChildRun)
+            assert run.host_pid is not None
+            os.kill(run.host_pid, signal.SIGKILL)
             await sup.wait()
     assert "lost with its host" in str(info.value)
     assert isinstance(info.value.__cause__, ray.exceptions.RayError)
@@ -309,10 +314,6 @@ async def test_a_child_that_cannot_start_on_the_cluster_fails_the_start(
     spec = ChildSpec("early", f"{B}:exit_with", args=(3,), ready_timeout=60)
     with anyio.fail_after(60), pytest.raises(InitializationFailedError, match="exit code 3"):
         await Supervisor([spec], backend=RayBackend()).run()
-
-
-def _parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
 
 
 def test_the_same_tree_runs_under_trio_on_the_cluster(ray_cluster: None) -> None:

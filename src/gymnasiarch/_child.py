@@ -57,6 +57,9 @@ class Launch:
     seed: int | None
     restarts: int
     output: tuple[InheritedFd, InheritedFd] | None = None
+    #: The environment to run in, where it is not the starting process's
+    #: own (a child of a fork server shared by several Ray actors).
+    environ: dict[str, str] | None = None
 
 
 class _Sender:
@@ -171,6 +174,9 @@ def _run_target(launch: Launch, send: _Sender) -> Any:
 
 def child_main(launch: Launch, channel: Connection) -> None:
     """Entry point of every supervised child process."""
+    if launch.environ is not None:
+        os.environ.clear()
+        os.environ.update(launch.environ)
     if launch.output is not None:
         redirect_output(*launch.output)  # first: even an early death is heard
     send = _Sender(channel)

@@ -33,14 +33,18 @@ only job is to wait in ``select`` for requests, exits and its end.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import os
 import selectors
 import signal
 import socket
+import stat
 import struct
+import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from multiprocessing import connection, forkserver, reduction, resource_tracker, spawn, util
 from typing import Any
 
@@ -119,8 +123,7 @@ class ForkServer:
         Everything is opened before the connection: out of file
         descriptors, the request fails here and the server never hears of it.
         """
-        self.ensure_running(preload)
-        assert self._address is not None
+        self._before_request(preload)
         assert self._alive_w is not None
         opened: list[int] = []
         try:
@@ -129,9 +132,7 @@ class ForkServer:
             data_r, data_w = os.pipe()
             opened += (data_r, data_w)
             tracker: int = resource_tracker.getfd()  # type: ignore[assignment]
-            with socket.socket(socket.AF_UNIX) as client:
-                client.connect(self._address)
-                reduction.sendfds(client, [data_r, status_w, self._alive_w, tracker, *fds])
+            self._send(preload, [data_r, status_w, self._alive_w, tracker, *fds])
         except BaseException:
             for fd in opened:
                 os.close(fd)
@@ -140,8 +141,150 @@ class ForkServer:
         os.close(status_w)
         return status_r, data_w
 
+    def _before_request(self, preload: list[str]) -> None:
+        self.ensure_running(preload)
+
+    def _send(self, preload: list[str], fds: list[int]) -> None:
+        """Hand the request's descriptors to the server."""
+        assert self._address is not None
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(self._address)
+            reduction.sendfds(client, fds)
+
 
 SERVER = ForkServer()
+
+#: Seconds a shared server without children waits for a request before it ends.
+SHARED_IDLE_EXIT = 60.0
+
+
+class SharedForkServer(ForkServer):
+    """A fork server shared by the processes of one user that name the same directory.
+
+    The Ray hosts use one per node (and job): every actor there asks the
+    same server for its child, so a child's start costs a fork, not an
+    interpreter's boot. Unlike :data:`SERVER`, the server is nobody's
+    helper: it runs in a session of its own, outlives the process that
+    started it, and ends when the process *anchor_pid* does (the node's
+    Ray daemon) or after :data:`SHARED_IDLE_EXIT` seconds without a child.
+
+    A lock file in *directory* keeps the start of a server, the requests and
+    the server's idle end apart: a request is sent while no server is about
+    to end, and a server ends only with no request waiting.
+    """
+
+    def __init__(self, directory: str, anchor_pid: int) -> None:
+        super().__init__()
+        self.directory = directory
+        self.anchor_pid = anchor_pid
+        self._path = self._address = os.path.join(directory, "forkserver.sock")
+        self._lock_path = os.path.join(directory, "lock")
+        # Sent where a child expects the requester's "alive" pipe; unused.
+        self._alive_w = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        self.started_server = False  # whether this requester started the server
+        self._made = False  # whether the directory was made and checked
+
+    def running(self) -> bool:
+        return os.path.exists(self._path)
+
+    def close(self) -> None:
+        """Release what this requester holds (the server goes on for the others)."""
+        if self._alive_w is not None:
+            os.close(self._alive_w)
+            self._alive_w = None
+
+    def ensure_running(self, preload: list[str]) -> None:
+        """Start the shared server unless one answers already (blocks for a moment)."""
+        resource_tracker.ensure_running()
+        with self._locked(fcntl.LOCK_EX):
+            if not self._answers():
+                self._start(preload)
+
+    def _make_directory(self) -> None:
+        """Make the directory, private: another user's socket there would get our fds."""
+        parent = os.path.dirname(self.directory)
+        for path in (parent, self.directory):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path, 0o700)
+            info = os.lstat(path)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+                raise PermissionError(
+                    f"{path} is not a private directory of ours (mode 0700, our uid)"
+                )
+
+    @contextlib.contextmanager
+    def _locked(self, operation: int) -> Iterator[None]:
+        if not self._made:
+            self._make_directory()
+            self._made = True
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, operation)
+            yield
+        finally:
+            os.close(fd)  # and with it the lock
+
+    def _answers(self) -> bool:
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(self._path)
+            except OSError:
+                return False
+        return True  # the server reads EOF for a request and goes on
+
+    def _start(self, preload: list[str]) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)  # a dead server's
+        anchor = os.pidfd_open(self.anchor_pid)
+        try:
+            with socket.socket(socket.AF_UNIX) as listener:
+                listener.bind(self._path)
+                os.chmod(self._path, 0o600)
+                listener.listen()
+                # The server forks once more, first thing, and its parent
+                # exits: a Ray worker kills its child processes when it
+                # ends, and its process group (hence the new session).
+                command = (
+                    "import os; os.fork() and os._exit(0); "
+                    "from gymnasiarch._forkserver import main; "
+                    f"main({listener.fileno()}, {anchor}, {preload!r}, {sys.path!r}, "
+                    f"lock_path={self._lock_path!r}, idle_exit={SHARED_IDLE_EXIT!r})"
+                )
+                flags = util._args_from_interpreter_flags()  # type: ignore[attr-defined]
+                server = subprocess.Popen(  # noqa: S603 - our interpreter, our command
+                    [spawn.get_executable(), *flags, "-c", command],
+                    pass_fds=(listener.fileno(), anchor),
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                # The interpreter's start, ~15 ms, once per node: then it is
+                # reaped, and the server is nobody's child.
+                try:
+                    server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
+                    raise OSError("the shared fork server did not start") from None
+        finally:
+            os.close(anchor)
+        self.started_server = True
+
+    def _before_request(self, preload: list[str]) -> None:
+        pass  # _send starts the server if it finds none
+
+    def _send(self, preload: list[str], fds: list[int]) -> None:
+        # Sent under the shared lock, so no server ends with our request in
+        # its backlog; a server that ended before is started again, once.
+        for attempt in (1, 2):
+            with self._locked(fcntl.LOCK_SH):
+                try:
+                    super()._send(preload, fds)
+                except (FileNotFoundError, ConnectionRefusedError):
+                    if attempt == 2:
+                        raise
+                else:
+                    return
+            self.ensure_running(preload)
 
 
 # -- the child's side -------------------------------------------------------------
@@ -193,9 +336,17 @@ class _Spare:
 
 
 class _Server:
-    def __init__(self, listener_fd: int, alive_r: int) -> None:
+    def __init__(
+        self,
+        listener_fd: int,
+        alive_r: int,
+        lock_path: str | None = None,
+        idle_exit: float | None = None,
+    ) -> None:
         self.listener = socket.socket(socket.AF_UNIX, fileno=listener_fd)
-        self.alive_r = alive_r
+        self.alive_r = alive_r  # readable at the end: EOF on a pipe, or a pidfd's exit
+        self.lock_path = lock_path  # a shared server's (see SharedForkServer)
+        self.idle_exit = idle_exit
         self.sig_r, self.sig_w = os.pipe()
         os.set_blocking(self.sig_r, False)
         os.set_blocking(self.sig_w, False)
@@ -204,10 +355,26 @@ class _Server:
         self.spare: _Spare | None = None
         self.starting: set[socket.socket] = set()  # sockets of spares handed over
         self.fork_failed = False  # no new spare until the next request
+        self.ending = False  # see _stop_serving
         self.old_handlers: dict[int, Any] = {}
 
     def _wants_spare(self) -> bool:
-        return self.spare is None and not self.starting and not self.fork_failed
+        return self.spare is None and not self.starting and not self.fork_failed and not self.ending
+
+    def _stop_serving(self) -> None:
+        """The end (no requester is left, or a shared server's anchor is gone).
+
+        No request is taken from now on; the server goes when its last child
+        has been reaped, so that none dies of the parent-death signal before
+        its requester has seen it go (a Ray actor whose node is lost reports
+        the loss, not a child killed under it).
+        """
+        self.ending = True
+        self.selector.unregister(self.alive_r)
+        self.selector.unregister(self.listener)
+        if self.lock_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.listener.getsockname())
 
     def _close_in_child(self) -> None:
         """In a freshly forked child: drop everything of the server's."""
@@ -335,6 +502,29 @@ class _Server:
                     forkserver.write_signed(status_w, os.waitstatus_to_exitcode(status))
                 os.close(status_w)
 
+    def _timeout(self) -> float | None:
+        """How long the next select may wait."""
+        if self._wants_spare():
+            return 0  # only look whether something waits before the fork
+        if self.idle_exit is not None and not self.status_of and not self.starting:
+            return self.idle_exit
+        return None
+
+    def _may_end_idle(self) -> bool:
+        """A shared server with no child: end unless a request waits (under the lock)."""
+        assert self.lock_path is not None
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self.selector.select(0):
+                return False
+            # Requests are sent under the shared lock: none can come now.
+            with contextlib.suppress(OSError):
+                os.unlink(self.listener.getsockname())
+            return True
+        finally:
+            os.close(fd)
+
     def serve(self) -> None:
         # SIGCHLD wakes the select through the wakeup fd; Ctrl-C is for the requesters.
         self.old_handlers = {
@@ -347,27 +537,38 @@ class _Server:
         self.selector.register(self.sig_r, selectors.EVENT_READ)
         while True:
             # With a spare to fork, only look whether something waits first.
-            ready = [
-                key.fileobj for key, _ in self.selector.select(0 if self._wants_spare() else None)
-            ]
+            ready = [key.fileobj for key, _ in self.selector.select(self._timeout())]
             if not ready:
-                self._fork_spare()
+                if self._wants_spare():
+                    self._fork_spare()
+                elif self._may_end_idle():
+                    return
                 continue
             if self.alive_r in ready:
-                return  # EOF: no requester is left
+                self._stop_serving()
             if self.sig_r in ready:
                 self._reap()
+            if self.ending and not self.status_of:
+                return
             for sock in ready:
                 if sock in self.starting:
                     self._started(sock)
-            if self.listener in ready:
+            if self.listener in ready and not self.ending:
                 # A request that fails (a requester that hung up, no fork
                 # possible) is that requester's loss: it reads EOF for a pid.
                 with contextlib.suppress(OSError, EOFError, RuntimeError):
                     self._serve_request()
 
 
-def main(listener_fd: int, alive_r: int, preload: list[str], sys_path: list[str]) -> None:
+def main(
+    listener_fd: int,
+    alive_r: int,
+    preload: list[str],
+    sys_path: list[str],
+    *,
+    lock_path: str | None = None,
+    idle_exit: float | None = None,
+) -> None:
     """Run the fork server (the ``-c`` command of :meth:`ForkServer.ensure_running`)."""
     sys.path[:] = sys_path
     for module in preload:
@@ -378,4 +579,4 @@ def main(listener_fd: int, alive_r: int, preload: list[str], sys_path: list[str]
     # Children share the preloaded objects' pages: keep the collector from
     # writing to them (its bookkeeping would copy every page it touches).
     gc.freeze()
-    _Server(listener_fd, alive_r).serve()
+    _Server(listener_fd, alive_r, lock_path, idle_exit).serve()

@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 
 import anyio
 
-from gymnasiarch._forkserver import SERVER
+from gymnasiarch._forkserver import SERVER, ForkServer
 
 StartMethod = Literal["forkserver", "spawn"]
 
@@ -62,9 +62,10 @@ class _ForkServerStart(popen_forkserver.Popen):
     pid: int
     sentinel: int
 
-    def __init__(self, process: Any, preload: list[str]) -> None:
+    def __init__(self, process: Any, preload: list[str], server: ForkServer) -> None:
         self._fds: list[int] = []
         self._preload = preload
+        self._server = server
         # Pickle the process first (collecting the fds it passes on in
         # self._fds): its pickled form tells whether it needs __main__.
         buffer = io.BytesIO()
@@ -90,7 +91,7 @@ class _ForkServerStart(popen_forkserver.Popen):
         finally:
             mp_context.set_spawning_popen(None)
         buffer.write(self._payload)
-        self.sentinel, data = SERVER.request(self._fds, self._preload)
+        self.sentinel, data = self._server.request(self._fds, self._preload)
         try:
             # The child watches a duplicate of the data pipe's write end to
             # learn that its parent died (multiprocessing.parent_process().sentinel).
@@ -104,14 +105,16 @@ class _ForkServerStart(popen_forkserver.Popen):
             stream.write(buffer.getbuffer())
 
 
-async def start_forkserver(process: Any, preload: list[str]) -> Started:
-    """Start *process* (a not yet started ``ForkServerProcess``) through our fork server.
+async def start_forkserver(
+    process: Any, preload: list[str], server: ForkServer = SERVER
+) -> Started:
+    """Start *process* (a not yet started ``ForkServerProcess``) through a fork server.
 
-    The fork server should be running already (the supervisor starts it in a
-    worker thread); else it starts here, with *preload*. Must run in the
-    event loop's thread.
+    The fork server (ours by default) should be running already (the
+    supervisor starts it in a worker thread); else it starts here, with
+    *preload*. Must run in the event loop's thread.
     """
-    popen = _ForkServerStart(process, preload)
+    popen = _ForkServerStart(process, preload, server)
     try:
         # Shielded: the child is on its way and must not be lost. The wait
         # is short, ends with EOF should the fork server be gone, and is

@@ -20,15 +20,18 @@ import pickle
 import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
 
 from gymnasiarch._child import Launch, child_main
+from gymnasiarch._forkserver import SERVER, ForkServer
 from gymnasiarch._launcher import Started, StartMethod, start_forkserver, start_spawn
 from gymnasiarch._output import InheritedFd, OutputCapture
-from gymnasiarch.logserver import LogTicket
+
+if TYPE_CHECKING:
+    from gymnasiarch.logserver import LogTicket
 
 logger = logging.getLogger("gymnasiarch.process")
 
@@ -228,6 +231,7 @@ class ChildProcess(RunEvents):
         ticket: LogTicket | None = None,
         capture_output: bool = True,
         main_module: bool | None = None,
+        fork_server: ForkServer = SERVER,
     ) -> ChildProcess:
         """Start a child process running :func:`gymnasiarch._child.child_main`.
 
@@ -237,7 +241,8 @@ class ChildProcess(RunEvents):
         must load our ``__main__`` first (by default: if the target or its
         arguments refer to it). Must run in the event loop's thread: the
         parent-death signal belongs to the thread that forks (with the
-        spawn method).
+        spawn method). *fork_server* is the server the forkserver method
+        asks (this process's own by default).
         """
         context: Any = multiprocessing.get_context(method)
         output = OutputCapture(launch.name) if capture_output else None
@@ -257,7 +262,7 @@ class ChildProcess(RunEvents):
             if method == "forkserver":
                 # The preload counts when the fork server starts, i.e. for
                 # the first supervisor of this process; later children import.
-                started = await start_forkserver(process, PRELOAD + (preload or []))
+                started = await start_forkserver(process, PRELOAD + (preload or []), fork_server)
             else:
                 needs_main = _needs_main_module(launch) if main_module is None else main_module
                 started = start_spawn(process, needs_main=needs_main)

@@ -92,6 +92,13 @@ class _Connection:
         self.ray: Any = None
         self.initialised_by_us = False
         self.started_cluster = False
+        self._host_class: Any = None
+
+    def host_class(self) -> Any:
+        """ChildHost as a Ray actor class: one per connection, so Ray exports it once."""
+        if self._host_class is None:
+            self._host_class = self.ray.remote(max_restarts=0, max_task_retries=0)(ChildHost)
+        return self._host_class
 
     def open(self, backend: RayBackend) -> None:
         try:
@@ -129,6 +136,7 @@ class _Connection:
         self.users -= 1
         if self.users == 0 and self.initialised_by_us:
             self.initialised_by_us = self.started_cluster = False
+            self._host_class = None
             self.ray.shutdown()  # on the thread that started it
 
 
@@ -217,8 +225,7 @@ class RayBackend:
             _CONNECTION.open(self)
         _CONNECTION.users += 1
         self._ray = _CONNECTION.ray
-        if self._host is None:
-            self._host = self._ray.remote(max_restarts=0, max_task_retries=0)(ChildHost)
+        self._host = _CONNECTION.host_class()
 
     def log_server(self) -> LogServer:
         """A TCP log server on this node's address, which the children's nodes reach."""
@@ -318,6 +325,7 @@ class RayChildRun(RunEvents):
 
     Attributes:
         pid: The child's process id on its node, once known.
+        host_pid: The process id of its actor's worker on that node, once known.
         node: The id of the Ray node the child runs on, once known.
         on_this_machine: Whether that node is this machine (its pid is one
             this machine's signals reach).
@@ -337,6 +345,7 @@ class RayChildRun(RunEvents):
         super().__init__(name)
         self.placement = dict(placement or {})
         self.pid: int | None = None
+        self.host_pid: int | None = None
         self.node: str | None = None
         self.on_this_machine = False
         self._actor = actor
@@ -417,7 +426,7 @@ class RayChildRun(RunEvents):
         elif error is not None:
             return  # the run's own future says what happened
         elif key == "spawned":
-            self.pid, self.node, node_ip = future.result()
+            self.pid, self.host_pid, self.node, node_ip = future.result()
             self.on_this_machine = node_ip == self._ray.util.get_node_ip_address()
             self._spawned = True
         elif key == "started" and future.result():

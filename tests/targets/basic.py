@@ -144,3 +144,8 @@ def started_from_spare() -> bool:
     from gymnasiarch import _forkserver
 
     return _forkserver.from_spare
+
+
+def parent_and_env(variable: str) -> tuple[int, str | None]:
+    """Our parent's pid (a fork server's, say) and *variable* in our environment."""
+    return os.getppid(), os.environ.get(variable)

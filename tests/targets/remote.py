@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 
 from gymnasiarch import child_context
 
 
+def _command(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        return cmdline.read().replace(b"\0", b" ").decode()
+
+
 def where() -> dict[str, object]:
-    """Our pid, our parent's (the actor's worker process) and its command line."""
-    with open(f"/proc/{os.getppid()}/cmdline", "rb") as cmdline:
-        parent = cmdline.read().replace(b"\0", b" ").decode()
-    return {"pid": os.getpid(), "ppid": os.getppid(), "parent_command": parent}
+    """Our pid; our parent's (the node's fork server) and our requester's (the actor)."""
+    requester = multiprocessing.parent_process()
+    assert requester is not None
+    assert requester.pid is not None
+    return {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "parent_command": _command(os.getppid()),
+        "requester_command": _command(requester.pid),
+        "environ": dict(os.environ),
+    }
 
 
 def print_then_crash() -> None:
