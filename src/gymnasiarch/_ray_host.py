@@ -23,20 +23,34 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib
 import logging
 import os
 import pickle
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from gymnasiarch._child import Launch
-from gymnasiarch._forkserver import SharedForkServer
-from gymnasiarch._logclient import LogClientHandler
-from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus, first_of
+if TYPE_CHECKING:
+    from gymnasiarch._child import Launch
+    from gymnasiarch._forkserver import SharedForkServer
+    from gymnasiarch._logclient import LogClientHandler
+    from gymnasiarch._process import ChildProcess, ExitStatus
+
+# What hosting a child takes, imported in the background while Ray makes
+# the actor known (its creation to its first call: ~15-20 ms of waiting on
+# Ray's control plane), rather than on the actor's start path.
+_HOSTING_MODULES = ("gymnasiarch._process", "gymnasiarch._logclient", "gymnasiarch._forkserver")
+
+
+def _import_hosting_modules() -> None:
+    for module in _HOSTING_MODULES:
+        importlib.import_module(module)
+
 
 logger = logging.getLogger("gymnasiarch.ray")
 
@@ -97,6 +111,9 @@ class ChildHost:
     """
 
     def __init__(self) -> None:
+        threading.Thread(
+            target=_import_hosting_modules, name="gymnasiarch-host-imports", daemon=True
+        ).start()
         self._child: ChildProcess | None = None
         self._spawned: anyio.Event | None = None
         self._relayed = False  # whether the output relay connected to the log server
@@ -174,6 +191,8 @@ class ChildHost:
         if child is None:
             return False
         wanted = event_of(child)
+        from gymnasiarch._process import first_of  # noqa: PLC0415 - see _HOSTING_MODULES
+
         await first_of(wanted, child.exited)
         return wanted.is_set()
 
@@ -189,12 +208,16 @@ def node_fork_server() -> SharedForkServer:
     key = hashlib.sha256(repr((sys.executable, sys.path)).encode()).hexdigest()[:12]
     name = f"ray-{context.get_job_id()}-{str(context.get_node_id())[:12]}-{key}"
     directory = os.path.join(tempfile.gettempdir(), f"gymnasiarch-{os.getuid()}", name)
+    from gymnasiarch._forkserver import SharedForkServer  # noqa: PLC0415 - see _HOSTING_MODULES
+
     # It ends with the raylet, our worker's parent, if it has not idled out before.
     return SharedForkServer(directory, anchor_pid=os.getppid())
 
 
 async def _start_child(launch: Launch, capture_output: bool) -> ChildProcess:
     """Start the child through the node's fork server, or with spawn if that fails."""
+    from gymnasiarch._process import PRELOAD, ChildProcess  # noqa: PLC0415 - see _HOSTING_MODULES
+
     target = launch.target
     preload = [target.partition(":")[0]] if isinstance(target, str) and ":" in target else []
     try:
@@ -223,6 +246,8 @@ def _relay_output(
     name: str, config: dict[str, Any], on_connect: Callable[[], None]
 ) -> LogClientHandler:
     """Send the records of the child's captured output to the supervisor's log server."""
+    from gymnasiarch._logclient import LogClientHandler  # noqa: PLC0415 - see _HOSTING_MODULES
+
     handler = LogClientHandler(config, on_connect=on_connect)
     logger = logging.getLogger(f"gymnasiarch.child.{name}")
     logger.addHandler(handler)
