@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from gymnasiarch._logwire import _FIELD_TYPES, ROW, make_record
+from gymnasiarch._logwire import (
+    _FIELD_TYPES,
+    _STANDARD,
+    ROW,
+    _plain,
+    _sendable,
+    make_record,
+    record_to_row,
+)
 from gymnasiarch._wire import WireError
 
 GOOD_ROW: list[Any] = [
@@ -79,3 +87,46 @@ def test_a_child_cannot_speak_as_the_supervisor() -> None:
     assert make_record(row, "env").name == "gymnasiarch.child.env"
     row[0] = "gymnasiarchy"  # only the name and its children are ours
     assert make_record(row, "env").name == "gymnasiarchy"
+
+
+# -- the child's side: record_to_row ---------------------------------------------------
+
+
+def _row_the_slow_way(record: logging.LogRecord) -> list[Any]:
+    """record_to_row's contract, field by field in a loop (the oracle)."""
+    source = record.__dict__
+    row = []
+    for name, kinds in _FIELD_TYPES.items():
+        value = source.get(name)
+        if name in ("name", "levelno") or not (value is None or type(value) in kinds):
+            value = _sendable(name, value)
+        row.append(value)
+    extra = {k: _plain(v) for k, v in source.items() if k not in _STANDARD and k[0] != "_"}
+    row[ROW.index("msg")] = record.getMessage()
+    row.append(extra or None)
+    return row
+
+
+def _records() -> list[logging.LogRecord]:
+    logger = logging.getLogger("app.sim")
+    plain = logger.makeRecord("app.sim", 20, "/srv/sim.py", 3, "step %d", (7,), None, "step")
+    with_extra = logger.makeRecord(
+        "app.sim", 30, "/srv/sim.py", 4, "hi", (), None, "f", extra={"episode": 3, "obj": object}
+    )
+    # A filter that swapped an attribute for one of its own: as many attributes as plain.
+    swapped = logger.makeRecord("app.sim", 20, "/srv/sim.py", 5, "x", (), None)
+    del swapped.stack_info
+    swapped.user = "ada"
+    formatted = logger.makeRecord("app.sim", 20, "/srv/sim.py", 6, "y", (), None)
+    logging.Formatter("%(asctime)s %(message)s").format(formatted)  # adds message, asctime
+    odd = logging.makeLogRecord(
+        {"name": None, "levelno": "20", "created": 5, "lineno": "9", "thread": 1.5, "msg": 42}
+    )
+    odd.processName = b"bytes"
+    return [plain, with_extra, swapped, formatted, odd]
+
+
+@pytest.mark.parametrize("index", range(5), ids=["plain", "extra", "swapped", "formatted", "odd"])
+def test_a_record_becomes_the_row_the_contract_says(index: int) -> None:
+    record = _records()[index]
+    assert record_to_row(record) == _row_the_slow_way(record)

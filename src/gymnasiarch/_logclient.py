@@ -84,6 +84,7 @@ class LogClientHandler(logging.Handler):
         self._done = 0  # sent, or written to stderr
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._sender_waits = False  # the sender thread waits for records: notify it
         self._stderr_only = False
         reference = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(reference))
@@ -109,7 +110,8 @@ class LogClientHandler(logging.Handler):
                     target=self._send_forever, name="gymnasiarch-log-sender", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            if self._sender_waits:  # else it takes this record with its next batch
+                self._cond.notify()
 
     def _wait_for_room(self) -> None:
         """Wait (holding the condition) until the sender took a batch, or give up on it."""
@@ -158,7 +160,10 @@ class LogClientHandler(logging.Handler):
         try:
             while True:
                 with self._cond:
-                    self._cond.wait_for(lambda: self._pending or self._closing)
+                    if not (self._pending or self._closing):
+                        self._sender_waits = True
+                        self._cond.wait_for(lambda: self._pending or self._closing)
+                        self._sender_waits = False
                     batch = self._take_batch()
                 if not batch:
                     break  # closing, and nothing is left

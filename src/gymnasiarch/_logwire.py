@@ -70,6 +70,10 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
     "taskName",
 }
 _PLAIN = (str, int, float, bool, type(None))
+# A record made by Logger.makeRecord without extras: how many attributes it
+# has, and which came last (an attribute added later would come after it).
+_PLAIN_RECORD_SIZE = len(logging.makeLogRecord({}).__dict__)
+_PLAIN_RECORD_LAST = next(reversed(logging.makeLogRecord({}).__dict__))
 # Extras a child may not set: the record's own attributes and methods, and
 # the keys structlog's renderers show as the level, logger, time and event.
 _RESERVED = (
@@ -115,22 +119,48 @@ def record_to_row(record: logging.LogRecord) -> list[Any]:
     structlog event dict (``ProcessorFormatter.wrap_for_formatter`` puts it
     in ``msg``) travels as its ``event`` text plus its other keys as extras,
     bound context variables included.
+
+    It runs in the child's logging call, once per record: the fields are
+    checked one by one without a loop (in :data:`ROW`'s order), and a record
+    with no attribute beyond a plain record's has no extras to look for.
     """
     source = record.__dict__
-    row: list[Any] = []
-    for name, kinds in _ROW_TYPES:
-        value = source.get(name)
-        row.append(value if value is None or type(value) in kinds else _sendable(name, value))
-    for index, name in _FILLED_IN_CHILD:
-        if row[index] is None:
-            row[index] = _sendable(name, None)
-    extra = {
-        key: _plain(value)
-        for key, value in source.items()
-        if key not in _STANDARD and key[0] != "_"
-    }
-    if isinstance(record.msg, dict):
-        event = dict(record.msg)
+    get = source.get
+    name, levelno, created = get("name"), get("levelno"), get("created")
+    pathname, lineno, func = get("pathname"), get("lineno"), get("funcName")
+    thread, thread_name = get("thread"), get("threadName")
+    process, process_name = get("process"), get("processName")
+    stack, exc_text = get("stack_info"), get("exc_text")
+    row: list[Any] = [
+        name if type(name) is str else _sendable("name", name),
+        levelno if type(levelno) is int else _sendable("levelno", levelno),
+        None,  # msg, below
+        created if type(created) is float else _sendable("created", created),
+        pathname if pathname is None or type(pathname) is str else _sendable("pathname", pathname),
+        lineno if lineno is None or type(lineno) is int else _sendable("lineno", lineno),
+        func if func is None or type(func) is str else _sendable("funcName", func),
+        thread if thread is None or type(thread) is int else _sendable("thread", thread),
+        thread_name
+        if thread_name is None or type(thread_name) is str
+        else _sendable("threadName", thread_name),
+        process if process is None or type(process) is int else _sendable("process", process),
+        process_name
+        if process_name is None or type(process_name) is str
+        else _sendable("processName", process_name),
+        stack if stack is None or type(stack) is str else _sendable("stack_info", stack),
+        exc_text if exc_text is None or type(exc_text) is str else _sendable("exc_text", exc_text),
+    ]
+    if len(source) == _PLAIN_RECORD_SIZE and next(reversed(source)) == _PLAIN_RECORD_LAST:
+        extra: dict[str, Any] = {}  # a plain record: its attributes are the standard ones
+    else:
+        extra = {
+            key: _plain(value)
+            for key, value in source.items()
+            if key not in _STANDARD and key[0] != "_"
+        }
+    msg = record.msg
+    if isinstance(msg, dict):
+        event = dict(msg)
         row[_MSG] = str(event.pop("event", ""))
         text = event.pop("exception", None)
         if isinstance(text, str):
