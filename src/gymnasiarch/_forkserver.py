@@ -513,7 +513,10 @@ class _Server:
     def _may_end_idle(self) -> bool:
         """A shared server with no child: end unless a request waits (under the lock)."""
         assert self.lock_path is not None
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:  # its directory is gone (a temp-dir cleaner): nobody can find us
+            return True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if self.selector.select(0):
