@@ -373,8 +373,12 @@ class _Server:
         self.selector.unregister(self.alive_r)
         self.selector.unregister(self.listener)
         if self.lock_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.listener.getsockname())
+            self._unlink_address()
+
+    def _unlink_address(self) -> None:
+        """A shared server's: the next requester finds no server and starts one."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.listener.getsockname())
 
     def _close_in_child(self) -> None:
         """In a freshly forked child: drop everything of the server's."""
@@ -522,8 +526,7 @@ class _Server:
             if self.selector.select(0):
                 return False
             # Requests are sent under the shared lock: none can come now.
-            with contextlib.suppress(OSError):
-                os.unlink(self.listener.getsockname())
+            self._unlink_address()
             return True
         finally:
             os.close(fd)

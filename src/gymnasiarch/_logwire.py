@@ -58,22 +58,22 @@ ROW: tuple[str, ...] = (*_FIELD_TYPES, "extra")
 _ROW_TYPES = tuple(_FIELD_TYPES.items())
 _MSG = ROW.index("msg")
 _EXC_TEXT = ROW.index("exc_text")
-# Required fields a child must fill in even when its record has None there.
-_FILLED_IN_CHILD = tuple((ROW.index(name), name) for name in ("name", "levelno"))
 # Python 3.12 gave records a taskName; the child's task means nothing here.
 _HAS_TASK_NAME = sys.version_info >= (3, 12)
+# The attributes of a record made by Logger.makeRecord, without extras.
+_PLAIN_RECORD = logging.makeLogRecord({}).__dict__
 # Every attribute a LogRecord has (3.12 adds taskName): extras may not shadow them.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+_STANDARD = frozenset(_PLAIN_RECORD) | {
     "message",
     "asctime",
     "child",
     "taskName",
 }
 _PLAIN = (str, int, float, bool, type(None))
-# A record made by Logger.makeRecord without extras: how many attributes it
-# has, and which came last (an attribute added later would come after it).
-_PLAIN_RECORD_SIZE = len(logging.makeLogRecord({}).__dict__)
-_PLAIN_RECORD_LAST = next(reversed(logging.makeLogRecord({}).__dict__))
+# How many attributes a plain record has, and which came last (an
+# attribute added later would come after it).
+_PLAIN_RECORD_SIZE = len(_PLAIN_RECORD)
+_PLAIN_RECORD_LAST = next(reversed(_PLAIN_RECORD))
 # Extras a child may not set: the record's own attributes and methods, and
 # the keys structlog's renderers show as the level, logger, time and event.
 _RESERVED = (

@@ -216,20 +216,19 @@ def node_fork_server() -> SharedForkServer:
 
 async def _start_child(launch: Launch, capture_output: bool) -> ChildProcess:
     """Start the child through the node's fork server, or with spawn if that fails."""
-    from gymnasiarch._process import PRELOAD, ChildProcess  # noqa: PLC0415 - see _HOSTING_MODULES
+    from gymnasiarch._process import ChildProcess  # noqa: PLC0415 - see _HOSTING_MODULES
 
     target = launch.target
     preload = [target.partition(":")[0]] if isinstance(target, str) and ":" in target else []
     try:
-        server = node_fork_server()
-        # Blocks for a moment, in the rare case that it starts the server.
-        server.ensure_running(PRELOAD + preload)
+        # The request starts the node's server if it finds none (blocking
+        # for a moment, once per node and job).
         return await ChildProcess.start(
             dataclasses.replace(launch, environ=dict(os.environ)),
             "forkserver",
             preload,
             capture_output=capture_output,
-            fork_server=server,
+            fork_server=node_fork_server(),
         )
     except OSError as error:
         logger.warning(
