@@ -307,6 +307,65 @@ async def test_a_dead_actor_is_a_crash_with_the_reason_ray_gave(ray_cluster: Non
     assert isinstance(info.value.__cause__, ray.exceptions.RayError)
 
 
+async def test_a_restart_runs_the_child_again_in_the_same_actor(
+    ray_cluster: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A crashed child's next run is hosted by the same actor; each run's output arrives once."""
+    caplog.set_level(logging.INFO)
+    marker = tmp_path / "first-host"
+    spec = ChildSpec(
+        "again", f"{R}:say_which_run_then_crash_once", args=(str(marker),), restart="transient"
+    )
+    with anyio.fail_after(60):
+        results = await Supervisor([spec], backend=RayBackend(), max_restarts=1).run()
+    assert results["again"] == int(marker.read_text())
+    said = [r.getMessage() for r in caplog.records if getattr(r, "child", "") == "again"]
+    assert said.count("first run") == 1
+    assert said.count("later run") == 1
+
+
+async def test_a_lost_actor_is_replaced_by_a_new_one(ray_cluster: None) -> None:
+    """The host worker killed → the child runs again in a new actor, a new worker."""
+    spec = ChildSpec("sim", f"{R}:ready_and_serve", args=("x",), ready_timeout=60)
+    sup = Supervisor([spec], backend=RayBackend(), max_restarts=1, handle_signals=False)
+    with anyio.fail_after(60), sup.events() as events:
+        async with sup:
+            first = sup._children["sim"].run
+            assert isinstance(first, RayChildRun)
+            assert first.host_pid is not None
+            os.kill(first.host_pid, signal.SIGKILL)
+            async for event in events:
+                if event.kind == "ready" and event.restarts == 1:
+                    break
+            second = sup._children["sim"].run
+            assert isinstance(second, RayChildRun)
+            assert second.number == 0  # a new actor's first run
+            assert second.host_pid not in (None, first.host_pid)
+    assert _wait_gone([first.host_pid, second.host_pid or 0], timeout=10) == []
+
+
+async def test_an_actor_ends_once_its_child_will_not_run_again(ray_cluster: None) -> None:
+    """A finished transient child's actor, and a terminated child's, end while the tree runs."""
+    specs = [
+        ChildSpec("done", f"{R}:where", restart="transient"),
+        ChildSpec("stay", f"{B}:ready_then_sleep", ready_timeout=60),
+    ]
+    sup = Supervisor(specs, backend=RayBackend(), handle_signals=False)
+    with anyio.fail_after(60), sup.events() as events:
+        async with sup:
+            async for event in events:
+                if event.kind == "exited" and event.child == "done":
+                    break
+            host = sup._results["done"]["requester_pid"]
+            assert _wait_gone([host], timeout=10) == []
+            run = sup._children["stay"].run
+            assert isinstance(run, RayChildRun)
+            assert run.host_pid is not None
+            await sup.terminate_child("stay")
+            assert _wait_gone([run.host_pid], timeout=10) == []
+            assert sup.which_children()[1].state == "terminated"
+
+
 async def test_a_child_that_cannot_start_on_the_cluster_fails_the_start(
     ray_cluster: None,
 ) -> None:

@@ -662,7 +662,9 @@ async def test_a_backend_can_be_given_and_sees_every_start() -> None:
             ticket: LogTicket | None,
             capture_output: bool,
             placement: Mapping[str, Any] | None = None,
+            previous: ChildRun | None = None,
         ) -> ChildRun:
+            assert previous is None  # a first run
             self.launched.append((launch.name, placement))
             return await super().start(launch, ticket=ticket, capture_output=capture_output)
 
@@ -689,6 +691,47 @@ async def test_a_backend_can_be_given_and_sees_every_start() -> None:
     assert results["one"] == 2
     assert sorted(backend.launched) == [("one", {"num_cpus": 1}), ("two", None)]
     assert backend.calls == ["prepare", "prepare", "aclose", "aclose"]
+
+
+async def test_a_backend_is_handed_the_previous_run_and_told_when_none_follows(
+    tmp_path: Path,
+) -> None:
+    """A restart's start gets the run before it; the last run is retired when the tree ends."""
+    retired: list[ChildRun] = []
+
+    class Recording(LocalBackend):
+        def __init__(self) -> None:
+            super().__init__("forkserver")
+            self.starts: list[tuple[ChildRun | None, ChildRun]] = []
+
+        async def start(
+            self,
+            launch: Launch,
+            *,
+            ticket: LogTicket | None,
+            capture_output: bool,
+            placement: Mapping[str, Any] | None = None,
+            previous: ChildRun | None = None,
+        ) -> ChildRun:
+            run = await super().start(launch, ticket=ticket, capture_output=capture_output)
+            run.retire = lambda: retired.append(run)  # type: ignore[method-assign]
+            self.starts.append((previous, run))
+            return run
+
+    backend = Recording()
+    marker = tmp_path / "ran"
+    spec = ChildSpec("flaky", f"{T}:crash_once_then_sleep", args=(str(marker),))
+    with anyio.fail_after(20):
+        async with Supervisor([spec], backend=backend, handle_signals=False) as sup:
+            with sup.events() as events:
+                async for event in events:
+                    if event.kind == "ready" and event.restarts == 1:
+                        break
+            assert retired == []  # a permanent child: its run may be followed
+    (first_previous, first), (second_previous, second) = backend.starts
+    assert first_previous is None
+    assert second_previous is first
+    assert retired == [second]
 
 
 def test_a_subtree_runs_where_its_parent_does_unless_it_says_otherwise() -> None:

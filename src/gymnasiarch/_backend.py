@@ -50,6 +50,13 @@ class ChildRun(Protocol):
     def abandon(self) -> None:
         """Stop following a child that would not go away."""
 
+    def retire(self) -> None:
+        """After the run: the supervisor will not start its child again from it.
+
+        A backend that keeps something of a run for the child's next one
+        (:meth:`Backend.start`'s *previous*) frees it now.
+        """
+
 
 class Backend(Protocol):
     """Where children run.
@@ -88,8 +95,13 @@ class Backend(Protocol):
         ticket: LogTicket | None,
         capture_output: bool,
         placement: Mapping[str, Any] | None = None,
+        previous: ChildRun | None = None,
     ) -> ChildRun:
-        """Start one run of a child (*placement*: see ``ChildSpec.placement``)."""
+        """Start one run of a child (*placement*: see ``ChildSpec.placement``).
+
+        *previous* is the child's run before this one, ended, if it had
+        one: a backend may start the new run where that one ran.
+        """
 
     async def aclose(self) -> None:
         """Release what :meth:`prepare` took (called once per :meth:`prepare`)."""
@@ -137,8 +149,13 @@ class LocalBackend:
         ticket: LogTicket | None,
         capture_output: bool,
         placement: Mapping[str, Any] | None = None,
+        previous: ChildRun | None = None,
     ) -> ChildRun:
-        """Start one child process (see :meth:`ChildProcess.start`); *placement* is unused."""
+        """Start one child process (see :meth:`ChildProcess.start`).
+
+        *placement* and *previous* are unused: every run is a new process
+        of this machine.
+        """
         return await ChildProcess.start(
             launch,
             self.start_method,

@@ -62,11 +62,16 @@ def flush_output() -> None:
                 stream.flush()
 
 
+def output_logger(name: str) -> logging.Logger:
+    """The logger child *name*'s captured output goes to."""
+    return logging.getLogger(f"gymnasiarch.child.{name}")
+
+
 class OutputCapture:
     """The parent's ends of one child run's stdout and stderr pipes."""
 
     def __init__(self, name: str) -> None:
-        self.logger = logging.getLogger(f"gymnasiarch.child.{name}")
+        self.logger = output_logger(name)
         self.name = name
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._read_fds: dict[str, int] = {}

@@ -185,6 +185,9 @@ class RunEvents:
         self.status: ExitStatus | None = None
         self.stop_requested = False
 
+    def retire(self) -> None:
+        """After the run: no next run starts from it (nothing of it is kept here)."""
+
 
 class ChildProcess(RunEvents):
     """One run of one child in its own process.

@@ -102,92 +102,113 @@ def _status_payload(status: ExitStatus, log_connected: bool) -> dict[str, Any]:
     }
 
 
-class ChildHost:
-    """One run of one child, hosted in a Ray actor (made remote by the backend).
+class _HostedRun:
+    """What the host knows of one run of its child."""
 
-    :meth:`run` starts the child and returns when it has ended; the other
-    methods may be called while it runs (an async actor runs them
-    concurrently, all on its one event-loop thread).
+    def __init__(self) -> None:
+        self.child: ChildProcess | None = None
+        self.spawned = anyio.Event()  # the child was started (or could not be)
+        self.relayed = False  # whether the output relay connected to the log server
+
+
+class ChildHost:
+    """One child's runs, one after the other, in a Ray actor (made remote by the backend).
+
+    The supervisor keeps a child's actor across its restarts: a restart is
+    one more :meth:`run` on the same actor (a few milliseconds, where a new
+    actor waits for a Ray worker, ~0.3 s). Every call names its run by the
+    number the backend gave it; :meth:`run` starts the child and returns
+    when it has ended; the other methods may be called while it runs (an
+    async actor runs them concurrently, all on its one event-loop thread),
+    and before it, in any order.
     """
 
     def __init__(self) -> None:
         threading.Thread(
             target=_import_hosting_modules, name="gymnasiarch-host-imports", daemon=True
         ).start()
-        self._child: ChildProcess | None = None
-        self._spawned: anyio.Event | None = None
-        self._relayed = False  # whether the output relay connected to the log server
+        self._runs: dict[int, _HostedRun] = {}
+        self._current = -1  # the number of the latest run begun
 
-    def _spawned_event(self) -> anyio.Event:
-        if self._spawned is None:  # made in the actor's loop, by whichever call comes first
-            self._spawned = anyio.Event()
-        return self._spawned
+    def _run(self, number: int) -> _HostedRun | None:
+        """Run *number*'s state, made by whichever call comes first; None for one long over."""
+        if number < self._current:
+            return self._runs.get(number)
+        return self._runs.setdefault(number, _HostedRun())
 
     async def run(
-        self, launch: Launch, relay: dict[str, Any] | None, capture_output: bool
+        self, number: int, launch: Launch, relay: dict[str, Any] | None, capture_output: bool
     ) -> dict[str, Any]:
-        """Start the child, follow it to its end, and say how it ended."""
-        spawned = self._spawned_event()
+        """Start run *number* of the child, follow it to its end, and say how it ended."""
+        self._current = number
+        for old in [n for n in self._runs if n < number]:
+            del self._runs[old]  # the supervisor starts a run once the one before has ended
+        hosted = self._run(number)
+        assert hosted is not None
         handler = None
         if capture_output and relay:
-            handler = _relay_output(launch.name, relay, on_connect=self._relay_connected)
+
+            def connected() -> None:  # in the relay's sender thread, before its first frame
+                hosted.relayed = True
+
+            handler = _relay_output(launch.name, relay, on_connect=connected)
         try:
             try:
                 child = await _start_child(launch, capture_output)
             finally:
-                spawned.set()
-            self._child = child
+                hosted.spawned.set()
+            hosted.child = child
             await child.watch()
             assert child.status is not None
         finally:
             if handler is not None:
-                # The last output lines are out before the exit is reported
-                # (a child that printed nothing leaves nothing to wait for).
-                if handler.idle:
-                    handler.close()
-                else:
-                    await anyio.to_thread.run_sync(handler.close)
+                await _end_relay(launch.name, handler)
         return {
             **_status_payload(child.status, child.log_connected),
-            "relayed": self._relayed,
+            "relayed": hosted.relayed,
             "started": child.started.is_set(),
             "ready": child.ready.is_set(),
             "ready_value": child.ready_value,
         }
 
-    def _relay_connected(self) -> None:
-        self._relayed = True  # in the relay's sender thread, before its first frame
-
-    async def spawned(self) -> tuple[int | None, int, str, str]:
+    async def spawned(self, number: int) -> tuple[int | None, int, str, str]:
         """The child's pid (None if it could not be started), ours, this node's id and address."""
-        await self._spawned_event().wait()
+        child = await self._spawned_child(number)
         node_id, node_ip = _node()
-        return (self._child.pid if self._child else None), os.getpid(), node_id, node_ip
+        return (child.pid if child else None), os.getpid(), node_id, node_ip
 
-    async def started(self) -> bool:
+    async def started(self, number: int) -> bool:
         """Wait until the child's target runs; False if it ended first."""
-        return await self._first(lambda child: child.started)
+        return await self._first(number, lambda child: child.started)
 
-    async def ready(self) -> tuple[bool, Any]:
+    async def ready(self, number: int) -> tuple[bool, Any]:
         """Wait until the child said it is ready, and with what; (False, None) if it ended."""
-        ok = await self._first(lambda child: child.ready)
-        return ok, (self._child.ready_value if ok and self._child else None)
+        child = await self._spawned_child(number)
+        ok = await self._first(number, lambda child: child.ready)
+        return ok, (child.ready_value if ok and child else None)
 
-    async def terminate(self) -> None:
+    async def terminate(self, number: int) -> None:
         """SIGTERM the child's process group."""
-        await self._spawned_event().wait()
-        if self._child is not None:
-            self._child.terminate()
+        child = await self._spawned_child(number)
+        if child is not None:
+            child.terminate()
 
-    async def kill(self) -> None:
+    async def kill(self, number: int) -> None:
         """SIGKILL the child's process group."""
-        await self._spawned_event().wait()
-        if self._child is not None:
-            self._child.kill()
+        child = await self._spawned_child(number)
+        if child is not None:
+            child.kill()
 
-    async def _first(self, event_of: Callable[[ChildProcess], anyio.Event]) -> bool:
-        await self._spawned_event().wait()
-        child = self._child
+    async def _spawned_child(self, number: int) -> ChildProcess | None:
+        """Run *number*'s child once it was started; None if it could not be, or is long over."""
+        hosted = self._run(number)
+        if hosted is None:
+            return None
+        await hosted.spawned.wait()
+        return hosted.child
+
+    async def _first(self, number: int, event_of: Callable[[ChildProcess], anyio.Event]) -> bool:
+        child = await self._spawned_child(number)
         if child is None:
             return False
         wanted = event_of(child)
@@ -246,13 +267,27 @@ def _relay_output(
 ) -> LogClientHandler:
     """Send the records of the child's captured output to the supervisor's log server."""
     from gymnasiarch._logclient import LogClientHandler  # noqa: PLC0415 - see _HOSTING_MODULES
+    from gymnasiarch._output import output_logger  # noqa: PLC0415
 
     handler = LogClientHandler(config, on_connect=on_connect)
-    logger = logging.getLogger(f"gymnasiarch.child.{name}")
+    logger = output_logger(name)
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False  # not into the Ray worker's own log
     return handler
+
+
+async def _end_relay(name: str, handler: LogClientHandler) -> None:
+    """Send what is left of the run's output; take the relay off (the actor hosts more runs)."""
+    from gymnasiarch._output import output_logger  # noqa: PLC0415 - see _HOSTING_MODULES
+
+    # The last output lines are out before the exit is reported (a child
+    # that printed nothing leaves nothing to wait for).
+    if handler.idle:
+        handler.close()
+    else:
+        await anyio.to_thread.run_sync(handler.close)
+    output_logger(name).removeHandler(handler)
 
 
 def _node() -> tuple[str, str]:

@@ -133,6 +133,9 @@ class _Child:
     def __init__(self, spec: ChildSpec | Supervisor) -> None:
         self.spec = spec
         self.run: _Run | None = None
+        # The latest run, kept after its end: the backend may start the next
+        # one where it ran (a Ray backend reuses its actor), until retired.
+        self.last_run: _Run | None = None
         self.state: ChildState = "exited"
         self.restarts = 0
         self.last_exit: ExitStatus | None = None
@@ -142,6 +145,12 @@ class _Child:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def retire(self) -> None:
+        """No run of this child follows its last one (unless asked for anew)."""
+        if self.last_run is not None:
+            self.last_run.retire()
+            self.last_run = None
 
     @property
     def restart(self) -> RestartType:
@@ -408,6 +417,8 @@ class Supervisor:
     ) -> bool:
         with anyio.CancelScope(shield=True):
             await self._shutdown()
+        for child in self._children.values():
+            child.retire()  # every child has stopped: what a backend kept of them goes
         ours = bool(self._host_scope.__exit__(exc_type, exc, tb))
         if ours:
             exc = None  # the body was cancelled by us: we raise the reason below
@@ -558,11 +569,13 @@ class Supervisor:
             seed=seed,
             restarts=child.restarts,
         )
+        previous = child.last_run
         return await self.backend.start(
             launch,
             ticket=ticket,
             capture_output=spec.output == "capture",
             placement=spec.placement,
+            previous=None if isinstance(previous, _NestedRun) else previous,
         )
 
     async def _ensure_log_server(self) -> LogServer:
@@ -588,7 +601,8 @@ class Supervisor:
             why = f"could not restart child {child.name!r}: {error}"
             self._give_up(child, last, why, cause=error)
             return
-        child.run, child.state, child.started_at = run, "starting", time.monotonic()
+        child.run, child.last_run = run, run
+        child.state, child.started_at = "starting", time.monotonic()
         self._events.publish("started", child=child.name, pid=run.pid, restarts=child.restarts)
         await self._tg.start(self._watch, child, run)
         timeout = child.spec.ready_timeout if isinstance(child.spec, ChildSpec) else None
@@ -669,6 +683,7 @@ class Supervisor:
             self._results.pop(child.name, None)
             logger.warning("child %r %s", child.name, status.describe())
         if not (child.restart == "permanent" or (child.restart == "transient" and not normal)):
+            child.retire()
             if child.significant:
                 if normal:
                     await self._shutdown()
@@ -704,6 +719,9 @@ class Supervisor:
         group = self._restart_group(child)
         siblings = [c for c in group if c is not child]
         await self._stop_children(reversed(siblings))
+        for sibling in siblings:
+            if sibling.restart == "temporary":
+                sibling.retire()  # stopped for good
         group = [c for c in group if c is child or c.restart != "temporary"]
         delay = 0.0
         if self.backoff is not None:
@@ -880,6 +898,7 @@ class Supervisor:
                 await self._start(child, initial=True)
             except BaseException:  # leave no half-started child behind, then re-raise
                 await self._stop_children([child])
+                child.retire()
                 del self._children[spec.name]
                 self._specs.remove(spec)
                 raise
@@ -893,6 +912,7 @@ class Supervisor:
         child = self._get(name)
         async with self._lock:
             await self._stop_children([child])
+            child.retire()
         self._check_done()
 
     async def restart_child(self, name: str) -> None:

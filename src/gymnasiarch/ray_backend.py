@@ -2,11 +2,14 @@
 
 ``Supervisor(children, backend=RayBackend())`` runs the same tree as on one
 machine, with the same strategies, failure mapping and log path; only
-where the children run changes. Each run of each child is one Ray actor
-(created with ``max_restarts=0`` and ``max_task_retries=0``: restarting is
-the supervisor's decision, under its strategy), which hosts the child as a
+where the children run changes. Each child has one Ray actor (created with
+``max_restarts=0`` and ``max_task_retries=0``: restarting is the
+supervisor's decision, under its strategy), which hosts the child as a
 real subprocess through the same process layer as :class:`LocalBackend
-<gymnasiarch.LocalBackend>` (see :mod:`gymnasiarch._ray_host`).
+<gymnasiarch.LocalBackend>` (see :mod:`gymnasiarch._ray_host`). A restart
+runs the child again in the same actor, on the same node, in milliseconds;
+only a run whose actor was lost gets a new actor, placed anew by Ray. The
+actor ends when the supervisor will not run its child again.
 
 - The actor's death (its node lost, out of memory, ``ray.kill``) ends the
   run with :attr:`ExitStatus.lost <gymnasiarch._process.ExitStatus.lost>`
@@ -41,6 +44,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
+from gymnasiarch._backend import ChildRun
 from gymnasiarch._child import Launch
 from gymnasiarch._process import DRAIN_TIMEOUT, ExitStatus, RunEvents, _rebuild_error
 from gymnasiarch._ray_host import ChildHost, by_value_if_needed
@@ -252,8 +256,9 @@ class RayBackend:
         ticket: LogTicket | None,
         capture_output: bool,
         placement: Mapping[str, Any] | None = None,
+        previous: ChildRun | None = None,
     ) -> RayChildRun:
-        """Create the child's actor and have it start the child.
+        """Have the child's actor start the child: *previous*'s actor if it lives, else a new one.
 
         Raises:
             InitializationFailedError: The log server is out of the
@@ -273,7 +278,7 @@ class RayBackend:
         try:
             if ticket is not None and capture_output:
                 relay = ticket.server.admit(launch.name)
-            return self._create(launch, ticket, relay, placement or {})
+            return self._create(launch, ticket, relay, placement or {}, previous)
         except BaseException as error:
             for issued in (ticket, relay):
                 if issued is not None:
@@ -290,13 +295,23 @@ class RayBackend:
         ticket: LogTicket | None,
         relay: LogTicket | None,
         placement: Mapping[str, Any],
+        previous: ChildRun | None,
     ) -> RayChildRun:
-        options = actor_options(self._ray, placement)
         launch = by_value_if_needed(launch, self._ray.cloudpickle.dumps)
-        actor = self._host.options(**options).remote()
+        kept = previous.hand_over(placement) if isinstance(previous, RayChildRun) else None
+        if kept is not None:
+            actor, number = kept[0], kept[1] + 1
+        else:
+            actor, number = self._host.options(**actor_options(self._ray, placement)).remote(), 0
         try:
             run = RayChildRun(
-                launch.name, actor, self._ray, ticket=ticket, relay=relay, placement=placement
+                launch.name,
+                actor,
+                self._ray,
+                ticket=ticket,
+                relay=relay,
+                placement=placement,
+                number=number,
             )
             run.submit(launch, relay.client_config() if relay is not None else None)
         except BaseException:
@@ -323,6 +338,10 @@ def actor_options(ray: Any, placement: Mapping[str, Any]) -> dict[str, Any]:
 class RayChildRun(RunEvents):
     """One run of one child in a Ray actor, as the supervisor sees it.
 
+    When the run ends and its actor lives, the actor is kept for the
+    child's next run (:meth:`hand_over`) until the supervisor says there
+    will be none (:meth:`retire`).
+
     Attributes:
         pid: The child's process id on its node, once known.
         host_pid: The process id of its actor's worker on that node, once known.
@@ -330,6 +349,7 @@ class RayChildRun(RunEvents):
         on_this_machine: Whether that node is this machine (its pid is one
             this machine's signals reach).
         placement: The placement it asked Ray for.
+        number: Which run of its actor this is (0 for a new actor's first).
     """
 
     def __init__(
@@ -341,9 +361,11 @@ class RayChildRun(RunEvents):
         ticket: LogTicket | None = None,
         relay: LogTicket | None = None,
         placement: Mapping[str, Any] | None = None,
+        number: int = 0,
     ) -> None:
         super().__init__(name)
         self.placement = dict(placement or {})
+        self.number = number
         self.pid: int | None = None
         self.host_pid: int | None = None
         self.node: str | None = None
@@ -357,15 +379,16 @@ class RayChildRun(RunEvents):
         self._spawned_future: Future[Any] | None = None
         self._payload: dict[str, Any] | None = None
         self._watch_scope: anyio.CancelScope | None = None
+        self._kept = False  # the run is over, its actor lives and waits for the next run
 
     def submit(self, launch: Launch, relay_config: dict[str, Any] | None) -> None:
         """Ask the actor to run the child, and to tell when it has spawned, started, is ready."""
-        actor = self._actor
+        actor, number = self._actor, self.number
         self._refs = {
-            "run": actor.run.remote(launch, relay_config, relay_config is not None),
-            "spawned": actor.spawned.remote(),
-            "started": actor.started.remote(),
-            "ready": actor.ready.remote(),
+            "run": actor.run.remote(number, launch, relay_config, relay_config is not None),
+            "spawned": actor.spawned.remote(number),
+            "started": actor.started.remote(number),
+            "ready": actor.ready.remote(number),
         }
 
     # -- watching -----------------------------------------------------------------
@@ -473,9 +496,37 @@ class RayChildRun(RunEvents):
         for ticket in (self._ticket, self._relay):
             if ticket is not None:
                 ticket.revoke()
+        if self._payload is not None:
+            # The host said how the child ended, so the actor lives: it is
+            # kept for the child's next run, or ended by retire().
+            self._kept = True
+        else:
+            self._end_actor()
+
+    def _end_actor(self) -> None:
+        self._kept = False
         if self._ray.is_initialized():
             with contextlib.suppress(Exception):  # Ray may be shutting down already
                 self._ray.kill(self._actor, no_restart=True)
+
+    # -- the actor, across runs -------------------------------------------------------
+
+    def hand_over(self, placement: Mapping[str, Any]) -> tuple[Any, int] | None:
+        """The actor and this run's number, for the child's next run, if it is kept for it.
+
+        It is not when this run's actor was lost (or ended), or when the
+        next run asks for another placement.
+        """
+        if not self._kept or dict(placement) != self.placement:
+            self.retire()
+            return None
+        self._kept = False
+        return self._actor, self.number
+
+    def retire(self) -> None:
+        """The supervisor will not run the child again after this run: end a kept actor."""
+        if self._kept:
+            self._end_actor()
 
     # -- stopping -----------------------------------------------------------------
 
@@ -494,8 +545,9 @@ class RayChildRun(RunEvents):
             return  # a call now would make Ray start a new cluster of its own
         with contextlib.suppress(Exception):  # the actor is gone: the run ends anyway
             spawned = self._spawned_future
-            if self._spawned or (spawned is not None and spawned.done()):
-                getattr(self._actor, what).remote()
+            if self._spawned or self.number > 0 or (spawned is not None and spawned.done()):
+                # (A kept actor is placed: it signals the child once it has one.)
+                getattr(self._actor, what).remote(self.number)
             else:
                 # Not placed yet (or still starting the child): there is no
                 # child to signal, and the actor would take the call only
@@ -504,9 +556,7 @@ class RayChildRun(RunEvents):
 
     def abandon(self) -> None:
         """Give up on a child that does not go away: kill its actor, stop following."""
-        if self._ray.is_initialized():
-            with contextlib.suppress(Exception):
-                self._ray.kill(self._actor, no_restart=True)
+        self._end_actor()
         if self._watch_scope is not None:
             self._watch_scope.cancel()
 

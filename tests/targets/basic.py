@@ -95,6 +95,15 @@ def crash_after_first_run(marker: str) -> str:
     return "second run"
 
 
+def crash_once_then_sleep(marker: str) -> None:
+    """Crash on the first run (creating *marker*); later runs sleep until stopped."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("ran")
+        raise Boom("first run")
+    sleep_forever()
+
+
 def append_and_sleep(journal: str) -> None:
     """Write our name and run count to *journal*, signal readiness, sleep until stopped."""
     ctx = child_context()

@@ -23,6 +23,7 @@ def where() -> dict[str, object]:
         "pid": os.getpid(),
         "ppid": os.getppid(),
         "parent_command": _command(os.getppid()),
+        "requester_pid": requester.pid,
         "requester_command": _command(requester.pid),
         "environ": dict(os.environ),
     }
@@ -33,6 +34,23 @@ def print_then_crash() -> None:
     print("hello from the cluster", flush=True)
     print("something is wrong", file=sys.stderr, flush=True)
     raise RuntimeError("crashed on the cluster")
+
+
+def say_which_run_then_crash_once(marker: str) -> int:
+    """Print which run this is; the first writes its actor's pid to *marker* and crashes.
+
+    A later run returns its actor's pid.
+    """
+    requester = multiprocessing.parent_process()
+    assert requester is not None
+    first = not os.path.exists(marker)
+    print("first run" if first else "later run", flush=True)
+    if first:
+        with open(marker, "w") as out:
+            out.write(str(requester.pid))
+        raise RuntimeError("the first run crashes")
+    assert requester.pid is not None
+    return requester.pid
 
 
 def ready_and_serve(value: str) -> None:
