@@ -210,6 +210,10 @@ async def test_results_come_back_from_the_cluster(ray_cluster: None) -> None:
     assert results["where"]["requester_command"].startswith("ray::")
     assert results["where"]["parent_command"].startswith("gymnasiarch-forkserver")
     assert results["where"]["environ"]["PYTHONPATH"] == str(HERE)
+    # The actor starts no process of its own (Ray ends its group with it);
+    # the child registers semaphores with the node server's resource tracker.
+    assert results["where"]["requester_group"] == [results["where"]["requester_pid"]]
+    assert results["where"]["tracker"].startswith("pipe:")
     assert ray.is_initialized()  # attached to the session's cluster: left running
 
 

@@ -131,8 +131,7 @@ class ForkServer:
             opened += (status_r, status_w)
             data_r, data_w = os.pipe()
             opened += (data_r, data_w)
-            tracker: int = resource_tracker.getfd()  # type: ignore[assignment]
-            self._send(preload, [data_r, status_w, self._alive_w, tracker, *fds])
+            self._send(preload, [data_r, status_w, self._alive_w, self._tracker_fd(), *fds])
         except BaseException:
             for fd in opened:
                 os.close(fd)
@@ -143,6 +142,11 @@ class ForkServer:
 
     def _before_request(self, preload: list[str]) -> None:
         self.ensure_running(preload)
+
+    def _tracker_fd(self) -> int:
+        """The resource tracker the child registers its semaphores and shared memory with."""
+        tracker: int = resource_tracker.getfd()  # type: ignore[assignment]
+        return tracker
 
     def _send(self, preload: list[str], fds: list[int]) -> None:
         """Hand the request's descriptors to the server."""
@@ -195,7 +199,6 @@ class SharedForkServer(ForkServer):
 
     def ensure_running(self, preload: list[str]) -> None:
         """Start the shared server unless one answers already (blocks for a moment)."""
-        resource_tracker.ensure_running()
         with self._locked(fcntl.LOCK_EX):
             if not self._answers():
                 self._start(preload)
@@ -272,6 +275,13 @@ class SharedForkServer(ForkServer):
     def _before_request(self, preload: list[str]) -> None:
         pass  # _send starts the server if it finds none
 
+    def _tracker_fd(self) -> int:
+        # The server's own tracker serves its children (see _run_child): a
+        # tracker per requester would be one more interpreter per Ray actor,
+        # and a process Ray finds in the actor's group when the actor ends.
+        assert self._alive_w is not None
+        return self._alive_w  # a placeholder: /dev/null
+
     def _send(self, preload: list[str], fds: list[int]) -> None:
         # Sent under the shared lock, so no server ends with our request in
         # its backlog; a server that ended before is started again, once.
@@ -310,7 +320,10 @@ def _run_child(child_r: int, fds: list[int]) -> int:
     _set_title(f"{_TITLE} child")  # until the child names itself: not a spare any more
     alive, tracker, *inherited = fds
     forkserver._forkserver._forkserver_alive_fd = alive  # type: ignore[attr-defined]
-    resource_tracker._resource_tracker._fd = tracker  # type: ignore[attr-defined]
+    if resource_tracker._resource_tracker._fd is None:  # type: ignore[attr-defined]
+        resource_tracker._resource_tracker._fd = tracker  # type: ignore[attr-defined]
+    else:
+        os.close(tracker)  # a shared server's child keeps the server's own tracker
     forkserver._forkserver._inherited_fds = inherited  # type: ignore[attr-defined]
     parent_sentinel = os.dup(child_r)  # EOF when the requester is gone
     code: int = spawn._main(child_r, parent_sentinel)
@@ -582,6 +595,11 @@ def main(
             __import__(module)
     util._close_stdin()  # type: ignore[attr-defined]
     _set_title(_TITLE)
+    if lock_path is not None:
+        # A shared server's children use its resource tracker, not their
+        # requesters' (see SharedForkServer._tracker_fd); it ends when the
+        # server and its last child have gone.
+        resource_tracker.ensure_running()
     # Children share the preloaded objects' pages: keep the collector from
     # writing to them (its bookkeeping would copy every page it touches).
     gc.freeze()

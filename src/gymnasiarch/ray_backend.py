@@ -380,6 +380,7 @@ class RayChildRun(RunEvents):
         self._payload: dict[str, Any] | None = None
         self._watch_scope: anyio.CancelScope | None = None
         self._kept = False  # the run is over, its actor lives and waits for the next run
+        self._actor_dead = False  # Ray said so
 
     def submit(self, launch: Launch, relay_config: dict[str, Any] | None) -> None:
         """Ask the actor to run the child, and to tell when it has spawned, started, is ready."""
@@ -471,6 +472,10 @@ class RayChildRun(RunEvents):
             failure = cause if isinstance(cause, BaseException) else error
             return ExitStatus(None, None, error=failure, pid=self.pid)
         if isinstance(error, self._ray.exceptions.RayError):
+            # Ray says the actor is dead: no need to end it (a call to Ray
+            # that would delay the exit's report by ~0.5 ms).
+            died = getattr(self._ray.exceptions, "ActorDiedError", ())
+            self._actor_dead = isinstance(error, died)
             return ExitStatus(None, None, error=error, pid=self.pid, lost=_reason(error))
         return ExitStatus(None, None, error=error, pid=self.pid)
 
@@ -500,7 +505,7 @@ class RayChildRun(RunEvents):
             # The host said how the child ended, so the actor lives: it is
             # kept for the child's next run, or ended by retire().
             self._kept = True
-        else:
+        elif not self._actor_dead:
             self._end_actor()
 
     def _end_actor(self) -> None:

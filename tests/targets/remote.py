@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+from multiprocessing import resource_tracker
 
 from gymnasiarch import child_context
 
@@ -14,12 +15,34 @@ def _command(pid: int) -> str:
         return cmdline.read().replace(b"\0", b" ").decode()
 
 
+def _process_group(pgid: int) -> list[int]:
+    """The processes of group *pgid*."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                members.append(int(entry))
+    return members
+
+
 def where() -> dict[str, object]:
-    """Our pid; our parent's (the node's fork server) and our requester's (the actor)."""
+    """Our pid; our parent's (the node's fork server) and our requester's (the actor).
+
+    Also: the processes in the actor's process group, and whether a
+    semaphore registers with our resource tracker.
+    """
     requester = multiprocessing.parent_process()
     assert requester is not None
     assert requester.pid is not None
+    multiprocessing.get_context("spawn").Lock()  # registers its name with the tracker
     return {
+        "requester_group": _process_group(os.getpgid(requester.pid)),
+        "tracker": os.readlink(f"/proc/self/fd/{resource_tracker._resource_tracker._fd}"),
         "pid": os.getpid(),
         "ppid": os.getppid(),
         "parent_command": _command(os.getppid()),
