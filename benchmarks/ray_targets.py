@@ -32,6 +32,34 @@ class BareActor:
         time.sleep(seconds)
 
 
+class LogBurstActor:
+    """A bare actor that logs as a user's code on bare Ray would: to stderr, which Ray forwards.
+
+    Ray's log monitor tails each worker's output files and publishes new
+    lines to the driver: that is bare Ray's way to a remote actor's logs.
+    """
+
+    def burst(self, count: int, tag: str) -> float:
+        """Log *count* records marked with *tag*; return when the first log call was made."""
+        import logging  # noqa: PLC0415 - see the module docstring
+        import sys  # noqa: PLC0415
+
+        from benchmarks._targets import BURST_LOGGER, BURST_MESSAGE  # noqa: PLC0415
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        log = logging.getLogger(BURST_LOGGER)
+        log.handlers[:] = [handler]
+        log.propagate = False
+        log.setLevel(logging.INFO)
+        message = f"{tag} {BURST_MESSAGE}"
+        started = time.time()
+        for i in range(count):
+            log.info(message, i)
+        handler.flush()
+        return started
+
+
 def stamp_ready_then_sleep() -> None:
     """Log one record (its ``created`` is when our code began), say ready, then sleep.
 
