@@ -348,10 +348,13 @@ async def test_a_lost_actor_is_replaced_by_a_new_one(ray_cluster: None) -> None:
     assert _wait_gone([first.host_pid, second.host_pid or 0], timeout=10) == []
 
 
-async def test_an_actor_ends_once_its_child_will_not_run_again(ray_cluster: None) -> None:
+async def test_an_actor_ends_once_its_child_will_not_run_again(
+    ray_cluster: None, tmp_path: Path
+) -> None:
     """A finished transient child's actor, and a terminated child's, end while the tree runs."""
+    host_file = tmp_path / "host"
     specs = [
-        ChildSpec("done", f"{R}:where", restart="transient"),
+        ChildSpec("done", f"{R}:host_pid_to", args=(str(host_file),), restart="transient"),
         ChildSpec("stay", f"{B}:ready_then_sleep", ready_timeout=60),
     ]
     sup = Supervisor(specs, backend=RayBackend(), handle_signals=False)
@@ -360,8 +363,7 @@ async def test_an_actor_ends_once_its_child_will_not_run_again(ray_cluster: None
             async for event in events:
                 if event.kind == "exited" and event.child == "done":
                     break
-            host = sup._results["done"]["requester_pid"]
-            assert _wait_gone([host], timeout=10) == []
+            assert _wait_gone([int(host_file.read_text())], timeout=10) == []
             run = sup._children["stay"].run
             assert isinstance(run, RayChildRun)
             assert run.host_pid is not None

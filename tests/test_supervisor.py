@@ -6,7 +6,8 @@ import contextlib
 import os
 import resource
 import signal
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -635,6 +636,40 @@ async def test_a_long_wait_for_a_stopping_child_says_what_it_waits_for(
     assert "SIGKILL follows in 0.2 s" in waits[0]
 
 
+class _Recording(LocalBackend):
+    """A local backend that notes its prepares and closes, each start, and each run retired.
+
+    A start is noted as (name, placement, the previous run it was given, the run).
+    """
+
+    def __init__(self) -> None:
+        super().__init__("forkserver")
+        self.calls: list[str] = []
+        self.starts: list[tuple[str, Mapping[str, Any] | None, ChildRun | None, ChildRun]] = []
+        self.retired: list[ChildRun] = []
+
+    async def prepare(self) -> None:
+        self.calls.append("prepare")
+        await super().prepare()
+
+    async def aclose(self) -> None:
+        self.calls.append("aclose")
+
+    async def start(
+        self,
+        launch: Launch,
+        *,
+        ticket: LogTicket | None,
+        capture_output: bool,
+        placement: Mapping[str, Any] | None = None,
+        previous: ChildRun | None = None,
+    ) -> ChildRun:
+        run = await super().start(launch, ticket=ticket, capture_output=capture_output)
+        run.retire = lambda: self.retired.append(run)  # type: ignore[method-assign]
+        self.starts.append((launch.name, placement, previous, run))
+        return run
+
+
 async def test_a_backend_can_be_given_and_sees_every_start() -> None:
     """The supervisor starts children only through its backend (the seam for a cluster).
 
@@ -642,33 +677,7 @@ async def test_a_backend_can_be_given_and_sees_every_start() -> None:
     prepared before the first start and closed after the last exit, once.
     """
 
-    class Counting(LocalBackend):
-        def __init__(self) -> None:
-            super().__init__("forkserver")
-            self.launched: list[tuple[str, Any]] = []
-            self.calls: list[str] = []
-
-        async def prepare(self) -> None:
-            self.calls.append("prepare")
-            await super().prepare()
-
-        async def aclose(self) -> None:
-            self.calls.append("aclose")
-
-        async def start(
-            self,
-            launch: Launch,
-            *,
-            ticket: LogTicket | None,
-            capture_output: bool,
-            placement: Mapping[str, Any] | None = None,
-            previous: ChildRun | None = None,
-        ) -> ChildRun:
-            assert previous is None  # a first run
-            self.launched.append((launch.name, placement))
-            return await super().start(launch, ticket=ticket, capture_output=capture_output)
-
-    backend = Counting()
+    backend = _Recording()
     inner = Supervisor(
         [ChildSpec("two", f"{T}:add", args=(2, 2), restart="transient")],
         name="inner",
@@ -689,49 +698,104 @@ async def test_a_backend_can_be_given_and_sees_every_start() -> None:
             backend=backend,
         ).run()
     assert results["one"] == 2
-    assert sorted(backend.launched) == [("one", {"num_cpus": 1}), ("two", None)]
+    assert sorted((name, placement) for name, placement, _, _ in backend.starts) == [
+        ("one", {"num_cpus": 1}),
+        ("two", None),
+    ]
+    assert all(previous is None for _, _, previous, _ in backend.starts)  # first runs
     assert backend.calls == ["prepare", "prepare", "aclose", "aclose"]
+
+
+async def _until(events: Any, kind: str, child: str, restarts: int = 0) -> None:
+    async for event in events:
+        if event.kind == kind and event.child == child and event.restarts == restarts:
+            return
 
 
 async def test_a_backend_is_handed_the_previous_run_and_told_when_none_follows(
     tmp_path: Path,
 ) -> None:
     """A restart's start gets the run before it; the last run is retired when the tree ends."""
-    retired: list[ChildRun] = []
-
-    class Recording(LocalBackend):
-        def __init__(self) -> None:
-            super().__init__("forkserver")
-            self.starts: list[tuple[ChildRun | None, ChildRun]] = []
-
-        async def start(
-            self,
-            launch: Launch,
-            *,
-            ticket: LogTicket | None,
-            capture_output: bool,
-            placement: Mapping[str, Any] | None = None,
-            previous: ChildRun | None = None,
-        ) -> ChildRun:
-            run = await super().start(launch, ticket=ticket, capture_output=capture_output)
-            run.retire = lambda: retired.append(run)  # type: ignore[method-assign]
-            self.starts.append((previous, run))
-            return run
-
-    backend = Recording()
-    marker = tmp_path / "ran"
-    spec = ChildSpec("flaky", f"{T}:crash_once_then_sleep", args=(str(marker),))
-    with anyio.fail_after(20):
-        async with Supervisor([spec], backend=backend, handle_signals=False) as sup:
-            with sup.events() as events:
-                async for event in events:
-                    if event.kind == "ready" and event.restarts == 1:
-                        break
-            assert retired == []  # a permanent child: its run may be followed
-    (first_previous, first), (second_previous, second) = backend.starts
+    backend = _Recording()
+    spec = ChildSpec("flaky", f"{T}:crash_once_then_sleep", args=(str(tmp_path / "ran"),))
+    with anyio.fail_after(20), sup_events(Supervisor([spec], backend=backend)) as (sup, events):
+        async with sup:
+            await _until(events, "ready", "flaky", restarts=1)
+            assert backend.retired == []  # a permanent child: its run may be followed
+    (_, _, first_previous, first), (_, _, second_previous, second) = backend.starts
     assert first_previous is None
     assert second_previous is first
-    assert retired == [second]
+    assert backend.retired == [second]
+
+
+async def test_a_terminated_child_is_retired_at_once_and_restarts_afresh() -> None:
+    """terminate_child() retires the run; restart_child() then starts without a previous run."""
+    backend = _Recording()
+    spec = ChildSpec("worker", f"{T}:ready_then_sleep", ready_timeout=10)
+    with anyio.fail_after(20):
+        async with Supervisor([spec], backend=backend, handle_signals=False) as sup:
+            await sup.terminate_child("worker")
+            ((_, _, _, first),) = backend.starts
+            assert backend.retired == [first]
+            await sup.restart_child("worker")
+            assert backend.starts[-1][2] is None
+    assert backend.retired == [first, backend.starts[-1][3]]
+
+
+async def test_a_temporary_sibling_stopped_by_a_restart_is_retired(tmp_path: Path) -> None:
+    """one_for_all stops a temporary sibling for good: its run is retired, not restarted."""
+    backend = _Recording()
+    specs = [
+        ChildSpec("temp", f"{T}:ready_then_sleep", restart="temporary", ready_timeout=10),
+        ChildSpec("flaky", f"{T}:crash_once_then_sleep", args=(str(tmp_path / "ran"),)),
+    ]
+    sup = Supervisor(specs, backend=backend, strategy="one_for_all")
+    with anyio.fail_after(20), sup_events(sup) as (sup, events):
+        async with sup:
+            await _until(events, "ready", "flaky", restarts=1)
+            temp_runs = [run for name, _, _, run in backend.starts if name == "temp"]
+            assert len(temp_runs) == 1
+            assert backend.retired == temp_runs
+
+
+async def test_leaving_while_a_shutdown_is_under_way_waits_for_it() -> None:
+    """A body that leaves as a significant child's end stops the tree waits for every child.
+
+    The stubborn sibling is SIGKILLed after its grace, not left running (and
+    its run is retired only then).
+    """
+    specs = [
+        ChildSpec("stubborn", f"{T}:ignore_sigterm_and_sleep", shutdown=0.5, ready_timeout=10),
+        ChildSpec("main", f"{T}:add", args=(2, 2), restart="transient", significant=True),
+    ]
+    with anyio.fail_after(20), sup_events(Supervisor(specs)) as (sup, events):
+        async with sup:
+            stubborn = sup.which_children()[0].pid
+            assert stubborn is not None
+            async for event in events:
+                if event.kind == "shutting_down":
+                    break
+            began = time.monotonic()
+        took = time.monotonic() - began
+    assert took >= 0.4  # it waited for the grace, then SIGKILL
+    assert not _running(stubborn)
+
+
+def _running(pid: int) -> bool:
+    """Whether *pid* runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@contextlib.contextmanager
+def sup_events(sup: Supervisor) -> Iterator[tuple[Supervisor, Any]]:
+    """*sup* without signal handling, and its event stream, subscribed before it starts."""
+    sup.handle_signals = False
+    with sup.events() as events:
+        yield sup, events
 
 
 def test_a_subtree_runs_where_its_parent_does_unless_it_says_otherwise() -> None:

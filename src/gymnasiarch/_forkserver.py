@@ -315,15 +315,19 @@ def release_start_slot() -> None:
         slot.close()
 
 
-def _run_child(child_r: int, fds: list[int]) -> int:
-    """In a forked child with its fds: become the process the requester pickled."""
+def _run_child(child_r: int, fds: list[int], own_tracker: bool) -> int:
+    """In a forked child with its fds: become the process the requester pickled.
+
+    *own_tracker*: the server runs a resource tracker of its own (a shared
+    server), which the child keeps; else it uses its requester's.
+    """
     _set_title(f"{_TITLE} child")  # until the child names itself: not a spare any more
     alive, tracker, *inherited = fds
     forkserver._forkserver._forkserver_alive_fd = alive  # type: ignore[attr-defined]
-    if resource_tracker._resource_tracker._fd is None:  # type: ignore[attr-defined]
-        resource_tracker._resource_tracker._fd = tracker  # type: ignore[attr-defined]
+    if own_tracker:
+        os.close(tracker)  # the requester's placeholder
     else:
-        os.close(tracker)  # a shared server's child keeps the server's own tracker
+        resource_tracker._resource_tracker._fd = tracker  # type: ignore[attr-defined]
     forkserver._forkserver._inherited_fds = inherited  # type: ignore[attr-defined]
     parent_sentinel = os.dup(child_r)  # EOF when the requester is gone
     code: int = spawn._main(child_r, parent_sentinel)
@@ -359,6 +363,7 @@ class _Server:
         self.listener = socket.socket(socket.AF_UNIX, fileno=listener_fd)
         self.alive_r = alive_r  # readable at the end: EOF on a pipe, or a pidfd's exit
         self.lock_path = lock_path  # a shared server's (see SharedForkServer)
+        self.own_tracker = lock_path is not None  # see main()
         self.idle_exit = idle_exit
         self.sig_r, self.sig_w = os.pipe()
         os.set_blocking(self.sig_r, False)
@@ -414,7 +419,7 @@ class _Server:
             code = 1
             try:
                 self._close_in_child()
-                code = _run_child(child_r, fds)
+                code = _run_child(child_r, fds, self.own_tracker)
             except BaseException:
                 sys.excepthook(*sys.exc_info())
                 sys.stderr.flush()
@@ -444,7 +449,7 @@ class _Server:
                     code = 0
                 else:
                     _start_slot, from_spare = theirs, True
-                    code = _run_child(child_r, fds)
+                    code = _run_child(child_r, fds, self.own_tracker)
             except BaseException:
                 sys.excepthook(*sys.exc_info())
                 sys.stderr.flush()

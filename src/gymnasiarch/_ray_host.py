@@ -1,4 +1,4 @@
-"""The Ray actor that hosts one run of one child, on whichever node Ray chose.
+"""The Ray actor that hosts a child's runs, one after the other, on whichever node Ray chose.
 
 It runs the child as a real subprocess through the same process layer as
 on one machine (:class:`~gymnasiarch._process.ChildProcess`), so exit
@@ -267,7 +267,7 @@ def _relay_output(
 ) -> LogClientHandler:
     """Send the records of the child's captured output to the supervisor's log server."""
     from gymnasiarch._logclient import LogClientHandler  # noqa: PLC0415 - see _HOSTING_MODULES
-    from gymnasiarch._output import output_logger  # noqa: PLC0415
+    from gymnasiarch._output import output_logger  # noqa: PLC0415 - see _HOSTING_MODULES
 
     handler = LogClientHandler(config, on_connect=on_connect)
     logger = output_logger(name)

@@ -313,6 +313,7 @@ class Supervisor:
         self._error: GymnasiarchError | None = None
         self._zombie_error: DeadChildrenRisingAsZombiesError | None = None
         self._shutting_down = False
+        self._shut_down = anyio.Event()  # every child was stopped by _shutdown
         self._kill_immediately = False
         self._grace_scopes: set[anyio.CancelScope] = set()
         self._pending_exits = 0
@@ -418,7 +419,10 @@ class Supervisor:
         with anyio.CancelScope(shield=True):
             await self._shutdown()
         for child in self._children.values():
-            child.retire()  # every child has stopped: what a backend kept of them goes
+            try:
+                child.retire()  # every child has stopped: what a backend kept of them goes
+            except Exception:  # one backend's failure must not keep the others'
+                logger.exception("child %r: its backend failed to free its last run", child.name)
         ours = bool(self._host_scope.__exit__(exc_type, exc, tb))
         if ours:
             exc = None  # the body was cancelled by us: we raise the reason below
@@ -803,10 +807,16 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         if self._shutting_down:
+            # One under way (a significant child ended, a signal came): the
+            # caller waits for it, so that leaving means every child stopped.
+            await self._shut_down.wait()
             return
         self._shutting_down = True
         self._events.publish("shutting_down")
-        await self._stop_children(reversed(list(self._children.values())))
+        try:
+            await self._stop_children(reversed(list(self._children.values())))
+        finally:
+            self._shut_down.set()
         self._done.set()
 
     async def _stop_children(self, children: Iterable[_Child]) -> None:

@@ -381,6 +381,8 @@ class RayChildRun(RunEvents):
         self._watch_scope: anyio.CancelScope | None = None
         self._kept = False  # the run is over, its actor lives and waits for the next run
         self._actor_dead = False  # Ray said so
+        self._actor_ended = False  # killed by us, or handed on to the next run
+        self._retired = False  # the supervisor said no run follows this one
 
     def submit(self, launch: Launch, relay_config: dict[str, Any] | None) -> None:
         """Ask the actor to run the child, and to tell when it has spawned, started, is ready."""
@@ -501,15 +503,18 @@ class RayChildRun(RunEvents):
         for ticket in (self._ticket, self._relay):
             if ticket is not None:
                 ticket.revoke()
-        if self._payload is not None:
+        if self._actor_ended or (self._payload is None and self._actor_dead):
+            return  # abandoned, or Ray said it died
+        if self._payload is not None and not self._retired:
             # The host said how the child ended, so the actor lives: it is
             # kept for the child's next run, or ended by retire().
             self._kept = True
-        elif not self._actor_dead:
+        else:
             self._end_actor()
 
     def _end_actor(self) -> None:
         self._kept = False
+        self._actor_ended = True
         if self._ray.is_initialized():
             with contextlib.suppress(Exception):  # Ray may be shutting down already
                 self._ray.kill(self._actor, no_restart=True)
@@ -526,10 +531,16 @@ class RayChildRun(RunEvents):
             self.retire()
             return None
         self._kept = False
+        self._actor_ended = True  # it is the next run's now
         return self._actor, self.number
 
     def retire(self) -> None:
-        """The supervisor will not run the child again after this run: end a kept actor."""
+        """The supervisor will not run the child again after this run: end its actor.
+
+        Said before the run has ended (while a shutdown stops it), the actor
+        ends with the run.
+        """
+        self._retired = True
         if self._kept:
             self._end_actor()
 
@@ -557,7 +568,7 @@ class RayChildRun(RunEvents):
                 # Not placed yet (or still starting the child): there is no
                 # child to signal, and the actor would take the call only
                 # once placed. Ending the actor ends the run now.
-                self._ray.kill(self._actor, no_restart=True)
+                self._end_actor()
 
     def abandon(self) -> None:
         """Give up on a child that does not go away: kill its actor, stop following."""

@@ -76,6 +76,14 @@ def say_which_run_then_crash_once(marker: str) -> int:
     return requester.pid
 
 
+def host_pid_to(path: str) -> None:
+    """Write our actor's pid to *path*, then end."""
+    requester = multiprocessing.parent_process()
+    assert requester is not None
+    with open(path, "w") as out:
+        out.write(str(requester.pid))
+
+
 def ready_and_serve(value: str) -> None:
     """Say we are ready (with *value*), then wait to be stopped."""
     import time
