@@ -45,6 +45,13 @@ PRELOAD = ["gymnasiarch._child", "structlog", "multiprocessing.popen_forkserver"
 DRAIN_TIMEOUT = 2.0
 
 
+def target_module(target: object) -> str | None:
+    """The module of a target given as ``package.module:name`` (worth preloading), else None."""
+    if isinstance(target, str) and ":" in target:
+        return target.partition(":")[0]
+    return None
+
+
 def _needs_main_module(launch: Launch) -> bool:
     """True if the target or its arguments refer to something defined in ``__main__``."""
     return b"__main__" in pickle.dumps((launch.target, launch.args, launch.kwargs))

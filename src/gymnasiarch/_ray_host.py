@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     from gymnasiarch._logclient import LogClientHandler
     from gymnasiarch._process import ChildProcess, ExitStatus
 
-# What hosting a child takes, imported in the background while Ray makes
-# the actor known (its creation to its first call: ~15-20 ms of waiting on
-# Ray's control plane), rather than on the actor's start path.
+# What hosting a child takes (~8 ms of imports), imported in a thread from
+# the actor's creation on: its first call needs them, as soon as Ray
+# unpickles that call's Launch.
 _HOSTING_MODULES = ("gymnasiarch._process", "gymnasiarch._logclient", "gymnasiarch._forkserver")
 
 
@@ -179,13 +179,12 @@ class ChildHost:
 
     async def started(self, number: int) -> bool:
         """Wait until the child's target runs; False if it ended first."""
-        return await self._first(number, lambda child: child.started)
+        return await self._first(number, lambda child: child.started) is not None
 
     async def ready(self, number: int) -> tuple[bool, Any]:
         """Wait until the child said it is ready, and with what; (False, None) if it ended."""
-        child = await self._spawned_child(number)
-        ok = await self._first(number, lambda child: child.ready)
-        return ok, (child.ready_value if ok and child else None)
+        child = await self._first(number, lambda child: child.ready)
+        return (True, child.ready_value) if child is not None else (False, None)
 
     async def terminate(self, number: int) -> None:
         """SIGTERM the child's process group."""
@@ -207,15 +206,18 @@ class ChildHost:
         await hosted.spawned.wait()
         return hosted.child
 
-    async def _first(self, number: int, event_of: Callable[[ChildProcess], anyio.Event]) -> bool:
+    async def _first(
+        self, number: int, event_of: Callable[[ChildProcess], anyio.Event]
+    ) -> ChildProcess | None:
+        """Run *number*'s child once its event is set; None if the child ended first."""
         child = await self._spawned_child(number)
         if child is None:
-            return False
+            return None
         wanted = event_of(child)
         from gymnasiarch._process import first_of  # noqa: PLC0415 - see _HOSTING_MODULES
 
         await first_of(wanted, child.exited)
-        return wanted.is_set()
+        return child if wanted.is_set() else None
 
 
 @functools.cache
@@ -237,10 +239,13 @@ def node_fork_server() -> SharedForkServer:
 
 async def _start_child(launch: Launch, capture_output: bool) -> ChildProcess:
     """Start the child through the node's fork server, or with spawn if that fails."""
-    from gymnasiarch._process import ChildProcess  # noqa: PLC0415 - see _HOSTING_MODULES
+    from gymnasiarch._process import (  # noqa: PLC0415 - see _HOSTING_MODULES
+        ChildProcess,
+        target_module,
+    )
 
-    target = launch.target
-    preload = [target.partition(":")[0]] if isinstance(target, str) and ":" in target else []
+    module = target_module(launch.target)
+    preload = [module] if module else []
     try:
         # The request starts the node's server if it finds none (blocking
         # for a moment, once per node and job).

@@ -31,7 +31,7 @@ from gymnasiarch._backend import Backend, ChildRun, LocalBackend
 from gymnasiarch._child import Launch
 from gymnasiarch._events import Event, EventHub
 from gymnasiarch._launcher import StartMethod
-from gymnasiarch._process import ExitStatus, RunEvents, first_of
+from gymnasiarch._process import ExitStatus, RunEvents, first_of, target_module
 from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch._spec import (
     RESTART_TYPES,
@@ -340,9 +340,7 @@ class Supervisor:
                 f"{where}: its target and arguments must be picklable to reach the child "
                 f"(define the target at module level): {error}"
             ) from error
-        if isinstance(spec.target, str):
-            return spec.target.partition(":")[0] if ":" in spec.target else None
-        return None
+        return target_module(spec.target)
 
     def _check_and_preload(self, spec: ChildSpec) -> None:
         # A cluster's workers may have code this machine has not (a

@@ -300,7 +300,7 @@ class RayBackend:
         launch = by_value_if_needed(launch, self._ray.cloudpickle.dumps)
         kept = previous.hand_over(placement) if isinstance(previous, RayChildRun) else None
         if kept is not None:
-            actor, number = kept[0], kept[1] + 1
+            actor, number = kept
         else:
             actor, number = self._host.options(**actor_options(self._ray, placement)).remote(), 0
         try:
@@ -380,8 +380,9 @@ class RayChildRun(RunEvents):
         self._payload: dict[str, Any] | None = None
         self._watch_scope: anyio.CancelScope | None = None
         self._kept = False  # the run is over, its actor lives and waits for the next run
-        self._actor_dead = False  # Ray said so
-        self._actor_ended = False  # killed by us, or handed on to the next run
+        # Nothing more to do with the actor: killed by us, dead by Ray's
+        # word, or handed on to the child's next run.
+        self._actor_ended = False
         self._retired = False  # the supervisor said no run follows this one
 
     def submit(self, launch: Launch, relay_config: dict[str, Any] | None) -> None:
@@ -477,7 +478,8 @@ class RayChildRun(RunEvents):
             # Ray says the actor is dead: no need to end it (a call to Ray
             # that would delay the exit's report by ~0.5 ms).
             died = getattr(self._ray.exceptions, "ActorDiedError", ())
-            self._actor_dead = isinstance(error, died)
+            if isinstance(error, died):
+                self._actor_ended = True
             return ExitStatus(None, None, error=error, pid=self.pid, lost=_reason(error))
         return ExitStatus(None, None, error=error, pid=self.pid)
 
@@ -503,7 +505,7 @@ class RayChildRun(RunEvents):
         for ticket in (self._ticket, self._relay):
             if ticket is not None:
                 ticket.revoke()
-        if self._actor_ended or (self._payload is None and self._actor_dead):
+        if self._actor_ended:
             return  # abandoned, or Ray said it died
         if self._payload is not None and not self._retired:
             # The host said how the child ended, so the actor lives: it is
@@ -522,7 +524,7 @@ class RayChildRun(RunEvents):
     # -- the actor, across runs -------------------------------------------------------
 
     def hand_over(self, placement: Mapping[str, Any]) -> tuple[Any, int] | None:
-        """The actor and this run's number, for the child's next run, if it is kept for it.
+        """The actor and the next run's number, for the child's next run, if it is kept for it.
 
         It is not when this run's actor was lost (or ended), or when the
         next run asks for another placement.
@@ -532,7 +534,7 @@ class RayChildRun(RunEvents):
             return None
         self._kept = False
         self._actor_ended = True  # it is the next run's now
-        return self._actor, self.number
+        return self._actor, self.number + 1
 
     def retire(self) -> None:
         """The supervisor will not run the child again after this run: end its actor.
