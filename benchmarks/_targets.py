@@ -43,6 +43,52 @@ def ignore_sigterm_then_sleep() -> None:
     _sleep_forever()
 
 
+async def async_ready_then_sleep() -> None:
+    """The ``async def`` kind of :func:`ready_then_sleep` (cancelled by SIGTERM)."""
+    import anyio  # noqa: PLC0415 - see the module docstring
+
+    from gymnasiarch import child_context  # noqa: PLC0415
+
+    child_context().ready()
+    await anyio.sleep_forever()
+
+
+# -- targets for both: the same target, run the same way ----------------------------
+
+
+def _loop() -> str:
+    import sniffio  # noqa: PLC0415 - see the module docstring
+
+    return str(sniffio.current_async_library())
+
+
+async def async_send_time(conn: Connection) -> None:
+    """Send the wall-clock time at which the target's first line ran, and its event loop."""
+    started = time.time()
+    conn.send((started, _loop()))
+    conn.close()
+
+
+async def async_signal_then_sleep(conn: Connection) -> None:
+    """The ``async def`` kind of :func:`signal_then_sleep`."""
+    import anyio  # noqa: PLC0415
+
+    conn.send("ready")
+    conn.close()
+    await anyio.sleep_forever()
+
+
+def run_async(conn: Connection, target: str, backend: str) -> None:
+    """A bare baseline child running ``async def`` *target* of this module on *backend*.
+
+    What a supervised child does with an async target: ``anyio.run`` on the
+    backend's loop, with the backends preloaded in the fork server alike.
+    """
+    import anyio  # noqa: PLC0415
+
+    anyio.run(globals()[target], conn, backend=backend)
+
+
 # -- targets for bare multiprocessing baselines --------------------------------
 
 

@@ -38,6 +38,16 @@ L6. The wire format: encode + decode per record, stdlib JSON (what we use)
     against msgpack, for one record dict of ``record_to_dict`` and for a
     batch of rows as our client sends them. msgpack is optional: without
     it, its side is reported as not measured.
+L7. A level changed while a child runs (issue 13): from the parent's
+    ``gymnasiarch.logging.set_level(logger, DEBUG)`` to the child's first
+    DEBUG record (its ``record.created``), the child logging a DEBUG tick
+    every millisecond that the parent dropped until then (<= 100 ms).
+    Reported too: until that record reached the parent's handler.
+L8. Records the parent drops cost nothing on the wire (issue 13): DEBUG log
+    calls/s in a supervised child on a logger the parent has at INFO,
+    against the same loop on a logger the child set to INFO itself (the
+    stdlib's own cost of a filtered call); and how many of them arrived in
+    the parent (0).
 
 All pipelines deliver into the same cheap counting handler, the only
 handler on the parent's root logger while they run; levels are set so that
@@ -69,14 +79,19 @@ import anyio
 from anyio.abc import SocketAttribute, SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+import gymnasiarch.logging
 from benchmarks import _targets
 from benchmarks._report import median, progress, row
-from gymnasiarch import ChildSpec, Supervisor
+from gymnasiarch import ChildSpec, Supervisor, child_context
 from gymnasiarch._forkserver import SERVER
 from gymnasiarch._logwire import ROW, record_to_dict, record_to_row
 
 T = "benchmarks._targets"
+HERE = "benchmarks.bench_logging"  # targets of L7 and L8 (below)
 BURST = _targets.BURST_LOGGER
+LIVE = "bench.live"  # figure L7: the logger turned up to DEBUG while the child runs
+DROPPED = "bench.dropped"  # figure L8: the logger whose DEBUG the parent drops
+TICK = 0.001  # figure L7: seconds between the child's ticks
 # The process-wide fork server gymnasiarch uses too: the baseline children
 # start from the same preloaded server as ours (see _warm_up).
 FORKSERVER = multiprocessing.get_context("forkserver")
@@ -141,8 +156,8 @@ def _only_handler(handler: logging.Handler) -> Iterator[None]:
     """Make *handler* the root logger's only handler, at INFO, for one measurement.
 
     Whatever handlers the root has otherwise (a console, say) are set aside:
-    their cost is not the pipeline's. A supervised child's root logger gets
-    the parent's effective level, so INFO here lets its records through. The
+    their cost is not the pipeline's. A supervised child's loggers follow
+    the parent's levels, so INFO here lets its records through. The
     supervisor's own INFO records are held back (they would only cost time).
     """
     root = logging.getLogger()
@@ -522,6 +537,106 @@ async def _emit_rates(count: int, rounds: int) -> dict[str, list[float]]:
     return rates
 
 
+# -- figures L7 and L8: levels the parent sets ----------------------------------------
+
+
+def tick_until_debug(limit: int, after: int) -> int:
+    """(In a child.) Log a DEBUG tick every TICK s; ready after the first; *after* once on.
+
+    Returns how many ticks the parent's levels dropped.
+    """
+    log = logging.getLogger(LIVE)
+    dropped = 0
+    for tick in range(limit):
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("tick %d", tick)
+            after -= 1
+            if after <= 0:
+                break
+        else:
+            dropped += 1
+            if dropped == 1:
+                child_context().ready()
+        time.sleep(TICK)
+    return dropped
+
+
+class _FirstDebug(logging.Handler):
+    """Notes the first DEBUG record of the LIVE logger, and when it arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = anyio.Event()
+        self.created = self.handled = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == LIVE and record.levelno == logging.DEBUG and not self.arrived.is_set():
+            self.created, self.handled = record.created, time.time()
+            self.arrived.set()  # the log server re-injects in the event loop's thread
+
+
+async def _push_latency() -> tuple[float, float]:
+    """Seconds from set_level() to the child's first DEBUG record, and to its arrival."""
+    handler = _FirstDebug()
+    live = logging.getLogger(LIVE)
+    spec = ChildSpec(
+        "live",
+        f"{HERE}:tick_until_debug",
+        args=(int(RUN_TIMEOUT / TICK), 3),
+        restart="temporary",
+        ready_timeout=RUN_TIMEOUT,
+    )
+    sup = Supervisor([spec])
+    with _only_handler(handler), sup.events() as events, anyio.fail_after(RUN_TIMEOUT):
+        live.setLevel(logging.INFO)
+        try:
+            async with sup:
+                async for event in events:
+                    if event.kind == "ready":
+                        break
+                pushed = time.time()
+                gymnasiarch.logging.set_level(live, logging.DEBUG)
+                await handler.arrived.wait()
+        finally:
+            live.setLevel(logging.NOTSET)
+    return handler.created - pushed, handler.handled - pushed
+
+
+def dropped_rates(count: int, rounds: int) -> dict[str, list[float]]:
+    """(In a child.) DEBUG calls/s on DROPPED (the parent's INFO) and on a logger set here."""
+    loggers = {"parent": logging.getLogger(DROPPED), "own": logging.getLogger("bench.own")}
+    loggers["own"].setLevel(logging.INFO)
+
+    def rate(log: logging.Logger) -> float:
+        began = time.perf_counter()
+        for i in range(count):
+            log.debug(_targets.BURST_MESSAGE, i)
+        return count / (time.perf_counter() - began)
+
+    results: dict[str, list[float]] = {name: [] for name in loggers}
+    for round_ in range(rounds):
+        for name in ("parent", "own") if round_ % 2 else ("own", "parent"):
+            results[name].append(rate(loggers[name]))
+    return results
+
+
+async def _dropped_rates(count: int, rounds: int) -> tuple[dict[str, list[float]], int]:
+    """The rates of dropped_rates(), and how many DROPPED records reached the parent."""
+    arrived: list[logging.LogRecord] = []
+    counter = logging.Handler()
+    counter.emit = arrived.append  # type: ignore[method-assign]
+    dropped = logging.getLogger(DROPPED)
+    spec = ChildSpec("drop", f"{HERE}:dropped_rates", args=(count, rounds), restart="temporary")
+    with _only_handler(counter), anyio.fail_after(RUN_TIMEOUT):
+        dropped.setLevel(logging.INFO)
+        try:
+            results = await Supervisor([spec]).run()
+        finally:
+            dropped.setLevel(logging.NOTSET)
+    rates: dict[str, list[float]] = results["drop"]
+    return rates, sum(record.name == DROPPED for record in arrived)
+
+
 # -- figure L6: the wire format ------------------------------------------------------
 
 
@@ -580,6 +695,47 @@ def _wire_costs(samples: int, repeat: int) -> dict[str, list[float]]:
             costs[f"{name}_one"].append(_per_item(one, 1, repeat))
             costs[f"{name}_batch"].append(_per_item(batch, WIRE_BATCH, max(1, repeat // 100)))
     return dict(costs)
+
+
+async def _level_rows(
+    quick: bool, count: int, rounds: int, sent_rate: list[float]
+) -> list[dict[str, Any]]:
+    """Figures L8 and L7: what the parent's levels cost a child, and how fast a change arrives."""
+    rows: list[dict[str, Any]] = []
+    _progress(f"L8: dropped log calls in the child ({rounds} rounds of {count})")
+    dropped, arrived = await _dropped_rates(count, rounds)
+    rows.append(
+        row(
+            "L8",
+            "L8 DEBUG calls/s in the child, the parent's logger at INFO",
+            dropped["parent"],
+            baseline="the same loop, the level set in the child",
+            base=dropped["own"],
+            unit="rec/s",
+            better="higher",
+            target=f"report only (arrived in the parent: {arrived})",
+            extra={"arrived_in_parent": arrived, "sent_records_rate": sent_rate},
+        )
+    )
+
+    pushes = 5 if quick else 15
+    _progress(f"L7: a level pushed to a running child ({pushes} samples)")
+    latencies_push = [await _push_latency() for _ in range(pushes)]
+    rows.append(
+        row(
+            "L7",
+            "L7 set_level() in the parent -> the child's first record at the new level",
+            [in_child for in_child, _ in latencies_push],
+            baseline="-",
+            target="<= 100 ms",
+            target_value=0.1,
+            extra={
+                "until_handled_in_parent": [in_parent for _, in_parent in latencies_push],
+                "tick_s": TICK,
+            },
+        )
+    )
+    return rows
 
 
 # -- entry point ----------------------------------------------------------------------
@@ -723,6 +879,7 @@ async def _collect(quick: bool) -> list[dict[str, Any]]:
             },
         )
     )
+    rows += await _level_rows(quick, count, rounds, rates["ours"])
     _check_no_leftovers("the other figures", leftovers)
 
     _progress("L6: wire format, encode + decode")

@@ -22,6 +22,13 @@ Figures (targets from the issue):
 7. Orderly shutdown of 50 children, 10 of which ignore SIGTERM, with a 1 s
    grace period (<= 1.5 s); the baseline is palaestrAI's serial arithmetic.
 8. Memory (PSS) per idle child; reported, no target.
+
+Figures 2, 3 and 4 are measured for each kind of target (issue 13): a plain
+``def``, an ``async def`` run on asyncio and one run on trio (where trio is
+installed), each against a baseline that runs the same target the same way
+(``anyio.run`` on the same backend, in a bare child of a fork server with
+the same preload). Figure 3 also sets each async kind against the sync kind
+of the same run (target: <= 1.2x).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from benchmarks._report import progress
 from benchmarks._report import row as _row
 from gymnasiarch import ChildSpec, Event, Supervisor
 from gymnasiarch._process import PRELOAD
+from gymnasiarch._spec import ASYNC_BACKENDS
 
 T = "benchmarks._targets"
 FORKSERVER = multiprocessing.get_context("forkserver")
@@ -64,6 +72,17 @@ IDLE_REFERENCE = 5.0  # figure 5 reports CPU seconds per this many idle seconds
 # stubborn one, then SIGKILL; the issue's arithmetic, not a measurement.
 PALAESTRAI_STUBBORN_S = 6.0
 PALAESTRAI_COOPERATIVE_S = 3.0
+#: The kinds of target of figures 2-4: "def", then "async/<backend>" for
+#: each of anyio's backends this machine has.
+KINDS = (
+    "def",
+    *(
+        f"async/{backend}"
+        for backend in ASYNC_BACKENDS
+        if backend in anyio.get_available_backends()
+    ),
+)
+ASYNC_START_RATIO = 1.2  # figure 3: an async child's start <= 1.2x a sync child's
 
 Process = Any  # multiprocessing's context-specific Process classes share no public base
 
@@ -100,13 +119,40 @@ def _mean_memory(pids: list[int]) -> tuple[float, float]:
     return statistics.fmean(pss), statistics.fmean(uss)
 
 
-def _start_bare(context: Any, target: Callable[[Connection], None]) -> tuple[Process, Connection]:
+def _start_bare(
+    context: Any, target: Callable[..., None], *args: object
+) -> tuple[Process, Connection]:
     """Start a bare multiprocessing child that talks back over a one-way pipe."""
     reader, writer = context.Pipe(duplex=False)
-    process = context.Process(target=target, args=(writer,))
+    process = context.Process(target=target, args=(writer, *args))
     process.start()
     writer.close()
     return process, reader
+
+
+def _backend(kind: str) -> str | None:
+    """The event loop of a kind of target: None for ``def``, else its anyio backend."""
+    return None if kind == "def" else kind.removeprefix("async/")
+
+
+def _start_bare_kind(context: Any, kind: str, sync_target: str) -> tuple[Process, Connection]:
+    """A bare child running *sync_target* of benchmarks._targets, or its async kind."""
+    backend = _backend(kind)
+    if backend is None:
+        return _start_bare(context, getattr(_targets, sync_target))
+    return _start_bare(context, _targets.run_async, f"async_{sync_target}", backend)
+
+
+def _spec_kind(kind: str, name: str, sync_target: str, **options: Any) -> ChildSpec:
+    """Our child running *sync_target* of benchmarks._targets, or its async kind."""
+    backend = _backend(kind)
+    if backend is None:
+        return ChildSpec(name, f"{T}:{sync_target}", **options)
+    return ChildSpec(name, f"{T}:async_{sync_target}", async_backend=backend, **options)  # type: ignore[arg-type]
+
+
+def _label(figure: str, kind: str) -> str:
+    return figure if kind == "def" else f"{figure} [{kind}]"
 
 
 async def _recv(conn: Connection) -> Any:
@@ -179,19 +225,46 @@ async def _bare_kill_polling() -> float:
     return detected - t0
 
 
-async def _bench_kill(samples: int, poll_samples: int) -> list[dict[str, Any]]:
-    _progress(f"figures 1-2: kill -> exited / ready again ({samples} samples)")
-    spec = ChildSpec("victim", f"{T}:ready_then_sleep", ready_timeout=10.0)
+async def _bare_restart(kind: str) -> float:
+    """SIGKILL a bare child; seconds until a new one, started on the death, says ready."""
+    process, conn = _start_bare_kind(FORKSERVER, kind, "signal_then_sleep")
+    try:
+        await _recv(conn)
+        pidfd = os.pidfd_open(process.pid)
+        try:
+            await anyio.sleep(SETTLE)
+            t0 = perf_counter()
+            os.kill(process.pid, signal.SIGKILL)
+            await anyio.wait_readable(pidfd)
+            again, again_conn = _start_bare_kind(FORKSERVER, kind, "signal_then_sleep")
+            try:
+                await _recv(again_conn)
+                t1 = perf_counter()
+            finally:
+                await _reap(again, again_conn)
+        finally:
+            os.close(pidfd)
+    finally:
+        await _reap(process, conn)
+    return t1 - t0
+
+
+async def _bench_kill_kind(kind: str, samples: int, poll_samples: int) -> list[dict[str, Any]]:
+    _progress(f"figures 1-2 [{kind}]: kill -> exited / ready again ({samples} samples)")
+    spec = _spec_kind(kind, "victim", "ready_then_sleep", ready_timeout=10.0)
     sup = Supervisor([spec], max_restarts=1_000_000, max_seconds=1.0)
     detect: list[float] = []
     rerun: list[float] = []
     pidfd: list[float] = []
+    bare_rerun: list[float] = []
     polling: list[float] = []
     with sup.events() as events:
         async with sup:
             pid = (await _next_event(events, "ready", "victim")).pid
             for _ in range(samples):
-                pidfd.append(await _bare_kill_pidfd())
+                if kind == "def":
+                    pidfd.append(await _bare_kill_pidfd())
+                bare_rerun.append(await _bare_restart(kind))
                 assert pid is not None
                 await anyio.sleep(SETTLE)
                 t0 = perf_counter()
@@ -202,9 +275,23 @@ async def _bench_kill(samples: int, poll_samples: int) -> list[dict[str, Any]]:
                 t2 = perf_counter()
                 detect.append(t1 - t0)
                 rerun.append(t2 - t0)
-            _progress(f"figure 1: polling baseline ({poll_samples} samples)")
-            for _ in range(poll_samples):
-                polling.append(await _bare_kill_polling())
+            if kind == "def":
+                _progress(f"figure 1: polling baseline ({poll_samples} samples)")
+                for _ in range(poll_samples):
+                    polling.append(await _bare_kill_polling())
+    rows = [
+        _row(
+            "2" if kind == "def" else f"2 {kind}",
+            _label("2 SIGKILL -> restarted child 'ready'", kind),
+            rerun,
+            baseline="stdlib forkserver: pidfd, new Process, pipe",
+            base=bare_rerun,
+            target="<= 10 ms",
+            target_value=0.010,
+        )
+    ]
+    if kind != "def":
+        return rows
     figure1 = "1 SIGKILL -> 'exited' event"
     return [
         _row(
@@ -225,25 +312,36 @@ async def _bench_kill(samples: int, poll_samples: int) -> list[dict[str, Any]]:
             target="<= 3 ms",
             target_value=0.003,
         ),
-        _row(
-            "2",
-            "2 SIGKILL -> restarted child 'ready'",
-            rerun,
-            baseline="-",
-            target="<= 10 ms",
-            target_value=0.010,
-        ),
+        *rows,
     ]
+
+
+async def _bench_kill(samples: int, poll_samples: int) -> list[dict[str, Any]]:
+    rows = []
+    for kind in KINDS:
+        rows += await _bench_kill_kind(kind, samples, poll_samples)
+    return rows
 
 
 # -- figure 3: one child, start until its code runs ----------------------------
 
 
-def _bare_start_delay(context: Any) -> float:
+def _started_at(message: Any, kind: str) -> float:
+    """The time a child sent; an async one's must have run on its kind's event loop."""
+    backend = _backend(kind)
+    if backend is None:
+        return float(message)
+    started, loop = message
+    if loop != backend:
+        raise RuntimeError(f"a child of kind {kind} ran on {loop}, not {backend}")
+    return float(started)
+
+
+def _bare_start_delay(context: Any, kind: str = "def") -> float:
     """Seconds from creating a bare Process until its target runs (blocking; nothing else runs)."""
     t0 = time.time()
-    process, conn = _start_bare(context, _targets.send_time)
-    started = conn.recv()
+    process, conn = _start_bare_kind(context, kind, "send_time")
+    started = _started_at(conn.recv(), kind)
     conn.close()
     process.join()
     process.close()
@@ -259,38 +357,51 @@ async def _whole_run_delay() -> float:
     return started - t0
 
 
+async def _start_child_delay(sup: Supervisor, name: str, kind: str) -> float:
+    """Seconds from ``start_child()`` on a running supervisor until the child's code runs."""
+    reader, writer = FORKSERVER.Pipe(duplex=False)
+    try:
+        t0 = time.time()
+        await sup.start_child(
+            _spec_kind(kind, name, "send_time", args=(writer,), restart="temporary")
+        )
+        writer.close()
+        return _started_at(await _recv(reader), kind) - t0
+    finally:
+        writer.close()
+        reader.close()
+
+
 async def _bench_start_one(samples: int, spawn_samples: int) -> list[dict[str, Any]]:
-    _progress(f"figure 3: start one child ({samples} samples, spawn {spawn_samples})")
-    ours: list[float] = []
+    _progress(
+        f"figure 3: start one child ({samples} samples of {', '.join(KINDS)}; "
+        f"spawn {spawn_samples})"
+    )
+    ours: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    fork: dict[str, list[float]] = {kind: [] for kind in KINDS}
     whole_run: list[float] = []
-    fork: list[float] = []
     spawn: list[float] = []
     # A running supervisor (its fork server warm, its signal handlers set)
-    # starts one more child, the same target as the baselines.
+    # starts one more child, the same target as the baselines; the kinds
+    # take turns, so that each sees the same load.
     async with Supervisor([ChildSpec("idle", f"{T}:ready_then_sleep")]) as sup:
         for i in range(samples):
-            fork.append(_bare_start_delay(FORKSERVER))
             if i < spawn_samples:
                 spawn.append(_bare_start_delay(SPAWN))
-            reader, writer = FORKSERVER.Pipe(duplex=False)
-            t0 = time.time()
-            await sup.start_child(
-                ChildSpec(f"c{i}", f"{T}:send_time", args=(writer,), restart="temporary")
-            )
-            writer.close()
-            ours.append(await _recv(reader) - t0)
-            reader.close()
+            for k, kind in enumerate(KINDS):
+                fork[kind].append(_bare_start_delay(FORKSERVER, kind))
+                ours[kind].append(await _start_child_delay(sup, f"c{i}-{k}", kind))
     for _ in range(samples):
         whole_run.append(await _whole_run_delay())
     figure = "3 start_child() -> its code runs (warm)"
     extra = {"ours_whole_run_median": _median(whole_run), "ours_whole_run": whole_run}
-    return [
+    rows = [
         _row(
             "3a",
             figure,
-            ours,
+            ours["def"],
             baseline="stdlib forkserver Process (warm)",
-            base=fork,
+            base=fork["def"],
             target="<= 5 ms",
             target_value=0.005,
             extra=extra,
@@ -298,7 +409,7 @@ async def _bench_start_one(samples: int, spawn_samples: int) -> list[dict[str, A
         _row(
             "3b",
             figure,
-            ours,
+            ours["def"],
             baseline="stdlib spawn Process",
             base=spawn,
             target="<= 5 ms",
@@ -309,10 +420,33 @@ async def _bench_start_one(samples: int, spawn_samples: int) -> list[dict[str, A
             "3 Supervisor(...).run() of one child -> its code runs",
             whole_run,
             baseline="stdlib forkserver Process (warm)",
-            base=fork,
+            base=fork["def"],
             target="report only",
         ),
     ]
+    sync_median = _median(ours["def"]) or 0.0
+    for kind in KINDS[1:]:
+        rows += [
+            _row(
+                f"3a {kind}",
+                _label(figure, kind),
+                ours[kind],
+                baseline=f"stdlib forkserver Process, anyio.run on {_backend(kind)}",
+                base=fork[kind],
+                target="<= 5 ms",
+                target_value=0.005,
+            ),
+            _row(
+                f"3d {kind}",
+                _label("3 async start vs sync start, same run", kind),
+                ours[kind],
+                baseline="ours, a def target",
+                base=ours["def"],
+                target=f"<= {ASYNC_START_RATIO:g}x def",
+                target_value=ASYNC_START_RATIO * sync_median,
+            ),
+        ]
+    return rows
 
 
 # -- figures 4, 5, 6 and 8: fifty children -------------------------------------
@@ -325,10 +459,11 @@ async def _idle_cpu(seconds: float) -> float:
     return (_cpu_seconds() - before) * IDLE_REFERENCE / seconds
 
 
-async def _bench_many(samples: int, idle: float) -> list[dict[str, Any]]:
-    _progress(f"figures 4-6, 8: {MANY} children ({samples} samples, idle {idle:g} s)")
+async def _bench_many(samples: int, idle: float, kind: str = "def") -> list[dict[str, Any]]:
+    figures = "4-6, 8" if kind == "def" else f"4 [{kind}]"
+    _progress(f"figures {figures}: {MANY} children ({samples} samples, idle {idle:g} s)")
     specs = [
-        ChildSpec(f"c{i:02d}", f"{T}:ready_then_sleep", ready_timeout=30.0) for i in range(MANY)
+        _spec_kind(kind, f"c{i:02d}", "ready_then_sleep", ready_timeout=30.0) for i in range(MANY)
     ]
     start_ours: list[float] = []
     stop_ours: list[float] = []
@@ -338,10 +473,10 @@ async def _bench_many(samples: int, idle: float) -> list[dict[str, Any]]:
     cpu_base: list[float] = []
     memory: dict[str, float] = {}
     for i in range(samples):
-        first = i == 0
+        first = i == 0 and kind == "def"  # the other kinds: figure 4 only
         # Baseline: bare forkserver Processes, each says "ready" over its pipe.
         t0 = perf_counter()
-        bare = [_start_bare(FORKSERVER, _targets.signal_then_sleep) for _ in range(MANY)]
+        bare = [_start_bare_kind(FORKSERVER, kind, "signal_then_sleep") for _ in range(MANY)]
         for _, conn in bare:
             conn.recv()
         start_base.append(perf_counter() - t0)
@@ -371,16 +506,19 @@ async def _bench_many(samples: int, idle: float) -> list[dict[str, Any]]:
             t0 = perf_counter()
         stop_ours.append(perf_counter() - t0)
     idle_note = {"idle_seconds": idle, "scaled_to_seconds": IDLE_REFERENCE}
+    start_row = _row(
+        "4" if kind == "def" else f"4 {kind}",
+        _label(f"4 start {MANY} children (parallel) until all ready", kind),
+        start_ours,
+        baseline=f"{MANY} stdlib forkserver Processes + pipe",
+        base=start_base,
+        target="<= 0.25 s",
+        target_value=0.25,
+    )
+    if kind != "def":
+        return [start_row]
     return [
-        _row(
-            "4",
-            f"4 start {MANY} children (parallel) until all ready",
-            start_ours,
-            baseline=f"{MANY} stdlib forkserver Processes + pipe",
-            base=start_base,
-            target="<= 0.25 s",
-            target_value=0.25,
-        ),
+        start_row,
         _row(
             "5",
             f"5 parent CPU, {MANY} idle children, {IDLE_REFERENCE:g} s",
@@ -470,7 +608,8 @@ async def _warm_up() -> None:
     forkserver._forkserver._stop()  # type: ignore[attr-defined]  # private; stable 3.8-3.13
     FORKSERVER.set_forkserver_preload([*PRELOAD, T])
     await _whole_run_delay()
-    _bare_start_delay(FORKSERVER)
+    for kind in KINDS:
+        _bare_start_delay(FORKSERVER, kind)
     _bare_start_delay(SPAWN)
 
 
@@ -479,7 +618,10 @@ async def _collect(quick: bool) -> list[dict[str, Any]]:
     await _warm_up()
     rows = await _bench_kill(fast, poll_samples=2 if quick else 5)
     rows += await _bench_start_one(fast, spawn_samples=3 if quick else 10)
-    rows += await _bench_many(2 if quick else 5, idle=2.0 if quick else IDLE_REFERENCE)
+    for kind in KINDS:
+        rows += await _bench_many(
+            2 if quick else 5, idle=2.0 if quick else IDLE_REFERENCE, kind=kind
+        )
     rows += await _bench_stubborn(1 if quick else 2)
     return sorted(rows, key=lambda row: row["order"])
 

@@ -124,9 +124,44 @@ def test_run_finishes_cleanly_with_a_summary(tmp_path: Path) -> None:
     done = gymnasiarch("run", "--log-format", "json", str(write(tmp_path, GOOD_TREE)))
     assert done.returncode == 0, done.stderr
     header, *rows = done.stdout.splitlines()
-    assert header.split() == ["child", "restarts", "exits", "last", "exit", "result"]
+    assert header.split() == ["child", "restarts", "crashes", "exits", "last", "exit", "result"]
     assert rows[0].split()[0] == "adder"
     assert rows[0].split()[-1] == "3"
+
+
+GIVING_UP_GROUP = """\
+[supervisor]
+max_restarts = 1
+
+[[child]]
+name = "group"
+restart = "transient"
+max_restarts = 1
+
+[[child.child]]
+name = "flaky"
+target = "targets.basic:crash"
+restart = "transient"
+
+[[child]]
+name = "adder"
+target = "targets.basic:add"
+args = [1, 2]
+restart = "transient"
+"""
+
+
+def test_run_names_every_group_that_gave_up_even_when_it_ends_well(tmp_path: Path) -> None:
+    """Limits multiply: the group gave up twice, the root once; each crash is counted."""
+    done = gymnasiarch("run", "--log-format", "json", str(write(tmp_path, GIVING_UP_GROUP)))
+    assert done.returncode == 1, done.stderr
+    table = [line.split() for line in done.stderr.splitlines() if not line.startswith("{")]
+    assert ["child", "restarts", "crashes"] in [row[:3] for row in table]
+    flaky = next(row for row in table if row and row[0] == "group/flaky")
+    # 2 crashes per run of the group (max_restarts=1), in 2 runs of it.
+    assert flaky[2] == "4"
+    gave_up = [line for line in done.stderr.splitlines() if "gave up" in line]
+    assert any("supervisor 'group' gave up" in line for line in gave_up), done.stderr
 
 
 def test_run_that_gives_up_prints_the_childs_traceback_last(tmp_path: Path) -> None:

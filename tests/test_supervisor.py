@@ -435,7 +435,8 @@ async def test_nested_supervisor_inherits_config_seed_and_log_server(
     assert who["config"] == {"k": "v"}
     assert who["seed"] == derive_seed(derive_seed(11, "inner"), "who")
     talk = [r for r in caplog.records if r.name == "targets.basic"]
-    assert [r.child for r in talk] == ["talk"] * 3  # type: ignore[attr-defined]
+    # Tagged with its path: a "talk" of another group would differ.
+    assert [r.child for r in talk] == ["inner/talk"] * 3  # type: ignore[attr-defined]
 
 
 # -- bad input: one clear error, before any process starts ----------------------
@@ -654,6 +655,7 @@ class _Recording(LocalBackend):
 
     async def aclose(self) -> None:
         self.calls.append("aclose")
+        await super().aclose()  # gives back the subreaper flag
 
     async def start(
         self,

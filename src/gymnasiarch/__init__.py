@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gymnasiarch._context import ChildContext as ChildContext
     from gymnasiarch._context import child_context as child_context
     from gymnasiarch._events import Event as Event
+    from gymnasiarch._from_ready import FromReady as FromReady
     from gymnasiarch._process import ExitStatus as ExitStatus
     from gymnasiarch._process import RemoteTraceback as RemoteTraceback
     from gymnasiarch._runtime_config import RuntimeConfig as RuntimeConfig
@@ -47,6 +48,7 @@ _LAZY = {
     "ChildInfo": "gymnasiarch._supervisor",
     "ChildSpec": "gymnasiarch._spec",
     "Event": "gymnasiarch._events",
+    "FromReady": "gymnasiarch._from_ready",
     "LocalBackend": "gymnasiarch._backend",
     "RayBackend": "gymnasiarch.ray_backend",
     "ExitStatus": "gymnasiarch._process",
@@ -64,6 +66,7 @@ __all__ = [
     "ChildSpec",
     "Event",
     "ExitStatus",
+    "FromReady",
     "LocalBackend",
     "RayBackend",
     "RemoteTraceback",

@@ -16,10 +16,12 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskStatus
 
+from gymnasiarch import _subreaper
 from gymnasiarch._child import Launch
 from gymnasiarch._forkserver import SERVER
 from gymnasiarch._launcher import StartMethod
 from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus
+from gymnasiarch._subreaper import reap_strays
 from gymnasiarch.logserver import LogServer, LogTicket
 
 
@@ -128,15 +130,27 @@ class LocalBackend:
             self._preload.append(module)
 
     async def prepare(self) -> None:
-        """Start the fork server (once per process) with our modules and the targets'."""
-        if self.start_method != "forkserver":
-            return
-        preload = PRELOAD + self._preload
-        if SERVER.running():
-            SERVER.ensure_running(preload)  # a non-blocking check that it is still alive
-        else:
-            # Starting the fork server imports our modules: do it off the loop.
-            await anyio.to_thread.run_sync(SERVER.ensure_running, preload)
+        """Start the fork server (once per process) with our modules and the targets'.
+
+        Until :meth:`aclose`, this process is a child subreaper (Linux): a
+        child's subprocess that escapes its group (a ``setsid`` daemon) is
+        reparented to us, and stopped and reaped with its child; so are the
+        children of a fork server that died (see :mod:`gymnasiarch._subreaper`).
+        """
+        _subreaper.acquire()
+        try:
+            reap_strays({SERVER.pid or 0})
+            if self.start_method != "forkserver":
+                return
+            preload = PRELOAD + self._preload
+            if SERVER.running():
+                SERVER.ensure_running(preload)  # a non-blocking check that it is still alive
+            else:
+                # Starting the fork server imports our modules: do it off the loop.
+                await anyio.to_thread.run_sync(SERVER.ensure_running, preload)
+        except BaseException:
+            _subreaper.release()
+            raise
 
     def log_server(self) -> LogServer:
         """A server on a private Unix socket: our children are on this machine."""
@@ -165,4 +179,9 @@ class LocalBackend:
         )
 
     async def aclose(self) -> None:
-        """Nothing to release: the fork server serves this process until it exits."""
+        """Give back the subreaper flag (the fork server serves this process until it exits).
+
+        A subclass that overrides it calls it too.
+        """
+        reap_strays({SERVER.pid or 0})
+        _subreaper.release()

@@ -165,6 +165,25 @@ async def authenticate(
         WireError: The peer is another user, or the handshake failed.
         TimeoutError: The client did not answer within *handshake_timeout*.
     """
+    ticket, received, _ = await authenticate_hello(
+        stream, key_of, handshake_timeout=handshake_timeout, frame_timeout=frame_timeout
+    )
+    return ticket, received
+
+
+async def authenticate_hello(
+    stream: ByteStream,
+    key_of: Callable[[str], bytes | None],
+    *,
+    handshake_timeout: float,
+    frame_timeout: float,
+) -> tuple[str, FrameReceiver, dict[str, Any]]:
+    """:func:`authenticate`, which also returns the client's hello (what it asked for).
+
+    Raises:
+        WireError: The peer is another user, or the handshake failed.
+        TimeoutError: The client did not answer within *handshake_timeout*.
+    """
     check_peer_user(stream)
     nonce = _wire.new_nonce()
     await stream.send(_wire.encode({"t": "challenge", "nonce": nonce}))
@@ -177,7 +196,7 @@ async def authenticate(
     key = key_of(ticket)
     if key is None or not _wire.verify(key, nonce, hello.get("mac")):
         raise WireError("the handshake failed")
-    return ticket, received
+    return ticket, received, hello
 
 
 def describe_peer(stream: ByteStream) -> str:

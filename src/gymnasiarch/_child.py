@@ -10,6 +10,9 @@ last log records and output are out, sends back the result or the exception
 with its traceback text. The channel is a pipe only parent and child hold;
 the parent reads it, the output pipes and the log connection to their end
 before it reports the exit, so nothing said right before the end is lost.
+
+SIGTERM (how a supervisor stops a child) is an orderly end rather than
+sudden death: see :class:`_Stop`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import ctypes
 import fcntl
 import inspect
+import io
 import multiprocessing
 import os
 import pickle
@@ -26,17 +30,26 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
+from types import FrameType
 from typing import Any
 
 import anyio
 
 from gymnasiarch._context import ChildContext, set_child_context
 from gymnasiarch._forkserver import release_start_slot
-from gymnasiarch._output import InheritedFd, flush_output, redirect_output
+from gymnasiarch._output import (
+    InheritedFd,
+    enable_crash_dumps,
+    flush_output,
+    redirect_output,
+    seal_descriptors,
+)
 from gymnasiarch._runtime_config import RuntimeConfig
+from gymnasiarch._subreaper import mark_descendants
 from gymnasiarch.dynaloader import resolve
 from gymnasiarch.spawn import forward_structlog, prepare_child, set_log_connect_hook
 
@@ -60,6 +73,22 @@ class Launch:
     #: The environment to run in, where it is not the starting process's
     #: own (a child of a fork server shared by several Ray actors).
     environ: dict[str, str] | None = None
+    #: The anyio backend an ``async def`` target runs on ("asyncio" or "trio").
+    async_backend: str = "asyncio"
+
+
+def current_async_backend() -> str:
+    """The anyio backend of the running event loop: ``"asyncio"`` or ``"trio"``.
+
+    Call it from async code. trio depends on sniffio (which trio and
+    anyio's asyncio backend keep up to date), so where sniffio is missing
+    the loop can only be asyncio.
+    """
+    try:
+        import sniffio  # noqa: PLC0415 - optional: anyio no longer requires it
+    except ImportError:
+        return "asyncio"
+    return sniffio.current_async_library()
 
 
 class _Sender:
@@ -72,6 +101,97 @@ class _Sender:
     def __call__(self, message: tuple[Any, ...]) -> None:
         with self._lock:
             self._channel.send(message)
+
+    def send_bytes(self, pickled: bytes | memoryview) -> None:
+        """Send a message pickled already (by :class:`ForkingPickler`, as ``send`` does)."""
+        with self._lock:
+            self._channel.send_bytes(pickled)
+
+
+class _Stop:
+    """SIGTERM as an orderly end of the child.
+
+    From the first line of the bootstrap until a sync target returns, the
+    handler raises :class:`SystemExit` in the main thread (where Python runs
+    signal handlers): a sleeping or working target unwinds through its
+    ``finally`` blocks, and a SIGTERM during the bootstrap ends the child just
+    as promptly. While an ``async def`` target runs, the handler asks the
+    target's event loop to cancel the cancel scope around the target
+    (:func:`_canceller`). Either way the bootstrap then closes the log
+    handler (the last records go out) and flushes the output, and
+    :func:`_end_by_sigterm` ends the process by SIGTERM, so the parent reads
+    the exit as a stop, as before.
+
+    Only the first SIGTERM acts: more of them while the child cleans up are
+    ignored (the ``shutdown`` grace, then SIGKILL, bounds the cleanup), and
+    one that arrives after the target has ended changes nothing (the child is
+    on its way out and reports how its target ended). The handler is
+    installed only where SIGTERM had its default action, and a target that
+    installs its own (``signal.signal``, ``loop.add_signal_handler``, the
+    pytest plugin's ``stubborn``) replaces it and keeps it. A process forked
+    from the child gets the default action back.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False  # a SIGTERM interrupted the bootstrap or the target
+        # What a SIGTERM does now: "raise" SystemExit (bootstrap, sync
+        # target), "defer" (an event loop starts: the runner looks at
+        # `requested`), "cancel" (call _cancel), "ignore" (the target is over).
+        self._mode = "ignore"
+        self._cancel: Callable[[], object] | None = None
+
+    def install(self) -> None:
+        """Handle SIGTERM from now on (in the main thread, if SIGTERM had its default)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return  # ignored on purpose by whoever started us: it stays so
+        self._mode = "raise"
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        os.register_at_fork(after_in_child=self._forget)
+
+    def defer(self) -> None:
+        """An event loop is being started: note a SIGTERM, raise nothing inside the loop."""
+        if self._mode == "raise":
+            self._mode = "defer"
+
+    def cancel_with(self, cancel: Callable[[], object]) -> None:
+        """An async target runs now: a SIGTERM calls *cancel* (signal-safe)."""
+        if self._mode == "defer":
+            self._cancel, self._mode = cancel, "cancel"
+
+    def finish(self) -> None:
+        """The target is over: SIGTERM does nothing more."""
+        self._mode, self._cancel = "ignore", None
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested or self._mode == "ignore":
+            return
+        self.requested = True
+        if self._mode == "cancel" and self._cancel is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has just closed
+                self._cancel()
+        elif self._mode == "raise":
+            # Raised at most once, and only inside child_main's inner try (see there).
+            self._mode = "ignore"
+            raise SystemExit(128 + signum)
+
+    def _forget(self) -> None:
+        # A subprocess forked (without exec) by the target is not the target:
+        # it gets SIGTERM's default action back, as it had before us.
+        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+_STOP = _Stop()
+
+
+def _end_by_sigterm() -> None:
+    """End this process by SIGTERM's default action: the parent reads "stopped by SIGTERM"."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    signal.raise_signal(signal.SIGTERM)  # delivered to this thread before it returns
+    os._exit(128 + signal.SIGTERM)  # not reached
 
 
 def _die_with_our_group() -> None:
@@ -110,17 +230,25 @@ def _guard_against_orphaning() -> None:
     """Exit when the supervisor dies, even by SIGKILL.
 
     Two guards, because each has a measured trap: the parent-death signal
-    belongs to the thread that forked us (with a fork server, to the fork
-    server, which outlives the supervisor while its children hold its alive
-    descriptor: there the EOF guard is the one that acts), and EOF on the
-    parent's pipe is late when a forked sibling inherited its write end.
-    Both are checked once after arming, in case the parent died before.
+    belongs to the thread that forked us, and EOF on the parent's pipe is
+    late when a forked sibling inherited its write end. A child of a fork
+    server arms only the EOF guard, which the kernel carries out (a SIGKILL
+    even for an interpreter stuck in C code): its parent-death signal would
+    tie it to the fork server, whose death must not take running children
+    with it (issue 14), and which waits for its last child before it ends
+    on the supervisor's death anyway. Both guards are checked
+    once after arming, in case the parent died before. The child's exec'd
+    descendants are marked as its own (see gymnasiarch._subreaper).
     """
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() == 1:
-            _die_with_our_group()
     parent = multiprocessing.parent_process()
+    supervisor = getattr(parent, "pid", None)
+    if supervisor is not None:
+        mark_descendants(supervisor)
+    if _LIBC is not None and supervisor == os.getppid():
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # Gone already? Then we have another parent (init, or a subreaper).
+        if os.getppid() != supervisor:
+            _die_with_our_group()
     sentinel = getattr(parent, "sentinel", None)
     if sentinel is None:
         return
@@ -143,16 +271,82 @@ def _report_error(send: _Sender, error: BaseException) -> None:
     send(("error", picklable, type(error).__qualname__, str(error), text))
 
 
+def _type_name(kind: type) -> str:
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _unpicklable_type(value: Any) -> str:
+    """The type of the object in *value* that pickle failed on (*value*'s own if not found).
+
+    Pickles *value* once more, noting each object the pickler is about to
+    reduce: the last one noted when it fails is the culprit (a lock, a
+    local function, a socket deep inside a model), which tells the user more
+    than the type of the whole result. Only on this error path.
+    """
+    last: list[object] = [value]
+
+    class _Noting(ForkingPickler):
+        def reducer_override(self, obj: object) -> Any:
+            last[0] = obj
+            return NotImplemented  # reduce it as usual
+
+    with contextlib.suppress(Exception):  # it fails; `last` names what it failed on
+        _Noting(io.BytesIO()).dump(value)
+    return _type_name(type(last[0]))
+
+
 def _report_result(send: _Sender, result: Any) -> None:
+    # Pickled here first, so that a result that will not pickle is told
+    # apart from a channel that broke: it is no crash, and re-running the
+    # target (a training run) would only make the same result again.
     try:
-        send(("result", result))
-    except Exception as error:  # the result would not pickle
-        failure = TypeError(
-            f"the target returned a {type(result).__name__}, which cannot be sent "
-            f"to the supervisor: {error}"
-        )
-        _report_error(send, failure)
+        pickled = ForkingPickler.dumps(("result", result))
+    except Exception as error:
+        culprit = _unpicklable_type(result)
+        reason = f"{type(error).__name__}: {error}"
+        send(("result_error", _type_name(type(result)), culprit, reason))
         raise SystemExit(1) from None
+    send.send_bytes(pickled)
+
+
+def _canceller(scope: anyio.CancelScope, backend: str) -> Callable[[], object]:
+    """A function a signal handler may call to cancel *scope* on the running event loop.
+
+    The one backend-specific corner of the bootstrap: anyio has no way in
+    for a signal handler (``from_thread.run_sync`` waits for its result,
+    which a handler on the loop's own thread never gets). Both calls are
+    documented as safe from a signal handler; they cost nothing until
+    used, where a watcher task and a pipe cost a child 0.4 ms of its start.
+    """
+    if backend == "trio":
+        import trio  # noqa: PLC0415 - only where a child runs on trio (preloaded)
+
+        token = trio.lowlevel.current_trio_token()
+        return lambda: token.run_sync_soon(scope.cancel)
+    import asyncio  # noqa: PLC0415 - loaded with anyio's asyncio backend
+
+    loop = asyncio.get_running_loop()
+    return lambda: loop.call_soon_threadsafe(scope.cancel)
+
+
+async def _await_target(awaitable: Awaitable[Any], backend: str) -> Any:
+    """Await an async target in a cancel scope that a SIGTERM cancels (see :class:`_Stop`)."""
+    with anyio.CancelScope() as scope:
+        _STOP.cancel_with(_canceller(scope, backend))
+        if _STOP.requested:  # it came while the loop started
+            scope.cancel()
+        return await awaitable
+    return None  # cancelled: the child ends by SIGTERM
+
+
+def _run_coroutine(awaitable: Awaitable[Any], backend: str) -> Any:
+    _STOP.defer()
+    try:
+        return anyio.run(_await_target, awaitable, backend, backend=backend)
+    finally:
+        _STOP.finish()
 
 
 def _run_target(launch: Launch, send: _Sender) -> Any:
@@ -164,11 +358,7 @@ def _run_target(launch: Launch, send: _Sender) -> Any:
     # target runs without an event loop around it, so it may start its own.
     result = target(*launch.args, **launch.kwargs)
     if inspect.isawaitable(result):
-
-        async def _await() -> Any:
-            return await result
-
-        result = anyio.run(_await)
+        result = _run_coroutine(result, launch.async_backend)
     return result
 
 
@@ -179,30 +369,40 @@ def child_main(launch: Launch, channel: Connection) -> None:
         os.environ.update(launch.environ)
     if launch.output is not None:
         redirect_output(*launch.output)  # first: even an early death is heard
+    enable_crash_dumps()  # a native crash names its Python line on our stderr (issue 14)
+    seal_descriptors()  # nothing handed to us passes to the programs we exec (issue 14)
     send = _Sender(channel)
-    set_log_connect_hook(lambda: send(("log_connected",)))
-    # spawn_wrapper's caretaking, once: the process title first, the runtime
-    # config, logging to the parent (also for records logged at import time).
-    handler = prepare_child(launch.name, launch.runtime_config)
-    # Our own group: the supervisor's signals reach our subprocesses too.
-    # (It fails only for a group or session leader, which we already are then.)
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)
-    _guard_against_orphaning()
-    set_child_context(
-        ChildContext(
-            name=launch.name,
-            seed=launch.seed,
-            restarts=launch.restarts,
-            runtime_config=RuntimeConfig.current(),
-            _send=send,
-        )
-    )
+    handler = None
     result: Any = None
     exit_: SystemExit | None = None
     error: BaseException | None = None
     try:
-        result = _run_target(launch, send)
+        # _STOP raises SystemExit for a SIGTERM at most once, and only until
+        # the inner finally: always inside this outer try, so the flush and
+        # the end below run whenever the SIGTERM comes.
+        try:
+            _STOP.install()
+            set_log_connect_hook(lambda: send(("log_connected",)))
+            # spawn_wrapper's caretaking, once: the process title first, the runtime
+            # config, logging to the parent (also for records logged at import time).
+            handler = prepare_child(launch.name, launch.runtime_config)
+            # Our own group: the supervisor's signals reach our subprocesses too.
+            # (It fails only for a group or session leader, which we already are then.)
+            with contextlib.suppress(OSError):
+                os.setpgid(0, 0)
+            _guard_against_orphaning()
+            set_child_context(
+                ChildContext(
+                    name=launch.name,
+                    seed=launch.seed,
+                    restarts=launch.restarts,
+                    runtime_config=RuntimeConfig.current(),
+                    _send=send,
+                )
+            )
+            result = _run_target(launch, send)
+        finally:
+            _STOP.finish()
     except SystemExit as exited:
         exit_ = exited
     except BaseException as raised:
@@ -214,6 +414,12 @@ def child_main(launch: Launch, channel: Connection) -> None:
         if handler is not None:
             handler.close()
         flush_output()
+    if _STOP.requested:
+        # Stopped: a failing cleanup still tells its traceback; then the exit
+        # the parent reads as "stopped by SIGTERM", whatever the target did.
+        if error is not None:
+            _report_error(send, error)
+        _end_by_sigterm()
     if exit_ is not None:
         send(("exit", exit_.code if isinstance(exit_.code, int) else 1))
         raise exit_

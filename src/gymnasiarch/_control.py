@@ -144,8 +144,7 @@ class ControlServer:
         if kind == "restart":
             name = command.get("child")
             try:
-                owner, child = _find(self.supervisor, str(name))
-                await owner.restart_child(child)
+                await self.supervisor.restart_child(str(name))
             except (KeyError, RuntimeError) as error:
                 return {"t": "reply", "ok": False, "error": str(error.args[0])}
             logger.warning("child %r restarted over the control socket", name)
@@ -153,36 +152,20 @@ class ControlServer:
         return {"t": "reply", "ok": False, "error": f"unknown command {kind!r}"}
 
 
-def _find(supervisor: Supervisor, path: str) -> tuple[Supervisor, str]:
-    """The supervisor that owns the child at *path* (``group/child``), and its name."""
-    *groups, name = path.split("/")
-    owner = supervisor
-    for group in groups:
-        nested = {s.name: s for s in owner._specs if isinstance(s, Supervisor)}
-        if group not in nested:
-            raise KeyError(f"supervisor {owner.name!r} has no nested supervisor {group!r}")
-        owner = nested[group]
-    return owner, name
-
-
-def status_rows(supervisor: Supervisor, prefix: str = "") -> list[dict[str, Any]]:
-    """Every child of the tree as plain data, nested ones named ``group/child``."""
-    rows: list[dict[str, Any]] = []
-    nested = {s.name: s for s in supervisor._specs if isinstance(s, Supervisor)}
-    for info in supervisor.which_children():
-        rows.append(
-            {
-                "name": prefix + info.name,
-                "pid": info.pid,
-                "state": info.state,
-                "uptime": info.uptime,
-                "restarts": info.restarts,
-                "last_exit": info.last_exit.describe() if info.last_exit else None,
-            }
-        )
-        if info.name in nested:
-            rows += status_rows(nested[info.name], f"{prefix}{info.name}/")
-    return rows
+def status_rows(supervisor: Supervisor) -> list[dict[str, Any]]:
+    """Every child of the tree as plain data, nested ones named by their path ``group/child``."""
+    return [
+        {
+            "name": info.path,
+            "pid": info.pid,
+            "state": info.state,
+            "uptime": info.uptime,
+            "restarts": info.restarts,
+            "crashes": info.crashes,
+            "last_exit": info.last_exit.describe() if info.last_exit else None,
+        }
+        for info in supervisor.walk()
+    ]
 
 
 # -- the client's side ---------------------------------------------------------------

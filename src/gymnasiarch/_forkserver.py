@@ -21,8 +21,13 @@ Everything else is multiprocessing's protocol, so a child runs the stdlib's
 ``spawn._main`` exactly as under its fork server: the requester sends (data
 pipe's read end, status pipe's write end, the "alive" pipe, the resource
 tracker, the fds the pickled process passes on), the server writes the pid
-and later the exit code to the status pipe, and it exits when the last
-process holding the "alive" pipe's write end is gone. It also refuses a
+and later the exit code to the status pipe, and it stops serving when the
+last process holding the "alive" pipe's write end is gone, and exits once
+its last child has. Unlike the stdlib's children, ours let go of the alive
+pipe (they never ask this server for children): a daemon one of them leaves
+behind must not keep the server, and the requester's stdout it holds, alive
+(issue 14). SIGINT is ignored from the server's first line on, in the
+spare too: Ctrl-C is the supervisor's to handle. It also refuses a
 connection from any other user (``SO_PEERCRED``), should the private
 socket directory ever be opened up.
 
@@ -51,6 +56,11 @@ from typing import Any
 _MAX_FDS = forkserver.MAXFDS_TO_SEND
 _TITLE = "gymnasiarch-forkserver"
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# First words of the server's command: a terminal's Ctrl-C reaches the whole
+# foreground group, the server and its spare too, and is the supervisor's to
+# handle (issue 14): the server must not die of it, nor print a
+# KeyboardInterrupt traceback into the live view, not even while it imports.
+_IGNORE_SIGINT = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
 
 
 class ForkServer:
@@ -84,6 +94,25 @@ class ForkServer:
                 self._forget()
             self._start(preload)
 
+    def death(self) -> str | None:
+        """How the server ended, if it has (it is forgotten then: the next start replaces it).
+
+        None while it runs, or where it is not this process's child.
+        """
+        with self._lock:
+            if self.pid is None:
+                return None
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return None
+            if not pid:
+                return None
+            self._forget()
+        code = os.waitstatus_to_exitcode(status)
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
+        return f"the fork server (pid {pid}) {how}; its stderr may say why"
+
     def _forget(self) -> None:
         if self._alive_w is not None:
             os.close(self._alive_w)
@@ -101,7 +130,7 @@ class ForkServer:
             alive_r, alive_w = os.pipe()
             try:
                 command = (
-                    "from gymnasiarch._forkserver import main; "
+                    f"{_IGNORE_SIGINT}from gymnasiarch._forkserver import main; "
                     f"main({listener.fileno()}, {alive_r}, {preload!r}, {sys.path!r})"
                 )
                 executable = spawn.get_executable()
@@ -248,7 +277,7 @@ class SharedForkServer(ForkServer):
                 # exits: a Ray worker kills its child processes when it
                 # ends, and its process group (hence the new session).
                 command = (
-                    "import os; os.fork() and os._exit(0); "
+                    f"{_IGNORE_SIGINT}import os; os.fork() and os._exit(0); "
                     "from gymnasiarch._forkserver import main; "
                     f"main({listener.fileno()}, {anchor}, {preload!r}, {sys.path!r}, "
                     f"lock_path={self._lock_path!r}, idle_exit={SHARED_IDLE_EXIT!r})"
@@ -323,7 +352,13 @@ def _run_child(child_r: int, fds: list[int], own_tracker: bool) -> int:
     """
     _set_title(f"{_TITLE} child")  # until the child names itself: not a spare any more
     alive, tracker, *inherited = fds
-    forkserver._forkserver._forkserver_alive_fd = alive  # type: ignore[attr-defined]
+    # Unlike the stdlib's, our children never ask this server for children
+    # (a nested supervisor in a child starts a server of its own), and the
+    # server waits for its last child anyway: the child lets the requester's
+    # "alive" pipe go. Kept, it would pass to whatever the child forks or
+    # execs, and a daemon among them would keep the server (holding the
+    # supervisor's stdout) alive for as long as it runs (issue 14).
+    os.close(alive)
     if own_tracker:
         os.close(tracker)  # the requester's placeholder
     else:
@@ -399,10 +434,15 @@ class _Server:
             os.unlink(self.listener.getsockname())
 
     def _close_in_child(self) -> None:
-        """In a freshly forked child: drop everything of the server's."""
+        """In a freshly forked child: drop everything of the server's.
+
+        SIGINT stays ignored: a spare waits (and a child starts) under the
+        supervisor's Ctrl-C, and the child's bootstrap ignores it too.
+        """
         signal.set_wakeup_fd(-1)
         for signum, handler in self.old_handlers.items():
-            signal.signal(signum, handler)
+            if signum != signal.SIGINT:
+                signal.signal(signum, handler)
         self.selector.close()
         self.listener.close()
         for sock in self.starting:
@@ -594,9 +634,18 @@ def main(
     idle_exit: float | None = None,
 ) -> None:
     """Run the fork server (the ``-c`` command of :meth:`ForkServer.ensure_running`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # already, by the command (see _IGNORE_SIGINT)
+    # Passed to us, so inheritable: no child may keep them (see _close_in_child).
+    for fd in (listener_fd, alive_r):
+        os.set_inheritable(fd, False)
     sys.path[:] = sys_path
     for module in preload:
-        with contextlib.suppress(ImportError):  # the child will say what is missing
+        # Whatever a preload raises (a module that imports only after its
+        # application's own setup, say), the server goes on without it: the
+        # child imports it itself, and its traceback reaches the caller as
+        # the child's error (an InitializationFailedError), not the server's
+        # raw stderr with an "unexpected EOF" for the caller (issue 14).
+        with contextlib.suppress(Exception, SystemExit):
             __import__(module)
     util._close_stdin()  # type: ignore[attr-defined]
     _set_title(_TITLE)

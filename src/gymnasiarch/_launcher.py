@@ -35,6 +35,7 @@ from gymnasiarch._forkserver import SERVER, ForkServer
 StartMethod = Literal["forkserver", "spawn"]
 
 _PID_TIMEOUT = 30.0  # seconds for the fork server to answer a request with a pid
+_DEATH_WAIT = 0.5  # seconds, after EOF for a pid, for the fork server's exit (see _server_death)
 _MAIN_KEYS = ("init_main_from_name", "init_main_from_path")
 
 
@@ -124,11 +125,36 @@ async def start_forkserver(
         popen.pid = forkserver.read_signed(popen.sentinel)
     except (EOFError, TimeoutError) as error:
         popen.close()
-        raise OSError(f"the fork server did not start the child: {error or 'no answer'}") from None
+        why = await _server_death(server) if isinstance(error, EOFError) else None
+        raise OSError(
+            f"the fork server did not start the child: {why or error or 'no answer'}"
+        ) from None
     except BaseException:
         popen.close()
         raise
     return popen
+
+
+async def _server_death(server: ForkServer) -> str | None:
+    """After EOF for a pid: how the fork server ended, if that is why (issue 14).
+
+    A server that died (importing a preload that crashed, say) closed our
+    pipe a moment before it became a zombie: its exit is awaited on a pidfd,
+    briefly (a server that is alive, and only failed this request, keeps the
+    wait from being long).
+    """
+    if server.pid is None:
+        return None
+    try:
+        pidfd = os.pidfd_open(server.pid)
+    except OSError:  # reaped already, or no pidfds here
+        return server.death()
+    try:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_DEATH_WAIT):
+            await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    return server.death()
 
 
 @contextlib.contextmanager

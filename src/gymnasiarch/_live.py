@@ -57,7 +57,7 @@ class LiveStatus:
     # -- the block -------------------------------------------------------------------
 
     def update(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Show *rows* (name, state, pid, restarts, last exit) as the block."""
+        """Show *rows* (name, state, pid, restarts, crashes, last exit) as the block."""
         width = max((len(str(row["name"])) for row in rows), default=0)
         # A line wider than the terminal would wrap, and the erase would miss it.
         columns = shutil.get_terminal_size().columns - 1
@@ -67,7 +67,9 @@ class LiveStatus:
             pid = f"pid {row['pid']}" if row.get("pid") else ""
             last = f"last: {row['last_exit']}" if row.get("last_exit") else ""
             name = str(row["name"]).ljust(width)
-            plain = f"  {name}  {state:<10}  {pid:<10}  restarts {row['restarts']:<3}  {last}"
+            crashes = f"crashes {row['crashes']:<3}  " if row.get("crashes") else ""
+            counts = f"restarts {row['restarts']:<3}  {crashes}"
+            plain = f"  {name}  {state:<10}  {pid:<10}  {counts}{last}"
             plain = plain.rstrip()[:columns]
             colour = _STATE_COLOURS.get(state, "")
             head = f"  {name}  "

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gymnasiarch import _wire
+from gymnasiarch._loglevels import apply_levels
 from gymnasiarch._logwire import ROW, record_to_row
 from gymnasiarch._wire import WireError
 
@@ -50,6 +51,14 @@ class LogClientHandler(logging.Handler):
     rather than holding an ever larger backlog; a server that takes nothing
     for that long is given up, and the records go to stderr.
 
+    A handler that follows the parent's levels (*follow_levels*) connects
+    at once, not on its first record, so that the levels the server pushes
+    (:meth:`LogServer.push_levels`) reach a child that has sent nothing yet;
+    a second thread reads them from the connection and gives this process's
+    loggers those levels. (Not the sender thread: waiting on the socket and
+    an eventfd instead of the condition made its batches smaller and cost
+    the parent ~1.6x the CPU per record, ``benchmarks/bench_logging.py`` L5.)
+
     Args:
         config: What :meth:`LogTicket.client_config` returned.
         on_connect: Called (in the sender thread) once the connection is
@@ -57,6 +66,8 @@ class LogClientHandler(logging.Handler):
         close_timeout: Seconds :meth:`close` waits for the last records to
             go, and :meth:`emit` for room in a full queue.
         max_queued_bytes: How many bytes of encoded records may wait to be sent.
+        follow_levels: Apply the levels the server pushes to this process's
+            loggers (the handler on a child's root logger does).
     """
 
     def __init__(
@@ -65,6 +76,8 @@ class LogClientHandler(logging.Handler):
         on_connect: Callable[[], None] | None = None,
         close_timeout: float = 10.0,
         max_queued_bytes: int = _MAX_QUEUED_BYTES,
+        *,
+        follow_levels: bool = False,
     ) -> None:
         super().__init__()
         self._address = config["address"]
@@ -86,8 +99,12 @@ class LogClientHandler(logging.Handler):
         self._closing = False
         self._sender_waits = False  # the sender thread waits for records: notify it
         self._stderr_only = False
+        self._follow_levels = follow_levels
         reference = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(reference))
+        if follow_levels:
+            with self._cond:
+                self._start_sender()
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue *record*; the sender thread sends it soon."""
@@ -106,12 +123,16 @@ class LogClientHandler(logging.Handler):
             self._pending_bytes += len(item)
             self._queued += 1
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._send_forever, name="gymnasiarch-log-sender", daemon=True
-                )
-                self._thread.start()
+                self._start_sender()
             if self._sender_waits:  # else it takes this record with its next batch
                 self._cond.notify()
+
+    def _start_sender(self) -> None:
+        """Start the sender thread (holding the condition)."""
+        self._thread = threading.Thread(
+            target=self._send_forever, name="gymnasiarch-log-sender", daemon=True
+        )
+        self._thread.start()
 
     def _wait_for_room(self) -> None:
         """Wait (holding the condition) until the sender took a batch, or give up on it."""
@@ -155,6 +176,12 @@ class LogClientHandler(logging.Handler):
         except (OSError, WireError, ValueError) as error:
             self._give_up(f"cannot reach the log server ({error}); logging to stderr", [])
             return
+        follower = None
+        if self._follow_levels:
+            follower = threading.Thread(
+                target=_follow_levels, args=(sock,), name="gymnasiarch-log-levels", daemon=True
+            )
+            follower.start()
         batch: list[bytes] = []
         sent = 0  # records sent on this connection: the next batch's sequence number
         try:
@@ -178,6 +205,12 @@ class LogClientHandler(logging.Handler):
             # The batch in flight may not have arrived: it goes to stderr too.
             self._give_up(f"lost the log server ({error}); logging to stderr", batch)
         finally:
+            if follower is not None:
+                # Closing the socket would not wake a recv() in another
+                # thread; shutting it down does (what was sent still goes).
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                follower.join(self._close_timeout)
             sock.close()
 
     def _take_batch(self) -> list[bytes]:
@@ -198,6 +231,7 @@ class LogClientHandler(logging.Handler):
             self._key,
             timeout=self._close_timeout,
             on_connect=self._on_connect,
+            hello={"levels": True} if self._follow_levels else None,
         )
 
     def _give_up(self, why: str, in_flight: list[bytes]) -> None:
@@ -209,6 +243,19 @@ class LogClientHandler(logging.Handler):
             self._done += len(left)
             self._cond.notify_all()
         _to_stderr([f"gymnasiarch: {why}".encode(), *left])
+
+
+def _follow_levels(sock: socket.socket) -> None:
+    """Apply the levels the server sends, until the connection ends (a thread of its own)."""
+    try:
+        while True:
+            message = _wire.decode(_wire.receive_frame(sock))
+            if message["t"] == "levels":
+                apply_levels(message)
+    except (OSError, WireError):
+        return  # the connection's end; the sender thread says so if it matters
+    except ValueError as error:  # a malformed snapshot: keep the levels we have
+        _to_stderr([f"gymnasiarch: ignoring the log server's levels from now on: {error}".encode()])
 
 
 def _after_fork(reference: weakref.ref[LogClientHandler]) -> None:

@@ -4,13 +4,21 @@ The parent makes two pipes per run; the child puts their write ends on its
 file descriptors 1 and 2 before anything else runs, so even a child that
 dies while importing its target is heard. Each line becomes a record of the
 logger ``gymnasiarch.child.<name>`` (stdout at INFO, stderr at WARNING), and
-the last lines of stderr are kept for the error report of that child.
+the last lines of stderr are kept for the error report of that child; of a
+``faulthandler`` dump (a native crash: every child has faulthandler on, see
+:func:`enable_crash_dumps`), its header and the top frames of each thread are
+kept too, however deep the stack, so the report names the crashing line.
+
+The child's descriptors are also looked after here: :func:`seal_descriptors`
+keeps every one of them from the programs the target executes.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import faulthandler
 import io
 import logging
 import os
@@ -21,6 +29,13 @@ from typing import Any
 import anyio
 
 TAIL_LINES = 20
+#: At most this many lines of a faulthandler dump's start are kept besides the tail:
+DUMP_LINES = 60
+#: its header, and of each thread this many frames from the top (the crash site first).
+DUMP_FRAMES = 10
+_DUMP_HEADER = "Fatal Python error: "
+_DUMP_THREADS = ("Current thread ", "Thread ", "Stack (most recent call first)")
+_CLOSE_RANGE_CLOEXEC = 4  # linux/close_range.h
 MAX_LINE = 64 * 1024  # bytes: a longer line is cut into records of this size
 _READ_SIZE = 65536
 _LEVELS = {"stdout": logging.INFO, "stderr": logging.WARNING}
@@ -54,6 +69,55 @@ def redirect_output(stdout: InheritedFd, stderr: InheritedFd) -> None:
                 stream.reconfigure(line_buffering=True)
 
 
+def enable_crash_dumps() -> None:
+    """In the child: have a native crash (SIGSEGV, SIGABRT...) print its Python stack to fd 2.
+
+    fd 2 is the captured stderr, so the dump reaches the parent's report of
+    the crash (see :class:`OutputCapture`). A target that does not want it
+    calls ``faulthandler.disable()``.
+    """
+    with contextlib.suppress(ValueError, OSError, RuntimeError):  # no fd 2
+        faulthandler.enable(file=2, all_threads=True)
+
+
+def _libc_close_range() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        close_range = ctypes.CDLL(None, use_errno=True).close_range  # glibc 2.34 and later
+    except (OSError, AttributeError):
+        return None
+    close_range.argtypes = (ctypes.c_uint, ctypes.c_uint, ctypes.c_int)
+    close_range.restype = ctypes.c_int
+    return close_range
+
+
+# Loaded once, in the fork server, rather than in every child.
+_CLOSE_RANGE = _libc_close_range()
+
+
+def seal_descriptors() -> None:
+    """In the child: make every descriptor above stderr close-on-exec.
+
+    What the child was handed (its channel, the resource tracker's pipe, the
+    data pipe, fds passed on by multiprocessing) arrives inheritable
+    (``SCM_RIGHTS``, ``pass_fds``): a program the target executes (a daemon
+    started with ``fork`` and ``exec``, ``os.system``, ``close_fds=False``)
+    would hold them for as long as it runs, and with them the resource
+    tracker, and the parent's readers that wait for their end (issue 14).
+    The child itself keeps using them; only fds 0-2 pass to its programs,
+    plus whatever the target marks inheritable from now on. One
+    ``close_range`` call on Linux 5.11+; a walk of ``/proc/self/fd`` elsewhere.
+    """
+    if _CLOSE_RANGE is not None and _CLOSE_RANGE(3, 0xFFFFFFFF, _CLOSE_RANGE_CLOEXEC) == 0:
+        return
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # the listing's own fd, closed by now
+                if int(name) > 2:
+                    os.set_inheritable(int(name), False)
+
+
 def flush_output() -> None:
     """In the child: push out what print() buffered, before the end."""
     for stream in (sys.stdout, sys.stderr):
@@ -70,10 +134,13 @@ def output_logger(name: str) -> logging.Logger:
 class OutputCapture:
     """The parent's ends of one child run's stdout and stderr pipes."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, path: str | None = None) -> None:
         self.logger = output_logger(name)
-        self.name = name
+        self.name = path or name  # records are tagged with the child's path in the tree
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._lines = 0  # stderr lines so far
+        self._dump: list[tuple[int, str]] = []  # (line number, line) of a dump's start
+        self._dump_frames: int | None = None  # frames kept of the thread, while in a dump
         self._read_fds: dict[str, int] = {}
         self._write_fds: list[int] = []
         try:
@@ -129,6 +196,8 @@ class OutputCapture:
         line = raw.decode(errors="replace").rstrip("\r")
         if stream == "stderr":
             self.tail.append(line)
+            self._note_dump(line)
+            self._lines += 1
         level = _LEVELS[stream]
         if self.logger.isEnabledFor(level):
             record = self.logger.makeRecord(
@@ -143,9 +212,44 @@ class OutputCapture:
             )
             self.logger.handle(record)
 
+    def _note_dump(self, line: str) -> None:
+        """Keep the start of a faulthandler dump: the tail alone shows only its bottom."""
+        if line.startswith(_DUMP_HEADER):
+            self._dump_frames = 0
+        elif self._dump_frames is None:
+            return
+        elif line.startswith(_DUMP_THREADS):
+            self._dump_frames = 0
+        elif line.startswith("  File "):
+            self._dump_frames += 1
+            if self._dump_frames > DUMP_FRAMES:
+                if self._dump_frames == DUMP_FRAMES + 1:
+                    line = "  ..."  # as faulthandler itself marks frames left out
+                else:
+                    return
+        elif line.strip() == "...":
+            return
+        elif line and self._dump and self._dump[-1][1].startswith("  "):
+            self._dump_frames = None  # after the frames, not a dump's line: its end
+            return
+        if len(self._dump) < DUMP_LINES:
+            self._dump.append((self._lines, line))
+
     def tail_text(self) -> str | None:
-        """The last lines of stderr, or None if there were none."""
-        return "\n".join(self.tail) if self.tail else None
+        """The last lines of stderr, or None if there were none.
+
+        With a faulthandler dump's start before them, that start first
+        (its header, each thread's top frames), then a line saying how many
+        lines were left out, then the last lines.
+        """
+        if not self.tail:
+            return None
+        first = self._lines - len(self.tail)  # the line number of the tail's first line
+        head = [(number, line) for number, line in self._dump if number < first]
+        lines = [line for _, line in head]
+        if head and head[-1][0] + 1 < first:
+            lines.append(f"[{first - head[-1][0] - 1} lines of stderr left out]")
+        return "\n".join([*lines, *self.tail])
 
     def close(self) -> None:
         """Close every pipe end we hold."""

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import multiprocessing
 import os
 import pickle
 import signal
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -29,20 +31,52 @@ from gymnasiarch._child import Launch, child_main
 from gymnasiarch._forkserver import SERVER, ForkServer
 from gymnasiarch._launcher import Started, StartMethod, start_forkserver, start_spawn
 from gymnasiarch._output import InheritedFd, OutputCapture
+from gymnasiarch._subreaper import Escapees, boot_ticks, escapees, reap_pidfd, reap_strays
+from gymnasiarch.exceptions import ResultNotSentError
 
 if TYPE_CHECKING:
     from gymnasiarch.logserver import LogTicket
 
 logger = logging.getLogger("gymnasiarch.process")
 
+
+def _importable(module: str) -> bool:
+    """True if *module* can be found (without importing it, only its parent packages)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        return False
+
+
 # Our own modules, loaded once in the fork server so that each child starts
 # in milliseconds instead of importing them again. The fork server itself
 # never imports popen_forkserver, yet every child needs it to unpickle the
 # descriptors it is handed: 1.5-2 ms per start, measured, when left to the child.
-PRELOAD = ["gymnasiarch._child", "structlog", "multiprocessing.popen_forkserver"]
+# anyio's backends are what an ``async def`` child imports before its first
+# line (anyio.run loads the backend's module): 25-30 ms per start for asyncio's,
+# more for trio with trio itself, measured. trio is optional: preloaded only
+# where it is installed (a sys.modules diff of a child against the server
+# found nothing else imported before a target's first line). Last,
+# gymnasiarch._warm runs each event loop once (see there).
+PRELOAD = [
+    "gymnasiarch._child",
+    "structlog",
+    "multiprocessing.popen_forkserver",
+    "anyio._backends._asyncio",
+    *(["trio", "anyio._backends._trio"] if _importable("trio") else []),
+    "gymnasiarch._warm",
+]
 #: Seconds an exited child's output pipes and log connection may stay open
 #: (held by a subprocess of it) before the exit is reported without the rest.
 DRAIN_TIMEOUT = 2.0
+#: The pids of this process's children that run now (never a child's escapee).
+_LIVE: set[int] = set()
+
+
+def _helpers() -> tuple[int, int]:
+    """Our fork server and multiprocessing's resource tracker: children of ours, no escapees."""
+    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+    return SERVER.pid or 0, tracker or 0
 
 
 def target_module(target: object) -> str | None:
@@ -91,6 +125,10 @@ class ExitStatus:
         output: The last lines the child wrote to stderr (if captured).
         lost: Why the child's host went away with it (a cluster node lost,
             its actor killed), where a backend runs children elsewhere.
+        result_error: Set when the target returned, but its return value
+            could not be pickled to the parent: a result error, not a
+            crash (the target ran to its end; a run again would return the
+            same). ``result`` is ``None`` then, and the run is not normal.
     """
 
     exitcode: int | None
@@ -101,11 +139,12 @@ class ExitStatus:
     pid: int | None = None
     output: str | None = None
     lost: str | None = None
+    result_error: ResultNotSentError | None = None
 
     @property
     def normal(self) -> bool:
-        """True if the child ended on its own with exit code 0 and no exception."""
-        return self.exitcode == 0 and self.error is None
+        """True if the child ended on its own with exit code 0, no exception, its result sent."""
+        return self.exitcode == 0 and self.error is None and self.result_error is None
 
     def describe(self) -> str:
         """A short human text: ``exit code 3``, ``signal SIGKILL``, ``raised ValueError``."""
@@ -113,6 +152,11 @@ class ExitStatus:
             return f"lost with its host: {self.lost}"
         if self.error is not None:
             return f"raised {type(self.error).__name__}: {self.error}"
+        if self.result_error is not None:
+            return (
+                f"returned a {self.result_error.result_type} that cannot be sent back "
+                f"(cannot pickle {self.result_error.type_name})"
+            )
         if self.signum is not None:
             return f"killed by {signal.Signals(self.signum).name}"
         return f"exit code {self.exitcode}"
@@ -230,6 +274,12 @@ class ChildProcess(RunEvents):
         self._outcome: tuple[str, tuple[Any, ...]] | None = None
         self._zombie_code: int | None = None  # the exit code, read before the fork server reaps
         self._watch_scope: anyio.CancelScope | None = None
+        # Processes that left the child's group (see _subreaper), and what
+        # tells a process that came from the child: it started no earlier
+        # (than now less a tick: the child's target has not run yet).
+        self._escapees = Escapees()
+        self._start_ticks = boot_ticks() - 1
+        _LIVE.add(self.pid)
 
     @classmethod
     async def start(
@@ -255,7 +305,8 @@ class ChildProcess(RunEvents):
         asks (this process's own by default).
         """
         context: Any = multiprocessing.get_context(method)
-        output = OutputCapture(launch.name) if capture_output else None
+        path = ticket.name if ticket is not None else None
+        output = OutputCapture(launch.name, path) if capture_output else None
         reader: Connection | None = None
         writer: Connection | None = None
         try:
@@ -367,7 +418,14 @@ class ChildProcess(RunEvents):
             await anyio.wait_readable(self._pidfd)
             if self._method == "forkserver":
                 self._zombie_code = _zombie_exit_code(self.pid)
+                # If its fork server died, the child was reparented to us
+                # (the subreaper, see LocalBackend.prepare): reap it here.
+                reaped = reap_pidfd(self._pidfd)
+                if reaped is not None:
+                    self._zombie_code = reaped
+        _LIVE.discard(self.pid)
         self._end_the_group()
+        await self._end_the_escapees()
 
     def _end_the_group(self) -> None:
         """SIGKILL what is left of the exited child's process group.
@@ -378,6 +436,35 @@ class ChildProcess(RunEvents):
         """
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
+
+    def _find_escapees(self, *, group: bool = False) -> bool:
+        """Take hold of the processes that came from the child and left its group.
+
+        With *group*, also of its group's members that were reparented to
+        us. True if any is held.
+        """
+        known = {*_LIVE, *_helpers()}
+        self._escapees.take(escapees(self.pid, self.name, self._start_ticks, known, group=group))
+        return bool(self._escapees.pidfds)
+
+    async def _end_the_escapees(self) -> None:
+        """SIGKILL the exited child's escapees, as its group's rest; reap them.
+
+        Round after round: a process's children are reparented to us before
+        its exit can be awaited, so each round finds the next generation.
+        Bounded by :data:`DRAIN_TIMEOUT`: a process in uninterruptible sleep
+        dies later (then it is reaped at a later sweep, see reap_strays).
+        """
+        try:
+            with anyio.move_on_after(DRAIN_TIMEOUT):
+                while self._find_escapees(group=True):
+                    self._escapees.signal(signal.SIGKILL)
+                    for pid, pidfd in list(self._escapees.pidfds.items()):
+                        await anyio.wait_readable(pidfd)
+                        self._escapees.reap(pid)
+        finally:
+            self._escapees.close()
+            reap_strays({*_LIVE, *_helpers()})
 
     async def _read_messages(self, scope: anyio.CancelScope) -> None:
         with scope:
@@ -404,7 +491,7 @@ class ChildProcess(RunEvents):
         elif kind == "ready":
             self.ready_value = message[1]
             self.ready.set()
-        elif kind in ("result", "error", "exit"):
+        elif kind in ("result", "error", "exit", "result_error"):
             self._outcome = (kind, message[1:])
         else:
             logger.warning("child %r sent an unknown message %r", self.name, kind)
@@ -427,6 +514,18 @@ class ChildProcess(RunEvents):
             return ExitStatus(
                 exitcode, signum, error=error, traceback=text, pid=self.pid, output=output
             )
+        if kind == "result_error":
+            result_type, type_name, reason = payload
+            unsent = ResultNotSentError(
+                f"child {self.name!r} returned a {result_type}, which cannot be sent "
+                f"to the supervisor: {reason}",
+                child=self.name,
+                pid=self.pid,
+                type_name=type_name,
+                result_type=result_type,
+                reason=reason,
+            )
+            return ExitStatus(exitcode, signum, pid=self.pid, output=output, result_error=unsent)
         return ExitStatus(exitcode, signum, pid=self.pid, output=output)
 
     def _close(self) -> None:
@@ -458,9 +557,16 @@ class ChildProcess(RunEvents):
                     signal.pidfd_send_signal(self._pidfd, signum)
 
     def terminate(self) -> None:
-        """Ask the child to stop (SIGTERM)."""
+        """Ask the child to stop (SIGTERM); the processes that left its group too."""
         self.send_signal(signal.SIGTERM)
+        self._signal_escapees(signal.SIGTERM)
 
     def kill(self) -> None:
-        """Stop the child now (SIGKILL)."""
+        """Stop the child now (SIGKILL); the processes that left its group too."""
         self.send_signal(signal.SIGKILL)
+        self._signal_escapees(signal.SIGKILL)
+
+    def _signal_escapees(self, signum: int) -> None:
+        if not self.exited.is_set():
+            self._find_escapees()
+            self._escapees.signal(signum)

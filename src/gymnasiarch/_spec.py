@@ -6,6 +6,7 @@ fails where it is written, before any process starts.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -16,11 +17,13 @@ RestartType = Literal["permanent", "transient", "temporary"]
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 StartOrder = Literal["sequential", "parallel"]
 OutputMode = Literal["capture", "inherit"]
+AsyncBackend = Literal["asyncio", "trio"]
 
 RESTART_TYPES: tuple[str, ...] = get_args(RestartType)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 START_ORDERS: tuple[str, ...] = get_args(StartOrder)
 OUTPUT_MODES: tuple[str, ...] = get_args(OutputMode)
+ASYNC_BACKENDS: tuple[str, ...] = get_args(AsyncBackend)
 
 
 def check_choice(what: str, value: object, choices: Sequence[str]) -> None:
@@ -55,6 +58,17 @@ def check_dotted_path(what: str, path: str) -> None:
         raise ValueError(
             f"{what}: expected a dotted path like 'package.module:function', got {path!r}"
         )
+
+
+def check_async_backend(what: str, backend: object) -> None:
+    """Raise a ValueError naming *what* unless *backend* is an anyio backend that is installed.
+
+    Checked where the spec is written rather than in the child, where a
+    missing trio would only show as a crash (restarted, and again).
+    """
+    check_choice(what, backend, ASYNC_BACKENDS)
+    if backend == "trio" and importlib.util.find_spec("trio") is None:
+        raise ValueError(f"{what}: 'trio' needs the trio package, which is not installed")
 
 
 _NUMBER = (int, float)
@@ -160,6 +174,11 @@ class ChildSpec:
             ``runtime_env``, ``scheduling_strategy`` and ``node_affinity``
             (``{"node_id": "...", "soft": False}``). The local backend
             ignores it, so one tree runs on a laptop and on a cluster alike.
+        async_backend: The event loop an ``async def`` target runs on:
+            ``"asyncio"`` or ``"trio"`` (anyio's backends). ``None`` (the
+            default) means the supervisor's own: a supervisor running under
+            trio runs its children's coroutines under trio too. A sync
+            target ignores it. ``"trio"`` needs trio installed.
     """
 
     name: str
@@ -172,6 +191,7 @@ class ChildSpec:
     ready_timeout: float | None = None
     output: OutputMode = "capture"
     placement: Mapping[str, Any] | None = field(default=None, hash=False)
+    async_backend: AsyncBackend | None = None
 
     def __post_init__(self) -> None:
         check_name("ChildSpec.name", self.name)
@@ -204,6 +224,8 @@ class ChildSpec:
         check_choice(f"{where}: output", self.output, OUTPUT_MODES)
         if self.placement is not None:
             object.__setattr__(self, "placement", check_placement(where, self.placement))
+        if self.async_backend is not None:
+            check_async_backend(f"{where}: async_backend", self.async_backend)
 
 
 @dataclass(frozen=True)

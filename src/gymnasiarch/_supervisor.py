@@ -18,8 +18,8 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Literal
 
@@ -29,10 +29,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from gymnasiarch._backend import Backend, ChildRun, LocalBackend
 from gymnasiarch._child import Launch
-from gymnasiarch._events import Event, EventHub
+from gymnasiarch._events import Event, EventHub, EventKind
+from gymnasiarch._from_ready import FromReady, references, substitute
 from gymnasiarch._launcher import StartMethod
 from gymnasiarch._process import ExitStatus, RunEvents, first_of, target_module
 from gymnasiarch._runtime_config import RuntimeConfig
+from gymnasiarch._signals import SignalCatcher
 from gymnasiarch._spec import (
     RESTART_TYPES,
     START_ORDERS,
@@ -65,7 +67,7 @@ _SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 @dataclass(frozen=True)
 class ChildInfo:
-    """One row of :meth:`Supervisor.which_children`.
+    """One row of :meth:`Supervisor.which_children` and :meth:`Supervisor.walk`.
 
     Attributes:
         name: The child's name.
@@ -73,10 +75,22 @@ class ChildInfo:
             or a child that is not running).
         state: ``starting``, ``running``, ``restarting``, ``stopping``,
             ``exited`` or ``terminated``.
-        restarts: How often it has been restarted.
+        restarts: How often it has been restarted by its supervisor's
+            current run (OTP's count: it starts again at 0 when a nested
+            supervisor is itself restarted).
         last_exit: How its last run ended, if it has ended once.
         uptime: Seconds since its current run started (``None`` when it is
             not running).
+        path: Where it is in the tree, ``"agents/agent-1"`` for a child of
+            the nested supervisor ``agents``; its name for the root's children.
+        ready_value: What it passed to ``child_context().ready(value)`` in
+            its current or last run (``None`` until then).
+        placement: Its spec's placement (``None`` for a nested supervisor).
+        crashes: How often it ended abnormally, counted over the whole life
+            of the root supervisor, across restarts of the groups it is in
+            (each restart of a nested supervisor gives that group a fresh
+            restart intensity; this count shows what that adds up to).
+        nested: True for a row that is a nested supervisor.
     """
 
     name: str
@@ -85,6 +99,11 @@ class ChildInfo:
     restarts: int
     last_exit: ExitStatus | None
     uptime: float | None = None
+    path: str = ""
+    ready_value: Any = None
+    placement: Mapping[str, Any] | None = None
+    crashes: int = 0
+    nested: bool = False
 
 
 class _NestedRun(RunEvents):
@@ -102,9 +121,11 @@ class _NestedRun(RunEvents):
         try:
             with self._scope:
                 self.started.set()
-                self.ready.set()
                 task_status.started()
-                result = await self._supervisor.run()
+                # Ready once its own children have started, as OTP's
+                # start_link of a supervisor returns after its init: a later
+                # sibling may depend on them (FromReady("group/child")).
+                result = await self._supervisor._run(on_started=self.ready.set)
                 status = ExitStatus(0, None, result=result)
         except GymnasiarchError as error:
             text = "".join(traceback.format_exception(error)).rstrip()
@@ -141,6 +162,8 @@ class _Child:
         self.last_exit: ExitStatus | None = None
         self.started_at = 0.0
         self.failures_in_row = 0
+        self.ready_value: Any = None
+        self.was_ready = False  # the current or last run called ready()
 
     @property
     def name(self) -> str:
@@ -162,7 +185,8 @@ class _Child:
 
     @property
     def shutdown(self) -> float | None:
-        return self.spec.shutdown
+        spec = self.spec
+        return spec.shutdown if isinstance(spec, ChildSpec) else spec._grace()
 
 
 class Supervisor:
@@ -204,8 +228,12 @@ class Supervisor:
         name: The supervisor's name, when it is nested in another.
         restart: Its restart type, when it is nested in another.
         significant: Whether it is significant, when nested in another.
-        shutdown: When nested: seconds its parent grants it to stop (``None``
-            waits for its own orderly shutdown).
+        shutdown: When nested: seconds its parent grants it to stop before
+            it kills what is left of it. ``None`` (the default) grants what
+            its own children's shutdowns need: the sum of their graces (each
+            plus *kill_timeout*) when it stops them one after another, the
+            largest when it stops them at once, plus a second; ``math.inf``
+            waits for ever.
         log_server: Where the children's log records go. By default the
             supervisor runs its own while it runs, the one its backend
             asks for (a :meth:`LogServer.unix
@@ -280,12 +308,7 @@ class Supervisor:
         self.restart: RestartType = restart
         self.significant = significant
         self.shutdown = shutdown
-        self._specs: list[ChildSpec | Supervisor] = []
-        for child in children:
-            self._add_spec(child)
-        self._entered = False
-        # Created once: a caller may subscribe before entering the supervisor.
-        self._events = EventHub()
+        self._init_tree(children)
         self._reset()
 
     def __repr__(self) -> str:
@@ -294,6 +317,24 @@ class Supervisor:
 
     # -- construction helpers -------------------------------------------------
 
+    def _init_tree(self, children: Iterable[ChildSpec | Supervisor]) -> None:
+        # Created once: a caller may subscribe before entering the supervisor.
+        # A nested supervisor's events go to its ancestors' hubs as well, and
+        # its hub lives as long as the root's, across restarts of its group.
+        self._events = EventHub()
+        self._upstream: list[EventHub] = []
+        self._prefix = ""  # this supervisor's path in the tree, with a slash
+        self._nested = False
+        self._specs: list[ChildSpec | Supervisor] = []
+        for child in children:
+            self._add_spec(child)
+        self._check_references()
+        self._entered = False
+        # Abnormal ends per child over the root's whole run: OTP counts
+        # restarts per run of a supervisor, so a restarted group forgets.
+        self._crashes: dict[str, int] = {}
+        self._async_backend = "asyncio"
+
     def _add_spec(self, spec: ChildSpec | Supervisor) -> None:
         if not isinstance(spec, ChildSpec | Supervisor):
             raise TypeError(f"children: expected ChildSpec or Supervisor objects, got {spec!r}")
@@ -301,7 +342,72 @@ class Supervisor:
             raise ValueError("a supervisor cannot be its own child")
         if any(s.name == spec.name for s in self._specs):
             raise ValueError(f"children: duplicate child name {spec.name!r}")
+        if isinstance(spec, Supervisor):
+            if spec._nested:
+                raise ValueError(f"supervisor {spec.name!r} is nested in another already")
+            spec._adopt(self)
         self._specs.append(spec)
+
+    def _adopt(self, parent: Supervisor) -> None:
+        """Take this supervisor's place under *parent*: its path and where its events go."""
+        self._nested = True
+        self._prefix = f"{parent._prefix}{self.name}/"
+        self._upstream = [parent._events, *parent._upstream]
+        for spec in self._specs:
+            if isinstance(spec, Supervisor):
+                spec._adopt(self)
+
+    def _check_references(self) -> None:
+        """Check each FromReady of the children now: a bad one fails where it is written."""
+        for index, spec in enumerate(self._specs):
+            if isinstance(spec, ChildSpec):
+                for ref in (*references(spec.args), *references(spec.kwargs or {})):
+                    self._check_reference(spec, ref, self._specs[:index])
+
+    def _check_reference(
+        self, spec: ChildSpec, ref: FromReady, earlier: list[ChildSpec | Supervisor]
+    ) -> None:
+        where = f"child {spec.name!r}: FromReady({ref.source!r})"
+        if self.start_order != "sequential":
+            raise ValueError(
+                f"{where} needs start_order='sequential': in parallel, no child starts "
+                "after another has announced its value"
+            )
+        head, *rest = ref.source.strip("/").split("/")
+        source: ChildSpec | Supervisor | None = next((s for s in earlier if s.name == head), None)
+        if source is None:
+            if any(s.name == head for s in self._specs):
+                raise ValueError(f"{where}: {head!r} starts after {spec.name!r}, not before it")
+            raise ValueError(f"{where}: supervisor {self.name!r} has no child named {head!r}")
+        for name in rest:
+            if not isinstance(source, Supervisor) or name not in source._spec_names():
+                raise ValueError(f"{where}: no child {ref.source!r} in the tree")
+            source = next(s for s in source._specs if s.name == name)
+        if isinstance(source, Supervisor):
+            raise TypeError(f"{where}: {ref.source!r} is a supervisor, which has no ready value")
+        if source.ready_timeout is None:
+            raise ValueError(
+                f"{where}: child {ref.source!r} needs a ready_timeout, so that {spec.name!r} "
+                "starts only once it has announced its value with child_context().ready(value)"
+            )
+
+    def _spec_names(self) -> list[str]:
+        return [s.name for s in self._specs]
+
+    def _grace(self) -> float | None:
+        """Seconds this supervisor, nested, needs to stop its children (see *shutdown*)."""
+        if self.shutdown is not None:
+            return self.shutdown
+        graces: list[float] = []
+        for spec in self._specs:
+            grace = spec.shutdown if isinstance(spec, ChildSpec) else spec._grace()
+            if grace is None:
+                return None  # a child that is granted for ever
+            graces.append(grace + self.kill_timeout)
+        if not graces:
+            return _NESTED_MARGIN
+        ordered = self.start_order == "sequential"
+        return (sum(graces) if ordered else max(graces)) + _NESTED_MARGIN
 
     def _reset(self) -> None:
         self._children: dict[str, _Child] = {s.name: _Child(s) for s in self._specs}
@@ -320,6 +426,9 @@ class Supervisor:
         self._starting = False
         self._stop_requested = False
         self._log_server: LogServer | None = None
+        self._last_sigint = -math.inf
+        self._signal_monitor: anyio.CancelScope | None = None
+        self._signal_monitor_done = anyio.Event()
 
     @staticmethod
     def _check_target(spec: ChildSpec) -> str | None:
@@ -375,8 +484,16 @@ class Supervisor:
         if self._entered:
             raise RuntimeError(f"supervisor {self.name!r} is already running")
         self._reset()
-        self._check_all()  # bad targets fail here, before any process starts
         self._entered = True
+        self._async_backend = _current_async_backend()
+        try:
+            # Bad targets fail here, before any process starts. Importing
+            # them runs their modules' code: not on the caller's loop, which
+            # an application embedding us needs for its own work.
+            await anyio.to_thread.run_sync(self._check_all)
+        except BaseException:
+            self._entered = False
+            raise
         self._tg: TaskGroup = anyio.create_task_group()
         await self._tg.__aenter__()
         # The body of ``async with`` runs in this scope: giving up or a signal
@@ -391,6 +508,8 @@ class Supervisor:
                 await self._prepare_backend()
             if self.handle_signals and threading.current_thread() is threading.main_thread():
                 await self._tg.start(self._monitor_signals)
+            else:
+                self._signal_monitor_done.set()
             if uses_backend:
                 await self._prepare_backend()
             if any(isinstance(s, ChildSpec) for s in self._specs):
@@ -416,6 +535,11 @@ class Supervisor:
     ) -> bool:
         with anyio.CancelScope(shield=True):
             await self._shutdown()
+            if self._signal_monitor is not None:
+                # The application's own handlers go back in before anything
+                # else can fail: a late signal must find them, not a default.
+                self._signal_monitor.cancel()
+                await self._signal_monitor_done.wait()
         for child in self._children.values():
             try:
                 child.retire()  # every child has stopped: what a backend kept of them goes
@@ -440,8 +564,9 @@ class Supervisor:
             # handed to it, anyio would wrap it in an exception group.
             await self._tg.__aexit__(None, None, None)
         finally:
-            self._events.publish("stopped")
-            self._events.close()
+            self._publish("stopped", None)
+            if not self._nested:
+                self._close_hubs()  # the root's end: every subscription in the tree ends
             self._entered = False
         # Our own cancellation of the body (giving up, a signal) becomes the
         # error; a cancellation from outside goes on as it is.
@@ -475,7 +600,12 @@ class Supervisor:
         After :meth:`stop`, returns the results of the children that had
         ended by then.
         """
+        return await self._run()
+
+    async def _run(self, on_started: Callable[[], None] | None = None) -> dict[str, Any]:
         async with self:
+            if on_started is not None:
+                on_started()
             await self._done.wait()
         return dict(self._results)
 
@@ -495,28 +625,98 @@ class Supervisor:
         if not self._starting:  # else __aenter__ cancels the body once it is done
             self._host_scope.cancel()
 
-    def events(self) -> MemoryObjectReceiveStream[Event]:
-        """An async iterator of lifecycle events from now until the supervisor stops.
+    def events(self, *, replay: bool = False) -> MemoryObjectReceiveStream[Event]:
+        """An async iterator of the lifecycle events of the whole tree below this supervisor.
+
+        Events of nested supervisors' children come too, each with its
+        :attr:`~gymnasiarch.Event.path`. A subscription lasts until this
+        supervisor stops (for a nested one: until the root stops, across
+        restarts of its group); subscribe before ``async with`` and nothing
+        is missed. With *replay*, the stream starts with one event per child
+        that says its current state (``ready`` for a running child,
+        ``started`` for one starting, ``exited`` for one that is not running),
+        so a subscriber that comes late still sees the whole tree.
 
         Each call gives an independent subscription; events are buffered, so
         a slow reader never slows the supervisor down.
         """
-        return self._events.subscribe()
+        first: list[Event] = []
+        if replay:
+            for info in self.walk():
+                kind = {"running": "ready", "starting": "started"}.get(info.state, "exited")
+                first.append(
+                    Event(
+                        kind,  # type: ignore[arg-type]
+                        child=info.name,
+                        path=info.path,
+                        pid=info.pid,
+                        restarts=info.restarts,
+                        value=info.ready_value,
+                        detail=f"replayed: {info.state}",
+                    )
+                )
+        return self._events.subscribe(first)
 
     def which_children(self) -> list[ChildInfo]:
-        """The children in start order with pid, state, restarts, last exit and uptime."""
+        """The direct children in start order, nested supervisors as one row each."""
         now = time.monotonic()
-        return [
-            ChildInfo(
-                c.name,
-                c.run.pid if c.run else None,
-                c.state,
-                c.restarts,
-                c.last_exit,
-                now - c.started_at if c.run else None,
+        rows = []
+        for c in self._children.values():
+            spec = c.spec
+            rows.append(
+                ChildInfo(
+                    c.name,
+                    c.run.pid if c.run else None,
+                    c.state,
+                    c.restarts,
+                    c.last_exit,
+                    now - c.started_at if c.run else None,
+                    path=self._prefix + c.name,
+                    ready_value=c.ready_value,
+                    placement=spec.placement if isinstance(spec, ChildSpec) else None,
+                    crashes=self._crashes.get(c.name, 0),
+                    nested=isinstance(spec, Supervisor),
+                )
             )
-            for c in self._children.values()
-        ]
+        return rows
+
+    def walk(self) -> Iterator[ChildInfo]:
+        """Every child of the tree, depth first in start order, nested ones with their paths.
+
+        A nested supervisor's row comes before its children's rows; paths
+        (``"agents/agent-1"``) are relative to this supervisor.
+        """
+        for row in self.which_children():
+            info = replace(row, path=row.path[len(self._prefix) :])
+            yield info
+            spec = self._children[info.name].spec
+            if isinstance(spec, Supervisor):
+                for inner in spec.walk():
+                    yield replace(inner, path=f"{info.path}/{inner.path}")
+
+    @property
+    def children(self) -> list[ChildSpec | Supervisor]:
+        """The specs of the direct children, in start order (a copy)."""
+        return list(self._specs)
+
+    # -- events -----------------------------------------------------------------
+
+    def _publish(self, kind: EventKind, child: _Child | None, **fields: Any) -> None:
+        """Publish to this supervisor's subscribers and to every ancestor's."""
+        if child is not None:
+            fields.setdefault("restarts", child.restarts)
+            event = Event(kind, child=child.name, path=self._prefix + child.name, **fields)
+        else:
+            event = Event(kind, path=self._prefix.rstrip("/") or None, **fields)
+        self._events.deliver(event)
+        for hub in self._upstream:
+            hub.deliver(event)
+
+    def _close_hubs(self) -> None:
+        self._events.close()
+        for spec in self._specs:
+            if isinstance(spec, Supervisor):
+                spec._close_hubs()
 
     # -- starting ---------------------------------------------------------------
 
@@ -557,19 +757,21 @@ class Supervisor:
                 spec.backend = self.backend  # a subtree runs where its parent does
             return _NestedRun(spec)
         seed = None if self.seed is None else derive_seed(self.seed, spec.name)
-        ticket = (await self._ensure_log_server()).admit(spec.name)
+        args, kwargs = self._substitute_ready_values(spec)
+        # Records are tagged with the child's path: agent-1 of two groups differ.
+        ticket = (await self._ensure_log_server()).admit(self._prefix + spec.name)
         runtime_config = self.runtime_config.to_dict()
-        runtime_config[LOG_CONFIG_KEY] = ticket.client_config(
-            level=logging.getLogger().getEffectiveLevel()
-        )
+        # No level: the child follows the parent's per-logger levels, and their pushes.
+        runtime_config[LOG_CONFIG_KEY] = ticket.client_config()
         launch = Launch(
             name=spec.name,
             target=spec.target,
-            args=tuple(spec.args),
-            kwargs=dict(spec.kwargs or {}),
+            args=args,
+            kwargs=kwargs,
             runtime_config=runtime_config,
             seed=seed,
             restarts=child.restarts,
+            async_backend=spec.async_backend or self._async_backend,
         )
         previous = child.last_run
         return await self.backend.start(
@@ -579,6 +781,27 @@ class Supervisor:
             placement=spec.placement,
             previous=None if isinstance(previous, _NestedRun) else previous,
         )
+
+    def _substitute_ready_values(self, spec: ChildSpec) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """*spec*'s arguments with each FromReady replaced by its source's ready value."""
+
+        def lookup(ref: FromReady) -> Any:
+            _, source = self._find(ref.source)
+            if not source.was_ready:
+                raise InitializationFailedError(
+                    f"child {spec.name!r} needs the ready value of {ref.source!r}, "
+                    "which has not called child_context().ready(value) yet"
+                )
+            return source.ready_value
+
+        try:
+            args = substitute(tuple(spec.args), lookup)
+            kwargs = substitute(dict(spec.kwargs or {}), lookup)
+        except (KeyError, IndexError, TypeError) as error:  # FromReady's key
+            raise InitializationFailedError(
+                f"child {spec.name!r}: a FromReady key does not fit its ready value: {error!r}"
+            ) from error
+        return args, kwargs
 
     async def _ensure_log_server(self) -> LogServer:
         if self._log_server is None:
@@ -605,10 +828,17 @@ class Supervisor:
             return
         child.run, child.last_run = run, run
         child.state, child.started_at = "starting", time.monotonic()
-        self._events.publish("started", child=child.name, pid=run.pid, restarts=child.restarts)
-        await self._tg.start(self._watch, child, run)
-        timeout = child.spec.ready_timeout if isinstance(child.spec, ChildSpec) else None
-        awaited = run.ready if timeout is not None else run.started
+        child.was_ready, child.ready_value = False, None
+        self._publish("started", child, pid=run.pid)
+        # Not ``_tg.start``: a stop that cancels us while it waits would have
+        # anyio cancel the new task too, and a run nobody watches never ends
+        # (its exit unheard, its shutdown waits for ever). The watcher shields
+        # itself from its first line, so it cannot be cancelled once started.
+        self._tg.start_soon(self._watch, child, run)
+        nested = isinstance(child.spec, Supervisor)
+        timeout = None if nested else child.spec.ready_timeout  # type: ignore[union-attr]
+        # A nested supervisor is ready once its own children have started.
+        awaited = run.ready if timeout is not None or nested else run.started
         with anyio.move_on_after(math.inf if timeout is None else timeout):
             # stop() ends a wait that may be long (a child on a cluster
             # waits for a node with room).
@@ -638,7 +868,8 @@ class Supervisor:
             return
         if child.run is run and child.state == "starting":
             child.state = "running"
-        self._events.publish("ready", child=child.name, pid=run.pid, restarts=child.restarts)
+        child.was_ready, child.ready_value = True, run.ready_value
+        self._publish("ready", child, pid=run.pid, value=run.ready_value)
 
     # -- watching and deciding --------------------------------------------------
 
@@ -652,20 +883,22 @@ class Supervisor:
         if child.run is run:
             child.run, child.last_exit = None, status
             child.state = "exited"
-        self._events.publish(
+        requested = run.stop_requested or self._shutting_down
+        self._publish(
             "exited",
-            child=child.name,
+            child,
             pid=run.pid,
-            restarts=child.restarts,
             exitcode=status.exitcode,
             signum=status.signum,
             detail=status.describe(),
+            requested=requested,
         )
-        if run.stop_requested or self._shutting_down:
-            # No decision to make, but a child that finished its work as the
-            # tree stopped (a significant sibling ended, say) still has a result.
-            if status.normal:
-                self._results[child.name] = status.result
+        if status.normal:
+            # Recorded now, whatever follows: a child that finished its work
+            # as the tree stopped (a significant sibling ended, a stop() came
+            # before its exit was judged) still has a result.
+            self._results[child.name] = status.result
+        if requested:
             return
         self._pending_exits += 1
         try:
@@ -678,12 +911,19 @@ class Supervisor:
     async def _judge_exit(self, child: _Child, status: ExitStatus, ran_for: float) -> None:
         if self._shutting_down or child.run is not None:
             return
+        if status.result_error is not None:
+            # The target did its work; only its answer could not travel.
+            # Running it again would do the work again (train the model
+            # again) and fail the same way: stop the tree and say why.
+            child.retire()
+            self._publish("gave_up", child, detail=str(status.result_error))
+            self._fail(status.result_error)
+            return
         normal = status.normal
-        if normal:
-            self._results[child.name] = status.result
-        else:
+        if not normal:
             self._results.pop(child.name, None)
-            logger.warning("child %r %s", child.name, status.describe())
+            self._crashes[child.name] = self._crashes.get(child.name, 0) + 1
+            logger.warning("child %r %s", self._prefix + child.name, status.describe())
         if not (child.restart == "permanent" or (child.restart == "transient" and not normal)):
             child.retire()
             if child.significant:
@@ -720,7 +960,8 @@ class Supervisor:
     async def _restart(self, child: _Child, ran_for: float) -> None:
         group = self._restart_group(child)
         siblings = [c for c in group if c is not child]
-        await self._stop_children(reversed(siblings))
+        why = f"{self.strategy}: {child.name!r} exited"
+        await self._stop_children(reversed(siblings), why=why)
         for sibling in siblings:
             if sibling.restart == "temporary":
                 sibling.retire()  # stopped for good
@@ -734,12 +975,7 @@ class Supervisor:
         for member in group:
             member.restarts += 1
             member.state = "restarting"
-            self._events.publish(
-                "restarting",
-                child=member.name,
-                restarts=member.restarts,
-                detail=f"after {delay:.3f} s" if delay else "now",
-            )
+            self._publish("restarting", member, detail=f"after {delay:.3f} s" if delay else "now")
         if delay:
             await anyio.sleep(delay)
         for member in group:
@@ -752,7 +988,7 @@ class Supervisor:
     ) -> None:
         error = PrematureTaskDeathError(
             f"supervisor {self.name!r} gave up: {why}; last: {status.describe()}",
-            child=child.name,
+            child=self._prefix + child.name,
             pid=status.pid,
             exitcode=status.exitcode,
             signum=status.signum,
@@ -761,7 +997,8 @@ class Supervisor:
             output=status.output,
         )
         error.__cause__ = cause or status.error
-        self._events.publish("gave_up", child=child.name, restarts=child.restarts, detail=why)
+        where = f"supervisor {self._prefix.rstrip('/') or self.name!r} gave up"
+        self._publish("gave_up", child, detail=f"{where}: {why}")
         self._fail(error)
 
     def _fail(self, error: GymnasiarchError) -> None:
@@ -779,27 +1016,47 @@ class Supervisor:
     async def _monitor_signals(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        with anyio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
-            task_status.started()
-            async for signum in signals:
-                if self._shutting_down or self._error is not None:
-                    if signum == signal.SIGINT:
-                        logger.warning("second SIGINT: killing the remaining children now")
-                        self._kill_now()
-                    continue
-                logger.warning("received %s: shutting down", signal.Signals(signum).name)
-                self._fail(
-                    SignalInterruptError(
-                        f"supervisor {self.name!r} stopped on {signal.Signals(signum).name}",
-                        signum=int(signum),
-                    )
-                )
+        try:
+            with (
+                anyio.CancelScope() as self._signal_monitor,
+                SignalCatcher(_SHUTDOWN_SIGNALS) as caught,
+            ):
+                task_status.started()
+                async for signum in caught.received():
+                    self._on_signal(signum)
+        finally:  # the application's handlers are back
+            self._signal_monitor_done.set()
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        now = time.monotonic()
+        if signum == signal.SIGINT:
+            # A wrapper (``timeout --foreground``, a shell script) may pass on
+            # the terminal's Ctrl-C that reached us too: one press, two
+            # SIGINTs a few ms apart. Only a later one means "kill now".
+            repeat = now - self._last_sigint < _SAME_PRESS
+            self._last_sigint = now
+            if repeat:
+                return
+        if self._shutting_down or self._error is not None:
+            if signum == signal.SIGINT:
+                logger.warning("second SIGINT: killing the remaining children now")
+                self._kill_now()
+            return
+        logger.warning("received %s: shutting down", name)
+        self._fail(
+            SignalInterruptError(f"supervisor {self.name!r} stopped on {name}", signum=int(signum))
+        )
 
     def _kill_now(self) -> None:
-        """Skip the remaining grace periods: SIGKILL what is still running."""
+        """Skip the remaining grace periods: SIGKILL everything of this tree still running."""
         self._kill_immediately = True
         for scope in self._grace_scopes:
             scope.cancel()
+        for child in self._children.values():
+            if child.run is not None:
+                child.run.stop_requested = True
+                child.run.kill()  # a nested supervisor's kills its whole subtree
 
     # -- stopping ---------------------------------------------------------------
 
@@ -810,20 +1067,48 @@ class Supervisor:
             await self._shut_down.wait()
             return
         self._shutting_down = True
-        self._events.publish("shutting_down")
+        self._publish("shutting_down", None)
         try:
-            await self._stop_children(reversed(list(self._children.values())))
+            await self._stop_children(reversed(list(self._children.values())), why="shutdown")
         finally:
             self._shut_down.set()
         self._done.set()
 
-    async def _stop_children(self, children: Iterable[_Child]) -> None:
-        """Stop *children*: signals go out in the given order, the waits run concurrently."""
+    async def _stop_children(self, children: Iterable[_Child], *, why: str) -> None:
+        """Stop *children*, given in the order in which they are to be stopped.
+
+        A tree that starts its children in sequence stops them one at a
+        time, each asked only once the one before it has exited, because a
+        child started later may depend on an earlier one (an agent on its
+        environment), as OTP does. A tree started in parallel declares no
+        order: its children are stopped at once. Either way each child has
+        its own grace before SIGKILL; a second Ctrl-C (:meth:`_kill_now`)
+        kills everything that is left at once.
+        """
         runs = [(c, c.run) for c in children if c.run is not None]
         zombies: dict[str, int] = {}
+        if self.start_order == "sequential":
+            for index, (child, run) in enumerate(runs):
+                if self._kill_immediately:  # what is left goes at once
+                    await self._stop_runs(runs[index:], why, zombies)
+                    break
+                await self._stop_runs([(child, run)], why, zombies)
+        else:
+            await self._stop_runs(runs, why, zombies)
+        if zombies:
+            error = DeadChildrenRisingAsZombiesError(
+                f"supervisor {self.name!r}: children still alive after SIGKILL", zombies=zombies
+            )
+            self._zombie_error = self._zombie_error or error
+
+    async def _stop_runs(
+        self, runs: list[tuple[_Child, _Run]], why: str, zombies: dict[str, int]
+    ) -> None:
+        """Ask each of *runs* to stop, then wait for them all (grace, SIGKILL, zombie bound)."""
         for child, run in runs:
             run.stop_requested = True
             child.state = "stopping"
+            self._publish("stopping", child, pid=run.pid, detail=why)
             if child.shutdown == 0 or self._kill_immediately:
                 run.kill()
             else:
@@ -833,11 +1118,6 @@ class Supervisor:
                 group.start_soon(self._await_stop, child, run, zombies)
         for child, _ in runs:
             child.state = "terminated"
-        if zombies:
-            error = DeadChildrenRisingAsZombiesError(
-                f"supervisor {self.name!r}: children still alive after SIGKILL", zombies=zombies
-            )
-            self._zombie_error = self._zombie_error or error
 
     async def _await_stop(self, child: _Child, run: _Run, zombies: dict[str, int]) -> None:
         grace = child.shutdown
@@ -883,20 +1163,48 @@ class Supervisor:
         except KeyError:
             raise KeyError(f"supervisor {self.name!r} has no child named {name!r}") from None
 
+    def _owner(self, path: str) -> tuple[Supervisor, str]:
+        """The supervisor that owns the child at *path* (``group/child``), and its name."""
+        *groups, name = path.strip("/").split("/")
+        owner: Supervisor = self
+        for group in groups:
+            spec = owner._get(group).spec
+            if not isinstance(spec, Supervisor):
+                raise KeyError(f"{group!r} in {path!r} is a child, not a nested supervisor")
+            owner = spec
+        return owner, name
+
+    def _find(self, path: str) -> tuple[Supervisor, _Child]:
+        owner, name = self._owner(path)
+        return owner, owner._get(name)
+
     def _require_running(self) -> None:
         if not self._entered or self._shutting_down:
             raise RuntimeError(f"supervisor {self.name!r} is not running")
 
-    async def start_child(self, spec: ChildSpec | Supervisor) -> None:
+    async def start_child(self, spec: ChildSpec | Supervisor, *, under: str | None = None) -> None:
         """Add a child to the running tree and start it (after the others).
+
+        Args:
+            spec: The child to add.
+            under: The path of the nested supervisor to add it to
+                (``"agents"``); by default this supervisor.
 
         Raises:
             ValueError: The name is taken.
+            KeyError: *under* names no nested supervisor.
+            RuntimeError: The supervisor (or the one *under* names) is not running.
             InitializationFailedError: The child could not be started.
         """
+        if under is not None:
+            owner, _ = self._owner(f"{under.strip('/')}/-")
+            await owner.start_child(spec)
+            return
         self._require_running()
         if isinstance(spec, ChildSpec):
-            self._check_and_preload(spec)
+            await anyio.to_thread.run_sync(self._check_and_preload, spec)
+            for ref in (*references(spec.args), *references(spec.kwargs or {})):
+                self._check_reference(spec, ref, list(self._specs))
         self._add_spec(spec)
         if isinstance(spec, ChildSpec):
             await self._prepare_backend()  # the tree may have had only subtrees so far
@@ -905,7 +1213,7 @@ class Supervisor:
             try:
                 await self._start(child, initial=True)
             except BaseException:  # leave no half-started child behind, then re-raise
-                await self._stop_children([child])
+                await self._stop_children([child], why="failed to start")
                 child.retire()
                 del self._children[spec.name]
                 self._specs.remove(spec)
@@ -914,27 +1222,46 @@ class Supervisor:
     async def terminate_child(self, name: str) -> None:
         """Stop a child on purpose; it stays stopped until :meth:`restart_child`.
 
+        *name* is a child's name or its path in the tree (``"agents/agent-1"``).
         A stop asked for never counts as a crash.
         """
-        self._require_running()
-        child = self._get(name)
-        async with self._lock:
-            await self._stop_children([child])
+        owner, child = self._find(name)
+        owner._require_running()
+        async with owner._lock:
+            await owner._stop_children([child], why="terminate_child")
             child.retire()
-        self._check_done()
+        owner._check_done()
 
     async def restart_child(self, name: str) -> None:
-        """Stop a child (if it runs) and start it again; not counted as a crash."""
-        self._require_running()
-        child = self._get(name)
-        async with self._lock:
-            await self._stop_children([child])
+        """Stop a child (if it runs) and start it again; not counted as a crash.
+
+        *name* is a child's name or its path in the tree (``"agents/agent-1"``).
+        """
+        owner, child = self._find(name)
+        owner._require_running()
+        async with owner._lock:
+            await owner._stop_children([child], why="restart_child")
             child.restarts += 1
-            self._events.publish("restarting", child=name, restarts=child.restarts, detail="asked")
-            await self._start(child, initial=False)
+            owner._publish("restarting", child, detail="asked")
+            await owner._start(child, initial=False)
 
 
 _PATIENCE = 1.0  # seconds of a silent wait for a child to stop, before saying so
+_SAME_PRESS = 0.5  # seconds within which a second SIGINT is the same Ctrl-C
+_NESTED_MARGIN = 1.0  # seconds a nested supervisor is granted beyond its children's graces
+
+
+def _current_async_backend() -> str:
+    """The anyio backend running the current task: ``"trio"`` or ``"asyncio"``."""
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:
+            pass  # imported, but not what runs us
+        else:
+            return "trio"
+    return "asyncio"
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -14,9 +14,16 @@ never turned into objects other than plain data.
 The conversation, server first::
 
     server: {"t": "challenge", "nonce": <hex>}
-    client: {"t": "hello", "ticket": <id>, "mac": <hex>}
+    client: {"t": "hello", "ticket": <id>, "mac": <hex>, "levels": true}
     client: {"t": "records", "s": <n>, "r": [<record>, ...]}   (any number)
+    server: {"t": "levels", "disable": <n>, "levels": {...}, "off": [...]}   (any number)
     client: {"t": "bye"}
+
+A client whose hello says ``"levels": true`` follows the parent's logging
+configuration: the server sends it a ``levels`` message (see
+:mod:`gymnasiarch._loglevels`) whenever the parent pushes a change, at any
+time after the hello, and the client gives its loggers those levels. To
+any other client the server sends nothing after the challenge.
 
 ``s`` (optional) is the sequence number of the frame's first record on this
 connection, counting from 0: the server warns of a gap (records lost on the
@@ -40,7 +47,7 @@ import json
 import secrets
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 try:
@@ -162,10 +169,12 @@ def connect(
     *,
     timeout: float,
     on_connect: Callable[[], None] | None = None,
+    hello: Mapping[str, Any] | None = None,
 ) -> socket.socket:
     """Connect to a server (a Unix path or ``[host, port]``) and answer its challenge.
 
     *on_connect* runs once the handshake is sent, before anything else is.
+    *hello* adds fields to the hello (``{"levels": True}``, say).
     The returned socket is blocking, without a timeout.
 
     Raises:
@@ -189,7 +198,7 @@ def connect(
         if challenge["t"] != "challenge" or not isinstance(nonce, str):
             raise WireError("the server did not send a challenge")  # noqa: TRY301
         mac = answer(key, nonce)
-        sock.sendall(encode({"t": "hello", "ticket": ticket, "mac": mac}))
+        sock.sendall(encode({**(hello or {}), "t": "hello", "ticket": ticket, "mac": mac}))
         sock.settimeout(None)
         if on_connect is not None:  # only now will the server hear us to the end
             on_connect()

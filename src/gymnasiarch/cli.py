@@ -108,14 +108,9 @@ def _check(tree: str) -> int:
         supervisor = load_tree(tree, resolve=True)
     except TreeFileError as error:
         return _fail(str(error), EXIT_BAD_INPUT)
-    count = len(list(_leaves(supervisor)))
+    count = sum(1 for info in supervisor.walk() if not info.nested)
     print(f"{tree}: ok ({count} children)")
     return EXIT_OK
-
-
-def _leaves(supervisor: Any) -> Any:
-    for _, sup in _supervisors(supervisor):
-        yield from (spec for spec in sup._specs if not hasattr(spec, "_specs"))
 
 
 def _run(tree: str, log_format: str, log_level: str, control: Path | None) -> int:
@@ -153,7 +148,7 @@ def _control_command(options: argparse.Namespace) -> int:
 
 
 def _status_table(children: list[dict[str, Any]]) -> None:
-    rows = [("child", "pid", "state", "uptime", "restarts", "last exit")]
+    rows = [("child", "pid", "state", "uptime", "restarts", "crashes", "last exit")]
     for child in children:
         uptime = child.get("uptime")
         rows.append(
@@ -163,6 +158,7 @@ def _status_table(children: list[dict[str, Any]]) -> None:
                 str(child.get("state")),
                 _duration(uptime) if isinstance(uptime, int | float) else "-",
                 str(child.get("restarts")),
+                str(child.get("crashes", "-")),
                 str(child.get("last_exit") or "-"),
             )
         )
@@ -215,6 +211,9 @@ class _Session:
         self.results: dict[str, Any] = {}
         self.failure: GymnasiarchError | None = None
         self.refused: str | None = None
+        # Each nested supervisor that gave up during the run: its parent may
+        # have restarted it, so the run's end need not show it.
+        self.groups_gave_up: list[str] = []
         self._control_scope: anyio.CancelScope | None = None
 
     async def supervise(self) -> None:
@@ -228,9 +227,10 @@ class _Session:
                     except (ControlError, OSError) as error:
                         self.refused = f"control socket: {error}"
                         return
-                for prefix, sup in _supervisors(self.supervisor):
-                    events = subscriptions.enter_context(sup.events())
-                    group.start_soon(self._follow, prefix, events)  # ends when sup stops
+                # The root's stream carries the whole tree's events, each
+                # with its child's path; it ends when the root stops.
+                events = subscriptions.enter_context(self.supervisor.events())
+                group.start_soon(self._follow, events)
                 try:
                     self.results.update(await self.supervisor.run())
                 except GymnasiarchError as error:
@@ -246,14 +246,17 @@ class _Session:
         with anyio.CancelScope() as self._control_scope:
             await ControlServer(self.supervisor, self.control).serve(task_status=task_status)
 
-    async def _follow(self, prefix: str, events: Any) -> None:
+    async def _follow(self, events: Any) -> None:
         from gymnasiarch._control import status_rows  # noqa: PLC0415 - fast --help
 
         async for event in events:
-            name = prefix + event.child if event.child else None
+            name = event.path if event.child else None
             if event.kind == "exited" and name:
                 self.exits[name] += 1
-            _log_event(event, name, prefix.rstrip("/") or None)
+            if event.kind == "gave_up" and name and "/" in name:
+                self.groups_gave_up.append(event.detail)
+            group = name.rpartition("/")[0] if name else event.path
+            _log_event(event, name, group or None)
             if self.live is not None:
                 self.live.update(status_rows(self.supervisor))
 
@@ -281,6 +284,8 @@ def _supervise(
     problem = session.failure
     out = sys.stdout if problem is None else sys.stderr
     _summary(supervisor, session.exits, session.results, out)
+    for why in session.groups_gave_up:
+        print(f"gymnasiarch: {why}", file=out)
     if problem is None:
         return EXIT_OK
     if isinstance(problem, SignalInterruptError):
@@ -300,40 +305,31 @@ def _log_event(event: Any, child: str | None, supervisor: str | None) -> None:
     level = (
         logging.WARNING if event.kind in ("gave_up", "exited") and event.detail else logging.INFO
     )
-    if event.kind == "exited" and event.exitcode == 0:
-        level = logging.INFO
+    if event.kind == "exited" and (event.exitcode == 0 or event.requested):
+        level = logging.INFO  # a child the supervisor stopped on purpose: no alarm
     logger.log(level, event.kind, extra={k: v for k, v in fields.items() if v is not None})
-
-
-def _supervisors(supervisor: Any, prefix: str = "") -> Any:
-    """The tree's supervisors, each with the path prefix of its children's names."""
-    yield prefix, supervisor
-    for spec in supervisor._specs:
-        if hasattr(spec, "_specs"):
-            yield from _supervisors(spec, f"{prefix}{spec.name}/")
 
 
 def _summary(supervisor: Any, exits: Counter[str], results: dict[str, Any], out: TextIO) -> None:
     """A table of every child in the tree: restarts, exits, last exit, result."""
-    rows = [("child", "restarts", "exits", "last exit", "result")]
-
-    def add(sup: Any, prefix: str, results: Any) -> None:
-        nested = {s.name: s for s in sup._specs if hasattr(s, "_specs")}
-        for info in sup.which_children():
-            name = prefix + info.name
-            last = info.last_exit.describe() if info.last_exit is not None else "-"
-            if info.name in nested:
-                rows.append((name, str(info.restarts), str(exits[name]), last, "(supervisor)"))
-                inner = results.get(info.name) if isinstance(results, dict) else None
-                add(nested[info.name], f"{name}/", inner or {})
-                continue
-            result = repr(results[info.name]) if info.name in results else "-"
-            if len(result) > 60:
-                result = result[:57] + "..."
-            rows.append((name, str(info.restarts), str(exits[name]), last, result))
-
-    add(supervisor, "", results)
+    rows = [("child", "restarts", "crashes", "exits", "last exit", "result")]
+    for info in supervisor.walk():
+        last = info.last_exit.describe() if info.last_exit is not None else "-"
+        counts = (str(info.restarts), str(info.crashes), str(exits[info.path]), last)
+        if info.nested:
+            rows.append((info.path, *counts, "(supervisor)"))
+            continue
+        found: Any = results
+        for part in info.path.split("/"):  # a nested group's result is its children's dict
+            found = found.get(part, _NO_RESULT) if isinstance(found, dict) else _NO_RESULT
+        result = "-" if found is _NO_RESULT else repr(found)
+        if len(result) > 60:
+            result = result[:57] + "..."
+        rows.append((info.path, *counts, result))
     _print_table(rows, out)
+
+
+_NO_RESULT = object()
 
 
 def _print_table(rows: Sequence[tuple[str, ...]], out: TextIO) -> None:

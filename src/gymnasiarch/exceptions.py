@@ -12,7 +12,8 @@ The hierarchy::
     │   ├── PrematureTaskDeathError        a child died and the supervisor gave up
     │   ├── DeadChildrenRisingAsZombiesError  children survived shutdown or SIGKILL
     │   ├── SignalInterruptError           SIGINT/SIGTERM/SIGHUP stopped the tree
-    │   └── TasksNotFinishedError          tasks outlived their stop deadline
+    │   ├── TasksNotFinishedError          tasks outlived their stop deadline
+    │   └── ResultNotSentError             a child's return value could not be sent back
     ├── InitializationFailedError         a child could not be constructed or started
     ├── ExperimentSetupFailedError
     ├── ExperimentAlreadyRunningError
@@ -66,6 +67,7 @@ __all__ = [
     "PrematureTaskDeathError",
     "ReplyIsNoneError",
     "RequestIsNoneError",
+    "ResultNotSentError",
     "SignalInterruptError",
     "SimControllerFailedError",
     "SimulationSetupError",
@@ -356,3 +358,50 @@ class SimulationSetupError(GymnasiarchError, RuntimeError):
 
     def __str__(self) -> str:
         return f"Simulation setup of run {self.experiment_run_id} failed: {self.message}"
+
+
+class ResultNotSentError(SupervisionError):
+    """Raised when a child's target returned a value that could not be sent back.
+
+    The target ran to its end, but what it returned does not pickle (it
+    holds a lock, a socket, an open file, a local function, ...), so the
+    supervisor cannot have it. This is not a crash: running the target again
+    would return the same kind of value again (a training run that returns
+    its model would train once more for nothing), so the child is not
+    restarted, and the supervisor raises this error after an orderly
+    shutdown. Return plain data instead (the model's weights, a path to
+    where it was saved).
+
+    Attributes:
+        type_name: The type of the object pickle failed on, e.g.
+            ``"_thread.lock"``: a part of the value, or the value itself.
+        result_type: The type of the value the target returned.
+        reason: What pickle said.
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        type_name: str | None = None,
+        result_type: str | None = None,
+        reason: str | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(*args, **fields)
+        self.type_name = type_name
+        self.result_type = result_type
+        self.reason = reason
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            **super()._fields(),
+            "type_name": self.type_name,
+            "result_type": self.result_type,
+            "reason": self.reason,
+        }
+
+    def _details(self) -> list[str]:
+        details = super()._details()
+        if self.type_name is not None:
+            details.append(f"cannot pickle {self.type_name}")
+        return details

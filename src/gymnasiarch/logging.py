@@ -7,6 +7,12 @@ field. On a terminal the output is structlog's colourful console format;
 otherwise one JSON object per line, for machines. Control characters in
 what a child sent cannot forge a line on the console: they are escaped, and
 the lines of a traceback are indented.
+
+Children filter their records by the parent's levels, logger by logger, so
+that what the parent would drop is not even sent. Python's logging has no
+hook for a change of level: after changing levels while children run, call
+:func:`update_child_levels`, or change a level with :func:`set_level`,
+which does both.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from typing import IO, Any, Literal
 
 import structlog
 
-__all__ = ["configure"]
+from gymnasiarch.logserver import push_levels
+
+__all__ = ["configure", "set_level", "update_child_levels"]
 
 Renderer = Literal["auto", "console", "json"]
 
@@ -135,3 +143,37 @@ def configure(
         cache_logger_on_first_use=True,
     )
     return handler
+
+
+def update_child_levels() -> None:
+    """Send the parent's current logging configuration to every running child.
+
+    Call it after changing a level (``logger.setLevel``), a handler's level,
+    ``logging.disable`` or a logger's ``disabled`` while children run:
+    stdlib logging tells nobody of such a change. Every log server of this
+    process (each supervisor runs one) sends the new levels to each child
+    connected to it; the children apply them within milliseconds, without
+    a restart, and send from then on what the parent now handles.
+
+    Returns at once; safe from any thread and from a signal handler.
+    """
+    push_levels()
+
+
+def set_level(logger: str | logging.Logger | None, level: int | str) -> None:
+    """Set a logger's level, in this process and in every running child.
+
+    ``set_level("sim", "DEBUG")`` is ``logging.getLogger("sim").setLevel("DEBUG")``
+    followed by :func:`update_child_levels`.
+
+    Args:
+        logger: A logger, or its name (``None`` or ``""``: the root logger).
+        level: A level, as a number or a name (``"DEBUG"``).
+
+    Raises:
+        ValueError: An unknown level name.
+        TypeError: A level that is neither a number nor a name.
+    """
+    target = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger or None)
+    target.setLevel(level)
+    update_child_levels()

@@ -26,11 +26,13 @@ record logged right before the end is never lost.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -48,17 +50,36 @@ from gymnasiarch import _wire
 from gymnasiarch._channel import (
     FrameReceiver,
     accept_forever,
-    authenticate,
+    authenticate_hello,
     describe_peer,
     read_message,
 )
 from gymnasiarch._logclient import LOG_CONFIG_KEY, LogClientHandler
+from gymnasiarch._loglevels import Configured
 from gymnasiarch._logwire import LoggerCache, make_record, reinject
 from gymnasiarch._wire import WireError
 
-__all__ = ["LOG_CONFIG_KEY", "LogClientHandler", "LogServer", "LogTicket"]
+__all__ = ["LOG_CONFIG_KEY", "LogClientHandler", "LogServer", "LogTicket", "push_levels"]
 
 logger = logging.getLogger("gymnasiarch.logserver")
+
+# Every server that serves now, for push_levels(); from any thread.
+_serving: set[LogServer] = set()
+_serving_lock = threading.Lock()
+
+
+def push_levels() -> None:
+    """Send this process's logging configuration to the children of every log server.
+
+    What :meth:`LogServer.push_levels` does, for each server that serves now
+    (each supervisor's own, and any other). Safe to call from any thread,
+    and from a signal handler.
+    """
+    with _serving_lock:
+        servers = list(_serving)
+    for server in servers:
+        server.push_levels()
+
 
 _UNIX_PATH_ROOM = 90  # bytes of directory that leave room for "/log.sock" in sun_path
 
@@ -82,20 +103,33 @@ class LogTicket:
         self.server = server
         self.connected = False
         self.finished = anyio.Event()
+        self._generation = server._generation  # of the levels the client was given
 
     def client_config(self, level: int | None = None) -> dict[str, Any]:
         """Plain data a :class:`LogClientHandler` connects with (keep it private).
 
+        Without *level*, the client follows this process's logging
+        configuration: it is given the levels of the parent's loggers as
+        they are now (see :mod:`gymnasiarch._loglevels`), so that it sends
+        every record the parent would hand to a handler and no other, and it
+        applies what :meth:`LogServer.push_levels` sends later. A
+        supervisor's children are configured so.
+
         Args:
-            level: The level the client's root logger is set to, if any.
+            level: Set the client's root logger to this level instead, and
+                follow nothing (the seed's form).
         """
-        return {
+        config: dict[str, Any] = {
             "address": self.server.client_address,
             "ticket": self.id,
             "key": self._key.hex(),
             "level": level,
             "msgpack": self.server._reads_msgpack,
         }
+        if level is None:
+            self._generation = self.server._generation
+            config["levels"] = Configured.now().for_child(self.name)
+        return config
 
     def revoke(self) -> None:
         """Refuse any further connection with this ticket."""
@@ -147,6 +181,14 @@ class LogServer:
         self._accepting: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
         self._task_group: TaskGroup | None = None
+        self._connections: TaskGroup | None = None
+        # Level pushes: push_levels() (any thread) writes a byte to a pipe,
+        # whose reader task counts a new generation and wakes the followers.
+        self._generation = 0
+        self._levels_changed: anyio.Event | None = None
+        self._configured: tuple[int, Configured] | None = None  # of a generation
+        self._wake: int | None = None  # the pipe's write end
+        self._wake_lock = threading.RLock()  # re-entrant: a signal handler may push
 
     @classmethod
     def unix(cls, **options: float) -> LogServer:
@@ -174,6 +216,26 @@ class LogServer:
         ticket = LogTicket(self, name)
         self._tickets[ticket.id] = ticket
         return ticket
+
+    def push_levels(self) -> None:
+        """Send this process's logging configuration to every connected child that follows it.
+
+        Python's logging has no hook for a change of level: call this after
+        changing levels, handlers, ``logging.disable`` or ``disabled`` while
+        children run (:func:`gymnasiarch.logging.set_level` does both), and
+        each child's loggers take the new levels within milliseconds, without
+        a restart. A child started later gets the configuration of its start.
+        Children follow it when their ticket's :meth:`LogTicket.client_config`
+        was made without a level, as a supervisor's are.
+
+        Returns at once, from any thread (and from a signal handler): the
+        server's own task sends the levels. Does nothing while the server
+        does not serve.
+        """
+        with self._wake_lock:
+            if self._wake is not None:
+                with contextlib.suppress(BlockingIOError):  # full: a push is pending anyway
+                    os.write(self._wake, b"\0")
 
     # -- running --------------------------------------------------------------
 
@@ -213,22 +275,56 @@ class LogServer:
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until :meth:`stop` or cancellation."""
         self._stopped = anyio.Event()
+        wake_read = -1
         try:
             listener = await self._listen()
+            wake_read, self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._levels_changed = anyio.Event()
+            with _serving_lock:
+                _serving.add(self)
             async with anyio.create_task_group() as connections:
+                self._connections = connections
                 try:
                     with anyio.CancelScope() as self._accepting:
                         task_status.started()
-                        what = "log server"
-                        await accept_forever(listener, self._serve_connection, connections, what)
+                        handle = self._serve_connection
+                        async with anyio.create_task_group() as serving:
+                            serving.start_soon(self._count_pushes, wake_read)
+                            await accept_forever(listener, handle, connections, "log server")
                 finally:
                     with anyio.CancelScope(shield=True):
                         await listener.aclose()
                 # Stopped: give open connections a moment to say goodbye.
                 connections.cancel_scope.deadline = anyio.current_time() + self.drain_timeout
         finally:
+            with _serving_lock:
+                _serving.discard(self)
+            with self._wake_lock:
+                if self._wake is not None:
+                    wake_write, self._wake = self._wake, None
+                    os.close(wake_write)
+            if wake_read >= 0:
+                os.close(wake_read)
+            self._connections = None
             self._remove_socket_dir()
             self._stopped.set()
+
+    async def _count_pushes(self, wake_read: int) -> None:
+        """Each push_levels() (a byte on the pipe) is a new generation of levels."""
+        while True:
+            await anyio.wait_readable(wake_read)
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_read, 4096)  # pushes made meanwhile are one
+            self._generation += 1
+            changed, self._levels_changed = self._levels_changed, anyio.Event()
+            if changed is not None:
+                changed.set()
+
+    def _levels_for(self, child: str) -> dict[str, Any]:
+        """The current generation's levels for *child*: the loggers looked at once a push."""
+        if self._configured is None or self._configured[0] != self._generation:
+            self._configured = (self._generation, Configured.now())
+        return self._configured[1].for_child(child)
 
     async def _listen(self) -> Listener[Any]:
         if self._unix_path is not None:
@@ -263,7 +359,7 @@ class LogServer:
                 logger.exception("log connection from %s closed: handling it failed", peer)
 
     async def _converse(self, stream: ByteStream) -> None:
-        ticket_id, received = await authenticate(
+        ticket_id, received, hello = await authenticate_hello(
             stream,
             lambda ticket: ticket_of._key if (ticket_of := self._tickets.get(ticket)) else None,
             handshake_timeout=self.handshake_timeout,
@@ -273,10 +369,35 @@ class LogServer:
         if ticket.connected:
             raise WireError(f"ticket of {ticket.name!r} is in use already")
         ticket.connected = True
+        following = anyio.CancelScope()
+        if hello.get("levels") is True and self._connections is not None:
+            # Its own task: a send must never hold up the records' reading.
+            self._connections.start_soon(self._send_levels, stream, ticket, following)
         try:
             await self._receive_records(received, ticket)
         finally:
+            following.cancel()
             ticket.finished.set()
+
+    async def _send_levels(
+        self, stream: ByteStream, ticket: LogTicket, scope: anyio.CancelScope
+    ) -> None:
+        """Send the client each new generation of levels, until its connection ends."""
+        with scope:
+            known = ticket._generation
+            try:
+                while True:
+                    if known != self._generation:
+                        known = self._generation
+                        levels = self._levels_for(ticket.name)
+                        await stream.send(_wire.encode({"t": "levels", **levels}))
+                    changed = self._levels_changed
+                    assert changed is not None  # set while serving
+                    await changed.wait()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                return  # the connection ended: its reader says how, if it matters
+            except Exception:  # a snapshot over the frame cap, say: the records go on
+                logger.exception("cannot send logging levels to child %r", ticket.name)
 
     async def _receive_records(self, received: FrameReceiver, ticket: LogTicket) -> None:
         expected = 0  # the sequence number of the next record

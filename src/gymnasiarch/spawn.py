@@ -20,6 +20,7 @@ from typing import Any
 from setproctitle import setproctitle, setthreadtitle
 
 from gymnasiarch._logclient import LOG_CONFIG_KEY, LogClientHandler
+from gymnasiarch._loglevels import apply_levels
 from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch.dynaloader import resolve
 
@@ -79,8 +80,13 @@ def prepare_child(name: str, runtime_config: Mapping[str, Any]) -> LogClientHand
     RuntimeConfig.from_dict(values).make_current()
     handler = None
     if log_config is not None:
-        handler = LogClientHandler(log_config, on_connect=_on_log_connect)
-        reset_logging_to(handler, log_config.get("level"))
+        levels = log_config.get("levels")
+        # A child that follows the parent's levels connects at once: a
+        # level the parent lowers later must reach it before its first record.
+        handler = LogClientHandler(
+            log_config, on_connect=_on_log_connect, follow_levels=levels is not None
+        )
+        reset_logging_to(handler, log_config.get("level"), levels)
         forward_structlog()
     if threading.current_thread() is threading.main_thread():
         # A terminal's Ctrl-C reaches the whole foreground process group:
@@ -134,11 +140,26 @@ async def spawn_wrapper(
             handler.close()  # the last records go out before the child ends
 
 
-def reset_logging_to(handler: logging.Handler, level: int | None) -> None:
-    """Replace every root handler with *handler* (what the seed's wrapper did)."""
+def reset_logging_to(
+    handler: logging.Handler, level: int | None, levels: Mapping[str, Any] | None = None
+) -> None:
+    """Replace every root handler with *handler* (what the seed's wrapper did).
+
+    Args:
+        handler: The new root handler.
+        level: The root logger's level, if any.
+        levels: The parent's levels to follow instead (see
+            :meth:`~gymnasiarch.logserver.LogTicket.client_config`): each
+            logger then sends what the parent would hand to a handler.
+
+    Raises:
+        ValueError: *levels* is malformed.
+    """
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
     root.addHandler(handler)
-    if level is not None:
+    if levels is not None:
+        apply_levels(levels)
+    elif level is not None:
         root.setLevel(level)

@@ -7,9 +7,11 @@ point, so its fixtures are there in every test session:
     A factory of supervisors for the test: ``async with
     gymnasiarch_supervise([...], **options) as sup:`` runs one. When the
     test ends, the fixture fails it if any process started during the test
-    (a child, a grandchild, a zombie) is still around.
+    (a child, a grandchild, a zombie, a daemon that left the tree) is still
+    around.
 ``gymnasiarch_no_leftovers``
-    Just the check: fail the test if a process it started outlives it.
+    Just the check: fail the test if a process it started outlives it
+    (see :func:`_no_leftovers` for what it sees).
 
 The fault-injection helpers work on a running supervisor's children, so you
 can test your own restart policies::
@@ -30,8 +32,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import select
 import signal
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from multiprocessing import forkserver, resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +44,8 @@ import anyio
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from gymnasiarch import ChildSpec, Event, Supervisor
+from gymnasiarch import ChildSpec, Event, Supervisor, _subreaper
+from gymnasiarch._forkserver import SERVER
 from gymnasiarch.dynaloader import resolve
 
 __all__ = [
@@ -84,18 +90,153 @@ def _descendants(pid: int) -> dict[int, str]:
     return found
 
 
-@contextlib.contextmanager
-def _no_leftovers() -> Iterator[None]:
-    before = set(_descendants(os.getpid()))
-    yield
+#: Set in the environment while a check runs: every process the test execs
+#: (and every fork of one) carries it, even after it left the test's tree.
+_CHECK_MARKER = "GYMNASIARCH_LEFTOVER_CHECK"
+#: Seconds a process the test started may take to end after it (a pidfd wait).
+_LEFTOVER_GRACE = 2.0
+
+
+def _snapshot() -> dict[int, int]:
+    """Map pid -> start time (clock ticks after boot) for every process now."""
+    found: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (info := _subreaper.stat(int(entry))) is not None:
+            found[info.pid] = info.start
+    return found
+
+
+def _marked_since(before: dict[int, int], token: str) -> dict[int, str]:
+    """Processes of this user, started since *before*, that carry the check's *token*.
+
+    Such a process was exec'd by the test or by something it started, and may
+    have left the test's tree (a ``setsid`` daemon, a fork server that
+    outlived its starter): only its environment still says where it came from.
+    Unrelated processes of the same user (another test run on the machine)
+    carry no token. With ``SPT_NOENV`` set during the check, ``setproctitle``
+    leaves the environment readable.
+    """
+    wanted = f"{_CHECK_MARKER}={token}".encode()
+    found: dict[int, str] = {}
+    for pid, start in _snapshot().items():
+        if before.get(pid) == start:
+            continue
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                if wanted not in environ.read().split(b"\0"):
+                    continue
+        except OSError:
+            continue  # gone, or not ours to read
+        found[pid] = _subreaper.title(pid)
+    return found
+
+
+def _wait_gone(pids: Sequence[int], timeout: float) -> None:
+    """Wait on pidfds (no polling) until every one of *pids* has exited, or *timeout*."""
+    fds = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fds[pid] = os.pidfd_open(pid)
+    deadline = time.monotonic() + timeout
+    try:
+        while fds and (remaining := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select(list(fds.values()), [], [], remaining)
+            for pid, fd in list(fds.items()):
+                if fd in ready:
+                    os.close(fds.pop(pid))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _end(pids: Sequence[int]) -> None:
+    """SIGKILL what outlived a test (so it does not fail the next one too), and reap it."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    _wait_gone(pids, _LEFTOVER_GRACE)
+    for pid in pids:
+        info = _subreaper.stat(pid)
+        if info is not None and info.ppid == os.getpid():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+def _leftovers(before: dict[int, int], token: str) -> dict[int, str]:
+    """What the test started and is still around: descendants, and marked processes."""
+    me = os.getpid()
     left = {
         pid: command
-        for pid, command in _descendants(os.getpid()).items()
-        if pid not in before
+        for pid, command in _descendants(me).items()
+        if before.get(pid) != _start_of(pid)
         and command not in _LONG_LIVED_TITLES
         and not any(helper in command for helper in _LONG_LIVED)
     }
+    helpers = _helpers()
+    for pid, command in _marked_since(before, token).items():
+        if pid not in helpers:
+            left.setdefault(pid, command)
+    return left
+
+
+def _helpers() -> set[int]:
+    """This process's long-lived helpers: our fork server and its spare, multiprocessing's."""
+    found = {
+        getattr(resource_tracker._resource_tracker, "_pid", None),
+        getattr(forkserver._forkserver, "_forkserver_pid", None),
+    }
+    if SERVER.pid is not None:
+        found.add(SERVER.pid)
+        # Its spare; the supervised children among these are checked as descendants.
+        found.update(_subreaper.children(SERVER.pid))
+    return {pid for pid in found if pid is not None}
+
+
+def _start_of(pid: int) -> int | None:
+    info = _subreaper.stat(pid)
+    return info.start if info is not None else None
+
+
+def _still_there(pids: dict[int, str]) -> dict[int, str]:
+    """Those of *pids* alive, or zombies of ours (nobody reaped them), with their commands."""
+    me = os.getpid()
+    return {
+        pid: command
+        for pid, command in pids.items()
+        if (info := _subreaper.stat(pid)) is not None and (info.state != "Z" or info.ppid == me)
+    }
+
+
+@contextlib.contextmanager
+def _no_leftovers() -> Iterator[None]:
+    """Fail if a process started inside the block is still around at its end.
+
+    Seen are the test process's descendants (with the process title, or the
+    command line, of each) and every process that carries this check's mark
+    in its environment, even one that left the tree; each gets
+    :data:`_LEFTOVER_GRACE` seconds to end. What is reported is killed.
+    """
+    token = f"{os.getpid()}.{time.monotonic_ns()}"
+    before = _snapshot()
+    saved = {name: os.environ.get(name) for name in (_CHECK_MARKER, "SPT_NOENV")}
+    os.environ[_CHECK_MARKER] = token
+    os.environ.setdefault("SPT_NOENV", "1")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    left = _leftovers(before, token)
     if left:
+        _wait_gone(list(left), _LEFTOVER_GRACE)
+        left = _still_there(left)
+    if left:
+        _end(list(left))
         pytest.fail(f"processes outlived the test: {left}", pytrace=False)
 
 
@@ -133,16 +274,18 @@ def gymnasiarch_supervise(
 
 
 def _pid(sup: Supervisor, name: str) -> int:
-    for child in sup.which_children():
-        if child.name == name:
-            if child.pid is None:
-                raise LookupError(f"child {name!r} is not running ({child.state})")
-            run = sup._children[name].run
-            if not getattr(run, "on_this_machine", True):
-                # Its pid is one on another node: here it names somebody else.
-                raise LookupError(f"child {name!r} runs on another machine")
-            return child.pid
-    raise LookupError(f"supervisor {sup.name!r} has no child named {name!r}")
+    """The pid of the child at *name*, a name or a path (``"agents/agent-1"``)."""
+    try:
+        _, child = sup._find(name)
+    except KeyError:
+        raise LookupError(f"supervisor {sup.name!r} has no child at {name!r}") from None
+    run = child.run
+    if run is None or run.pid is None:
+        raise LookupError(f"child {name!r} is not running ({child.state})")
+    if not getattr(run, "on_this_machine", True):
+        # Its pid is one on another node: here it names somebody else.
+        raise LookupError(f"child {name!r} runs on another machine")
+    return run.pid
 
 
 async def kill_child(sup: Supervisor, name: str, signum: int = signal.SIGKILL) -> None:
@@ -182,6 +325,8 @@ async def wait_for(
 ) -> Event:
     """Wait for the next event of *kind* (about *child*, if given) and return it.
 
+    *child* is a child's path in the tree (``"agents/agent-1"``) or its name.
+
     Pass *events* (from ``sup.events()``, subscribed before the action) to
     be sure not to miss an event that follows the action at once.
 
@@ -192,6 +337,6 @@ async def wait_for(
         stream = events if events is not None else stack.enter_context(sup.events())
         with anyio.fail_after(seconds):
             async for event in stream:
-                if event.kind == kind and (child is None or event.child == child):
+                if event.kind == kind and (child is None or child in (event.path, event.child)):
                     return event
     raise LookupError(f"supervisor {sup.name!r} stopped before a {kind!r} event")

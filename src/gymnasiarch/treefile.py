@@ -80,6 +80,7 @@ _CHILD_KEYS: dict[str, tuple[type, ...]] = {
     "ready_timeout": _NUMBER,
     "output": (str,),
     "placement": (dict,),
+    "async_backend": (str,),
 }
 _BACKOFF_KEYS: dict[str, tuple[type, ...]] = {
     "base": _NUMBER,

@@ -1,0 +1,340 @@
+"""Escapees: processes that left a child's process group, and the subreaper that keeps them ours.
+
+A child's subprocesses share its process group, and every stop signals the
+whole group. A daemon leaves it: it forks, calls ``setsid()``, forks again and
+its middle process exits (or ``setsid cmd &`` from a shell does the same).
+Without more, the daemon is reparented to init and outlives the tree.
+
+Linux has the answer: a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``)
+becomes the new parent of every orphaned descendant. While a
+:class:`~gymnasiarch._backend.LocalBackend` is prepared, the supervisor's
+process is one (:func:`acquire` / :func:`release`, which restore the flag the
+process had before: an embedding application gets its own setting back).
+An escaped process then is a direct child of the supervisor's process, and we
+tell which supervised child it came from by what it inherited from it:
+
+* ``GYMNASIARCH_CHILD=<supervisor pid>:<child pid>`` in its environment
+  (:func:`mark_descendants` sets it in every child's ``os.environ``). Only an
+  *exec'd* descendant shows it in ``/proc/PID/environ``: ``setproctitle``
+  reuses the environment's memory for the title, so a child's own entry
+  there is zeros (measured).
+* The child's process title, ``gymnasiarch[name]``, in ``/proc/PID/cmdline``:
+  a descendant that forked without exec (a Python daemon) still shows it
+  (measured), and it was started no earlier than the child.
+
+:func:`escapees` finds them: the descendants of a child that left its group,
+and our direct children that carry its marks. The process layer signals them
+with the child's group and reaps them (``waitpid`` of their own pid only,
+never ``waitpid(-1)``, which would take the exit status of somebody else's
+child: the application's, or multiprocessing's). :func:`reap_strays` reaps
+the zombies that are ours by construction (a dead fork server's spare).
+
+Out of reach, documented in ``docs/supervising.md``: a process that escapes
+into another PID namespace, one that clears its environment *and* retitles
+itself before its middle parent exits, one that escaped while no supervisor
+was running, and escapees of a child started with ``spawn`` whose title was
+not set yet. Everything here is Linux-only; elsewhere the functions do
+nothing and return nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Collection
+
+#: The environment variable every child and its exec'd descendants carry.
+MARKER = "GYMNASIARCH_CHILD"
+
+_LINUX = sys.platform.startswith("linux")
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+# A zombie keeps its comm; ours is the first 15 bytes of the server's title.
+_FORKSERVER_COMM = "gymnasiarch-for"
+
+
+class _Holders:
+    """Who holds the subreaper flag now, and what the process had before the first."""
+
+    lock = threading.Lock()
+    count = 0
+    previous = False
+
+
+# Escapees seen (pid -> start time): one whose zombie came to us after its
+# child's watcher let it go (its parent died later) is reaped by reap_strays.
+_escaped: dict[int, int] = {}
+
+
+def _prctl(option: int, arg: int | ctypes.c_int | ctypes._Pointer[ctypes.c_int]) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, arg, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
+def is_subreaper() -> bool:
+    """Whether this process is a child subreaper now (Linux; False elsewhere)."""
+    if not _LINUX:
+        return False
+    value = ctypes.c_int(0)
+    _prctl(_PR_GET_CHILD_SUBREAPER, ctypes.pointer(value))
+    return bool(value.value)
+
+
+def acquire() -> None:
+    """Make this process a child subreaper until the matching :func:`release`.
+
+    Calls nest (nested supervisors, the pytest plugin's check around them):
+    the first remembers the flag as it was, the last :func:`release` puts
+    it back. Linux only: does nothing elsewhere.
+
+    What it does to the process: an orphaned descendant of *any* of its
+    subprocesses (not only supervised children) becomes its child, and a
+    zombie of such an orphan waits for this process to reap it. We reap
+    those that are ours; others stay zombies until :func:`release` and the
+    process's exit (see docs/supervising.md, "Limits").
+    """
+    if not _LINUX:
+        return
+    with _Holders.lock:
+        if _Holders.count == 0:
+            _Holders.previous = is_subreaper()
+            if not _Holders.previous:
+                _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        _Holders.count += 1
+
+
+def release() -> None:
+    """Undo one :func:`acquire`; the last one restores the process's own setting."""
+    if not _LINUX:
+        return
+    with _Holders.lock:
+        if _Holders.count == 0:
+            return
+        _Holders.count -= 1
+        if _Holders.count == 0 and not _Holders.previous:
+            _prctl(_PR_SET_CHILD_SUBREAPER, 0)
+
+
+def mark_descendants(supervisor_pid: int) -> None:
+    """In a child: give its exec'd descendants the mark that names it (see the module doc)."""
+    os.environ[MARKER] = f"{supervisor_pid}:{os.getpid()}"
+
+
+# -- what /proc says ------------------------------------------------------------
+
+
+class ProcInfo:
+    """One line of ``/proc/PID/stat`` that matters here."""
+
+    __slots__ = ("pgid", "pid", "ppid", "start", "state")
+
+    def __init__(self, pid: int, state: str, ppid: int, pgid: int, start: int) -> None:
+        self.pid = pid
+        self.state = state
+        self.ppid = ppid
+        self.pgid = pgid
+        self.start = start
+
+
+def stat(pid: int) -> ProcInfo | None:
+    """State, parent, group and start time (clock ticks after boot) of *pid*, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            fields = file.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    # After the name: state ppid pgrp session tty tpgid flags ... starttime (the 20th).
+    return ProcInfo(pid, fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]))
+
+
+def boot_ticks() -> int:
+    """Now, in the unit of a start time in ``/proc/PID/stat``: clock ticks since boot."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of *pid* (every thread's: a worker thread may have forked)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        found.extend(int(child) for child in _read(f"/proc/{pid}/task/{task}/children").split())
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant of *pid*, parents before their children."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        frontier = [child for parent in frontier for child in children(parent)]
+        found.extend(frontier)
+    return found
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
+
+
+def environ_marker(pid: int) -> str | None:
+    """The value of :data:`MARKER` in *pid*'s environment as the kernel shows it, or None."""
+    prefix = MARKER.encode() + b"="
+    for entry in _read(f"/proc/{pid}/environ").split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return None
+
+
+def title(pid: int) -> str:
+    """*pid*'s command line as one string (a process title has no NULs but the padding)."""
+    return _read(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def child_title(name: str) -> str:
+    """The process title every supervised child gives itself (see gymnasiarch.spawn)."""
+    return f"gymnasiarch[{name}]"
+
+
+# -- escapees ----------------------------------------------------------------
+
+
+def escapees(
+    pid: int,
+    name: str,
+    start: int | None,
+    known: Collection[int] = (),
+    *,
+    group: bool = False,
+) -> set[int]:
+    """The processes that came from the child *pid* (named *name*) and left its group.
+
+    *start* is the child's start time (``/proc/PID/stat``), None if unknown;
+    *known* are pids never to count (other runs, the fork server). Found:
+    the child's descendants outside its process group, our direct children
+    that carry its marks (and their descendants). With *group* (once the
+    child has exited), also the members of its group that were reparented
+    to us, zombies included: somebody has to reap them.
+    """
+    if not _LINUX:
+        return set()
+    found = {p for p in descendants(pid) if (info := stat(p)) is not None and info.pgid != pid}
+    ours = os.getpid()
+    marker = f"{ours}:{pid}"
+    wanted_title = child_title(name)
+    for candidate in children(ours):
+        if candidate == pid or candidate in known or candidate in found:
+            continue
+        info = stat(candidate)
+        if info is None:
+            continue
+        if info.pgid == pid:
+            if group:
+                found.add(candidate)
+            continue  # a living group member: the group's signals reach it
+        if info.state == "Z":
+            continue  # nothing tells where a zombie came from (but see reap_strays)
+        came_from_it = environ_marker(candidate) == marker or (
+            title(candidate) == wanted_title and (start is None or info.start >= start)
+        )
+        if came_from_it:
+            found.add(candidate)
+            found.update(descendants(candidate))
+    return found
+
+
+class Escapees:
+    """The escaped processes of one child, held by pidfd so that a pid is never reused under us."""
+
+    def __init__(self) -> None:
+        self.pidfds: dict[int, int] = {}
+
+    def take(self, pids: set[int]) -> None:
+        """Hold every one of *pids* not held yet (those already gone are skipped)."""
+        for pid in pids:
+            if pid in self.pidfds:
+                continue
+            with contextlib.suppress(OSError):
+                self.pidfds[pid] = os.pidfd_open(pid)
+                info = stat(pid)
+                if info is not None:
+                    _escaped[pid] = info.start
+
+    def signal(self, signum: int) -> None:
+        """Send *signum* to every escapee still around."""
+        for pidfd in self.pidfds.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                signal.pidfd_send_signal(pidfd, signum)
+
+    def reap(self, pid: int) -> None:
+        """The escapee *pid* has exited: reap it if it is our child, and let it go."""
+        pidfd = self.pidfds.pop(pid)
+        reap_pidfd(pidfd)
+        os.close(pidfd)
+
+    def close(self) -> None:
+        """Let go of every escapee (they were reaped, or are abandoned)."""
+        for pidfd in self.pidfds.values():
+            os.close(pidfd)
+        self.pidfds.clear()
+
+
+def reap_pidfd(pidfd: int) -> int | None:
+    """Reap the exited process behind *pidfd* if it is our child; its exit code, else None.
+
+    Only that one process, never ``waitpid(-1)``. A process that is not our
+    child (its parent reaps it) or not exited yet gives None.
+    """
+    try:
+        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if result is None:
+        return None
+    if result.si_code == os.CLD_EXITED:
+        return result.si_status
+    return -result.si_status
+
+
+def reap_strays(exclude: set[int]) -> list[int]:
+    """Reap our zombie children that are gymnasiarch's by construction; their pids.
+
+    Those are the spare (and children) of a fork server that died: they
+    were reparented to this subreaper, and only the server knew their pids
+    (a zombie keeps its ``comm``); and escapees seen before whose zombie
+    came to us late. *exclude* are pids somebody else reaps (the fork
+    server itself: :class:`~gymnasiarch._forkserver.ForkServer`).
+    """
+    reaped: list[int] = []
+    if not _LINUX:
+        return reaped
+    for pid, start in list(_escaped.items()):
+        info = stat(pid)
+        if info is None or info.start != start:
+            del _escaped[pid]  # gone (reaped by whoever was its parent)
+    for pid in children(os.getpid()):
+        if pid in exclude:
+            continue
+        info = stat(pid)
+        if info is None or info.state != "Z":
+            continue
+        escaped = _escaped.get(pid) == info.start
+        if not escaped and _read(f"/proc/{pid}/comm").strip() != _FORKSERVER_COMM.encode():
+            continue
+        _escaped.pop(pid, None)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+            reaped.append(pid)
+    return reaped

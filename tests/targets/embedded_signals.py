@@ -1,0 +1,101 @@
+"""An application that embeds a supervisor and has signal handlers of its own.
+
+Usage: python -m targets.embedded_signals BACKEND MODE JOURNAL
+
+MODE ``storm``: the application's own SIGINT/SIGTERM/SIGHUP handlers count
+signals; a SIGTERM stops the supervisor, then 50 more SIGTERMs and SIGHUPs
+arrive over ~100 ms, while the supervisor stops and after it is done. Prints
+one JSON line: whether the handlers are the application's again, and how
+many signals its handlers saw.
+
+MODE ``double-sigint``: one Ctrl-C forwarded twice, 10 ms apart (as ``timeout
+--foreground`` does). The children journal their stop: a graceful stop lets
+them finish their 0.3 s of cleanup; a kill would not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+import anyio
+
+from gymnasiarch import ChildSpec, Supervisor
+from gymnasiarch.exceptions import SignalInterruptError
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+seen: list[int] = []
+
+
+def mine(signum: int, frame: FrameType | None) -> None:
+    seen.append(signum)
+
+
+def tree(journal: str) -> Supervisor:
+    return Supervisor(
+        [
+            ChildSpec(n, "targets.tree:journal", args=(journal, n), ready_timeout=10)
+            for n in ("a", "b")
+        ]
+    )
+
+
+async def storm(journal: str) -> dict[str, object]:
+    sup = tree(journal)
+    try:
+        async with sup:
+            os.kill(os.getpid(), signal.SIGTERM)
+            await sup.wait()
+    except SignalInterruptError:
+        pass
+    return {}
+
+
+def send_storm() -> None:
+    for i in range(50):
+        os.kill(os.getpid(), signal.SIGTERM if i % 2 else signal.SIGHUP)
+        time.sleep(0.002)
+
+
+def press_forwarded_twice() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+async def double_sigint(journal: str) -> dict[str, object]:
+    sup = tree(journal)
+    try:
+        async with sup:
+            # From another thread, as from another process: the body's
+            # cancellation by the first must not keep the second from coming.
+            threading.Thread(target=press_forwarded_twice).start()
+            await sup.wait()
+    except SignalInterruptError as error:
+        return {"error": error.signal_name}
+    return {"error": None}
+
+
+def main() -> None:
+    backend, mode, journal = sys.argv[1:4]
+    for signum in SIGNALS:
+        signal.signal(signum, mine)
+    if mode == "storm":
+        # The storm starts while the supervisor is stopping and goes on after it.
+        threading.Timer(0.05, send_storm).start()
+        anyio.run(storm, journal, backend=backend)
+        time.sleep(0.3)  # the rest of the storm reaches the application
+        restored = all(signal.getsignal(s) is mine for s in SIGNALS)
+        print(json.dumps({"restored": restored, "seen": len(seen)}), flush=True)
+    else:
+        result = anyio.run(double_sigint, journal, backend=backend)
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

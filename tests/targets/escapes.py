@@ -1,0 +1,111 @@
+"""Children whose subprocesses escape their group, and a supervisor for fork-server faults.
+
+As a script (``python -m targets.escapes N``) it runs a tree of N children
+(``c0`` ...) and answers one JSON line per command read from stdin:
+``status``, ``start NAME``, ``restart NAME``. Each answer (and the first line,
+printed once every child is ready) is ``{"children": {name: [pid, restarts]},
+"server": fork server pid}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import anyio
+
+from gymnasiarch import ChildSpec, Supervisor, child_context
+from gymnasiarch._forkserver import SERVER
+
+
+def _double_fork_daemon() -> int:
+    """Fork, ``setsid()``, fork again, let the middle process exit; the daemon's pid."""
+    read_end, write_end = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        daemon = os.fork()
+        if daemon == 0:
+            os.close(read_end)
+            os.close(write_end)
+            while True:  # a daemon: it ends when somebody ends it
+                time.sleep(3600)
+        os.write(write_end, str(daemon).encode())
+        os._exit(0)
+    os.close(write_end)
+    pid = int(os.read(read_end, 32))
+    os.close(read_end)
+    os.waitpid(middle, 0)
+    return pid
+
+
+def _shell_daemon() -> int:
+    """``setsid sleep 3600 &`` from a shell: an exec'd daemon; its pid."""
+    shell = subprocess.run(
+        ["sh", "-c", "setsid sleep 3600 </dev/null >/dev/null 2>&1 & echo $!"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(shell.stdout)
+
+
+def daemons_then_sleep(pidfile: str) -> None:
+    """Start a Python daemon and a shell daemon, write their pids to *pidfile*, be ready."""
+    pids = [_double_fork_daemon(), _shell_daemon()]
+    with open(pidfile + ".tmp", "w") as file:
+        json.dump(pids, file)
+    os.rename(pidfile + ".tmp", pidfile)
+    child_context().ready(pids)
+    while True:
+        time.sleep(3600)
+
+
+def daemons_then_return(pidfile: str) -> list[int]:
+    """The same daemons, then the target returns: they must not outlive their child."""
+    pids = [_double_fork_daemon(), _shell_daemon()]
+    with open(pidfile, "w") as file:
+        json.dump(pids, file)
+    return pids
+
+
+def ready_then_sleep() -> None:
+    """Be ready, then sleep until stopped."""
+    child_context().ready()
+    while True:
+        time.sleep(3600)
+
+
+def _status(sup: Supervisor) -> str:
+    children = {c.name: [c.pid, c.restarts] for c in sup.which_children()}
+    return json.dumps({"children": children, "server": SERVER.pid})
+
+
+async def main(count: int) -> None:
+    """Run the tree and answer commands (see the module's doc)."""
+    specs = [
+        ChildSpec(f"c{i}", "targets.escapes:ready_then_sleep", ready_timeout=10)
+        for i in range(count)
+    ]
+    stdin = anyio.wrap_file(sys.stdin)
+    async with Supervisor(specs, start_order="parallel", handle_signals=False) as sup:
+        print(_status(sup), flush=True)
+        async for line in stdin:
+            command, _, name = line.strip().partition(" ")
+            if command == "start":
+                spec = ChildSpec(name, "targets.escapes:ready_then_sleep", ready_timeout=10)
+                await sup.start_child(spec)
+            elif command == "restart":
+                with sup.events() as events:
+                    await sup.restart_child(name)
+                    async for event in events:
+                        if event.kind == "ready" and event.child == name:
+                            break
+            print(_status(sup), flush=True)
+
+
+if __name__ == "__main__":
+    anyio.run(main, int(sys.argv[1]))

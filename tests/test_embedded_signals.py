@@ -1,0 +1,50 @@
+"""Signals and an application that embeds a supervisor: its handlers, one Ctrl-C twice."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+
+
+def embedded(backend: str, mode: str, journal: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "targets.embedded_signals", backend, mode, str(journal)],
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_applications_handlers_are_back_after_the_supervisor(
+    backend: str, tmp_path: Path
+) -> None:
+    """A storm of SIGTERMs and SIGHUPs during and after the stop: the application survives.
+
+    Its own handlers are installed again, exactly, and the late signals reach them.
+    """
+    done = embedded(backend, "storm", tmp_path / "journal")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["restored"]
+    assert report["seen"] > 0  # the end of the storm came after the supervisor
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_one_ctrl_c_forwarded_twice_is_one_graceful_stop(backend: str, tmp_path: Path) -> None:
+    """Two SIGINTs 10 ms apart are one press: the children finish their cleanup."""
+    journal = tmp_path / "journal"
+    done = embedded(backend, "double-sigint", journal)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"error": "SIGINT"}
+    assert "killing the remaining children" not in done.stderr
+    lines = journal.read_text().splitlines()
+    assert lines[2:] == ["term b", "exit b", "term a", "exit a"]
