@@ -42,7 +42,9 @@ L7. A level changed while a child runs (issue 13): from the parent's
     ``gymnasiarch.logging.set_level(logger, DEBUG)`` to the child's first
     DEBUG record (its ``record.created``), the child logging a DEBUG tick
     every millisecond that the parent dropped until then (<= 100 ms).
-    Reported too: until that record reached the parent's handler.
+    Reported too: until that record reached the parent's handler; and the
+    same pushed as soon as a child's code runs, before it has connected
+    (it connects 50 ms after its start, when it has not logged before).
 L8. Records the parent drops cost nothing on the wire (issue 13): DEBUG log
     calls/s in a supervised child on a logger the parent has at INFO,
     against the same loop on a logger the child set to INFO itself (the
@@ -82,7 +84,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 import gymnasiarch.logging
 from benchmarks import _targets
 from benchmarks._report import median, progress, row
-from gymnasiarch import ChildSpec, Supervisor, child_context
+from gymnasiarch import ChildSpec, Supervisor
 from gymnasiarch._forkserver import SERVER
 from gymnasiarch._logwire import ROW, record_to_dict, record_to_row
 
@@ -540,12 +542,16 @@ async def _emit_rates(count: int, rounds: int) -> dict[str, list[float]]:
 # -- figures L7 and L8: levels the parent sets ----------------------------------------
 
 
-def tick_until_debug(limit: int, after: int) -> int:
-    """(In a child.) Log a DEBUG tick every TICK s; ready after the first; *after* once on.
+def tick_until_debug(limit: int, after: int, announce: bool) -> int:
+    """(In a child.) Log a DEBUG tick every TICK s, *after* of them once DEBUG is on.
 
-    Returns how many ticks the parent's levels dropped.
+    If *announce*, it says "running" at WARNING first, which the parent
+    handles: the child is connected then, as any child is once it has run
+    for 50 ms. Returns how many ticks the parent's levels dropped.
     """
     log = logging.getLogger(LIVE)
+    if announce:
+        log.warning("running")
     dropped = 0
     for tick in range(limit):
         if log.isEnabledFor(logging.DEBUG):
@@ -555,8 +561,6 @@ def tick_until_debug(limit: int, after: int) -> int:
                 break
         else:
             dropped += 1
-            if dropped == 1:
-                child_context().ready()
         time.sleep(TICK)
     return dropped
 
@@ -566,34 +570,44 @@ class _FirstDebug(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__()
+        self.running = anyio.Event()  # the child said it runs (at WARNING)
         self.arrived = anyio.Event()
         self.created = self.handled = 0.0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name == LIVE and record.levelno == logging.DEBUG and not self.arrived.is_set():
+        # The log server re-injects in the event loop's thread: events may be set.
+        if record.name != LIVE:
+            return
+        if record.levelno == logging.WARNING:
+            self.running.set()
+        elif record.levelno == logging.DEBUG and not self.arrived.is_set():
             self.created, self.handled = record.created, time.time()
-            self.arrived.set()  # the log server re-injects in the event loop's thread
+            self.arrived.set()
 
 
-async def _push_latency() -> tuple[float, float]:
-    """Seconds from set_level() to the child's first DEBUG record, and to its arrival."""
+async def _push_latency(fresh: bool = False) -> tuple[float, float]:
+    """Seconds from set_level() to the child's first DEBUG record, and to its arrival.
+
+    To a child connected already, or (*fresh*) to one whose code has just
+    begun to run, which has not connected yet.
+    """
     handler = _FirstDebug()
     live = logging.getLogger(LIVE)
+    limit = int(RUN_TIMEOUT / TICK)
     spec = ChildSpec(
-        "live",
-        f"{HERE}:tick_until_debug",
-        args=(int(RUN_TIMEOUT / TICK), 3),
-        restart="temporary",
-        ready_timeout=RUN_TIMEOUT,
+        "live", f"{HERE}:tick_until_debug", args=(limit, 3, not fresh), restart="temporary"
     )
     sup = Supervisor([spec])
     with _only_handler(handler), sup.events() as events, anyio.fail_after(RUN_TIMEOUT):
         live.setLevel(logging.INFO)
         try:
             async with sup:
-                async for event in events:
-                    if event.kind == "ready":
-                        break
+                if fresh:
+                    async for event in events:
+                        if event.kind == "started":
+                            break
+                else:
+                    await handler.running.wait()
                 pushed = time.time()
                 gymnasiarch.logging.set_level(live, logging.DEBUG)
                 await handler.arrived.wait()
@@ -721,6 +735,7 @@ async def _level_rows(
     pushes = 5 if quick else 15
     _progress(f"L7: a level pushed to a running child ({pushes} samples)")
     latencies_push = [await _push_latency() for _ in range(pushes)]
+    latencies_fresh = [await _push_latency(fresh=True) for _ in range(pushes)]
     rows.append(
         row(
             "L7",
@@ -733,6 +748,17 @@ async def _level_rows(
                 "until_handled_in_parent": [in_parent for _, in_parent in latencies_push],
                 "tick_s": TICK,
             },
+        )
+    )
+    rows.append(
+        row(
+            "L7b",
+            "L7 the same, to a child that has just started (not connected yet)",
+            [in_child for in_child, _ in latencies_fresh],
+            baseline="-",
+            target="<= 100 ms",
+            target_value=0.1,
+            extra={"until_handled_in_parent": [in_parent for _, in_parent in latencies_fresh]},
         )
     )
     return rows

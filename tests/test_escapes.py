@@ -147,6 +147,8 @@ def test_fork_server_death_kills_no_child_and_the_next_start_gets_a_new_server()
         after = restarted["children"]
         assert isinstance(after, dict)
         assert after["c0"][0] != children["c0"][0]
+        # The old c0's exit was read right, though its fork server was gone.
+        assert restarted["exits"] == {"c0": [None, signal.SIGTERM]}
         assert {name: after[name] for name in children if name != "c0"} == {
             name: children[name] for name in children if name != "c0"
         }
@@ -188,15 +190,42 @@ async def test_a_childs_setsid_daemons_stop_with_it(tmp_path: Path) -> None:
     assert not _subreaper.is_subreaper()  # the process's own setting is back
 
 
-async def test_daemons_of_a_child_that_returned_go_with_it(tmp_path: Path) -> None:
+async def test_a_stop_gives_escaped_daemons_sigterm_and_the_grace_then_sigkill(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM reaches a child's daemons with its group; one that stays gets SIGKILL with it."""
+    journal = tmp_path / "journal"
+    spec = ChildSpec(
+        "d",
+        "targets.escapes:stubborn_with_daemons",
+        args=(str(journal),),
+        ready_timeout=10,
+        shutdown=0.5,
+    )
+    async with Supervisor([spec], handle_signals=False) as sup:
+        polite, stubborn = json.loads(await anyio.Path(f"{journal}.pids").read_text())
+        await sup.terminate_child("d")
+    assert sorted((await anyio.Path(journal).read_text()).splitlines()) == [
+        "polite got SIGTERM",
+        "stubborn got SIGTERM",
+    ]
+    assert [pid for pid in (polite, stubborn) if _subreaper.stat(pid) is not None] == []
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_daemons_of_a_child_that_returned_go_with_it(tmp_path: Path, backend: str) -> None:
     """A transient child that started daemons and returned: its daemons end with its run."""
     pidfile = str(tmp_path / "daemons")
     spec = ChildSpec(
         "d", "targets.escapes:daemons_then_return", args=(pidfile,), restart="temporary"
     )
-    async with Supervisor([spec], handle_signals=False) as sup:
-        result = await sup.wait()
-    assert result["d"] == json.loads(await anyio.Path(pidfile).read_text())
+
+    async def scenario() -> dict[str, list[int]]:
+        async with Supervisor([spec], handle_signals=False) as sup:
+            return await sup.wait()
+
+    result = anyio.run(scenario, backend=backend)
+    assert result["d"] == json.loads(Path(pidfile).read_text())
     assert [pid for pid in result["d"] if _subreaper.stat(pid) is not None] == []
 
 

@@ -61,3 +61,13 @@ def test_the_demo_tree_checks_clean() -> None:
     tree = Path(__file__).parent.parent / "src" / "gymnasiarch" / "demo" / "tree.toml"
     run = _run_example("-m", "gymnasiarch", "check", str(tree))
     assert "ok (5 children)" in run.stdout
+
+
+def test_training_ground_agents_in_a_group_find_the_port_the_environment_chose() -> None:
+    """examples/training_ground.py: FromReady across the group, events and walk() by path."""
+    run = _run_example(str(EXAMPLES / "training_ground.py"))
+    lines = run.stdout.splitlines()
+    assert "ready          agents/agent-1" in lines
+    assert "exited         agents" in lines
+    env = next(line for line in lines if line.startswith("env "))
+    assert "ready value: {'port': " in env

@@ -234,6 +234,15 @@ async def test_a_level_lowered_at_run_time_reaches_the_running_child() -> None:
     the next ticks arrive. The child has sent nothing at all before the
     change: it gets the push all the same.
     """
+    await _lower_a_level_while_a_child_runs()
+
+
+def test_a_level_lowered_at_run_time_reaches_the_running_child_under_trio() -> None:
+    """The same under trio: the server's push and the child's reader use anyio only."""
+    anyio.run(_lower_a_level_while_a_child_runs, backend="trio")
+
+
+async def _lower_a_level_while_a_child_runs() -> None:
     logging.getLogger().setLevel(WARNING)
     sim = logging.getLogger("sim")
     sim.setLevel(INFO)
@@ -301,6 +310,24 @@ async def test_every_running_log_server_pushes() -> None:
     children = [getattr(r, "child", None) for r in recorder.records]
     assert children.count("one") == 2
     assert children.count("two") == 2
+
+
+async def test_without_live_levels_a_child_still_follows_the_levels_of_its_start() -> None:
+    """A server made with live_levels=False: the levels hold, the child connects when it logs."""
+    logging.getLogger().setLevel(WARNING)
+    sim = logging.getLogger("sim")
+    sim.setLevel(INFO)
+    recorder = Recorder()
+    sim.addHandler(recorder)
+    pairs = pairs_of(["sim.env", "other"], (DEBUG, INFO))
+    with anyio.fail_after(30):
+        async with LogServer.unix(live_levels=False) as server:
+            spec = ChildSpec("kid", f"{T}:log_pairs", args=(pairs,), restart="temporary")
+            results = await Supervisor([spec], log_server=server).run()
+    assert recorder.from_child("kid") == [("sim.env", INFO)]
+    assert results["kid"] == [("sim.env", INFO)]
+    with pytest.raises(TypeError, match="live_levels"):
+        LogServer.unix(live_levels="no")
 
 
 # -- the property: what arrives is what the parent would handle ------------------------

@@ -296,7 +296,6 @@ async def test_a_ready_value_from_inside_a_nested_group() -> None:
 @pytest.mark.parametrize(
     ("children", "options", "message"),
     [
-        ([ChildSpec("a", f"{T}:echo", args=(FromReady("nobody"),))], {}, "no child named"),
         (
             [
                 ChildSpec("a", f"{T}:echo", args=(FromReady("b"),)),
@@ -395,3 +394,59 @@ async def test_records_and_output_of_nested_children_carry_their_paths() -> None
         ("g2/talk", "said"),
         ("g2/talk", "logged"),
     }
+
+
+async def test_a_stop_while_targets_are_imported_starts_nothing() -> None:
+    """stop() during the 0.3 s import of a target: the tree ends without starting it."""
+    sys.modules.pop("targets.slow_import", None)
+    sup = Supervisor([ChildSpec("slow", "targets.slow_import:hello")])
+    with sup.events() as events, anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(sup.run)
+            await anyio.sleep(0.1)
+            sup.stop()
+        kinds = [event.kind async for event in events]
+    assert "started" not in kinds
+    assert kinds[-1] == "stopped"
+
+
+async def test_a_source_nobody_in_the_tree_has_fails_before_anything_starts() -> None:
+    """Looked for among earlier siblings, then in enclosing supervisors: nobody has it."""
+    group = Supervisor(
+        [ChildSpec("agent", f"{T}:echo", args=(FromReady("nobody"),))], name="agents"
+    )
+    sup = Supervisor([ChildSpec("env", f"{T}:serve_on_port_zero", ready_timeout=10), group])
+    with pytest.raises(ValueError, match="no child named 'nobody' starts before it"):
+        async with sup:
+            pass
+    assert all(info.pid is None for info in sup.walk())
+
+
+async def test_an_agent_in_a_nested_group_finds_the_environment_of_the_root() -> None:
+    """FromReady("env") from inside 'agents': the root's env, started before the group."""
+    group = Supervisor(
+        [
+            ChildSpec(
+                "agent",
+                f"{T}:connect_to",
+                args=(FromReady("env", key="port"),),
+                restart="transient",
+            )
+        ],
+        name="agents",
+        restart="transient",
+        significant=True,
+    )
+    sup = Supervisor([ChildSpec("env", f"{T}:serve_on_port_zero", ready_timeout=10), group])
+    with anyio.fail_after(30):
+        results = await sup.run()
+    assert results["agents"]["agent"] > 0
+
+
+async def test_a_group_started_before_its_source_is_refused() -> None:
+    """The env starts after the group that needs its value: refused before any start."""
+    group = Supervisor([ChildSpec("agent", f"{T}:echo", args=(FromReady("env"),))], name="g")
+    sup = Supervisor([group, ChildSpec("env", f"{T}:serve_on_port_zero", ready_timeout=10)])
+    with pytest.raises(ValueError, match="no child named 'env' starts before it"):
+        async with sup:
+            pass

@@ -20,8 +20,7 @@ from gymnasiarch import _subreaper
 from gymnasiarch._child import Launch
 from gymnasiarch._forkserver import SERVER
 from gymnasiarch._launcher import StartMethod
-from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus
-from gymnasiarch._subreaper import reap_strays
+from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus, reap_our_strays
 from gymnasiarch.logserver import LogServer, LogTicket
 
 
@@ -139,7 +138,7 @@ class LocalBackend:
         """
         _subreaper.acquire()
         try:
-            reap_strays({SERVER.pid or 0})
+            reap_our_strays()
             if self.start_method != "forkserver":
                 return
             preload = PRELOAD + self._preload
@@ -183,5 +182,5 @@ class LocalBackend:
 
         A subclass that overrides it calls it too.
         """
-        reap_strays({SERVER.pid or 0})
+        reap_our_strays()
         _subreaper.release()

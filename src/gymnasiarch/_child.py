@@ -77,20 +77,6 @@ class Launch:
     async_backend: str = "asyncio"
 
 
-def current_async_backend() -> str:
-    """The anyio backend of the running event loop: ``"asyncio"`` or ``"trio"``.
-
-    Call it from async code. trio depends on sniffio (which trio and
-    anyio's asyncio backend keep up to date), so where sniffio is missing
-    the loop can only be asyncio.
-    """
-    try:
-        import sniffio  # noqa: PLC0415 - optional: anyio no longer requires it
-    except ImportError:
-        return "asyncio"
-    return sniffio.current_async_library()
-
-
 class _Sender:
     """Send whole messages on the channel from any thread, one at a time."""
 
@@ -236,9 +222,9 @@ def _guard_against_orphaning() -> None:
     even for an interpreter stuck in C code): its parent-death signal would
     tie it to the fork server, whose death must not take running children
     with it (issue 14), and which waits for its last child before it ends
-    on the supervisor's death anyway. Both guards are checked
-    once after arming, in case the parent died before. The child's exec'd
-    descendants are marked as its own (see gymnasiarch._subreaper).
+    on the supervisor's death anyway. Both guards are checked once after
+    arming, in case the parent died before. The child's exec'd descendants
+    are marked as its own (see gymnasiarch._subreaper).
     """
     parent = multiprocessing.parent_process()
     supervisor = getattr(parent, "pid", None)

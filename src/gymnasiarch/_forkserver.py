@@ -483,6 +483,12 @@ class _Server:
                 ours.close()
                 self._close_in_child()
                 _set_title(f"{_TITLE} spare")
+                # While it waits, the spare runs each event loop once: what
+                # an async child's first loop would otherwise set up after
+                # its start (~1 ms) is done before it is asked for.
+                warm = sys.modules.get("gymnasiarch._warm")
+                if warm is not None:
+                    warm.run_each_event_loop_once()
                 try:
                     child_r, *fds = reduction.recvfds(theirs, _MAX_FDS + 1)
                 except EOFError:  # the server is gone and never needed us

@@ -33,18 +33,22 @@ _RECORD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, de
 _BATCH_BYTES = 256 * 1024  # a sender's frames stay well under the cap
 _RECORD_BYTES = _wire.MAX_FRAME // 2  # a bigger record has its message cut
 _MAX_QUEUED_BYTES = 16 * 2**20  # ~150,000 typical records waiting to be sent
+# Seconds a handler that follows the parent's levels waits before it
+# connects without a record to send (see _send_forever).
+_CONNECT_DELAY = 0.05
 
 
 class LogClientHandler(logging.Handler):
     """Send records to a :class:`LogServer`, batched, from a background thread.
 
-    :meth:`emit` only queues; the thread (started by the first record)
-    connects, answers the challenge and sends whatever has queued up as one
-    frame. :meth:`flush` waits until everything emitted so far is sent;
-    :meth:`close` also says goodbye and stops the thread. If the server
-    cannot be reached, records go to stderr instead, so none is lost
-    silently. A process forked from the client (without exec) writes its
-    records to stderr: the connection belongs to its parent.
+    :meth:`emit` only queues; the thread (started by the first record, or
+    at once where it follows the parent's levels) connects, answers the
+    challenge and sends whatever has queued up as one frame. :meth:`flush`
+    waits until everything emitted so far is sent; :meth:`close` also says
+    goodbye and stops the thread. If the server cannot be reached, records
+    go to stderr instead, so none is lost silently. A process forked from
+    the client (without exec) writes its records to stderr: the connection
+    belongs to its parent.
 
     The queue is bounded: a child that logs faster than the server takes
     its records waits in :meth:`emit` (at most ``close_timeout`` at a time)
@@ -52,7 +56,8 @@ class LogClientHandler(logging.Handler):
     for that long is given up, and the records go to stderr.
 
     A handler that follows the parent's levels (*follow_levels*) connects
-    at once, not on its first record, so that the levels the server pushes
+    50 ms after it is made (at once if a record comes first), not only on
+    its first record, so that the levels the server pushes
     (:meth:`LogServer.push_levels`) reach a child that has sent nothing yet;
     a second thread reads them from the connection and gives this process's
     loggers those levels. (Not the sender thread: waiting on the socket and
@@ -171,6 +176,14 @@ class LogClientHandler(logging.Handler):
     # -- the sender thread ------------------------------------------------------
 
     def _send_forever(self) -> None:
+        if self._follow_levels:
+            with self._cond:
+                # Not while the child starts: its first line runs sooner. A
+                # push meanwhile is sent on connecting (the server knows the
+                # levels the ticket was given), a record connects at once.
+                self._cond.wait_for(lambda: self._pending or self._closing, _CONNECT_DELAY)
+                if self._closing and not self._pending:
+                    return  # ended before it said anything: nothing to connect for
         try:
             sock = self._connect()
         except (OSError, WireError, ValueError) as error:

@@ -79,6 +79,11 @@ def _helpers() -> tuple[int, int]:
     return SERVER.pid or 0, tracker or 0
 
 
+def reap_our_strays() -> None:
+    """Reap the zombies that are gymnasiarch's by construction (see _subreaper.reap_strays)."""
+    reap_strays({*_LIVE, *_helpers()})
+
+
 def target_module(target: object) -> str | None:
     """The module of a target given as ``package.module:name`` (worth preloading), else None."""
     if isinstance(target, str) and ":" in target:
@@ -414,18 +419,21 @@ class ChildProcess(RunEvents):
             self._watch_scope.cancel()
 
     async def _wait_gone(self) -> None:
-        if self._pidfd is not None:
-            await anyio.wait_readable(self._pidfd)
-            if self._method == "forkserver":
-                self._zombie_code = _zombie_exit_code(self.pid)
-                # If its fork server died, the child was reparented to us
-                # (the subreaper, see LocalBackend.prepare): reap it here.
-                reaped = reap_pidfd(self._pidfd)
-                if reaped is not None:
-                    self._zombie_code = reaped
-        _LIVE.discard(self.pid)
-        self._end_the_group()
-        await self._end_the_escapees()
+        try:
+            if self._pidfd is not None:
+                await anyio.wait_readable(self._pidfd)
+                if self._method == "forkserver":
+                    self._zombie_code = _zombie_exit_code(self.pid)
+                    # If its fork server died, the child was reparented to us
+                    # (the subreaper, see LocalBackend.prepare): reap it here.
+                    reaped = reap_pidfd(self._pidfd)
+                    if reaped is not None:
+                        self._zombie_code = reaped
+            self._end_the_group()
+            await self._end_the_escapees()
+        finally:
+            # Only now: a spawned child, multiprocessing's to reap, is never a stray.
+            _LIVE.discard(self.pid)
 
     def _end_the_group(self) -> None:
         """SIGKILL what is left of the exited child's process group.
@@ -456,15 +464,19 @@ class ChildProcess(RunEvents):
         dies later (then it is reaped at a later sweep, see reap_strays).
         """
         try:
+            if not self._find_escapees(group=True):
+                return  # the common case, without a cancel scope's cost
             with anyio.move_on_after(DRAIN_TIMEOUT):
-                while self._find_escapees(group=True):
+                while True:
                     self._escapees.signal(signal.SIGKILL)
                     for pid, pidfd in list(self._escapees.pidfds.items()):
                         await anyio.wait_readable(pidfd)
                         self._escapees.reap(pid)
+                    if not self._find_escapees(group=True):
+                        break
         finally:
             self._escapees.close()
-            reap_strays({*_LIVE, *_helpers()})
+            reap_our_strays()
 
     async def _read_messages(self, scope: anyio.CancelScope) -> None:
         with scope:

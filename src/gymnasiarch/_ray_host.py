@@ -99,6 +99,8 @@ def _status_payload(status: ExitStatus, log_connected: bool) -> dict[str, Any]:
         "pid": status.pid,
         "output": status.output,
         "log_connected": log_connected,
+        # ResultNotSentError pickles (it carries only names and text).
+        "result_error": pickle.dumps(status.result_error) if status.result_error else None,
     }
 
 

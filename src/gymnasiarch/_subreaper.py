@@ -30,10 +30,12 @@ child: the application's, or multiprocessing's). :func:`reap_strays` reaps
 the zombies that are ours by construction (a dead fork server's spare).
 
 Out of reach, documented in ``docs/supervising.md``: a process that escapes
-into another PID namespace, one that clears its environment *and* retitles
-itself before its middle parent exits, one that escaped while no supervisor
-was running, and escapees of a child started with ``spawn`` whose title was
-not set yet. Everything here is Linux-only; elsewhere the functions do
+into another PID namespace; an exec'd escapee that cleared its environment,
+or a forked one that changed its title, by the time its child stops (it
+stays ours, but is left alone); one that escaped while no tree ran; and the
+zombie of an escapee that ended on its own before any scan saw it alive (a
+zombie has neither environment nor title: we do not reap what we cannot
+prove is ours). Everything here is Linux-only; elsewhere the functions do
 nothing and return nothing.
 """
 
@@ -246,8 +248,12 @@ def escapees(
             continue  # a living group member: the group's signals reach it
         if info.state == "Z":
             continue  # nothing tells where a zombie came from (but see reap_strays)
-        came_from_it = environ_marker(candidate) == marker or (
-            title(candidate) == wanted_title and (start is None or info.start >= start)
+        environ, its_title = environ_marker(candidate), title(candidate)
+        if (environ or "").startswith(f"{ours}:") or its_title.startswith("gymnasiarch["):
+            # Some child's escapee, seen alive: reap_strays may reap its zombie.
+            _escaped[candidate] = info.start
+        came_from_it = environ == marker or (
+            its_title == wanted_title and (start is None or info.start >= start)
         )
         if came_from_it:
             found.add(candidate)

@@ -325,6 +325,10 @@ class Supervisor:
         self._upstream: list[EventHub] = []
         self._prefix = ""  # this supervisor's path in the tree, with a slash
         self._nested = False
+        self._parent: Supervisor | None = None
+        # FromReady references whose source is not among our children: the
+        # enclosing supervisors may start it (see _check_references).
+        self._pending_refs: list[tuple[ChildSpec, FromReady]] = []
         self._specs: list[ChildSpec | Supervisor] = []
         for child in children:
             self._add_spec(child)
@@ -350,6 +354,12 @@ class Supervisor:
 
     def _adopt(self, parent: Supervisor) -> None:
         """Take this supervisor's place under *parent*: its path and where its events go."""
+        if self._parent is None:  # its references not found inside: among parent's earlier
+            for child_spec, ref in self._pending_refs:
+                if not parent._check_reference(child_spec, ref, list(parent._specs)):
+                    parent._pending_refs.append((child_spec, ref))
+            self._pending_refs = []
+        self._parent = parent
         self._nested = True
         self._prefix = f"{parent._prefix}{self.name}/"
         self._upstream = [parent._events, *parent._upstream]
@@ -358,27 +368,36 @@ class Supervisor:
                 spec._adopt(self)
 
     def _check_references(self) -> None:
-        """Check each FromReady of the children now: a bad one fails where it is written."""
+        """Check each FromReady of the children now: a bad one fails where it is written.
+
+        A source is looked for among the earlier siblings, then (once this
+        supervisor is nested) among the children its parent starts before
+        it, and so on up, as names in nested scopes are. A reference not
+        found yet waits for the parent; the root's :meth:`__aenter__` fails
+        on one that nobody had.
+        """
         for index, spec in enumerate(self._specs):
             if isinstance(spec, ChildSpec):
                 for ref in (*references(spec.args), *references(spec.kwargs or {})):
-                    self._check_reference(spec, ref, self._specs[:index])
+                    if not self._check_reference(spec, ref, self._specs[:index]):
+                        self._pending_refs.append((spec, ref))
 
     def _check_reference(
         self, spec: ChildSpec, ref: FromReady, earlier: list[ChildSpec | Supervisor]
-    ) -> None:
+    ) -> bool:
+        """Whether *ref*'s source is one of *earlier* (then checked); False if it is not."""
         where = f"child {spec.name!r}: FromReady({ref.source!r})"
-        if self.start_order != "sequential":
-            raise ValueError(
-                f"{where} needs start_order='sequential': in parallel, no child starts "
-                "after another has announced its value"
-            )
         head, *rest = ref.source.strip("/").split("/")
         source: ChildSpec | Supervisor | None = next((s for s in earlier if s.name == head), None)
         if source is None:
-            if any(s.name == head for s in self._specs):
+            if any(s.name == head for s in self._specs) and spec in self._specs:
                 raise ValueError(f"{where}: {head!r} starts after {spec.name!r}, not before it")
-            raise ValueError(f"{where}: supervisor {self.name!r} has no child named {head!r}")
+            return False
+        if self.start_order != "sequential":
+            raise ValueError(
+                f"{where} needs start_order='sequential' in supervisor {self.name!r}: in "
+                "parallel, no child starts after another has announced its value"
+            )
         for name in rest:
             if not isinstance(source, Supervisor) or name not in source._spec_names():
                 raise ValueError(f"{where}: no child {ref.source!r} in the tree")
@@ -390,6 +409,16 @@ class Supervisor:
                 f"{where}: child {ref.source!r} needs a ready_timeout, so that {spec.name!r} "
                 "starts only once it has announced its value with child_context().ready(value)"
             )
+        return True
+
+    def _unresolved_reference(self) -> ValueError:
+        spec, ref = self._pending_refs[0]
+        head = ref.source.strip("/").split("/")[0]
+        return ValueError(
+            f"child {spec.name!r}: FromReady({ref.source!r}): no child named {head!r} starts "
+            "before it (looked for among its earlier siblings, then among the children "
+            "started before each enclosing supervisor)"
+        )
 
     def _spec_names(self) -> list[str]:
         return [s.name for s in self._specs]
@@ -483,8 +512,13 @@ class Supervisor:
     async def __aenter__(self) -> Supervisor:
         if self._entered:
             raise RuntimeError(f"supervisor {self.name!r} is already running")
+        if self._pending_refs and not self._nested:
+            raise self._unresolved_reference()
         self._reset()
         self._entered = True
+        # From here until the start is done, stop() is remembered and acted
+        # on once the body's scope exists (see the end).
+        self._starting = True
         self._async_backend = _current_async_backend()
         try:
             # Bad targets fail here, before any process starts. Importing
@@ -492,7 +526,7 @@ class Supervisor:
             # an application embedding us needs for its own work.
             await anyio.to_thread.run_sync(self._check_all)
         except BaseException:
-            self._entered = False
+            self._entered = self._starting = False
             raise
         self._tg: TaskGroup = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -515,7 +549,6 @@ class Supervisor:
             if any(isinstance(s, ChildSpec) for s in self._specs):
                 # The backend says where its children can reach the log server.
                 await self._ensure_log_server()
-            self._starting = True
             async with self._lock:
                 await self._start_initial()
         except BaseException:  # stop what did start, then re-raise
@@ -786,7 +819,13 @@ class Supervisor:
         """*spec*'s arguments with each FromReady replaced by its source's ready value."""
 
         def lookup(ref: FromReady) -> Any:
-            _, source = self._find(ref.source)
+            head = ref.source.strip("/").split("/")[0]
+            scope: Supervisor | None = self
+            while scope is not None and head not in scope._children:
+                scope = scope._parent  # checked when built: an enclosing one has it
+            if scope is None:
+                raise InitializationFailedError(f"child {spec.name!r}: no source {ref.source!r}")
+            _, source = scope._find(ref.source)
             if not source.was_ready:
                 raise InitializationFailedError(
                     f"child {spec.name!r} needs the ready value of {ref.source!r}, "
@@ -916,6 +955,7 @@ class Supervisor:
             # Running it again would do the work again (train the model
             # again) and fail the same way: stop the tree and say why.
             child.retire()
+            status.result_error.restarts = child.restarts
             self._publish("gave_up", child, detail=str(status.result_error))
             self._fail(status.result_error)
             return
@@ -1204,7 +1244,16 @@ class Supervisor:
         if isinstance(spec, ChildSpec):
             await anyio.to_thread.run_sync(self._check_and_preload, spec)
             for ref in (*references(spec.args), *references(spec.kwargs or {})):
-                self._check_reference(spec, ref, list(self._specs))
+                scope: Supervisor | None = self
+                while scope is not None and not scope._check_reference(
+                    spec, ref, list(scope._specs)
+                ):
+                    scope = scope._parent
+                if scope is None:
+                    raise ValueError(
+                        f"child {spec.name!r}: FromReady({ref.source!r}): no such child "
+                        "in the tree to take a ready value from"
+                    )
         self._add_spec(spec)
         if isinstance(spec, ChildSpec):
             await self._prepare_backend()  # the tree may have had only subtrees so far

@@ -7,7 +7,11 @@ listen_port)`` (TCP) and gains a Unix-socket form, :meth:`LogServer.unix`,
 which the supervisor uses: a socket in a private 0700 directory, removed on
 stop. It re-injects every record with
 ``logging.getLogger(record.name).handle(record)``, so the parent's own
-logging configuration decides levels, handlers and format.
+logging configuration decides levels, handlers and format. Its clients
+follow that configuration: each is given the parent's per-logger levels
+and sends only what the parent would hand to a handler; after a change,
+:meth:`LogServer.push_levels` (or :func:`push_levels`, for every server of
+the process) sends the new levels to the connected clients.
 
 Unlike the original it never unpickles: records are length-prefixed frames
 of plain data, msgpack where both sides have it and JSON otherwise (see
@@ -65,7 +69,7 @@ logger = logging.getLogger("gymnasiarch.logserver")
 
 # Every server that serves now, for push_levels(); from any thread.
 _serving: set[LogServer] = set()
-_serving_lock = threading.Lock()
+_serving_lock = threading.RLock()  # re-entrant: a signal handler may push
 
 
 def push_levels() -> None:
@@ -110,10 +114,10 @@ class LogTicket:
 
         Without *level*, the client follows this process's logging
         configuration: it is given the levels of the parent's loggers as
-        they are now (see :mod:`gymnasiarch._loglevels`), so that it sends
-        every record the parent would hand to a handler and no other, and it
-        applies what :meth:`LogServer.push_levels` sends later. A
-        supervisor's children are configured so.
+        they are now, so that it sends every record the parent would hand
+        to a handler and no other, and (unless the server was made with
+        ``live_levels=False``) it applies what :meth:`LogServer.push_levels`
+        sends later. A supervisor's children are configured so.
 
         Args:
             level: Set the client's root logger to this level instead, and
@@ -129,6 +133,7 @@ class LogTicket:
         if level is None:
             self._generation = self.server._generation
             config["levels"] = Configured.now().for_child(self.name)
+            config["live"] = self.server.live_levels
         return config
 
     def revoke(self) -> None:
@@ -155,6 +160,11 @@ class LogServer:
             it has begun.
         drain_timeout: Seconds :meth:`stop` waits for open connections to
             say goodbye before it closes them.
+        live_levels: Whether clients follow the level changes
+            :meth:`push_levels` sends. They connect when they start for
+            that (a thread and a connection per child, about 0.5 MiB);
+            with ``False`` they apply the parent's levels of their start
+            only, and connect on their first record.
     """
 
     def __init__(
@@ -165,9 +175,13 @@ class LogServer:
         handshake_timeout: float = 5.0,
         frame_timeout: float = 10.0,
         drain_timeout: float = 5.0,
+        live_levels: bool = True,
     ) -> None:
         if not isinstance(listen_port, int) or not 0 <= listen_port <= 65535:
             raise ValueError(f"listen_port: expected a port number 0..65535, got {listen_port!r}")
+        if not isinstance(live_levels, bool):
+            raise TypeError(f"live_levels: expected True or False, got {live_levels!r}")
+        self.live_levels = live_levels
         self.listen_host = listen_host
         self.listen_port = listen_port
         self.handshake_timeout = handshake_timeout
@@ -191,7 +205,7 @@ class LogServer:
         self._wake_lock = threading.RLock()  # re-entrant: a signal handler may push
 
     @classmethod
-    def unix(cls, **options: float) -> LogServer:
+    def unix(cls, **options: Any) -> LogServer:
         """A server on a Unix socket in a fresh private (0700) directory.
 
         The directory and socket are removed when the server stops.

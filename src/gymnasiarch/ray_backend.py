@@ -613,6 +613,7 @@ def _status_from_payload(payload: dict[str, Any]) -> ExitStatus:
         traceback=payload["traceback"],
         pid=payload["pid"],
         output=payload["output"],
+        result_error=_load(payload.get("result_error")),
     )
 
 

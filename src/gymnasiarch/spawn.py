@@ -81,11 +81,11 @@ def prepare_child(name: str, runtime_config: Mapping[str, Any]) -> LogClientHand
     handler = None
     if log_config is not None:
         levels = log_config.get("levels")
-        # A child that follows the parent's levels connects at once: a
-        # level the parent lowers later must reach it before its first record.
-        handler = LogClientHandler(
-            log_config, on_connect=_on_log_connect, follow_levels=levels is not None
-        )
+        # A child that follows the parent's level changes connects soon
+        # after it starts: a level the parent lowers later must reach it
+        # before its first record.
+        live = levels is not None and log_config.get("live", True) is True
+        handler = LogClientHandler(log_config, on_connect=_on_log_connect, follow_levels=live)
         reset_logging_to(handler, log_config.get("level"), levels)
         forward_structlog()
     if threading.current_thread() is threading.main_thread():
@@ -113,7 +113,9 @@ async def spawn_wrapper(
       a client configuration under
       :data:`~gymnasiarch.logserver.LOG_CONFIG_KEY` (a supervisor's children
       always do; see :meth:`~gymnasiarch.logserver.LogTicket.client_config`);
-      the records still queued are sent before it returns or raises;
+      the loggers get the parent's levels, so that what the parent would
+      drop is not sent, and follow the changes the parent pushes; the
+      records still queued are sent before it returns or raises;
     - SIGINT is ignored: the parent decides how its children stop.
 
     Args:

@@ -3,8 +3,8 @@
 Usage: python -m targets.embedded_signals BACKEND MODE JOURNAL
 
 MODE ``storm``: the application's own SIGINT/SIGTERM/SIGHUP handlers count
-signals; a SIGTERM stops the supervisor, then 50 more SIGTERMs and SIGHUPs
-arrive over ~100 ms, while the supervisor stops and after it is done. Prints
+signals; a SIGTERM stops the supervisor, and SIGTERMs and SIGHUPs keep coming
+every 2 ms while the supervisor starts and stops, and 10 more after it is done. Prints
 one JSON line: whether the handlers are the application's again, and how
 many signals its handlers saw.
 
@@ -56,10 +56,16 @@ async def storm(journal: str) -> dict[str, object]:
     return {}
 
 
-def send_storm() -> None:
-    for i in range(50):
+def send_storm(done: threading.Event) -> None:
+    """SIGTERMs and SIGHUPs every 2 ms until the supervisor is done, then 10 more."""
+    after = 10
+    i = 0
+    while after:
         os.kill(os.getpid(), signal.SIGTERM if i % 2 else signal.SIGHUP)
         time.sleep(0.002)
+        i += 1
+        if done.is_set():
+            after -= 1
 
 
 def press_forwarded_twice() -> None:
@@ -87,9 +93,12 @@ def main() -> None:
         signal.signal(signum, mine)
     if mode == "storm":
         # The storm starts while the supervisor is stopping and goes on after it.
-        threading.Timer(0.05, send_storm).start()
+        done = threading.Event()
+        storm_thread = threading.Timer(0.05, send_storm, args=(done,))
+        storm_thread.start()
         anyio.run(storm, journal, backend=backend)
-        time.sleep(0.3)  # the rest of the storm reaches the application
+        done.set()
+        storm_thread.join()
         restored = all(signal.getsignal(s) is mine for s in SIGNALS)
         print(json.dumps({"restored": restored, "seen": len(seen)}), flush=True)
     else:

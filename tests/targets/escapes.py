@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -72,6 +73,45 @@ def daemons_then_return(pidfile: str) -> list[int]:
     return pids
 
 
+def _daemon_on_sigterm(journal: str, name: str, *, ends: bool) -> int:
+    """A double-fork daemon that notes a SIGTERM in *journal* and then ends, or ignores it."""
+    read_end, write_end = os.pipe()
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+
+            def noted(signum: int, frame: object) -> None:
+                with open(journal, "a") as file:
+                    file.write(f"{name} got SIGTERM\n")
+                if ends:
+                    os._exit(0)
+
+            signal.signal(signal.SIGTERM, noted)
+            os.write(write_end, str(os.getpid()).encode().ljust(16))
+            while True:
+                time.sleep(3600)
+        os._exit(0)
+    pid = int(os.read(read_end, 16))
+    os.close(read_end)
+    os.close(write_end)
+    os.wait()
+    return pid
+
+
+def stubborn_with_daemons(journal: str) -> None:
+    """Ignore SIGTERM; start a daemon that ends on SIGTERM and one that only notes it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pids = [
+        _daemon_on_sigterm(journal, "polite", ends=True),
+        _daemon_on_sigterm(journal, "stubborn", ends=False),
+    ]
+    with open(journal + ".pids", "w") as file:
+        json.dump(pids, file)
+    child_context().ready(pids)
+    while True:
+        time.sleep(3600)
+
+
 def ready_then_sleep() -> None:
     """Be ready, then sleep until stopped."""
     child_context().ready()
@@ -80,8 +120,12 @@ def ready_then_sleep() -> None:
 
 
 def _status(sup: Supervisor) -> str:
-    children = {c.name: [c.pid, c.restarts] for c in sup.which_children()}
-    return json.dumps({"children": children, "server": SERVER.pid})
+    rows = sup.which_children()
+    children = {c.name: [c.pid, c.restarts] for c in rows}
+    exits = {
+        c.name: [c.last_exit.exitcode, c.last_exit.signum] for c in rows if c.last_exit is not None
+    }
+    return json.dumps({"children": children, "exits": exits, "server": SERVER.pid})
 
 
 async def main(count: int) -> None:
