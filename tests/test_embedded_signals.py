@@ -48,3 +48,15 @@ def test_one_ctrl_c_forwarded_twice_is_one_graceful_stop(backend: str, tmp_path:
     assert "killing the remaining children" not in done.stderr
     lines = journal.read_text().splitlines()
     assert lines[2:] == ["term b", "exit b", "term a", "exit a"]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_two_supervisors_whose_lives_overlap_give_the_handlers_back(
+    backend: str, tmp_path: Path
+) -> None:
+    """A enters, B enters, A leaves, B leaves (and B before A): the application's handlers."""
+    done = embedded(backend, "overlap", tmp_path / "journal")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    for order in ("first-leaves-first", "first-leaves-last"):
+        assert report[order] == {"restored": True, "heard": 1}, order

@@ -15,7 +15,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,29 +23,11 @@ import pytest
 
 from gymnasiarch import ChildSpec, Supervisor, _subreaper
 from gymnasiarch.testing import _no_leftovers
+from gymnasiarch.testing import _wait_gone as _gone_within
 
 TESTS = Path(__file__).parent
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
-
-
-def _gone_within(pids: list[int], timeout: float) -> list[int]:
-    """Wait on pidfds (no polling) until every pid has exited; the pids still alive."""
-    fds: dict[int, int] = {}
-    for pid in set(pids):
-        with contextlib.suppress(ProcessLookupError):
-            fds[pid] = os.pidfd_open(pid)
-    deadline = time.monotonic() + timeout
-    try:
-        while fds and (remaining := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select(list(fds.values()), [], [], remaining)
-            for pid, fd in list(fds.items()):
-                if fd in ready:
-                    os.close(fds.pop(pid))
-        return sorted(fds)
-    finally:
-        for fd in fds.values():
-            os.close(fd)
 
 
 _SHELL_DAEMON = "setsid sleep 3600 </dev/null >/dev/null 2>&1 & echo $!"
@@ -210,6 +191,20 @@ async def test_a_stop_gives_escaped_daemons_sigterm_and_the_grace_then_sigkill(
         "stubborn got SIGTERM",
     ]
     assert [pid for pid in (polite, stubborn) if _subreaper.stat(pid) is not None] == []
+
+
+async def test_the_daemon_of_a_child_that_returned_is_asked_to_stop_first(
+    tmp_path: Path,
+) -> None:
+    """A daemon that ends on SIGTERM gets SIGTERM, not a SIGKILL out of the blue."""
+    journal = tmp_path / "journal"
+    spec = ChildSpec(
+        "d", "targets.escapes:polite_daemon_then_return", args=(str(journal),), restart="temporary"
+    )
+    async with Supervisor([spec], handle_signals=False) as sup:
+        daemon = (await sup.wait())["d"]
+    assert (await anyio.Path(journal).read_text()).splitlines() == ["polite got SIGTERM"]
+    assert _subreaper.stat(daemon) is None
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

@@ -13,11 +13,9 @@ import inspect
 import json
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -26,30 +24,12 @@ import pytest
 
 from gymnasiarch import ChildSpec, Supervisor
 from gymnasiarch.exceptions import PrematureTaskDeathError
+from gymnasiarch.testing import _wait_gone as _gone_within
 from targets import hygiene
 
 TESTS = Path(__file__).parent
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
-
-
-def _gone_within(pids: list[int], timeout: float) -> list[int]:
-    """Wait on pidfds (no polling) until every pid has exited; the pids still alive."""
-    fds: dict[int, int] = {}
-    for pid in set(pids):
-        with contextlib.suppress(ProcessLookupError):
-            fds[pid] = os.pidfd_open(pid)
-    deadline = time.monotonic() + timeout
-    try:
-        while fds and (remaining := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select(list(fds.values()), [], [], remaining)
-            for pid, fd in list(fds.items()):
-                if fd in ready:
-                    os.close(fds.pop(pid))
-        return sorted(fds)
-    finally:
-        for fd in fds.values():
-            os.close(fd)
 
 
 def _kill(pids: list[int]) -> None:

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
 
-from gymnasiarch import ChildSpec, FromReady, Supervisor
-from gymnasiarch.exceptions import InitializationFailedError
+from gymnasiarch import ChildSpec, Event, FromReady, LocalBackend, Supervisor
+from gymnasiarch._backend import ChildRun
+from gymnasiarch._child import Launch
+from gymnasiarch._supervisor import _SAME_PRESS
+from gymnasiarch.exceptions import InitializationFailedError, SignalInterruptError
 from gymnasiarch.testing import kill_child, wait_for
 
 T = "targets.tree"
@@ -104,35 +111,94 @@ async def test_a_parallel_tree_stops_its_children_at_once(tmp_path: Path) -> Non
 # -- a stop during a start --------------------------------------------------------------
 
 
+def group_and_env(**group_options: object) -> tuple[Supervisor, Supervisor]:
+    inner = Supervisor(
+        [ChildSpec("a", f"{B}:sleep_forever"), ChildSpec("b", f"{B}:sleep_forever")],
+        name="grp",
+        **group_options,  # type: ignore[arg-type]
+    )
+    return inner, Supervisor([ChildSpec("env", f"{B}:sleep_forever"), inner])
+
+
 @pytest.mark.parametrize("delay", [0.0, 0.001, 0.005, 0.02, 0.05])
 async def test_a_stop_while_a_nested_group_starts_is_not_lost(delay: float) -> None:
-    """stop() right after entering reaches a group still starting its children."""
-    inner = Supervisor(
-        [ChildSpec("a", f"{B}:sleep_forever"), ChildSpec("b", f"{B}:sleep_forever")], name="grp"
-    )
-    sup = Supervisor([ChildSpec("env", f"{B}:sleep_forever"), inner])
+    """stop() from another task while the tree, and its nested group, are still starting."""
+    _, sup = group_and_env()
     with anyio.fail_after(10):  # it hung for ever
-        async with sup:
+        async with anyio.create_task_group() as group:
+            group.start_soon(sup.run)
             await anyio.sleep(delay)
             sup.stop()
     assert all(info.pid is None for info in sup.walk())
 
 
+class _StopsAsItLaunches(LocalBackend):
+    """Stops the tree right after child "a" is launched, before its watcher starts.
+
+    The narrowest moment of a stop during a start: the group's scope is
+    cancelled while it hands the new run to its watcher (the shielded pause
+    lets the stop travel down the tree meanwhile).
+    """
+
+    def __init__(self) -> None:
+        super().__init__("forkserver")
+        self.root: Supervisor | None = None
+
+    async def start(self, launch: Launch, **options: Any) -> ChildRun:
+        run = await super().start(launch, **options)
+        if launch.name == "a" and self.root is not None:
+            self.root.stop()
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.2)
+        return run
+
+
+async def test_a_stop_as_a_nested_child_is_launched_still_stops_it() -> None:
+    """The run just launched is watched, so the stop that cancelled its start can end it."""
+    backend = _StopsAsItLaunches()
+    inner = Supervisor([ChildSpec("a", f"{B}:sleep_forever")], name="grp")
+    sup = Supervisor([ChildSpec("env", f"{B}:sleep_forever"), inner], backend=backend)
+    backend.root = sup
+    started = time.monotonic()
+    with anyio.fail_after(10):  # it hung for ever: nobody heard the child's exit
+        await sup.run()
+    # At once, not after the group's grace (8 s), which is all a root could do
+    # with a child whose exit nobody hears.
+    assert time.monotonic() - started < 4
+    assert all(info.pid is None for info in sup.walk())
+
+
+@pytest.mark.parametrize("when", ["started", "restarting"])
+async def test_a_stop_right_as_a_nested_group_restarts_is_not_lost(when: str) -> None:
+    """The group gives up (max_restarts=0) and is restarted: stop() at that very moment."""
+    _, sup = group_and_env(max_restarts=0)
+    with sup.events() as events, anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(sup.run)
+            await wait_for(sup, "ready", child="grp", events=events)
+            await kill_child(sup, "grp/a")
+            async for event in events:
+                if event.kind == when and event.path == "grp" and event.restarts == 1:
+                    sup.stop()
+                    break
+    assert all(info.pid is None for info in sup.walk())
+
+
 async def test_a_nested_group_has_a_finite_default_grace_and_escalates() -> None:
-    """A group whose child ignores SIGTERM is killed after its children's graces, not never."""
-    inner = Supervisor(
-        [ChildSpec("stubborn", f"{B}:ignore_sigterm_and_sleep", ready_timeout=10, shutdown=0.3)],
-        name="grp",
-        kill_timeout=0.5,
-    )
-    assert inner._grace() == pytest.approx(0.3 + 0.5 + 1.0)
-    sup = Supervisor([inner])
-    assert sup.children == [inner]
+    """A group's default grace is what its children need; past its grace it is killed."""
+    stubborn = ChildSpec("stubborn", f"{B}:ignore_sigterm_and_sleep", ready_timeout=10)
+    inner = Supervisor([stubborn], name="grp", kill_timeout=0.5)
+    assert inner._grace() == pytest.approx(5.0 + 0.5 + 1.0)  # ChildSpec's shutdown is 5 s
+    # Granted less than its child needs: the root kills the group's child at 0.3 s.
+    hurried = Supervisor([stubborn], name="grp", kill_timeout=0.5, shutdown=0.3)
+    sup = Supervisor([hurried])
+    assert sup.children == [hurried]
     started = time.monotonic()
     with anyio.fail_after(10):
         async with sup:  # ready: the group starts once its child has said so
             sup.stop()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 3  # not the child's 5 s grace
+    assert [i.state for i in sup.walk()] == ["terminated", "terminated"]
 
 
 def test_a_parallel_group_is_granted_its_largest_grace() -> None:
@@ -346,7 +412,7 @@ async def test_a_ready_value_never_announced_is_a_start_failure() -> None:
 
 
 async def test_importing_targets_does_not_stall_the_callers_loop() -> None:
-    """A target module that takes 0.3 s to import: a 10 ms ticker keeps ticking meanwhile."""
+    """A target module that takes 1 s to import: a 10 ms ticker keeps ticking meanwhile."""
     sys.modules.pop("targets.slow_import", None)
     gaps: list[float] = []
 
@@ -365,7 +431,7 @@ async def test_importing_targets_does_not_stall_the_callers_loop() -> None:
             sup = Supervisor([ChildSpec("slow", "targets.slow_import:hello", restart="transient")])
             assert await sup.run() == {"slow": "hello"}
             group.cancel_scope.cancel()
-    assert max(gaps) < 0.25  # the import alone takes 0.3 s
+    assert max(gaps) < 0.5  # the import alone takes 1 s
 
 
 async def test_records_and_output_of_nested_children_carry_their_paths() -> None:
@@ -397,13 +463,13 @@ async def test_records_and_output_of_nested_children_carry_their_paths() -> None
 
 
 async def test_a_stop_while_targets_are_imported_starts_nothing() -> None:
-    """stop() during the 0.3 s import of a target: the tree ends without starting it."""
+    """stop() during the 1 s import of a target: the tree ends without starting it."""
     sys.modules.pop("targets.slow_import", None)
     sup = Supervisor([ChildSpec("slow", "targets.slow_import:hello")])
     with sup.events() as events, anyio.fail_after(30):
         async with anyio.create_task_group() as group:
             group.start_soon(sup.run)
-            await anyio.sleep(0.1)
+            await anyio.sleep(0.2)  # well inside the import
             sup.stop()
         kinds = [event.kind async for event in events]
     assert "started" not in kinds
@@ -450,3 +516,39 @@ async def test_a_group_started_before_its_source_is_refused() -> None:
     with pytest.raises(ValueError, match="no child named 'env' starts before it"):
         async with sup:
             pass
+
+
+@pytest.mark.parametrize(("every", "presses"), [(_SAME_PRESS + 0.1, 2), (0.3, 3)])
+async def test_a_second_ctrl_c_kills_everything_left_of_an_ordered_shutdown(
+    every: float, presses: int
+) -> None:
+    """Three children that ignore SIGTERM, 60 s grace each, stopped one at a time.
+
+    The first SIGINT starts the ordered shutdown (it would take 3 minutes); a
+    later press kills all that is left at once. Presses closer together than
+    half a second count from the first: pressing again and again escalates.
+    """
+    specs = [
+        ChildSpec(n, f"{B}:ignore_sigterm_and_sleep", ready_timeout=10, shutdown=60)
+        for n in ("ant", "bee", "cat")
+    ]
+    sup = Supervisor(specs)
+
+    async def press_twice(events: MemoryObjectReceiveStream[Event]) -> None:
+        # Outside the supervisor's body, which the first SIGINT cancels.
+        with events:
+            await wait_for(sup, "ready", child="cat", events=events)
+            os.kill(os.getpid(), signal.SIGINT)
+            await wait_for(sup, "stopping", child="cat", events=events)
+            for _ in range(presses - 1):
+                await anyio.sleep(every)
+                os.kill(os.getpid(), signal.SIGINT)
+
+    started = time.monotonic()
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(press_twice, sup.events())
+            with pytest.raises(SignalInterruptError):
+                await sup.run()
+    assert time.monotonic() - started < 15
+    assert all(info.state == "terminated" for info in sup.walk())

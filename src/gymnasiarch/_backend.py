@@ -142,10 +142,11 @@ class LocalBackend:
             if self.start_method != "forkserver":
                 return
             preload = PRELOAD + self._preload
-            if SERVER.running():
-                SERVER.ensure_running(preload)  # a non-blocking check that it is still alive
+            if SERVER.running() and SERVER.death() is None:
+                SERVER.ensure_running(preload)  # alive: this only checks the resource tracker
             else:
-                # Starting the fork server imports our modules: do it off the loop.
+                # Starting the fork server (or its successor, after it was
+                # killed) imports our modules: do it off the loop.
                 await anyio.to_thread.run_sync(SERVER.ensure_running, preload)
         except BaseException:
             _subreaper.release()
@@ -169,6 +170,10 @@ class LocalBackend:
         *placement* and *previous* are unused: every run is a new process
         of this machine.
         """
+        if self.start_method == "forkserver" and SERVER.death() is not None:
+            # The fork server was killed (its children live on): its
+            # successor imports our modules, which must not block the loop.
+            await anyio.to_thread.run_sync(SERVER.ensure_running, PRELOAD + self._preload)
         return await ChildProcess.start(
             launch,
             self.start_method,

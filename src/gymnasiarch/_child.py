@@ -75,6 +75,9 @@ class Launch:
     environ: dict[str, str] | None = None
     #: The anyio backend an ``async def`` target runs on ("asyncio" or "trio").
     async_backend: str = "asyncio"
+    #: The child's path in the tree (``agents/agent-1``), for its process
+    #: title; None for a child of the root (its name is its path).
+    path: str | None = None
 
 
 class _Sender:
@@ -371,7 +374,8 @@ def child_main(launch: Launch, channel: Connection) -> None:
             set_log_connect_hook(lambda: send(("log_connected",)))
             # spawn_wrapper's caretaking, once: the process title first, the runtime
             # config, logging to the parent (also for records logged at import time).
-            handler = prepare_child(launch.name, launch.runtime_config)
+            # The title names the child by its path: agent-1 of two groups differ.
+            handler = prepare_child(launch.path or launch.name, launch.runtime_config)
             # Our own group: the supervisor's signals reach our subprocesses too.
             # (It fails only for a group or session leader, which we already are then.)
             with contextlib.suppress(OSError):

@@ -53,13 +53,21 @@ def references(value: Any) -> Iterator[FromReady]:
 
 
 def substitute(value: Any, lookup: Callable[[FromReady], Any]) -> Any:
-    """*value* with every :class:`FromReady` replaced by ``lookup(it)``."""
+    """*value* with every :class:`FromReady` replaced by ``lookup(it)``.
+
+    Only what holds a :class:`FromReady` is rebuilt (as a list, tuple, set
+    or dict); everything else, a named tuple or an ``OrderedDict`` among
+    them, is passed on as it is.
+    """
     if isinstance(value, FromReady):
         found = lookup(value)
         return found if value.key is None else found[value.key]
+    if not any(True for _ in references(value)):
+        return value
     if isinstance(value, list | tuple | set | frozenset):
         items = [substitute(item, lookup) for item in value]
-        return items if isinstance(value, list) else type(value)(items)
-    if isinstance(value, Mapping):
-        return {key: substitute(item, lookup) for key, item in value.items()}
-    return value
+        if isinstance(value, list):
+            return items
+        make = getattr(value, "_make", None)  # a named tuple takes its items one by one
+        return make(items) if make is not None else type(value)(items)
+    return {key: substitute(item, lookup) for key, item in value.items()}

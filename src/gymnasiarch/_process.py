@@ -69,6 +69,9 @@ PRELOAD = [
 #: Seconds an exited child's output pipes and log connection may stay open
 #: (held by a subprocess of it) before the exit is reported without the rest.
 DRAIN_TIMEOUT = 2.0
+#: Seconds a child's escaped daemons have, after SIGTERM, to end on their own
+#: once the child has exited, before they are SIGKILLed.
+ESCAPEE_GRACE = 1.0
 #: The pids of this process's children that run now (never a child's escapee).
 _LIVE: set[int] = set()
 
@@ -283,6 +286,7 @@ class ChildProcess(RunEvents):
         # tells a process that came from the child: it started no earlier
         # (than now less a tick: the child's target has not run yet).
         self._escapees = Escapees()
+        self._title_name = name  # what its title says: gymnasiarch[<path in the tree>]
         self._start_ticks = boot_ticks() - 1
         _LIVE.add(self.pid)
 
@@ -334,6 +338,7 @@ class ChildProcess(RunEvents):
                 started = start_spawn(process, needs_main=needs_main)
             try:
                 child = cls(launch.name, started, reader, method, ticket=ticket, output=output)
+                child._title_name = launch.path or launch.name
             except BaseException:  # out of descriptors for the pidfd, say
                 with contextlib.suppress(OSError):
                     os.kill(started.pid, signal.SIGKILL)
@@ -452,13 +457,18 @@ class ChildProcess(RunEvents):
         us. True if any is held.
         """
         known = {*_LIVE, *_helpers()}
-        self._escapees.take(escapees(self.pid, self.name, self._start_ticks, known, group=group))
+        self._escapees.take(
+            escapees(self.pid, self._title_name, self._start_ticks, known, group=group)
+        )
         return bool(self._escapees.pidfds)
 
     async def _end_the_escapees(self) -> None:
-        """SIGKILL the exited child's escapees, as its group's rest; reap them.
+        """End the exited child's escapees: SIGTERM, a grace, then SIGKILL; reap them.
 
-        Round after round: a process's children are reparented to us before
+        A daemon that left the child's group is a service of its own: it is
+        asked first (SIGTERM, up to :data:`ESCAPEE_GRACE` seconds; a stopped
+        child's escapees got their SIGTERM with it already). Then SIGKILL,
+        round after round: a process's children are reparented to us before
         its exit can be awaited, so each round finds the next generation.
         Bounded by :data:`DRAIN_TIMEOUT`: a process in uninterruptible sleep
         dies later (then it is reaped at a later sweep, see reap_strays).
@@ -466,6 +476,13 @@ class ChildProcess(RunEvents):
         try:
             if not self._find_escapees(group=True):
                 return  # the common case, without a cancel scope's cost
+            self._escapees.signal(signal.SIGTERM)
+            with anyio.move_on_after(ESCAPEE_GRACE):
+                for pid, pidfd in list(self._escapees.pidfds.items()):
+                    await anyio.wait_readable(pidfd)
+                    self._escapees.reap(pid)
+            if not self._find_escapees(group=True):
+                return
             with anyio.move_on_after(DRAIN_TIMEOUT):
                 while True:
                     self._escapees.signal(signal.SIGKILL)

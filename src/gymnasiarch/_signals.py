@@ -33,6 +33,9 @@ class SignalCatcher:
     def __init__(self, signals: Iterable[int]) -> None:
         self._signals = tuple(signals)
         self._saved: dict[int, Any] = {}
+        self._closed = False
+        # Like _wakeup.Wakeup's doorbell, but the bytes carry the signals'
+        # numbers, and the handler takes no lock (it may interrupt its owner).
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
@@ -55,18 +58,24 @@ class SignalCatcher:
         self._restore()
 
     def _restore(self) -> None:
-        for signum, handler in self._saved.items():
-            # None: a handler not installed from Python; the default is the
-            # closest we can give back.
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-        self._saved.clear()
+        for signum, saved in self._saved.items():
+            if signal.getsignal(signum) == self._handle:
+                signal.signal(signum, _behind_closed_catchers(signum, saved))
+            # Else another catcher went in after us and is still there (two
+            # supervisors whose lives overlap): it will put back what it
+            # found, our handler, which from now on passes signals on to
+            # what we found (see _handle).
+        self._closed = True
         self._reader.close()
         self._writer.close()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        # Runs in the main thread between two bytecodes: only a write here,
-        # the decision is made by the event loop's task.
-        with contextlib.suppress(OSError):  # full (a storm) or closed: dropped
+        # Runs in the main thread between two bytecodes.
+        if self._closed:
+            _pass_on(signum, frame, self._saved.get(signum))
+            return
+        # Only a write here, the decision is made by the event loop's task.
+        with contextlib.suppress(OSError):  # full (a storm): dropped
             self._writer.send(bytes([signum]))
 
     async def received(self) -> AsyncIterator[int]:
@@ -79,3 +88,23 @@ class SignalCatcher:
                 continue
             for signum in data:
                 yield signum
+
+
+def _behind_closed_catchers(signum: int, handler: Any) -> Any:
+    """*handler*, or, if it is a closed catcher's, what that one found (and so on)."""
+    owner = getattr(handler, "__self__", None)
+    while isinstance(owner, SignalCatcher) and owner._closed:
+        handler = owner._saved.get(signum, signal.SIG_DFL)
+        owner = getattr(handler, "__self__", None)
+    # None: a handler not installed from Python; the default is the closest.
+    return signal.SIG_DFL if handler is None else handler
+
+
+def _pass_on(signum: int, frame: FrameType | None, handler: Any) -> None:
+    """Do what *handler* (what a closed catcher had found) would do with the signal."""
+    handler = _behind_closed_catchers(signum, handler)
+    if callable(handler):
+        handler(signum, frame)
+    elif handler == signal.SIG_DFL:
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)  # its default action, as if we had never been here

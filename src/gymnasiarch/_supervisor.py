@@ -805,6 +805,7 @@ class Supervisor:
             seed=seed,
             restarts=child.restarts,
             async_backend=spec.async_backend or self._async_backend,
+            path=self._prefix + spec.name if self._prefix else None,
         )
         previous = child.last_run
         return await self.backend.start(
@@ -833,14 +834,15 @@ class Supervisor:
                 )
             return source.ready_value
 
+        args, kwargs = tuple(spec.args), dict(spec.kwargs or {})
+        if not any(True for _ in (*references(args), *references(kwargs))):
+            return args, kwargs  # passed on untouched: no FromReady in them
         try:
-            args = substitute(tuple(spec.args), lookup)
-            kwargs = substitute(dict(spec.kwargs or {}), lookup)
-        except (KeyError, IndexError, TypeError) as error:  # FromReady's key
+            return substitute(args, lookup), substitute(kwargs, lookup)
+        except (KeyError, IndexError, TypeError) as error:  # the value lacks FromReady's key
             raise InitializationFailedError(
                 f"child {spec.name!r}: a FromReady key does not fit its ready value: {error!r}"
             ) from error
-        return args, kwargs
 
     async def _ensure_log_server(self) -> LogServer:
         if self._log_server is None:
@@ -874,6 +876,12 @@ class Supervisor:
         # (its exit unheard, its shutdown waits for ever). The watcher shields
         # itself from its first line, so it cannot be cancelled once started.
         self._tg.start_soon(self._watch, child, run)
+        if self._shutting_down:
+            # The shutdown took its list of runs while this one was launched:
+            # it is ours to stop, or it would outlive the tree.
+            with anyio.CancelScope(shield=True):
+                await self._stop_children([child], why="shutdown")
+            return
         nested = isinstance(child.spec, Supervisor)
         timeout = None if nested else child.spec.ready_timeout  # type: ignore[union-attr]
         # A nested supervisor is ready once its own children have started.
@@ -1073,11 +1081,12 @@ class Supervisor:
         if signum == signal.SIGINT:
             # A wrapper (``timeout --foreground``, a shell script) may pass on
             # the terminal's Ctrl-C that reached us too: one press, two
-            # SIGINTs a few ms apart. Only a later one means "kill now".
-            repeat = now - self._last_sigint < _SAME_PRESS
-            self._last_sigint = now
-            if repeat:
+            # SIGINTs a few ms apart. Only a later one means "kill now". The
+            # window runs from the press that counted, so pressing again and
+            # again still escalates.
+            if now - self._last_sigint < _SAME_PRESS:
                 return
+            self._last_sigint = now
         if self._shutting_down or self._error is not None:
             if signum == signal.SIGINT:
                 logger.warning("second SIGINT: killing the remaining children now")
@@ -1254,12 +1263,14 @@ class Supervisor:
                         f"child {spec.name!r}: FromReady({ref.source!r}): no such child "
                         "in the tree to take a ready value from"
                     )
+        self._require_running()  # a stop may have come while the target was checked
         self._add_spec(spec)
-        if isinstance(spec, ChildSpec):
-            await self._prepare_backend()  # the tree may have had only subtrees so far
         child = self._children[spec.name] = _Child(spec)
         async with self._lock:
             try:
+                self._require_running()  # ... or while we waited for the lock
+                if isinstance(spec, ChildSpec):
+                    await self._prepare_backend()  # the tree may have had only subtrees
                 await self._start(child, initial=True)
             except BaseException:  # leave no half-started child behind, then re-raise
                 await self._stop_children([child], why="failed to start")

@@ -133,10 +133,13 @@ def _marked_since(before: dict[int, int], token: str) -> dict[int, str]:
     return found
 
 
-def _wait_gone(pids: Sequence[int], timeout: float) -> None:
-    """Wait on pidfds (no polling) until every one of *pids* has exited, or *timeout*."""
+def _wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
+    """Wait on pidfds (no polling) until every one of *pids* has exited, or *timeout*.
+
+    Returns the pids still alive then (sorted).
+    """
     fds = {}
-    for pid in pids:
+    for pid in set(pids):
         with contextlib.suppress(OSError):
             fds[pid] = os.pidfd_open(pid)
     deadline = time.monotonic() + timeout
@@ -146,6 +149,7 @@ def _wait_gone(pids: Sequence[int], timeout: float) -> None:
             for pid, fd in list(fds.items()):
                 if fd in ready:
                     os.close(fds.pop(pid))
+        return sorted(fds)
     finally:
         for fd in fds.values():
             os.close(fd)

@@ -8,6 +8,9 @@ every 2 ms while the supervisor starts and stops, and 10 more after it is done. 
 one JSON line: whether the handlers are the application's again, and how
 many signals its handlers saw.
 
+MODE ``overlap``: two supervisors whose lives overlap, left in either order;
+afterwards the handlers are the application's and a SIGTERM reaches them.
+
 MODE ``double-sigint``: one Ctrl-C forwarded twice, 10 ms apart (as ``timeout
 --foreground`` does). The children journal their stop: a graceful stop lets
 them finish their 0.3 s of cleanup; a kill would not.
@@ -68,6 +71,32 @@ def send_storm(done: threading.Event) -> None:
             after -= 1
 
 
+async def overlapping(journal: str) -> dict[str, object]:
+    """Two supervisors whose lives overlap, in tasks of their own, left in either order."""
+    results = {}
+    for order in ("first-leaves-first", "first-leaves-last"):
+        first, second = tree(journal), tree(journal)
+        async with anyio.create_task_group() as group:
+            for sup in (first, second):
+                with sup.events() as events:
+                    group.start_soon(sup.run)
+                    async for event in events:  # entered: its handlers are in
+                        if event.kind == "ready" and event.child == "b":
+                            break
+            leaving = (first, second) if order == "first-leaves-first" else (second, first)
+            for sup in leaving:
+                with sup.events() as events:
+                    sup.stop()
+                    async for _ in events:  # until its stream ends: it has left
+                        pass
+        before = len(seen)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await anyio.sleep(0.05)
+        restored = all(signal.getsignal(s) is mine for s in SIGNALS)
+        results[order] = {"restored": restored, "heard": len(seen) - before}
+    return results
+
+
 def press_forwarded_twice() -> None:
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.01)
@@ -101,6 +130,8 @@ def main() -> None:
         storm_thread.join()
         restored = all(signal.getsignal(s) is mine for s in SIGNALS)
         print(json.dumps({"restored": restored, "seen": len(seen)}), flush=True)
+    elif mode == "overlap":
+        print(json.dumps(anyio.run(overlapping, journal, backend=backend)), flush=True)
     else:
         result = anyio.run(double_sigint, journal, backend=backend)
         print(json.dumps(result), flush=True)

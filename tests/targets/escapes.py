@@ -112,6 +112,11 @@ def stubborn_with_daemons(journal: str) -> None:
         time.sleep(3600)
 
 
+def polite_daemon_then_return(journal: str) -> int:
+    """Start a daemon that ends on SIGTERM, then return: the daemon is asked first."""
+    return _daemon_on_sigterm(journal, "polite", ends=True)
+
+
 def ready_then_sleep() -> None:
     """Be ready, then sleep until stopped."""
     child_context().ready()

@@ -1,10 +1,10 @@
-"""A module that takes 0.3 s to import, as one with heavy dependencies does."""
+"""A module that takes 1 s to import, as one with heavy dependencies does."""
 
 from __future__ import annotations
 
 import time
 
-time.sleep(0.3)
+time.sleep(1.0)
 
 
 def hello() -> str:
