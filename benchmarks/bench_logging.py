@@ -676,7 +676,7 @@ def _wire_costs(samples: int, repeat: int) -> dict[str, list[float]]:
 
     def json_batch() -> object:
         # The child encodes each row as it is logged; the parent decodes a
-        # whole frame of them at once (see _logclient._records_frame).
+        # whole frame of them at once (see _wire.records_frame).
         items = [encoder.encode(r).encode() for r in rows]
         return json.loads(b'{"t":"records","r":[' + b",".join(items) + b"]}")
 

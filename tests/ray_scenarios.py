@@ -56,6 +56,38 @@ async def owned_cluster() -> dict[str, Any]:
     return results
 
 
+async def another_cluster_runs() -> dict[str, Any]:
+    """A cluster already runs here, and RAY_ADDRESS names it: RayBackend() starts its own."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback nodes, theirs and ours
+    import ray
+    from ray.cluster_utils import Cluster
+
+    theirs = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
+    os.environ["RAY_ADDRESS"] = theirs.address  # what `ray start` users often have set
+    seen: dict[str, Any] = {"theirs": theirs.address}
+    try:
+        # No num_cpus: with it, joining theirs would fail loudly; without, silently.
+        backend = RayBackend(init_options={"runtime_env": {"env_vars": {"PYTHONPATH": HERE}}})
+        sup = Supervisor(
+            [ChildSpec("one", "targets.basic:add", args=(2, 3), restart="transient")],
+            backend=backend,
+        )
+        async with sup:
+            seen["ours"] = ray.get_runtime_context().gcs_address
+            seen["owns"] = backend.owns_cluster
+            seen["results"] = await sup.wait()
+        seen["after"] = ray.is_initialized()
+        # Theirs still serves: a driver can attach to it and run a task.
+        ray.init(address=theirs.address, log_to_driver=False)
+        seen["theirs_serves"] = ray.get(ray.remote(lambda: 7).remote())
+        ray.shutdown()
+    finally:
+        theirs.shutdown()
+    return seen
+
+
 async def node_loss() -> dict[str, Any]:
     """The node hosting a child is removed: the child is restarted on the surviving node."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback nodes
@@ -140,6 +172,7 @@ async def two_backends() -> dict[str, Any]:
 if __name__ == "__main__":
     scenario = {
         "owned_cluster": owned_cluster,
+        "another_cluster_runs": another_cluster_runs,
         "node_loss": node_loss,
         "two_backends": two_backends,
     }[sys.argv[1]]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gymnasiarch import ChildSpec
 from gymnasiarch.treefile import TreeFileError, load_tree
 
 TESTS = Path(__file__).parent
@@ -101,6 +102,71 @@ def test_check_names_the_key_path_and_line(
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("change", "key", "line", "message"),
+    [
+        # A Supervisor's own check: the field names the child by its place.
+        (('name = "group"', 'name = "adder"'), "child[1]", 16, "duplicate child name 'adder'"),
+        (
+            ("params = { a = 3, b = 4 }", "params = 5"),
+            "child[1].child[0].params",  # ChildSpec's kwargs, as the file spells it
+            24,
+            "expected a mapping of strings to values, got 5",
+        ),
+        (("args = [1, 2]", 'args = "12"'), "child[0].args", 13, "expected a sequence, got '12'"),
+        (
+            (
+                '[[child]]\nname = "adder"',
+                '[supervisor.backoff]\nfactor = 0.5\n\n[[child]]\nname = "adder"',
+            ),
+            "supervisor.backoff.factor",
+            11,
+            "expected a number >= 1, got 0.5",
+        ),
+        (("seed = 7", "seed = true"), "supervisor.seed", 5, "expected an int, a str or None"),
+        (
+            (
+                'restart = "transient"\n\n[[child.child]]',
+                'restart = "transient"\nsignificant = 1\n\n[[child.child]]',
+            ),
+            "child[1].significant",
+            20,
+            "must be True or False, got 1",
+        ),
+    ],
+)
+def test_load_tree_points_at_the_key_a_field_error_names(
+    tmp_path: Path, change: tuple[str, str], key: str, line: int, message: str
+) -> None:
+    """The checks of ChildSpec, Backoff and Supervisor name a field; the file's key follows."""
+    with pytest.raises(TreeFileError) as caught:
+        load_tree(write(tmp_path, GOOD_TREE.replace(*change, 1)))
+    error = caught.value
+    assert (error.key, error.line) == (key, line)
+    assert str(error).startswith(f"{error.path}: {key} (line {line}): {message}")
+
+
+def test_a_file_takes_the_fields_of_the_values_it_builds(tmp_path: Path) -> None:
+    """Every field of ChildSpec is a key of [[child]] (kwargs is spelled params)."""
+    tree = GOOD_TREE.replace(
+        "args = [1, 2]",
+        'args = [1, 2]\nshutdown = 1.5\nready_timeout = 3\noutput = "inherit"\n'
+        'async_backend = "asyncio"\nsignificant = true\nplacement = { num_cpus = 1 }',
+    )
+    spec = load_tree(write(tmp_path, tree)).children[0]
+    assert isinstance(spec, ChildSpec)
+    assert (spec.shutdown, spec.ready_timeout, spec.output, spec.async_backend) == (
+        1.5,
+        3,
+        "inherit",
+        "asyncio",
+    )
+    assert spec.significant
+    assert spec.placement == {"num_cpus": 1}
+    with pytest.raises(TreeFileError, match=r"unknown key 'kwargs' \(known keys: args, async_b"):
+        load_tree(write(tmp_path, GOOD_TREE.replace("params =", "kwargs =")))
+
+
 def test_missing_file_and_unknown_command_are_one_line() -> None:
     done = gymnasiarch("check", "no/such/tree.toml")
     assert done.returncode == 2
@@ -114,7 +180,7 @@ def test_load_tree_builds_the_nested_supervisor(tmp_path: Path) -> None:
     assert supervisor.strategy == "one_for_one"
     assert supervisor.seed == 7
     assert supervisor.runtime_config["greeting"] == "hello"
-    inner = supervisor._specs[1]
+    inner = supervisor.children[1]
     assert inner.strategy == "one_for_all"  # type: ignore[union-attr]
     with pytest.raises(TreeFileError, match=r"child: expected \[\[child\]\] tables"):
         load_tree(write(tmp_path, "[supervisor]\n"))

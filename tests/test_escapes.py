@@ -21,7 +21,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gymnasiarch import ChildSpec, Supervisor, _subreaper
+from gymnasiarch import ChildSpec, Supervisor, _platform, _subreaper
 from gymnasiarch.testing import _no_leftovers
 from gymnasiarch.testing import _wait_gone as _gone_within
 
@@ -242,14 +242,14 @@ async def test_the_applications_own_daemons_are_left_alone() -> None:
 async def test_the_subreaper_flag_is_restored_also_when_it_was_set_before() -> None:
     """An application that is a subreaper itself stays one after the supervisor."""
     spec = ChildSpec("c", "targets.escapes:ready_then_sleep", ready_timeout=10)
-    _subreaper._prctl(_subreaper._PR_SET_CHILD_SUBREAPER, 1)
+    _platform.set_child_subreaper(True)
     try:
         other = Supervisor([ChildSpec("n", spec.target, ready_timeout=10)], handle_signals=False)
         async with Supervisor([spec], handle_signals=False), other:
             assert _subreaper.is_subreaper()
         assert _subreaper.is_subreaper()
     finally:
-        _subreaper._prctl(_subreaper._PR_SET_CHILD_SUBREAPER, 0)
+        _platform.set_child_subreaper(False)
 
 
 # -- item 8: the leftover check sees what left the tree ------------------------------

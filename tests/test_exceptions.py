@@ -12,6 +12,7 @@ from gymnasiarch import exceptions
 from gymnasiarch.dynaloader import ErrorDuringImport
 from gymnasiarch.exceptions import (
     DeadChildrenRisingAsZombiesError,
+    FieldError,
     GymnasiarchError,
     InvalidRequestError,
     InvalidResponseError,
@@ -92,6 +93,8 @@ def _example(cls: type[Exception]) -> Exception:
         return cls("A", "B")
     if cls is SimulationSetupError:
         return cls("run-1", "broken")
+    if issubclass(cls, FieldError):
+        return cls("restart", "expected one of permanent, transient, temporary", "child 'env'")
     if issubclass(cls, SupervisionError):
         return cls(
             "something happened",

@@ -48,8 +48,13 @@ R = "targets.remote"
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
-    """One local Ray cluster for the session, with this folder on the workers' path."""
+    """One local Ray cluster for the session, with this folder on the workers' path.
+
+    Our own (``address="local"``): never a cluster that happens to run on
+    the machine, nor the one ``RAY_ADDRESS`` names.
+    """
     ray.init(
+        address="local",
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
@@ -170,6 +175,22 @@ def test_a_cluster_the_backend_starts_is_loopback_and_gone_at_the_end() -> None:
         "after": False,
         "left": [],
     }
+
+
+def test_a_backend_without_an_address_never_joins_a_cluster_running_here() -> None:
+    """RAY_ADDRESS names a running cluster: RayBackend() starts (and ends) its own anyway."""
+    seen = _scenario("another_cluster_runs")
+    assert seen["ours"] != seen["theirs"]
+    assert seen["owns"] is True
+    assert seen["results"] == {"one": 5}
+    assert seen["after"] is False
+    assert seen["theirs_serves"] == 7
+
+
+def test_init_options_may_not_name_an_address() -> None:
+    """The cluster is RayBackend's own argument: one clear error for it in init_options."""
+    with pytest.raises(ValueError, match=r"init_options: give the cluster as RayBackend\(address"):
+        RayBackend(init_options={"address": "auto"})
 
 
 def _scenario(name: str) -> dict[str, Any]:
@@ -432,7 +453,7 @@ def test_placement_becomes_ray_actor_options() -> None:
         ({"num_gpus": "one"}, "num_gpus has the wrong type"),
         ({"resources": {"sim": "lots"}}, "resources must map names to amounts"),
         ({"node_affinity": {"node": "ab"}}, "node_affinity must be"),
-        ("everywhere", "placement must be a mapping"),
+        ("everywhere", "placement: must be a mapping"),
         ({"resources": {"CPU": 1}}, "use num_cpus"),
         ({"scheduling_strategy": "NEAR"}, 'must be "DEFAULT", "SPREAD"'),
         (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import resource
 import signal
@@ -22,6 +23,9 @@ from gymnasiarch._process import ChildProcess
 from gymnasiarch.dynaloader import ErrorDuringImport
 from gymnasiarch.exceptions import (
     DeadChildrenRisingAsZombiesError,
+    FieldError,
+    FieldTypeError,
+    FieldValueError,
     InitializationFailedError,
     PrematureTaskDeathError,
 )
@@ -471,6 +475,124 @@ def test_bad_specs_fail_at_construction(make, error, match) -> None:  # type: ig
         make()
 
 
+@pytest.mark.parametrize(
+    ("make", "kind", "field", "owner"),
+    [
+        (
+            lambda: ChildSpec("a", f"{T}:add", restart="sometimes"),
+            FieldValueError,
+            "restart",
+            "child 'a'",
+        ),  # type: ignore[arg-type]
+        (lambda: ChildSpec("a", 42), FieldTypeError, "target", "child 'a'"),  # type: ignore[arg-type]
+        (lambda: ChildSpec("a", "not a path"), FieldValueError, "target", "child 'a'"),
+        (lambda: ChildSpec("a", f"{T}:add", args="xy"), FieldTypeError, "args", "child 'a'"),
+        (lambda: ChildSpec("a", f"{T}:add", kwargs={1: 2}), FieldTypeError, "kwargs", "child 'a'"),  # type: ignore[dict-item]
+        (lambda: ChildSpec("a", f"{T}:add", shutdown=-1), FieldValueError, "shutdown", "child 'a'"),
+        (
+            lambda: ChildSpec("a", f"{T}:add", significant=1),
+            FieldTypeError,
+            "significant",
+            "child 'a'",
+        ),  # type: ignore[arg-type]
+        (
+            lambda: ChildSpec("a", f"{T}:add", placement={"cpus": 1}),
+            FieldValueError,
+            "placement",
+            "child 'a'",
+        ),
+        (lambda: ChildSpec("", f"{T}:add"), FieldTypeError, "name", "ChildSpec"),
+        (lambda: Backoff(factor=0.5), FieldValueError, "factor", "Backoff"),
+        (lambda: Backoff(cap="10"), FieldTypeError, "cap", "Backoff"),  # type: ignore[arg-type]
+        (lambda: Supervisor([], strategy="one_for_some"), FieldValueError, "strategy", ""),  # type: ignore[arg-type]
+        (lambda: Supervisor([], max_seconds=0), FieldValueError, "max_seconds", ""),
+        (lambda: Supervisor([], seed=1.5), FieldTypeError, "seed", ""),  # type: ignore[arg-type]
+        (lambda: Supervisor([], runtime_config=[1]), FieldTypeError, "runtime_config", ""),  # type: ignore[arg-type]
+        (lambda: Supervisor([], handle_signals="no"), FieldTypeError, "handle_signals", ""),  # type: ignore[arg-type]
+        (lambda: Supervisor([], significant=True), FieldValueError, "significant", ""),
+        (lambda: Supervisor([], log_server=1), FieldTypeError, "log_server", ""),  # type: ignore[arg-type]
+        (
+            lambda: Supervisor([ChildSpec("a", f"{T}:add"), ChildSpec("a", f"{T}:add")]),
+            FieldValueError,
+            "children[1]",
+            "",
+        ),
+        (lambda: Supervisor([ChildSpec("a", f"{T}:add"), "x"]), FieldTypeError, "children[1]", ""),  # type: ignore[list-item]
+    ],
+)
+def test_a_validation_error_names_its_field(  # type: ignore[no-untyped-def]
+    make, kind: type[FieldError], field: str, owner: str
+) -> None:
+    """Each check says which field was wrong, as a value, not only in its message.
+
+    A FieldValueError is a ValueError and a FieldTypeError a TypeError, so
+    ``except ValueError`` keeps working; the message is "owner: field: what".
+    """
+    with pytest.raises(kind) as caught:
+        make()
+    error = caught.value
+    assert (error.field, error.owner) == (field, owner)
+    assert isinstance(error, ValueError if kind is FieldValueError else TypeError)
+    prefix = f"{owner}: " if owner else ""
+    assert str(error) == f"{prefix}{field}: {error.message}"
+
+
+def test_a_supervisors_options_are_one_frozen_value_changed_only_before_it_runs() -> None:
+    """The options are read through read-only attributes and changed with configure()."""
+    sup = Supervisor([ChildSpec("a", f"{T}:add", args=(1, 2))], seed=3, runtime_config={"k": 1})
+    options = sup.options
+    assert (options.seed, sup.seed) == (3, 3)
+    assert sup.runtime_config.to_dict() == {"k": 1}
+    assert sup.max_seconds == 5.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.seed = 4  # type: ignore[misc]
+    with pytest.raises(AttributeError, match=r"configure\(seed=...\)"):
+        sup.seed = 4  # type: ignore[misc]
+    sup.configure(seed=4, runtime_config={"k": 2})
+    assert (sup.seed, sup.runtime_config.to_dict(), sup.strategy) == (4, {"k": 2}, "one_for_one")
+    assert options.seed == 3  # the old value is as it was
+    with pytest.raises(FieldValueError, match="strategy"):
+        sup.configure(strategy="one_for_some")
+    assert sup.strategy == "one_for_one"  # a bad change changes nothing
+    with pytest.raises(TypeError):
+        sup.configure(no_such_option=1)
+
+
+async def test_configure_is_refused_while_the_supervisor_runs() -> None:
+    sup = Supervisor([ChildSpec("s", f"{T}:sleep_forever")], handle_signals=False)
+    with anyio.fail_after(20):
+        async with sup:
+            with pytest.raises(RuntimeError, match="running"):
+                sup.configure(seed=1)
+            sup.stop()
+
+
+async def test_a_nested_supervisor_inherits_through_its_settings_not_its_options() -> None:
+    """What a subtree inherits (seed, config, signals) is derived; its own options stay."""
+    inner = Supervisor(
+        [ChildSpec("who", f"{T}:whoami", restart="transient")], name="inner", restart="transient"
+    )
+    root = Supervisor([inner], seed=11, runtime_config={"k": "v"}, handle_signals=False)
+    with anyio.fail_after(20):
+        results = await root.run()
+    assert results["inner"]["who"]["seed"] == derive_seed(derive_seed(11, "inner"), "who")
+    assert (inner.seed, inner.runtime_config.to_dict(), inner.handle_signals) == (
+        derive_seed(11, "inner"),
+        {"k": "v"},
+        False,
+    )
+    # Its own options are what it was built with: it can be nested again, elsewhere alike.
+    assert (
+        inner.options.seed,
+        inner.options.runtime_config.to_dict(),
+        inner.options.handle_signals,
+    ) == (
+        None,
+        {},
+        True,
+    )
+
+
 async def test_unimportable_target_fails_before_anything_starts() -> None:
     """A target module that does not exist fails in the parent, no process started."""
     sup = Supervisor(
@@ -795,7 +917,7 @@ def _running(pid: int) -> bool:
 @contextlib.contextmanager
 def sup_events(sup: Supervisor) -> Iterator[tuple[Supervisor, Any]]:
     """*sup* without signal handling, and its event stream, subscribed before it starts."""
-    sup.handle_signals = False
+    sup.configure(handle_signals=False)
     with sup.events() as events:
         yield sup, events
 

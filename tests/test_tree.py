@@ -245,6 +245,30 @@ async def test_walk_lists_every_child_with_its_path(tmp_path: Path) -> None:
     assert rows["agents/agent-1"].name == "agent-1"
 
 
+async def test_child_info_is_the_walk_row_of_one_child(tmp_path: Path) -> None:
+    """child_info(path): what walk() says of that child, without walking the tree."""
+    sup = training_ground(tmp_path / "journal")
+    with anyio.fail_after(30):
+        async with sup:
+            rows = {i.path: i for i in sup.walk()}
+            found = {path: sup.child_info(path) for path in rows}
+            inner = sup.children[1]
+            assert isinstance(inner, Supervisor)
+            from_inside = inner.child_info("agent-2")  # paths are relative to the supervisor
+            sup.stop()
+    for path, row in rows.items():
+        assert (found[path].path, found[path].pid, found[path].state) == (
+            row.path,
+            row.pid,
+            row.state,
+        )
+        assert found[path].on_this_machine  # a local process, or a subtree
+    assert found["agents/agent-1"].pid is not None
+    assert (from_inside.path, from_inside.pid) == ("agent-2", rows["agents/agent-2"].pid)
+    with pytest.raises(KeyError, match="no child named 'nobody'"):
+        sup.child_info("agents/nobody")
+
+
 async def test_terminate_restart_and_start_reach_nested_children_by_path(tmp_path: Path) -> None:
     """terminate_child, restart_child and start_child(under=) take group/child paths."""
     log = tmp_path / "journal"

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gymnasiarch._backend import Backend as Backend
-    from gymnasiarch._backend import LocalBackend as LocalBackend
+    from gymnasiarch._backend import ExitStatus as ExitStatus
+    from gymnasiarch._backend import RemoteTraceback as RemoteTraceback
     from gymnasiarch._context import ChildContext as ChildContext
     from gymnasiarch._context import child_context as child_context
     from gymnasiarch._events import Event as Event
     from gymnasiarch._from_ready import FromReady as FromReady
-    from gymnasiarch._process import ExitStatus as ExitStatus
-    from gymnasiarch._process import RemoteTraceback as RemoteTraceback
+    from gymnasiarch._local_backend import LocalBackend as LocalBackend
+    from gymnasiarch._options import SupervisorOptions as SupervisorOptions
     from gymnasiarch._runtime_config import RuntimeConfig as RuntimeConfig
     from gymnasiarch._spec import Backoff as Backoff
     from gymnasiarch._spec import ChildSpec as ChildSpec
@@ -49,12 +50,13 @@ _LAZY = {
     "ChildSpec": "gymnasiarch._spec",
     "Event": "gymnasiarch._events",
     "FromReady": "gymnasiarch._from_ready",
-    "LocalBackend": "gymnasiarch._backend",
+    "LocalBackend": "gymnasiarch._local_backend",
     "RayBackend": "gymnasiarch.ray_backend",
-    "ExitStatus": "gymnasiarch._process",
-    "RemoteTraceback": "gymnasiarch._process",
+    "ExitStatus": "gymnasiarch._backend",
+    "RemoteTraceback": "gymnasiarch._backend",
     "RuntimeConfig": "gymnasiarch._runtime_config",
     "Supervisor": "gymnasiarch._supervisor",
+    "SupervisorOptions": "gymnasiarch._options",
     "child_context": "gymnasiarch._context",
 }
 
@@ -72,6 +74,7 @@ __all__ = [
     "RemoteTraceback",
     "RuntimeConfig",
     "Supervisor",
+    "SupervisorOptions",
     "__version__",
     "child_context",
 ]

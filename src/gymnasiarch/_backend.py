@@ -1,62 +1,247 @@
-"""Where a supervisor's children run: the seam between the supervisor and the process layer.
+"""The backend seam: what the supervisor and every backend share, and nothing more.
 
-The supervisor decides (start, restart, stop, give up); a backend carries
-it out. It knows only the two faces below. :class:`LocalBackend`, the
-default, runs each child as a process of this machine through the fork
-server (or spawn); a backend for a cluster would run the same
-:class:`~gymnasiarch._child.Launch` somewhere else, and report back through
-the same face (ARCHITECTURE.md, "Beyond one machine").
+The supervisor decides (start, restart, stop, give up); a backend carries it
+out. They speak through this module only: the supervisor hands a backend a
+:class:`Launch`, gets back a :class:`ChildRun`, follows its events and reads
+its :class:`ExitStatus`. :class:`~gymnasiarch.LocalBackend`
+(:mod:`gymnasiarch._local_backend`) runs each child as a process of this
+machine; :class:`~gymnasiarch.ray_backend.RayBackend` runs the same launch on
+a cluster node (ARCHITECTURE.md, "Beyond one machine"); the tests' fake
+backend scripts runs without a process.
+
+This module imports nothing of ours but leaves (the exceptions), so a
+backend, the process layer and the child's bootstrap may all import it
+without pulling the supervisor, and the supervisor may import it without
+pulling the process layer. ``tests/test_layers.py`` keeps it so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+import abc
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
 
-from gymnasiarch import _subreaper
-from gymnasiarch._child import Launch
-from gymnasiarch._forkserver import SERVER
-from gymnasiarch._launcher import StartMethod
-from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus, reap_our_strays
-from gymnasiarch.logserver import LogServer, LogTicket
+from gymnasiarch.exceptions import ResultNotSentError
+
+if TYPE_CHECKING:
+    from gymnasiarch.logserver import LogServer, LogTicket
+
+#: How the local backend starts a child's process: through the fork server
+#: (fast: modules are loaded once in the server) or a fresh interpreter.
+StartMethod = Literal["forkserver", "spawn"]
+
+#: Seconds an exited child's output and log connection may stay open (held
+#: by a subprocess of it) before the exit is reported without the rest.
+DRAIN_TIMEOUT = 2.0
 
 
-class ChildRun(Protocol):
-    """One run of one child, as the supervisor sees it."""
+@dataclass(frozen=True)
+class Launch:
+    """Everything a child needs to know; pickled to it over its trusted start pipe."""
 
     name: str
-    started: anyio.Event
-    ready: anyio.Event
-    ready_value: Any
-    exited: anyio.Event
-    status: ExitStatus | None
-    stop_requested: bool
+    target: Callable[..., Any] | str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    runtime_config: dict[str, Any]
+    seed: int | None
+    restarts: int
+    #: The child's stdout and stderr as the backend hands them over (the
+    #: local backend's pair of ``_output.InheritedFd``); None: the child's own.
+    output: tuple[Any, Any] | None = None
+    #: The environment to run in, where it is not the starting process's
+    #: own (a child of a fork server shared by several Ray actors).
+    environ: dict[str, str] | None = None
+    #: The anyio backend an ``async def`` target runs on ("asyncio" or "trio").
+    async_backend: str = "asyncio"
+    #: The child's path in the tree (``agents/agent-1``), for its process
+    #: title; None for a child of the root (its name is its path).
+    path: str | None = None
+
+
+def target_module(target: object) -> str | None:
+    """The module of a target given as ``package.module:name`` (worth preloading), else None."""
+    if isinstance(target, str) and ":" in target:
+        return target.partition(":")[0]
+    return None
+
+
+# -- how a run ended ----------------------------------------------------------------
+
+
+class RemoteTraceback(Exception):  # noqa: N818 - named after what it shows
+    """The traceback of an exception raised in a child, as text.
+
+    It is the ``__cause__`` of the exception the child raised, so a
+    traceback printed in the parent shows where in the child it happened.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"\n\n{self.text}"
+
+
+class RemoteError(Exception):
+    """Stands in for a child's exception that could not be pickled."""
+
+
+def rebuild_error(payload: tuple[Any, ...]) -> tuple[BaseException, str]:
+    """The child's exception and traceback text from what its bootstrap sent.
+
+    *payload* is ``(error or None, type name, str(error), traceback text)``:
+    the error itself where it pickled, else a :class:`RemoteError` standing
+    in for it. Either way its ``__cause__`` is the :class:`RemoteTraceback`.
+    """
+    error, type_name, text, tb_text = payload
+    if not isinstance(error, BaseException):
+        error = RemoteError(f"{type_name}: {text}")
+    error.__cause__ = RemoteTraceback(tb_text)
+    return error, tb_text
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How one run of a child ended.
+
+    Attributes:
+        exitcode: The exit code, or ``None`` if a signal ended the child.
+        signum: The signal that ended the child, or ``None``.
+        result: What the target returned (if it returned).
+        error: The exception the target raised, with a :class:`RemoteTraceback`
+            as its ``__cause__`` (if it raised).
+        traceback: The child's traceback text (if it raised).
+        pid: The process id the child had.
+        output: The last lines the child wrote to stderr (if captured).
+        lost: Why the child's host went away with it (a cluster node lost,
+            its actor killed), where a backend runs children elsewhere.
+        result_error: Set when the target returned, but its return value
+            could not be pickled to the parent: a result error, not a
+            crash (the target ran to its end; a run again would return the
+            same). ``result`` is ``None`` then, and the run is not normal.
+    """
+
+    exitcode: int | None
+    signum: int | None
+    result: Any = None
+    error: BaseException | None = None
+    traceback: str | None = None
+    pid: int | None = None
+    output: str | None = None
+    lost: str | None = None
+    result_error: ResultNotSentError | None = None
 
     @property
-    def pid(self) -> int | None:
-        """The process id, where the child has one this machine can see."""
+    def normal(self) -> bool:
+        """True if the child ended on its own with exit code 0, no exception, its result sent."""
+        return self.exitcode == 0 and self.error is None and self.result_error is None
 
+    def describe(self) -> str:
+        """A short human text: ``exit code 3``, ``signal SIGKILL``, ``raised ValueError``."""
+        if self.lost is not None:
+            return f"lost with its host: {self.lost}"
+        if self.error is not None:
+            return f"raised {type(self.error).__name__}: {self.error}"
+        if self.result_error is not None:
+            return (
+                f"returned a {self.result_error.result_type} that cannot be sent back "
+                f"(cannot pickle {self.result_error.type_name})"
+            )
+        if self.signum is not None:
+            return f"killed by {signal.Signals(self.signum).name}"
+        return f"exit code {self.exitcode}"
+
+
+# -- one run ------------------------------------------------------------------------
+
+
+async def first_of(first: anyio.Event, *others: anyio.Event) -> None:
+    """Return as soon as any of the events is set (one helper task per other event)."""
+    if first.is_set() or any(event.is_set() for event in others):
+        return
+    async with anyio.create_task_group() as group:
+
+        async def wait_and_cancel(event: anyio.Event) -> None:
+            await event.wait()
+            group.cancel_scope.cancel()
+
+        for event in others:
+            group.start_soon(wait_and_cancel, event)
+        await first.wait()
+        group.cancel_scope.cancel()
+
+
+class ChildRun(abc.ABC):
+    """One run of one child, as the supervisor sees it, whichever backend runs it.
+
+    The backend's :meth:`Backend.start` returns it; the supervisor then runs
+    :meth:`watch` in a task of its own and waits on the events. A backend
+    subclasses it, sets the events as the run goes, and :attr:`status` just
+    before :attr:`exited`.
+
+    Attributes:
+        name: The child's name.
+        pid: The process id, where the child has one this machine's
+            supervisor can name (None for a nested supervisor, or before a
+            remote run reports it).
+        started: Set once the child's target runs.
+        ready: Set once the child said it is ready (``ready_value`` is what it said).
+        ready_value: What the child passed to ``ready()``.
+        exited: Set once the run is over (``status`` says how it ended).
+        status: How the run ended, once :attr:`exited` is set.
+        stop_requested: Set by whoever stops the child on purpose: such an
+            exit is no crash.
+    """
+
+    pid: int | None = None
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = anyio.Event()
+        self.ready = anyio.Event()
+        self.ready_value: Any = None
+        self.exited = anyio.Event()
+        self.status: ExitStatus | None = None
+        self.stop_requested = False
+
+    @abc.abstractmethod
     async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Follow the run to its end; set :attr:`exited` (and :attr:`status`) then."""
+        """Follow the run to its end; set :attr:`status`, then :attr:`exited`.
 
+        Called once, in a task of the supervisor's; ``task_status.started()``
+        once the run is followed. It returns when the run is over, or once
+        :meth:`abandon` gave up on it.
+        """
+
+    @abc.abstractmethod
     def terminate(self) -> None:
-        """Ask the child to stop."""
+        """Ask the child to stop (it may clean up; the supervisor bounds how long)."""
 
+    @abc.abstractmethod
     def kill(self) -> None:
         """Stop the child now."""
 
+    @abc.abstractmethod
     def abandon(self) -> None:
-        """Stop following a child that would not go away."""
+        """Stop following a child that would not go away (it is reported as a zombie)."""
 
-    def retire(self) -> None:
+    def retire(self) -> None:  # noqa: B027 - a default: most runs keep nothing
         """After the run: the supervisor will not start its child again from it.
 
         A backend that keeps something of a run for the child's next one
-        (:meth:`Backend.start`'s *previous*) frees it now.
+        (:meth:`Backend.start`'s *previous*) frees it now; by default
+        nothing is kept.
         """
+
+
+# -- where runs run -----------------------------------------------------------------
 
 
 class Backend(Protocol):
@@ -106,86 +291,3 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Release what :meth:`prepare` took (called once per :meth:`prepare`)."""
-
-
-class LocalBackend:
-    """Children as processes of this machine, started through the fork server or spawn.
-
-    Args:
-        start_method: ``"forkserver"`` (fast; modules are loaded once in
-            the server) or ``"spawn"`` (a fresh interpreter per child).
-    """
-
-    prepare_before_signals = False
-    resolves_targets_here = True
-
-    def __init__(self, start_method: StartMethod = "forkserver") -> None:
-        self.start_method: StartMethod = start_method
-        self._preload: list[str] = []
-
-    def preload(self, module: str) -> None:
-        """Load *module* in the fork server, if it is not running yet."""
-        if module not in self._preload:
-            self._preload.append(module)
-
-    async def prepare(self) -> None:
-        """Start the fork server (once per process) with our modules and the targets'.
-
-        Until :meth:`aclose`, this process is a child subreaper (Linux): a
-        child's subprocess that escapes its group (a ``setsid`` daemon) is
-        reparented to us, and stopped and reaped with its child; so are the
-        children of a fork server that died (see :mod:`gymnasiarch._subreaper`).
-        """
-        _subreaper.acquire()
-        try:
-            reap_our_strays()
-            if self.start_method != "forkserver":
-                return
-            preload = PRELOAD + self._preload
-            if SERVER.running() and SERVER.death() is None:
-                SERVER.ensure_running(preload)  # alive: this only checks the resource tracker
-            else:
-                # Starting the fork server (or its successor, after it was
-                # killed) imports our modules: do it off the loop.
-                await anyio.to_thread.run_sync(SERVER.ensure_running, preload)
-        except BaseException:
-            _subreaper.release()
-            raise
-
-    def log_server(self) -> LogServer:
-        """A server on a private Unix socket: our children are on this machine."""
-        return LogServer.unix()
-
-    async def start(
-        self,
-        launch: Launch,
-        *,
-        ticket: LogTicket | None,
-        capture_output: bool,
-        placement: Mapping[str, Any] | None = None,
-        previous: ChildRun | None = None,
-    ) -> ChildRun:
-        """Start one child process (see :meth:`ChildProcess.start`).
-
-        *placement* and *previous* are unused: every run is a new process
-        of this machine.
-        """
-        if self.start_method == "forkserver" and SERVER.death() is not None:
-            # The fork server was killed (its children live on): its
-            # successor imports our modules, which must not block the loop.
-            await anyio.to_thread.run_sync(SERVER.ensure_running, PRELOAD + self._preload)
-        return await ChildProcess.start(
-            launch,
-            self.start_method,
-            self._preload,
-            ticket=ticket,
-            capture_output=capture_output,
-        )
-
-    async def aclose(self) -> None:
-        """Give back the subreaper flag (the fork server serves this process until it exits).
-
-        A subclass that overrides it calls it too.
-        """
-        reap_our_strays()
-        _subreaper.release()

@@ -11,22 +11,33 @@ a short command-line call can use without an event loop, is
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
-import os
 import socket
-import struct
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
 from anyio.abc import ByteReceiveStream, ByteStream, SocketAttribute, TaskGroup
 
-from gymnasiarch import _wire
+from gymnasiarch import _platform, _wire
 from gymnasiarch._wire import WireError
 
 logger = logging.getLogger("gymnasiarch.channel")
 
-_ACCEPT_PAUSE = 0.1  # seconds to wait after a failed accept before the next
+#: accept(2)'s errors that say this process or the system is out of a
+#: resource for now (descriptors, memory, buffers): the server pauses and
+#: tries again, as trio's ``serve_listeners`` does. Any other error ends it.
+CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+# accept(2)'s errors about one connection that died while it queued (or a
+# firewall refused): that one is skipped, the next accepted at once, as
+# trio's SocketListener.accept does (anyio's asyncio listener passes them on).
+_GONE_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+# Seconds of the first pause after a capacity error; each error in a row
+# doubles it, up to the bound: descriptors come back when connections end,
+# which no event tells us, and a full table must not get a warning a tick.
+_ACCEPT_PAUSE = 0.1
+_ACCEPT_PAUSE_MAX = 1.0
 _HELLO_BYTES = 4096  # a hello is small: a stranger may not make us buffer a MiB
 _CHUNK_BYTES = 256 * 1024  # the most one receive takes: a client's whole frame, often
 
@@ -38,9 +49,12 @@ async def accept_forever(
 ) -> None:
     """Accept connections on *listener* (and the listeners of a multi-listener) for ever.
 
-    Unlike ``Listener.serve``, a failed accept (out of file descriptors,
-    say) is logged and retried after a pause: it must not end the server,
-    and with it the supervisor whose task group it runs in.
+    Unlike ``Listener.serve``, an accept that fails for want of a resource
+    (:data:`CAPACITY_ERRNOS`: out of file descriptors, say) is logged and
+    retried after a pause that grows, bounded, while the errors go on: it
+    must not end the server, and with it the supervisor whose task group
+    it runs in. Any other error (a closed or broken listener) is raised:
+    retrying it would spin for ever.
     """
     async with anyio.create_task_group() as accepting:
         for one in getattr(listener, "listeners", [listener]):
@@ -50,14 +64,34 @@ async def accept_forever(
 async def _accept_on(
     listener: Any, handle: Callable[[Any], Coroutine[Any, Any, None]], group: TaskGroup, what: str
 ) -> None:
+    pause = _ACCEPT_PAUSE
     while True:
         try:
             stream = await listener.accept()
         except (OSError, anyio.BrokenResourceError) as error:
-            logger.warning("%s: accepting a connection failed (%s); trying again", what, error)
-            await anyio.sleep(_ACCEPT_PAUSE)  # a pause after an error, not a poll
+            cause = _os_error(error)
+            code = None if cause is None else cause.errno
+            if code in _GONE_ERRNOS:
+                continue
+            if code not in CAPACITY_ERRNOS:
+                raise
+            logger.warning(
+                "%s: accepting a connection failed (%s); trying again in %.2g s", what, cause, pause
+            )
+            await anyio.sleep(pause)  # a pause for resources to come back, not a poll
+            pause = min(2 * pause, _ACCEPT_PAUSE_MAX)
             continue
+        pause = _ACCEPT_PAUSE
         group.start_soon(handle, stream)
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The system's error behind a failed accept (anyio wraps it in BrokenResourceError)."""
+    if isinstance(error, OSError):
+        return error
+    if isinstance(error.__cause__, OSError):
+        return error.__cause__
+    return None
 
 
 class FrameReceiver:
@@ -206,16 +240,10 @@ def describe_peer(stream: ByteStream) -> str:
         if isinstance(remote, tuple):
             return f"{remote[0]}:{remote[1]}"
     with contextlib.suppress(Exception):
-        pid, _, _ = _peer_credentials(stream)
-        return f"pid {pid}"
+        credentials = _platform.peer_credentials(stream.extra(SocketAttribute.raw_socket))
+        if credentials is not None:
+            return f"pid {credentials[0]}"
     return "a local client"
-
-
-def _peer_credentials(stream: ByteStream) -> tuple[int, int, int]:
-    raw: socket.socket = stream.extra(SocketAttribute.raw_socket)
-    data = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", data)
-    return pid, uid, gid
 
 
 def check_peer_user(stream: ByteStream) -> None:
@@ -226,8 +254,6 @@ def check_peer_user(stream: ByteStream) -> None:
     """
     if stream.extra(SocketAttribute.family, None) != socket.AF_UNIX:
         return
-    if not hasattr(socket, "SO_PEERCRED"):  # pragma: no cover - Linux has it
-        return
-    _, uid, _ = _peer_credentials(stream)
-    if uid != os.getuid():
+    uid = _platform.peer_is_other_user(stream.extra(SocketAttribute.raw_socket))
+    if uid is not None:
         raise WireError(f"peer runs as user {uid}, not as us")

@@ -18,8 +18,6 @@ sudden death: see :class:`_Stop`.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
 import inspect
 import io
 import multiprocessing
@@ -27,11 +25,9 @@ import os
 import pickle
 import select
 import signal
-import sys
 import threading
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from types import FrameType
@@ -39,10 +35,11 @@ from typing import Any
 
 import anyio
 
+from gymnasiarch import _platform
+from gymnasiarch._backend import Launch
 from gymnasiarch._context import ChildContext, set_child_context
 from gymnasiarch._forkserver import release_start_slot
 from gymnasiarch._output import (
-    InheritedFd,
     enable_crash_dumps,
     flush_output,
     redirect_output,
@@ -52,32 +49,6 @@ from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch._subreaper import mark_descendants
 from gymnasiarch.dynaloader import resolve
 from gymnasiarch.spawn import forward_structlog, prepare_child, set_log_connect_hook
-
-_PR_SET_PDEATHSIG = 1
-# Loaded once, in the fork server, rather than in every child.
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-@dataclass(frozen=True)
-class Launch:
-    """Everything a child needs to know; pickled to it over its trusted start pipe."""
-
-    name: str
-    target: Callable[..., Any] | str
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    runtime_config: dict[str, Any]
-    seed: int | None
-    restarts: int
-    output: tuple[InheritedFd, InheritedFd] | None = None
-    #: The environment to run in, where it is not the starting process's
-    #: own (a child of a fork server shared by several Ray actors).
-    environ: dict[str, str] | None = None
-    #: The anyio backend an ``async def`` target runs on ("asyncio" or "trio").
-    async_backend: str = "asyncio"
-    #: The child's path in the tree (``agents/agent-1``), for its process
-    #: title; None for a child of the root (its name is its path).
-    path: str | None = None
 
 
 class _Sender:
@@ -199,20 +170,14 @@ def _watch_parent(sentinel: int) -> None:
 def _kill_on_eof(sentinel: int) -> bool:
     """Have the kernel SIGKILL this child's group when *sentinel* reports EOF.
 
-    Signal-driven I/O (``O_ASYNC`` with ``F_SETSIG``) needs no watcher
-    thread: a thread costs 0.4 ms per start and its stack in every child.
-    Linux only; returns False where it is not available.
+    Signal-driven I/O needs no watcher thread (see
+    :func:`gymnasiarch._platform.signal_on_readable`). Linux only; returns
+    False where it is not available.
     """
-    set_signal = getattr(fcntl, "F_SETSIG", None)
-    if set_signal is None:
-        return False
-    fcntl.fcntl(sentinel, set_signal, signal.SIGKILL)
     # A negative owner is a process group: only our own, never the
     # supervisor's (setpgid may have failed, see child_main).
     owner = -os.getpid() if os.getpgrp() == os.getpid() else os.getpid()
-    fcntl.fcntl(sentinel, fcntl.F_SETOWN, owner)
-    fcntl.fcntl(sentinel, fcntl.F_SETFL, fcntl.fcntl(sentinel, fcntl.F_GETFL) | os.O_ASYNC)
-    return True
+    return _platform.signal_on_readable(sentinel, signal.SIGKILL, owner)
 
 
 def _guard_against_orphaning() -> None:
@@ -233,8 +198,8 @@ def _guard_against_orphaning() -> None:
     supervisor = getattr(parent, "pid", None)
     if supervisor is not None:
         mark_descendants(supervisor)
-    if _LIBC is not None and supervisor == os.getppid():
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if _platform.LINUX and supervisor == os.getppid():
+        _platform.set_parent_death_signal(signal.SIGKILL)
         # Gone already? Then we have another parent (init, or a subreaper).
         if os.getppid() != supervisor:
             _die_with_our_group()

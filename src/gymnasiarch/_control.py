@@ -16,7 +16,6 @@ import errno
 import logging
 import os
 import socket
-import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import anyio
 from anyio.abc import ByteStream, TaskStatus
 
-from gymnasiarch import _wire
+from gymnasiarch import _platform, _wire
 from gymnasiarch._channel import accept_forever, authenticate, describe_peer, read_message
 from gymnasiarch._supervisor import Supervisor
 from gymnasiarch._wire import WireError
@@ -55,10 +54,10 @@ def key_path(path: Path) -> Path:
 
 def _private_folder(folder: Path) -> None:
     """Make *folder* (0700) or check that an existing one is ours and private."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = folder.stat()
-    if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
-        raise ControlError(f"{folder} is not a private directory of ours (mode 0700)")
+    try:
+        _platform.ensure_private_directory(folder, parents=True)
+    except PermissionError as error:
+        raise ControlError(str(error)) from None
 
 
 def _in_use(path: Path) -> bool:

@@ -44,8 +44,6 @@ import os
 import selectors
 import signal
 import socket
-import stat
-import struct
 import subprocess
 import sys
 import threading
@@ -53,9 +51,10 @@ from collections.abc import Iterator
 from multiprocessing import connection, forkserver, reduction, resource_tracker, spawn, util
 from typing import Any
 
+from gymnasiarch import _platform
+
 _MAX_FDS = forkserver.MAXFDS_TO_SEND
 _TITLE = "gymnasiarch-forkserver"
-_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 # First words of the server's command: a terminal's Ctrl-C reaches the whole
 # foreground group, the server and its spare too, and is the supervisor's to
 # handle (issue 14): the server must not die of it, nor print a
@@ -236,13 +235,7 @@ class SharedForkServer(ForkServer):
         """Make the directory, private: another user's socket there would get our fds."""
         parent = os.path.dirname(self.directory)
         for path in (parent, self.directory):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(path, 0o700)
-            info = os.lstat(path)
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-                raise PermissionError(
-                    f"{path} is not a private directory of ours (mode 0700, our uid)"
-                )
+            _platform.ensure_private_directory(path)
 
     @contextlib.contextmanager
     def _locked(self, operation: int) -> Iterator[None]:
@@ -267,7 +260,7 @@ class SharedForkServer(ForkServer):
     def _start(self, preload: list[str]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path)  # a dead server's
-        anchor = os.pidfd_open(self.anchor_pid)
+        anchor = _platform.pidfd_open(self.anchor_pid)
         try:
             with socket.socket(socket.AF_UNIX) as listener:
                 listener.bind(self._path)
@@ -522,10 +515,7 @@ class _Server:
     def _serve_request(self) -> None:
         self.fork_failed = False
         with self.listener.accept()[0] as client:
-            _, uid, _ = _PEERCRED.unpack(
-                client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-            )
-            if uid != os.getuid():
+            if _platform.peer_is_other_user(client) is not None:
                 return
             fds = reduction.recvfds(client, _MAX_FDS + 1)
         if len(fds) < 4 or len(fds) > _MAX_FDS:

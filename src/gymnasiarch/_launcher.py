@@ -26,13 +26,12 @@ import types
 from collections.abc import Iterator
 from multiprocessing import context as mp_context
 from multiprocessing import forkserver, popen_fork, popen_forkserver, reduction, spawn, util
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import anyio
 
+from gymnasiarch import _platform
 from gymnasiarch._forkserver import SERVER, ForkServer
-
-StartMethod = Literal["forkserver", "spawn"]
 
 _PID_TIMEOUT = 30.0  # seconds for the fork server to answer a request with a pid
 _DEATH_WAIT = 0.5  # seconds, after EOF for a pid, for the fork server's exit (see _server_death)
@@ -146,7 +145,7 @@ async def _server_death(server: ForkServer) -> str | None:
     if server.pid is None:
         return None
     try:
-        pidfd = os.pidfd_open(server.pid)
+        pidfd = _platform.pidfd_open(server.pid)
     except OSError:  # reaped already, or no pidfds here
         return server.death()
     try:

@@ -93,7 +93,7 @@ class LogClientHandler(logging.Handler):
         # msgpack where both sides read it: the parent decodes it 3-4x faster.
         packs = bool(config.get("msgpack")) and _wire.reads_msgpack()
         self._encode = _pack_record if packs else _encode_record
-        self._frame = _packed_frame if packs else _records_frame
+        self._packs = packs
         self._pending: collections.deque[bytes] = collections.deque()
         self._pending_bytes = 0
         self._max_queued_bytes = max_queued_bytes
@@ -207,7 +207,7 @@ class LogClientHandler(logging.Handler):
                     batch = self._take_batch()
                 if not batch:
                     break  # closing, and nothing is left
-                sock.sendall(self._frame(batch, sent))
+                sock.sendall(_wire.records_frame(batch, sent, packed=self._packs))
                 sent += len(batch)
                 with self._cond:
                     self._done += len(batch)
@@ -283,7 +283,6 @@ def _after_fork(reference: weakref.ref[LogClientHandler]) -> None:
 
 
 _MSG, _EXC_TEXT, _EXTRA = (ROW.index(name) for name in ("msg", "exc_text", "extra"))
-_R_KEY = b"\xa1r"  # msgpack's "r"
 
 
 def _shortened(row: list[Any], size: int) -> list[Any]:
@@ -325,27 +324,6 @@ def _pack_record(record: logging.LogRecord) -> bytes:
     if len(item) > _RECORD_BYTES:
         item = _pack_row(_shortened(row, len(item)))
     return item
-
-
-def _records_frame(batch: list[bytes], first: int) -> bytes:
-    # The sequence number lets the server tell a gap (or a replay) on the way.
-    payload = b'{"t":"records","s":%d,"r":[' % first + b",".join(batch) + b"]}"
-    return _wire.HEADER.pack(len(payload)) + payload
-
-
-def _packed_frame(batch: list[bytes], first: int) -> bytes:
-    # The same message as _records_frame in msgpack: a map of three, whose
-    # records are an array of the rows packed one by one in emit().
-    count = len(batch)
-    if count < 16:
-        array = bytes((0x90 | count,))
-    elif count < 1 << 16:
-        array = b"\xdc" + count.to_bytes(2, "big")
-    else:
-        array = b"\xdd" + count.to_bytes(4, "big")
-    head = _wire.msgpack_pack({"t": "records", "s": first})
-    payload = bytes((head[0] + 1,)) + head[1:] + _R_KEY + array + b"".join(batch)
-    return _wire.HEADER.pack(len(payload)) + payload
 
 
 def _to_stderr(items: list[bytes]) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import faulthandler
 import io
 import logging
@@ -28,6 +27,8 @@ from typing import Any
 
 import anyio
 
+from gymnasiarch import _platform
+
 TAIL_LINES = 20
 #: At most this many lines of a faulthandler dump's start are kept besides the tail:
 DUMP_LINES = 60
@@ -35,7 +36,6 @@ DUMP_LINES = 60
 DUMP_FRAMES = 10
 _DUMP_HEADER = "Fatal Python error: "
 _DUMP_THREADS = ("Current thread ", "Thread ", "Stack (most recent call first)")
-_CLOSE_RANGE_CLOEXEC = 4  # linux/close_range.h
 MAX_LINE = 64 * 1024  # bytes: a longer line is cut into records of this size
 _READ_SIZE = 65536
 _LEVELS = {"stdout": logging.INFO, "stderr": logging.WARNING}
@@ -80,22 +80,6 @@ def enable_crash_dumps() -> None:
         faulthandler.enable(file=2, all_threads=True)
 
 
-def _libc_close_range() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        close_range = ctypes.CDLL(None, use_errno=True).close_range  # glibc 2.34 and later
-    except (OSError, AttributeError):
-        return None
-    close_range.argtypes = (ctypes.c_uint, ctypes.c_uint, ctypes.c_int)
-    close_range.restype = ctypes.c_int
-    return close_range
-
-
-# Loaded once, in the fork server, rather than in every child.
-_CLOSE_RANGE = _libc_close_range()
-
-
 def seal_descriptors() -> None:
     """In the child: make every descriptor above stderr close-on-exec.
 
@@ -106,16 +90,10 @@ def seal_descriptors() -> None:
     would hold them for as long as it runs, and with them the resource
     tracker, and the parent's readers that wait for their end (issue 14).
     The child itself keeps using them; only fds 0-2 pass to its programs,
-    plus whatever the target marks inheritable from now on. One
-    ``close_range`` call on Linux 5.11+; a walk of ``/proc/self/fd`` elsewhere.
+    plus whatever the target marks inheritable from now on (see
+    :func:`gymnasiarch._platform.cloexec_from`).
     """
-    if _CLOSE_RANGE is not None and _CLOSE_RANGE(3, 0xFFFFFFFF, _CLOSE_RANGE_CLOEXEC) == 0:
-        return
-    with contextlib.suppress(OSError):
-        for name in os.listdir("/proc/self/fd"):
-            with contextlib.suppress(OSError):  # the listing's own fd, closed by now
-                if int(name) > 2:
-                    os.set_inheritable(int(name), False)
+    _platform.cloexec_from(3)
 
 
 def flush_output() -> None:

@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import pickle
 import signal
-from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -27,9 +26,18 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskStatus
 
-from gymnasiarch._child import Launch, child_main
+from gymnasiarch import _platform
+from gymnasiarch._backend import (
+    DRAIN_TIMEOUT,
+    ChildRun,
+    ExitStatus,
+    Launch,
+    StartMethod,
+    rebuild_error,
+)
+from gymnasiarch._child import child_main
 from gymnasiarch._forkserver import SERVER, ForkServer
-from gymnasiarch._launcher import Started, StartMethod, start_forkserver, start_spawn
+from gymnasiarch._launcher import Started, start_forkserver, start_spawn
 from gymnasiarch._output import InheritedFd, OutputCapture
 from gymnasiarch._subreaper import Escapees, boot_ticks, escapees, reap_pidfd, reap_strays
 from gymnasiarch.exceptions import ResultNotSentError
@@ -66,9 +74,6 @@ PRELOAD = [
     *(["trio", "anyio._backends._trio"] if _importable("trio") else []),
     "gymnasiarch._warm",
 ]
-#: Seconds an exited child's output pipes and log connection may stay open
-#: (held by a subprocess of it) before the exit is reported without the rest.
-DRAIN_TIMEOUT = 2.0
 #: Seconds a child's escaped daemons have, after SIGTERM, to end on their own
 #: once the child has exited, before they are SIGKILLed.
 ESCAPEE_GRACE = 1.0
@@ -87,87 +92,9 @@ def reap_our_strays() -> None:
     reap_strays({*_LIVE, *_helpers()})
 
 
-def target_module(target: object) -> str | None:
-    """The module of a target given as ``package.module:name`` (worth preloading), else None."""
-    if isinstance(target, str) and ":" in target:
-        return target.partition(":")[0]
-    return None
-
-
 def _needs_main_module(launch: Launch) -> bool:
     """True if the target or its arguments refer to something defined in ``__main__``."""
     return b"__main__" in pickle.dumps((launch.target, launch.args, launch.kwargs))
-
-
-class RemoteTraceback(Exception):  # noqa: N818 - named after what it shows
-    """The traceback of an exception raised in a child, as text.
-
-    It is the ``__cause__`` of the exception the child raised, so a
-    traceback printed in the parent shows where in the child it happened.
-    """
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return f"\n\n{self.text}"
-
-
-class RemoteError(Exception):
-    """Stands in for a child's exception that could not be pickled."""
-
-
-@dataclass(frozen=True)
-class ExitStatus:
-    """How one run of a child ended.
-
-    Attributes:
-        exitcode: The exit code, or ``None`` if a signal ended the child.
-        signum: The signal that ended the child, or ``None``.
-        result: What the target returned (if it returned).
-        error: The exception the target raised, with a :class:`RemoteTraceback`
-            as its ``__cause__`` (if it raised).
-        traceback: The child's traceback text (if it raised).
-        pid: The process id the child had.
-        output: The last lines the child wrote to stderr (if captured).
-        lost: Why the child's host went away with it (a cluster node lost,
-            its actor killed), where a backend runs children elsewhere.
-        result_error: Set when the target returned, but its return value
-            could not be pickled to the parent: a result error, not a
-            crash (the target ran to its end; a run again would return the
-            same). ``result`` is ``None`` then, and the run is not normal.
-    """
-
-    exitcode: int | None
-    signum: int | None
-    result: Any = None
-    error: BaseException | None = None
-    traceback: str | None = None
-    pid: int | None = None
-    output: str | None = None
-    lost: str | None = None
-    result_error: ResultNotSentError | None = None
-
-    @property
-    def normal(self) -> bool:
-        """True if the child ended on its own with exit code 0, no exception, its result sent."""
-        return self.exitcode == 0 and self.error is None and self.result_error is None
-
-    def describe(self) -> str:
-        """A short human text: ``exit code 3``, ``signal SIGKILL``, ``raised ValueError``."""
-        if self.lost is not None:
-            return f"lost with its host: {self.lost}"
-        if self.error is not None:
-            return f"raised {type(self.error).__name__}: {self.error}"
-        if self.result_error is not None:
-            return (
-                f"returned a {self.result_error.result_type} that cannot be sent back "
-                f"(cannot pickle {self.result_error.type_name})"
-            )
-        if self.signum is not None:
-            return f"killed by {signal.Signals(self.signum).name}"
-        return f"exit code {self.exitcode}"
 
 
 def _status_from_code(code: int | None) -> tuple[int | None, int | None]:
@@ -189,66 +116,10 @@ def _zombie_exit_code(pid: int) -> int | None:
     until reaped, and only a zombie's status is taken. None otherwise (not
     Linux, reaped already): the server's word is awaited then.
     """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rpartition(b")")[2].split()
-    except OSError:
-        return None
-    if len(fields) < 50 or fields[0] != b"Z":
-        return None
-    return os.waitstatus_to_exitcode(int(fields[49]))
+    return _platform.zombie_exit_code(pid)
 
 
-def _rebuild_error(payload: tuple[Any, ...]) -> tuple[BaseException, str]:
-    error, type_name, text, tb_text = payload
-    if not isinstance(error, BaseException):
-        error = RemoteError(f"{type_name}: {text}")
-    error.__cause__ = RemoteTraceback(tb_text)
-    return error, tb_text
-
-
-async def first_of(first: anyio.Event, *others: anyio.Event) -> None:
-    """Return as soon as any of the events is set (one helper task per other event)."""
-    if first.is_set() or any(event.is_set() for event in others):
-        return
-    async with anyio.create_task_group() as group:
-
-        async def wait_and_cancel(event: anyio.Event) -> None:
-            await event.wait()
-            group.cancel_scope.cancel()
-
-        for event in others:
-            group.start_soon(wait_and_cancel, event)
-        await first.wait()
-        group.cancel_scope.cancel()
-
-
-class RunEvents:
-    """What every run of a child tells the supervisor, whichever backend runs it.
-
-    Attributes:
-        name: The child's name.
-        started: Set once the child's target runs.
-        ready: Set once the child said it is ready (``ready_value`` is what it said).
-        exited: Set once the run is over (``status`` says how it ended).
-        stop_requested: Set by whoever stops the child on purpose: such an
-            exit is no crash.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.started = anyio.Event()
-        self.ready = anyio.Event()
-        self.ready_value: Any = None
-        self.exited = anyio.Event()
-        self.status: ExitStatus | None = None
-        self.stop_requested = False
-
-    def retire(self) -> None:
-        """After the run: no next run starts from it (nothing of it is kept here)."""
-
-
-class ChildProcess(RunEvents):
+class ChildProcess(ChildRun):
     """One run of one child in its own process.
 
     Create it with :meth:`start`; then run :meth:`watch` in a task (it is the
@@ -276,7 +147,7 @@ class ChildProcess(RunEvents):
         self._method = method
         self._pidfd: int | None
         try:
-            self._pidfd = os.pidfd_open(self.pid)
+            self._pidfd = _platform.pidfd_open(self.pid)
         except ProcessLookupError:
             self._pidfd = None  # already gone: the watcher collects the status
         self._outcome: tuple[str, tuple[Any, ...]] | None = None
@@ -539,7 +410,7 @@ class ChildProcess(RunEvents):
         if kind == "result" and exitcode == 0:
             return ExitStatus(exitcode, signum, result=payload[0], pid=self.pid, output=output)
         if kind == "error":
-            error, text = _rebuild_error(payload)
+            error, text = rebuild_error(payload)
             return ExitStatus(
                 exitcode, signum, error=error, traceback=text, pid=self.pid, output=output
             )
@@ -583,7 +454,7 @@ class ChildProcess(RunEvents):
         except ProcessLookupError:
             if self._pidfd is not None:
                 with contextlib.suppress(ProcessLookupError):
-                    signal.pidfd_send_signal(self._pidfd, signum)
+                    _platform.pidfd_send_signal(self._pidfd, signum)
 
     def terminate(self) -> None:
         """Ask the child to stop (SIGTERM); the processes that left its group too."""

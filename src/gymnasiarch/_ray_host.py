@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from gymnasiarch._backend import ExitStatus, Launch, first_of, target_module
+
 if TYPE_CHECKING:
-    from gymnasiarch._child import Launch
     from gymnasiarch._forkserver import SharedForkServer
     from gymnasiarch._logclient import LogClientHandler
-    from gymnasiarch._process import ChildProcess, ExitStatus
+    from gymnasiarch._process import ChildProcess
 
 # What hosting a child takes (~8 ms of imports), imported in a thread from
 # the actor's creation on: its first call needs them, as soon as Ray
@@ -216,8 +217,6 @@ class ChildHost:
         if child is None:
             return None
         wanted = event_of(child)
-        from gymnasiarch._process import first_of  # noqa: PLC0415 - see _HOSTING_MODULES
-
         await first_of(wanted, child.exited)
         return child if wanted.is_set() else None
 
@@ -241,10 +240,7 @@ def node_fork_server() -> SharedForkServer:
 
 async def _start_child(launch: Launch, capture_output: bool) -> ChildProcess:
     """Start the child through the node's fork server, or with spawn if that fails."""
-    from gymnasiarch._process import (  # noqa: PLC0415 - see _HOSTING_MODULES
-        ChildProcess,
-        target_module,
-    )
+    from gymnasiarch._process import ChildProcess  # noqa: PLC0415 - see _HOSTING_MODULES
 
     module = target_module(launch.target)
     preload = [module] if module else []

@@ -11,64 +11,89 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
+
+from gymnasiarch.exceptions import FieldTypeError, FieldValueError
 
 RestartType = Literal["permanent", "transient", "temporary"]
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 StartOrder = Literal["sequential", "parallel"]
 OutputMode = Literal["capture", "inherit"]
 AsyncBackend = Literal["asyncio", "trio"]
+StartMethod = Literal["forkserver", "spawn"]
 
 RESTART_TYPES: tuple[str, ...] = get_args(RestartType)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 START_ORDERS: tuple[str, ...] = get_args(StartOrder)
 OUTPUT_MODES: tuple[str, ...] = get_args(OutputMode)
 ASYNC_BACKENDS: tuple[str, ...] = get_args(AsyncBackend)
+START_METHODS: tuple[str, ...] = get_args(StartMethod)
 
 
-def check_choice(what: str, value: object, choices: Sequence[str]) -> None:
-    """Raise a ValueError naming *what* unless *value* is one of *choices*."""
+class Rng(Protocol):
+    """Where a backoff's jitter comes from: the :mod:`random` module or a ``random.Random``."""
+
+    def uniform(self, a: float, b: float, /) -> float:
+        """A number between *a* and *b*."""
+        ...
+
+
+# Each check below raises a FieldValueError or a FieldTypeError (a ValueError
+# or a TypeError too) that names the field, and whose field it is when given
+# (*owner*: "child 'env'"): a tree file's loader maps the field to its key.
+
+
+def check_choice(field: str, value: object, choices: Sequence[str], owner: str = "") -> None:
+    """Raise a FieldValueError naming *field* unless *value* is one of *choices*."""
     if value not in choices:
-        raise ValueError(f"{what}: expected one of {', '.join(choices)}, got {value!r}")
+        raise FieldValueError(field, f"expected one of {', '.join(choices)}, got {value!r}", owner)
 
 
-def check_seconds(what: str, value: object, *, allow_none: bool) -> None:
+def check_seconds(field: str, value: object, *, allow_none: bool, owner: str = "") -> None:
     """Raise unless *value* is a non-negative number of seconds (or None if allowed)."""
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{what}: expected a number of seconds, got {value!r}")
+        raise FieldTypeError(field, f"expected a number of seconds, got {value!r}", owner)
     if math.isnan(value) or value < 0:
-        raise ValueError(f"{what}: expected a number of seconds >= 0, got {value!r}")
+        raise FieldValueError(field, f"expected a number of seconds >= 0, got {value!r}", owner)
 
 
-def check_name(what: str, name: object) -> None:
+def check_bool(field: str, value: object, owner: str = "") -> None:
+    """Raise a FieldTypeError unless *value* is True or False."""
+    if not isinstance(value, bool):
+        raise FieldTypeError(field, f"must be True or False, got {value!r}", owner)
+
+
+def check_name(field: str, name: object, owner: str = "") -> None:
     """A child's name appears in process titles and logs: printable and non-empty."""
     if not isinstance(name, str) or not name:
-        raise TypeError(f"{what}: expected a non-empty string, got {name!r}")
+        raise FieldTypeError(field, f"expected a non-empty string, got {name!r}", owner)
     if not name.isprintable():
-        raise ValueError(f"{what}: must be printable (no control characters), got {name!r}")
+        raise FieldValueError(
+            field, f"must be printable (no control characters), got {name!r}", owner
+        )
 
 
-def check_dotted_path(what: str, path: str) -> None:
+def check_dotted_path(field: str, path: str, owner: str = "") -> None:
     """A target given as text must look like 'package.module:name' or 'package.module.name'."""
     module, colon, attr = path.partition(":")
     parts = (module.split(".") + attr.split(".")) if colon else path.split(".")
     if (colon and not attr) or len(parts) < 2 or not all(p.isidentifier() for p in parts):
-        raise ValueError(
-            f"{what}: expected a dotted path like 'package.module:function', got {path!r}"
+        raise FieldValueError(
+            field, f"expected a dotted path like 'package.module:function', got {path!r}", owner
         )
 
 
-def check_async_backend(what: str, backend: object) -> None:
-    """Raise a ValueError naming *what* unless *backend* is an anyio backend that is installed.
+def check_async_backend(field: str, backend: object, owner: str = "") -> None:
+    """Raise a FieldValueError unless *backend* is an anyio backend that is installed.
 
     Checked where the spec is written rather than in the child, where a
     missing trio would only show as a crash (restarted, and again).
     """
-    check_choice(what, backend, ASYNC_BACKENDS)
+    check_choice(field, backend, ASYNC_BACKENDS, owner)
     if backend == "trio" and importlib.util.find_spec("trio") is None:
-        raise ValueError(f"{what}: 'trio' needs the trio package, which is not installed")
+        raise FieldValueError(field, "'trio' needs the trio package, which is not installed", owner)
 
 
 _NUMBER = (int, float)
@@ -85,53 +110,59 @@ PLACEMENT_KEYS: dict[str, tuple[type, ...]] = {
 }
 
 
-def check_placement(where: str, placement: object) -> dict[str, Any]:
+def check_placement(owner: str, placement: object) -> dict[str, Any]:
     """A copy of *placement* once its keys and values are ones a cluster understands.
 
     Raises:
-        TypeError: Not a mapping, or a value of the wrong type.
-        ValueError: An unknown key, or a negative amount.
+        FieldTypeError: Not a mapping, or a value of the wrong type.
+        FieldValueError: An unknown key, or a negative amount.
     """
+
+    def wrong(kind: type[FieldTypeError | FieldValueError], message: str) -> Exception:
+        return kind("placement", message, owner)
+
     if not isinstance(placement, Mapping):
-        raise TypeError(f"{where}: placement must be a mapping, got {placement!r}")
+        raise wrong(FieldTypeError, f"must be a mapping, got {placement!r}")
     checked = dict(placement)
     for key, value in checked.items():
         kinds = PLACEMENT_KEYS.get(key)
         if kinds is None:
             known = ", ".join(PLACEMENT_KEYS)
-            raise ValueError(f"{where}: placement: unknown key {key!r} (known: {known})")
+            raise wrong(FieldValueError, f"unknown key {key!r} (known: {known})")
         if isinstance(value, bool) or not isinstance(value, kinds):
-            raise TypeError(f"{where}: placement: {key} has the wrong type: {value!r}")
+            raise wrong(FieldTypeError, f"{key} has the wrong type: {value!r}")
         if kinds is _NUMBER and float(value) < 0:  # type: ignore[arg-type]
-            raise ValueError(f"{where}: placement: {key} must be >= 0, got {value!r}")
+            raise wrong(FieldValueError, f"{key} must be >= 0, got {value!r}")
     for name, amount in checked.get("resources", {}).items():
         if not isinstance(name, str) or isinstance(amount, bool) or not isinstance(amount, _NUMBER):
-            raise TypeError(
-                f"{where}: placement: resources must map names to amounts, got {name!r}: {amount!r}"
+            raise wrong(
+                FieldTypeError, f"resources must map names to amounts, got {name!r}: {amount!r}"
             )
     reserved = {"CPU", "GPU", "memory"} & set(checked.get("resources", {}))
     if reserved:
         name = sorted(reserved)[0]
-        raise ValueError(
-            f"{where}: placement: resources may not name {name!r}; use num_cpus, num_gpus or memory"
+        raise wrong(
+            FieldValueError, f"resources may not name {name!r}; use num_cpus, num_gpus or memory"
         )
     strategy = checked.get("scheduling_strategy")
     if isinstance(strategy, str) and strategy not in ("DEFAULT", "SPREAD"):
-        raise ValueError(
-            f'{where}: placement: scheduling_strategy must be "DEFAULT", "SPREAD" '
-            f"or a Ray strategy object, got {strategy!r}"
+        raise wrong(
+            FieldValueError,
+            'scheduling_strategy must be "DEFAULT", "SPREAD" '
+            f"or a Ray strategy object, got {strategy!r}",
         )
     if strategy is not None and "node_affinity" in checked:
-        raise ValueError(f"{where}: placement: give scheduling_strategy or node_affinity, not both")
+        raise wrong(FieldValueError, "give scheduling_strategy or node_affinity, not both")
     affinity = checked.get("node_affinity")
     if affinity is not None and (
         not isinstance(affinity.get("node_id"), str)
         or not isinstance(affinity.get("soft", False), bool)
         or not set(affinity) <= {"node_id", "soft"}
     ):
-        raise TypeError(
-            f"{where}: placement: node_affinity must be "
-            f'{{"node_id": "<node id>", "soft": true|false}}, got {affinity!r}'
+        raise wrong(
+            FieldTypeError,
+            'node_affinity must be {"node_id": "<node id>", "soft": true|false}, '
+            f"got {affinity!r}",
         )
     return checked
 
@@ -194,38 +225,41 @@ class ChildSpec:
     async_backend: AsyncBackend | None = None
 
     def __post_init__(self) -> None:
-        check_name("ChildSpec.name", self.name)
-        where = f"child {self.name!r}"
+        check_name("name", self.name, "ChildSpec")
+        where = f"child {self.name!r}"  # each error below is a FieldError naming its field
         if isinstance(self.target, str):
-            check_dotted_path(f"{where}: target", self.target)
+            check_dotted_path("target", self.target, where)
         elif not callable(self.target):
-            raise TypeError(
-                f"{where}: target must be a callable or a dotted path, got {self.target!r}"
+            raise FieldTypeError(
+                "target", f"expected a callable or a dotted path, got {self.target!r}", where
             )
         if isinstance(self.args, str | bytes) or not isinstance(self.args, Sequence):
-            raise TypeError(f"{where}: args must be a sequence, got {self.args!r}")
+            raise FieldTypeError("args", f"expected a sequence, got {self.args!r}", where)
         object.__setattr__(self, "args", tuple(self.args))
         if self.kwargs is not None:
             if not isinstance(self.kwargs, Mapping) or not all(
                 isinstance(k, str) for k in self.kwargs
             ):
-                raise TypeError(f"{where}: kwargs must map strings to values, got {self.kwargs!r}")
+                raise FieldTypeError(
+                    "kwargs", f"expected a mapping of strings to values, got {self.kwargs!r}", where
+                )
             object.__setattr__(self, "kwargs", dict(self.kwargs))
-        check_choice(f"{where}: restart", self.restart, RESTART_TYPES)
-        check_seconds(f"{where}: shutdown", self.shutdown, allow_none=True)
-        if not isinstance(self.significant, bool):
-            raise TypeError(f"{where}: significant must be True or False")
+        check_choice("restart", self.restart, RESTART_TYPES, where)
+        check_seconds("shutdown", self.shutdown, allow_none=True, owner=where)
+        check_bool("significant", self.significant, where)
         if self.significant and self.restart == "permanent":
-            raise ValueError(
-                f"{where}: a significant child must be transient or temporary "
-                "(a permanent child is always restarted, so it never ends)"
+            raise FieldValueError(
+                "significant",
+                "a significant child must be transient or temporary "
+                "(a permanent child is always restarted, so it never ends)",
+                where,
             )
-        check_seconds(f"{where}: ready_timeout", self.ready_timeout, allow_none=True)
-        check_choice(f"{where}: output", self.output, OUTPUT_MODES)
+        check_seconds("ready_timeout", self.ready_timeout, allow_none=True, owner=where)
+        check_choice("output", self.output, OUTPUT_MODES, where)
         if self.placement is not None:
             object.__setattr__(self, "placement", check_placement(where, self.placement))
         if self.async_backend is not None:
-            check_async_backend(f"{where}: async_backend", self.async_backend)
+            check_async_backend("async_backend", self.async_backend, where)
 
 
 @dataclass(frozen=True)
@@ -245,16 +279,23 @@ class Backoff:
     reset_after: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("base", "cap", "reset_after", "jitter"):
-            check_seconds(f"Backoff.{name}", getattr(self, name), allow_none=False)
-        check_seconds("Backoff.factor", self.factor, allow_none=False)
+        for name in ("base", "cap", "reset_after", "jitter", "factor"):
+            check_seconds(name, getattr(self, name), allow_none=False, owner="Backoff")
         if self.factor < 1:
-            raise ValueError(f"Backoff.factor: expected a number >= 1, got {self.factor!r}")
+            raise FieldValueError(
+                "factor", f"expected a number >= 1, got {self.factor!r}", "Backoff"
+            )
         if self.jitter > 1:
-            raise ValueError(f"Backoff.jitter: expected a fraction 0..1, got {self.jitter!r}")
+            raise FieldValueError(
+                "jitter", f"expected a fraction 0..1, got {self.jitter!r}", "Backoff"
+            )
 
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before restart number *attempt* (1 = the first in a row)."""
+    def delay(self, attempt: int, *, rng: Rng = random) -> float:
+        """Seconds to wait before restart number *attempt* (1 = the first in a row).
+
+        The jitter is drawn from *rng*: pass a seeded ``random.Random`` for
+        delays that are the same on every run.
+        """
         raw = min(self.cap, self.base * self.factor ** max(0, attempt - 1))
         spread = raw * self.jitter
-        return max(0.0, raw + random.uniform(-spread, spread))  # noqa: S311 - not crypto
+        return max(0.0, raw + rng.uniform(-spread, spread))

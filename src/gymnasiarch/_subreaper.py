@@ -7,7 +7,7 @@ Without more, the daemon is reparented to init and outlives the tree.
 
 Linux has the answer: a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``)
 becomes the new parent of every orphaned descendant. While a
-:class:`~gymnasiarch._backend.LocalBackend` is prepared, the supervisor's
+:class:`~gymnasiarch.LocalBackend` is prepared, the supervisor's
 process is one (:func:`acquire` / :func:`release`, which restore the flag the
 process had before: an embedding application gets its own setting back).
 An escaped process then is a direct child of the supervisor's process, and we
@@ -42,20 +42,38 @@ nothing and return nothing.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
-import sys
 import threading
-import time
 from collections.abc import Collection
+
+from gymnasiarch import _platform
+from gymnasiarch._platform import ProcInfo, boot_ticks, reap_pidfd
+
+# boot_ticks and reap_pidfd moved to _platform; the process layer finds them here.
+__all__ = [
+    "MARKER",
+    "Escapees",
+    "ProcInfo",
+    "acquire",
+    "boot_ticks",
+    "child_title",
+    "children",
+    "descendants",
+    "environ_marker",
+    "escapees",
+    "is_subreaper",
+    "mark_descendants",
+    "reap_pidfd",
+    "reap_strays",
+    "release",
+    "stat",
+    "title",
+]
 
 #: The environment variable every child and its exec'd descendants carry.
 MARKER = "GYMNASIARCH_CHILD"
 
-_LINUX = sys.platform.startswith("linux")
-_PR_SET_CHILD_SUBREAPER = 36
-_PR_GET_CHILD_SUBREAPER = 37
+_LINUX = _platform.LINUX
 # A zombie keeps its comm; ours is the first 15 bytes of the server's title.
 _FORKSERVER_COMM = "gymnasiarch-for"
 
@@ -73,20 +91,9 @@ class _Holders:
 _escaped: dict[int, int] = {}
 
 
-def _prctl(option: int, arg: int | ctypes.c_int | ctypes._Pointer[ctypes.c_int]) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(option, arg, 0, 0, 0) != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, os.strerror(error))
-
-
 def is_subreaper() -> bool:
     """Whether this process is a child subreaper now (Linux; False elsewhere)."""
-    if not _LINUX:
-        return False
-    value = ctypes.c_int(0)
-    _prctl(_PR_GET_CHILD_SUBREAPER, ctypes.pointer(value))
-    return bool(value.value)
+    return _platform.is_child_subreaper()
 
 
 def acquire() -> None:
@@ -108,7 +115,7 @@ def acquire() -> None:
         if _Holders.count == 0:
             _Holders.previous = is_subreaper()
             if not _Holders.previous:
-                _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+                _platform.set_child_subreaper(True)
         _Holders.count += 1
 
 
@@ -121,7 +128,7 @@ def release() -> None:
             return
         _Holders.count -= 1
         if _Holders.count == 0 and not _Holders.previous:
-            _prctl(_PR_SET_CHILD_SUBREAPER, 0)
+            _platform.set_child_subreaper(False)
 
 
 def mark_descendants(supervisor_pid: int) -> None:
@@ -132,45 +139,14 @@ def mark_descendants(supervisor_pid: int) -> None:
 # -- what /proc says ------------------------------------------------------------
 
 
-class ProcInfo:
-    """One line of ``/proc/PID/stat`` that matters here."""
-
-    __slots__ = ("pgid", "pid", "ppid", "start", "state")
-
-    def __init__(self, pid: int, state: str, ppid: int, pgid: int, start: int) -> None:
-        self.pid = pid
-        self.state = state
-        self.ppid = ppid
-        self.pgid = pgid
-        self.start = start
-
-
 def stat(pid: int) -> ProcInfo | None:
     """State, parent, group and start time (clock ticks after boot) of *pid*, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            fields = file.read().rpartition(b")")[2].split()
-    except OSError:
-        return None
-    # After the name: state ppid pgrp session tty tpgid flags ... starttime (the 20th).
-    return ProcInfo(pid, fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]))
-
-
-def boot_ticks() -> int:
-    """Now, in the unit of a start time in ``/proc/PID/stat``: clock ticks since boot."""
-    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
+    return _platform.proc_stat(pid)
 
 
 def children(pid: int) -> list[int]:
     """The direct children of *pid* (every thread's: a worker thread may have forked)."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        found.extend(int(child) for child in _read(f"/proc/{pid}/task/{task}/children").split())
-    return found
+    return _platform.proc_children(pid)
 
 
 def descendants(pid: int) -> list[int]:
@@ -183,26 +159,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError:
-        return b""
-
-
 def environ_marker(pid: int) -> str | None:
     """The value of :data:`MARKER` in *pid*'s environment as the kernel shows it, or None."""
-    prefix = MARKER.encode() + b"="
-    for entry in _read(f"/proc/{pid}/environ").split(b"\0"):
-        if entry.startswith(prefix):
-            return entry[len(prefix) :].decode(errors="replace")
-    return None
+    return _platform.proc_environ(pid, MARKER)
 
 
 def title(pid: int) -> str:
     """*pid*'s command line as one string (a process title has no NULs but the padding)."""
-    return _read(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode(errors="replace").strip()
+    return _platform.proc_cmdline(pid)
 
 
 def child_title(name: str) -> str:
@@ -273,7 +237,7 @@ class Escapees:
             if pid in self.pidfds:
                 continue
             with contextlib.suppress(OSError):
-                self.pidfds[pid] = os.pidfd_open(pid)
+                self.pidfds[pid] = _platform.pidfd_open(pid)
                 info = stat(pid)
                 if info is not None:
                     _escaped[pid] = info.start
@@ -282,7 +246,7 @@ class Escapees:
         """Send *signum* to every escapee still around."""
         for pidfd in self.pidfds.values():
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                signal.pidfd_send_signal(pidfd, signum)
+                _platform.pidfd_send_signal(pidfd, signum)
 
     def reap(self, pid: int) -> None:
         """The escapee *pid* has exited: reap it if it is our child, and let it go."""
@@ -295,23 +259,6 @@ class Escapees:
         for pidfd in self.pidfds.values():
             os.close(pidfd)
         self.pidfds.clear()
-
-
-def reap_pidfd(pidfd: int) -> int | None:
-    """Reap the exited process behind *pidfd* if it is our child; its exit code, else None.
-
-    Only that one process, never ``waitpid(-1)``. A process that is not our
-    child (its parent reaps it) or not exited yet gives None.
-    """
-    try:
-        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
-    except ChildProcessError:
-        return None
-    if result is None:
-        return None
-    if result.si_code == os.CLD_EXITED:
-        return result.si_status
-    return -result.si_status
 
 
 def reap_strays(exclude: set[int]) -> list[int]:
@@ -337,7 +284,7 @@ def reap_strays(exclude: set[int]) -> list[int]:
         if info is None or info.state != "Z":
             continue
         escaped = _escaped.get(pid) == info.start
-        if not escaped and _read(f"/proc/{pid}/comm").strip() != _FORKSERVER_COMM.encode():
+        if not escaped and _platform.proc_comm(pid) != _FORKSERVER_COMM:
             continue
         _escaped.pop(pid, None)
         with contextlib.suppress(ChildProcessError):

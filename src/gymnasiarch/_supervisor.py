@@ -12,45 +12,43 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import random
 import signal
 import sys
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from gymnasiarch._backend import Backend, ChildRun, LocalBackend
-from gymnasiarch._child import Launch
+from gymnasiarch._backend import (
+    Backend,
+    ChildRun,
+    ExitStatus,
+    Launch,
+    StartMethod,
+    first_of,
+    target_module,
+)
 from gymnasiarch._events import Event, EventHub, EventKind
 from gymnasiarch._from_ready import FromReady, references, substitute
-from gymnasiarch._launcher import StartMethod
-from gymnasiarch._process import ExitStatus, RunEvents, first_of, target_module
+from gymnasiarch._local_backend import LocalBackend  # the default backend, nothing more
+from gymnasiarch._options import SupervisorOptions
+from gymnasiarch._policy import GiveUp, Intensity, Member, Restart, StopTree, backoff_step, decide
 from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch._signals import SignalCatcher
-from gymnasiarch._spec import (
-    RESTART_TYPES,
-    START_ORDERS,
-    STRATEGIES,
-    Backoff,
-    ChildSpec,
-    RestartType,
-    StartOrder,
-    Strategy,
-    check_choice,
-    check_name,
-    check_seconds,
-)
+from gymnasiarch._spec import Backoff, ChildSpec, RestartType, StartOrder, Strategy
 from gymnasiarch.dynaloader import resolve
 from gymnasiarch.exceptions import (
     DeadChildrenRisingAsZombiesError,
+    FieldTypeError,
+    FieldValueError,
     GymnasiarchError,
     InitializationFailedError,
     PrematureTaskDeathError,
@@ -63,6 +61,34 @@ logger = logging.getLogger("gymnasiarch.supervisor")
 
 ChildState = Literal["starting", "running", "restarting", "stopping", "exited", "terminated"]
 _SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Where a supervisor is in its life: idle (before __aenter__, after __aexit__),
+# starting (in __aenter__), running, shutting_down (its children are being
+# stopped, until __aexit__ ends). One value, so no two flags can disagree.
+_Phase = Literal["idle", "starting", "running", "shutting_down"]
+_T = TypeVar("_T")
+
+
+class _Option(Generic[_T]):
+    """A read-only attribute of a :class:`Supervisor`: the option of that name it runs with."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, supervisor: None, owner: type) -> _Option[_T]: ...
+    @overload
+    def __get__(self, supervisor: Supervisor, owner: type) -> _T: ...
+    def __get__(self, supervisor: Supervisor | None, owner: type) -> _T | _Option[_T]:
+        if supervisor is None:
+            return self
+        value: _T = getattr(supervisor._settings, self._name)
+        return value
+
+    def __set__(self, supervisor: Supervisor, value: _T) -> None:
+        raise AttributeError(
+            f"Supervisor.{self._name} is read-only: "
+            f"use supervisor.configure({self._name}=...) before it starts"
+        )
 
 
 @dataclass(frozen=True)
@@ -91,6 +117,9 @@ class ChildInfo:
             (each restart of a nested supervisor gives that group a fresh
             restart intensity; this count shows what that adds up to).
         nested: True for a row that is a nested supervisor.
+        on_this_machine: Whether *pid* is a process of this machine: False
+            for a child that a cluster backend runs on another node, whose
+            pid here would name some other process.
     """
 
     name: str
@@ -104,12 +133,11 @@ class ChildInfo:
     placement: Mapping[str, Any] | None = None
     crashes: int = 0
     nested: bool = False
+    on_this_machine: bool = True
 
 
-class _NestedRun(RunEvents):
-    """A nested supervisor, run as a child of another: the same face as a ChildProcess."""
-
-    pid = None
+class _NestedRun(ChildRun):
+    """A nested supervisor, run as a child of another: a run like any backend's (no pid)."""
 
     def __init__(self, supervisor: Supervisor) -> None:
         super().__init__(supervisor.name)
@@ -198,6 +226,13 @@ class Supervisor:
         async with Supervisor([ChildSpec("env", "mysim.env:run")]) as sup:
             results = await sup.wait()
 
+    Each option below (but *log_server*) is an attribute of the same name,
+    read-only (``sup.seed``); :attr:`options` holds them all as one
+    :class:`~gymnasiarch.SupervisorOptions`, and :meth:`configure` changes
+    them before the supervisor starts. A nested supervisor reads what it runs
+    with: its own options, completed by its parent's (runtime config, a
+    derived seed, the backend; no signals).
+
     Args:
         children: :class:`ChildSpec` objects, or supervisors to nest (a
             supervision tree), in start order. Names must be unique.
@@ -241,8 +276,11 @@ class Supervisor:
             given here must be running already and is left running.
 
     Raises:
-        ValueError: A bad strategy, restart intensity, duplicate child name...
-        TypeError: A child that is neither a ChildSpec nor a Supervisor.
+        FieldValueError: A bad strategy, restart intensity, duplicate child
+            name... (a ``ValueError``; its ``field`` names the argument, or
+            ``children[i]``).
+        FieldTypeError: A child that is neither a ChildSpec nor a Supervisor,
+            an option of the wrong type (a ``TypeError``).
     """
 
     def __init__(
@@ -266,54 +304,114 @@ class Supervisor:
         log_server: LogServer | None = None,
         backend: Backend | None = None,
     ) -> None:
-        check_choice("strategy", strategy, STRATEGIES)
-        check_choice("start_order", start_order, START_ORDERS)
-        if start_method is not None:
-            check_choice("start_method", start_method, ("forkserver", "spawn"))
-        check_choice("restart", restart, RESTART_TYPES)
-        check_name("name", name)
-        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
-            raise ValueError(f"max_restarts: expected an int >= 0, got {max_restarts!r}")
-        check_seconds("max_seconds", max_seconds, allow_none=False)
-        if max_seconds <= 0:
-            raise ValueError(f"max_seconds: expected a number of seconds > 0, got {max_seconds!r}")
-        check_seconds("kill_timeout", kill_timeout, allow_none=False)
-        check_seconds("shutdown", shutdown, allow_none=True)
-        if backoff is not None and not isinstance(backoff, Backoff):
-            raise TypeError(f"backoff: expected a Backoff or None, got {backoff!r}")
-        if significant and restart == "permanent":
-            raise ValueError("a significant supervisor must be transient or temporary")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | str)):
-            raise TypeError(f"seed: expected an int, a str or None, got {seed!r}")
+        # Validated as one frozen value: each bad option is a FieldError naming it.
+        self._set_options(
+            SupervisorOptions(
+                name=name,
+                strategy=strategy,
+                max_restarts=max_restarts,
+                max_seconds=max_seconds,
+                seed=seed,
+                runtime_config=runtime_config,  # type: ignore[arg-type]  # made a RuntimeConfig
+                start_order=start_order,
+                backoff=backoff,
+                start_method=start_method,
+                kill_timeout=kill_timeout,
+                handle_signals=handle_signals,
+                restart=restart,
+                significant=significant,
+                shutdown=shutdown,
+                backend=backend,
+            )
+        )
         if log_server is not None and not isinstance(log_server, LogServer):
-            raise TypeError(f"log_server: expected a LogServer or None, got {log_server!r}")
+            raise FieldTypeError("log_server", f"expected a LogServer or None, got {log_server!r}")
         self._given_log_server = log_server
         self._parent_log_server: LogServer | None = None  # set when nested
-        self.name = name
-        self.strategy: Strategy = strategy
-        self.max_restarts = max_restarts
-        self.max_seconds = float(max_seconds)
-        self.seed = seed
-        self.runtime_config = RuntimeConfig(runtime_config)
-        self.start_order: StartOrder = start_order
-        self.backoff = backoff
-        # A nested supervisor given neither runs where its parent does.
-        self._given_start_method = start_method
-        self.start_method: StartMethod = start_method or "forkserver"
-        self._given_backend = backend
-        self.backend: Backend = backend if backend is not None else LocalBackend(self.start_method)
         self._backend_prepared = False
-        self.kill_timeout = float(kill_timeout)
-        self.handle_signals = handle_signals
-        self.restart: RestartType = restart
-        self.significant = significant
-        self.shutdown = shutdown
         self._init_tree(children)
         self._reset()
 
     def __repr__(self) -> str:
         names = [s.name for s in self._specs]
         return f"<Supervisor {self.name!r} {self.strategy} children={names}>"
+
+    # -- options ----------------------------------------------------------------
+
+    # What it runs with, each read-only: a nested supervisor's are its own
+    # options, completed by its parent's (see _settings_for).
+    name: _Option[str] = _Option()
+    strategy: _Option[Strategy] = _Option()
+    max_restarts: _Option[int] = _Option()
+    max_seconds: _Option[float] = _Option()
+    seed: _Option[int | str | None] = _Option()
+    runtime_config: _Option[RuntimeConfig] = _Option()
+    start_order: _Option[StartOrder] = _Option()
+    backoff: _Option[Backoff | None] = _Option()
+    kill_timeout: _Option[float] = _Option()
+    handle_signals: _Option[bool] = _Option()
+    restart: _Option[RestartType] = _Option()
+    significant: _Option[bool] = _Option()
+    shutdown: _Option[float | None] = _Option()
+
+    @property
+    def start_method(self) -> StartMethod:
+        """How the default local backend starts children (``"forkserver"`` unless told)."""
+        return self._settings.start_method or "forkserver"
+
+    @property
+    def backend(self) -> Backend:
+        """Where the children run: the backend given, the parent's, or a local one."""
+        return self._settings.backend or self._default_backend
+
+    @property
+    def options(self) -> SupervisorOptions:
+        """The options this supervisor was built with (or given by :meth:`configure`)."""
+        return self._options
+
+    def configure(self, **changes: Any) -> None:
+        """Change some options before the supervisor starts: ``sup.configure(seed=7)``.
+
+        Takes the keyword arguments of :class:`Supervisor` (but *log_server*);
+        the others keep their values. The result is checked as at construction.
+
+        Raises:
+            RuntimeError: The supervisor is running.
+            ValueError: A nested supervisor's name is fixed by its parent.
+            FieldError: A bad value (a ``ValueError`` or ``TypeError`` too).
+            TypeError: No option has that name.
+        """
+        if self._entered:
+            raise RuntimeError(f"supervisor {self.name!r} is running: configure it before")
+        if self._parent is not None and changes.get("name", self.name) != self.name:
+            raise FieldValueError("name", "a nested supervisor's name cannot change")
+        self._set_options(replace(self._options, **changes))
+
+    def _set_options(self, options: SupervisorOptions) -> None:
+        self._options = options
+        # What the next run uses: the parent completes a nested one's (see _launch).
+        self._settings = options
+        if options.backend is None:
+            self._default_backend: Backend = LocalBackend(options.start_method or "forkserver")
+
+    def _settings_for(self, nested: Supervisor) -> SupervisorOptions:
+        """What *nested* runs with under this supervisor: its options, completed by ours.
+
+        The outermost supervisor owns the signals; what the nested one was
+        not given, it inherits: the runtime config, a seed derived from
+        ours, and (given neither backend nor start method) our backend.
+        """
+        own = nested.options
+        seed = own.seed
+        if seed is None and self.seed is not None:
+            seed = derive_seed(self.seed, own.name)
+        return replace(
+            own,
+            handle_signals=False,
+            runtime_config=own.runtime_config or self.runtime_config,
+            seed=seed,
+            backend=self.backend if own.inherits_backend else own.backend,
+        )
 
     # -- construction helpers -------------------------------------------------
 
@@ -333,22 +431,26 @@ class Supervisor:
         for child in children:
             self._add_spec(child)
         self._check_references()
-        self._entered = False
+        self._phase: _Phase = "idle"
         # Abnormal ends per child over the root's whole run: OTP counts
         # restarts per run of a supervisor, so a restarted group forgets.
         self._crashes: dict[str, int] = {}
         self._async_backend = "asyncio"
 
     def _add_spec(self, spec: ChildSpec | Supervisor) -> None:
+        # The field names the child by its place: a tree file points at its table.
+        field = f"children[{len(self._specs)}]"
         if not isinstance(spec, ChildSpec | Supervisor):
-            raise TypeError(f"children: expected ChildSpec or Supervisor objects, got {spec!r}")
+            raise FieldTypeError(field, f"expected a ChildSpec or a Supervisor, got {spec!r}")
         if spec is self:
-            raise ValueError("a supervisor cannot be its own child")
+            raise FieldValueError(field, "a supervisor cannot be its own child")
         if any(s.name == spec.name for s in self._specs):
-            raise ValueError(f"children: duplicate child name {spec.name!r}")
+            raise FieldValueError(field, f"duplicate child name {spec.name!r}")
         if isinstance(spec, Supervisor):
             if spec._nested:
-                raise ValueError(f"supervisor {spec.name!r} is nested in another already")
+                raise FieldValueError(
+                    field, f"supervisor {spec.name!r} is nested in another already"
+                )
             spec._adopt(self)
         self._specs.append(spec)
 
@@ -441,23 +543,30 @@ class Supervisor:
     def _reset(self) -> None:
         self._children: dict[str, _Child] = {s.name: _Child(s) for s in self._specs}
         self._results: dict[str, Any] = {}
-        self._restart_times: deque[float] = deque()
+        self._intensity = Intensity(self.max_restarts, self.max_seconds)  # a fresh run forgets
         self._lock = anyio.Lock()
         self._done = anyio.Event()
         self._stopping = anyio.Event()  # stop() was called
         self._error: GymnasiarchError | None = None
         self._zombie_error: DeadChildrenRisingAsZombiesError | None = None
-        self._shutting_down = False
         self._shut_down = anyio.Event()  # every child was stopped by _shutdown
         self._kill_immediately = False
         self._grace_scopes: set[anyio.CancelScope] = set()
         self._pending_exits = 0
-        self._starting = False
-        self._stop_requested = False
         self._log_server: LogServer | None = None
         self._last_sigint = -math.inf
         self._signal_monitor: anyio.CancelScope | None = None
         self._signal_monitor_done = anyio.Event()
+
+    @property
+    def _entered(self) -> bool:
+        """Between the start of ``__aenter__`` and the end of ``__aexit__``."""
+        return self._phase != "idle"
+
+    @property
+    def _shutting_down(self) -> bool:
+        """Its children are being stopped for good: no more starts, no more decisions."""
+        return self._phase == "shutting_down"
 
     @staticmethod
     def _check_target(spec: ChildSpec) -> str | None:
@@ -493,17 +602,14 @@ class Supervisor:
             if isinstance(spec, ChildSpec):
                 self._check_and_preload(spec)
             else:
-                if spec._inherits_backend():
-                    spec.backend = self.backend  # its preloads go where its children start
+                # Its preloads go where its children start (our backend, if it inherits it).
+                spec._settings = self._settings_for(spec)
                 spec._check_all()  # a nested supervisor: its targets are checked too
-
-    def _inherits_backend(self) -> bool:
-        return self._given_backend is None and self._given_start_method is None
 
     def _uses_backend(self) -> bool:
         """Whether a child of this tree starts through this supervisor's backend."""
         return any(
-            isinstance(s, ChildSpec) or (s._inherits_backend() and s._uses_backend())
+            isinstance(s, ChildSpec) or (s.options.inherits_backend and s._uses_backend())
             for s in self._specs
         )
 
@@ -515,10 +621,9 @@ class Supervisor:
         if self._pending_refs and not self._nested:
             raise self._unresolved_reference()
         self._reset()
-        self._entered = True
         # From here until the start is done, stop() is remembered and acted
         # on once the body's scope exists (see the end).
-        self._starting = True
+        self._phase = "starting"
         self._async_backend = _current_async_backend()
         try:
             # Bad targets fail here, before any process starts. Importing
@@ -526,7 +631,7 @@ class Supervisor:
             # an application embedding us needs for its own work.
             await anyio.to_thread.run_sync(self._check_all)
         except BaseException:
-            self._entered = self._starting = False
+            self._phase = "idle"
             raise
         self._tg: TaskGroup = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -555,8 +660,9 @@ class Supervisor:
             await self.__aexit__(*sys.exc_info())
             raise
         finally:
-            self._starting = False
-        if self._stop_requested:
+            if self._phase == "starting":  # not shut down (nor left) while starting
+                self._phase = "running"
+        if self._stopping.is_set():
             self._host_scope.cancel()
         return self
 
@@ -600,7 +706,7 @@ class Supervisor:
             self._publish("stopped", None)
             if not self._nested:
                 self._close_hubs()  # the root's end: every subscription in the tree ends
-            self._entered = False
+            self._phase = "idle"
         # Our own cancellation of the body (giving up, a signal) becomes the
         # error; a cancellation from outside goes on as it is.
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
@@ -650,12 +756,11 @@ class Supervisor:
         the children that ended had returned. Does nothing when the
         supervisor is not running.
         """
-        if not self._entered or self._shutting_down:
+        if self._phase not in ("starting", "running"):
             return
         self._done.set()
-        self._stop_requested = True
         self._stopping.set()
-        if not self._starting:  # else __aenter__ cancels the body once it is done
+        if self._phase == "running":  # else __aenter__ cancels the body once it is done
             self._host_scope.cancel()
 
     def events(self, *, replay: bool = False) -> MemoryObjectReceiveStream[Event]:
@@ -693,25 +798,39 @@ class Supervisor:
     def which_children(self) -> list[ChildInfo]:
         """The direct children in start order, nested supervisors as one row each."""
         now = time.monotonic()
-        rows = []
-        for c in self._children.values():
-            spec = c.spec
-            rows.append(
-                ChildInfo(
-                    c.name,
-                    c.run.pid if c.run else None,
-                    c.state,
-                    c.restarts,
-                    c.last_exit,
-                    now - c.started_at if c.run else None,
-                    path=self._prefix + c.name,
-                    ready_value=c.ready_value,
-                    placement=spec.placement if isinstance(spec, ChildSpec) else None,
-                    crashes=self._crashes.get(c.name, 0),
-                    nested=isinstance(spec, Supervisor),
-                )
-            )
-        return rows
+        return [self._info(c, now) for c in self._children.values()]
+
+    def _info(self, c: _Child, now: float) -> ChildInfo:
+        spec = c.spec
+        return ChildInfo(
+            c.name,
+            c.run.pid if c.run else None,
+            c.state,
+            c.restarts,
+            c.last_exit,
+            now - c.started_at if c.run else None,
+            path=self._prefix + c.name,
+            ready_value=c.ready_value,
+            placement=spec.placement if isinstance(spec, ChildSpec) else None,
+            crashes=self._crashes.get(c.name, 0),
+            nested=isinstance(spec, Supervisor),
+            # A run that does not say runs here (a local process, a subtree).
+            on_this_machine=getattr(c.run, "on_this_machine", True),
+        )
+
+    def child_info(self, path: str) -> ChildInfo:
+        """The row of one child of the tree, as :meth:`walk` gives it.
+
+        Args:
+            path: The child's name, or its path from this supervisor
+                (``"agents/agent-1"``).
+
+        Raises:
+            KeyError: No child is at *path*.
+        """
+        owner, child = self._find(path)
+        row = owner._info(child, time.monotonic())
+        return replace(row, path=row.path[len(self._prefix) :])
 
     def walk(self) -> Iterator[ChildInfo]:
         """Every child of the tree, depth first in start order, nested ones with their paths.
@@ -762,7 +881,7 @@ class Supervisor:
         children = list(self._children.values())
         if self.start_order == "sequential":
             for child in children:
-                if self._stop_requested:
+                if self._stopping.is_set():
                     break
                 await self._start(child, initial=True)
         else:
@@ -770,6 +889,11 @@ class Supervisor:
                 async with anyio.create_task_group() as group:
                     for child in children:
                         group.start_soon(self._start, child, True)
+                        # Each start's first step (its launch) runs on the
+                        # caller's loop: one per turn, so that the caller's
+                        # own tasks get their turns in between (20 at once
+                        # held its loop for ~5 ms).
+                        await anyio.lowlevel.checkpoint()
             except BaseExceptionGroup as errors:
                 raise _first_leaf(errors) from None
         if not children:
@@ -778,16 +902,10 @@ class Supervisor:
     async def _launch(self, child: _Child) -> _Run:
         spec = child.spec
         if isinstance(spec, Supervisor):
-            spec.handle_signals = False  # the outermost supervisor owns the signals
-            # What the nested one was not given, it inherits: the runtime
-            # config, a seed derived from ours, and our log server.
-            if not spec.runtime_config:
-                spec.runtime_config = self.runtime_config
-            if spec.seed is None and self.seed is not None:
-                spec.seed = derive_seed(self.seed, spec.name)
+            # Its own options, completed by ours (signals, runtime config,
+            # seed, backend: see _settings_for); it writes to our log server.
+            spec._settings = self._settings_for(spec)
             spec._parent_log_server = await self._ensure_log_server()
-            if spec._inherits_backend():
-                spec.backend = self.backend  # a subtree runs where its parent does
             return _NestedRun(spec)
         seed = None if self.seed is None else derive_seed(self.seed, spec.name)
         args, kwargs = self._substitute_ready_values(spec)
@@ -972,54 +1090,40 @@ class Supervisor:
             self._results.pop(child.name, None)
             self._crashes[child.name] = self._crashes.get(child.name, 0) + 1
             logger.warning("child %r %s", self._prefix + child.name, status.describe())
-        if not (child.restart == "permanent" or (child.restart == "transient" and not normal)):
-            child.retire()
-            if child.significant:
-                if normal:
-                    await self._shutdown()
-                else:
-                    self._give_up(child, status, "a significant child ended abnormally")
+        # Decide (pure, in _policy), then act. The delay is drawn now; the
+        # count of restarts in a row is the child's only if it is restarted.
+        in_row, delay = backoff_step(self.backoff, child.failures_in_row, ran_for, rng=random)
+        members = [
+            Member(c.name, c.restart, c.significant, running=c.run is not None)
+            for c in self._children.values()
+        ]
+        decision = decide(
+            members,
+            child.name,
+            normal=normal,
+            strategy=self.strategy,
+            intensity=self._intensity,
+            now=time.monotonic(),
+            delay=delay,
+        )
+        if isinstance(decision, Restart):
+            self._intensity = decision.intensity
+            child.failures_in_row = in_row
+            await self._restart(child, decision)
             return
-        if self._intensity_exceeded():
-            self._give_up(
-                child,
-                status,
-                f"more than {self.max_restarts} restarts within {self.max_seconds:g} s",
-            )
-            return
-        await self._restart(child, ran_for)
+        child.retire()  # not restarted: what a backend kept of its run goes
+        if isinstance(decision, StopTree):
+            await self._shutdown()
+        elif isinstance(decision, GiveUp):
+            self._give_up(child, status, decision.reason)
 
-    def _intensity_exceeded(self) -> bool:
-        now = time.monotonic()
-        self._restart_times.append(now)
-        while self._restart_times and now - self._restart_times[0] > self.max_seconds:
-            self._restart_times.popleft()
-        return len(self._restart_times) > self.max_restarts
-
-    def _restart_group(self, child: _Child) -> list[_Child]:
-        order = list(self._children.values())
-        if self.strategy == "one_for_one":
-            return [child]
-        group = order if self.strategy == "one_for_all" else order[order.index(child) :]
-        # Siblings that are not running stay as they are; temporary ones are
-        # never restarted, even when a sibling's restart stops them (OTP).
-        return [c for c in group if c is child or c.run is not None]
-
-    async def _restart(self, child: _Child, ran_for: float) -> None:
-        group = self._restart_group(child)
-        siblings = [c for c in group if c is not child]
+    async def _restart(self, child: _Child, decision: Restart) -> None:
         why = f"{self.strategy}: {child.name!r} exited"
-        await self._stop_children(reversed(siblings), why=why)
-        for sibling in siblings:
-            if sibling.restart == "temporary":
-                sibling.retire()  # stopped for good
-        group = [c for c in group if c is child or c.restart != "temporary"]
-        delay = 0.0
-        if self.backoff is not None:
-            child.failures_in_row = (
-                1 if ran_for >= self.backoff.reset_after else child.failures_in_row + 1
-            )
-            delay = self.backoff.delay(child.failures_in_row)
+        await self._stop_children([self._children[n] for n in decision.stop], why=why)
+        for name in decision.retire:
+            self._children[name].retire()  # a temporary sibling, stopped for good
+        group = [self._children[n] for n in decision.start]
+        delay = decision.delay
         for member in group:
             member.restarts += 1
             member.state = "restarting"
@@ -1115,7 +1219,7 @@ class Supervisor:
             # caller waits for it, so that leaving means every child stopped.
             await self._shut_down.wait()
             return
-        self._shutting_down = True
+        self._phase = "shutting_down"
         self._publish("shutting_down", None)
         try:
             await self._stop_children(reversed(list(self._children.values())), why="shutdown")
@@ -1162,6 +1266,8 @@ class Supervisor:
                 run.kill()
             else:
                 run.terminate()
+            if len(runs) > 1:
+                await anyio.lowlevel.checkpoint()  # as for starts: the caller's loop gets turns
         async with anyio.create_task_group() as group:
             for child, run in runs:
                 group.start_soon(self._await_stop, child, run, zombies)
@@ -1228,7 +1334,7 @@ class Supervisor:
         return owner, owner._get(name)
 
     def _require_running(self) -> None:
-        if not self._entered or self._shutting_down:
+        if self._phase not in ("starting", "running"):
             raise RuntimeError(f"supervisor {self.name!r} is not running")
 
     async def start_child(self, spec: ChildSpec | Supervisor, *, under: str | None = None) -> None:

@@ -65,8 +65,17 @@ class WireError(Exception):
     """A peer broke the protocol; the message says how."""
 
 
+def frame(payload: bytes) -> bytes:
+    """The frame carrying *payload*: its length, then it (the one place a frame is made).
+
+    The caller keeps *payload* within :data:`MAX_FRAME` (:func:`encode`
+    checks; a batch of records is smaller by construction).
+    """
+    return HEADER.pack(len(payload)) + payload
+
+
 def encode(message: dict[str, Any]) -> bytes:
-    """One frame carrying *message*.
+    """One frame carrying *message*, in JSON.
 
     Raises:
         WireError: The encoded message is larger than :data:`MAX_FRAME`.
@@ -74,7 +83,33 @@ def encode(message: dict[str, Any]) -> bytes:
     payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
     if len(payload) > MAX_FRAME:
         raise WireError(f"frame of {len(payload)} bytes exceeds the cap of {MAX_FRAME}")
-    return HEADER.pack(len(payload)) + payload
+    return frame(payload)
+
+
+_R_KEY = b"\xa1r"  # msgpack's "r"
+
+
+def records_frame(batch: list[bytes], first: int, *, packed: bool) -> bytes:
+    """One ``records`` message of records encoded already, one by one, and *first*'s number.
+
+    The records are JSON texts, or with *packed* msgpack values (only where
+    :func:`reads_msgpack`); the message around them is built here without
+    decoding them again: ``{"t":"records","s":<first>,"r":[...]}``. The
+    sequence number lets the server tell a gap (or a replay) on the way.
+    """
+    if not packed:
+        return frame(b'{"t":"records","s":%d,"r":[' % first + b",".join(batch) + b"]}")
+    # The same message in msgpack: a map of three, whose records are an
+    # array of the values as they were packed.
+    count = len(batch)
+    if count < 16:
+        array = bytes((0x90 | count,))
+    elif count < 1 << 16:
+        array = b"\xdc" + count.to_bytes(2, "big")
+    else:
+        array = b"\xdd" + count.to_bytes(4, "big")
+    head = msgpack_pack({"t": "records", "s": first})  # a fixmap of two: make it three
+    return frame(bytes((head[0] + 1,)) + head[1:] + _R_KEY + array + b"".join(batch))
 
 
 def frame_length(header: bytes | bytearray) -> int:

@@ -23,11 +23,19 @@ import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
 from gymnasiarch.exceptions import GymnasiarchError, SignalInterruptError
+
+if TYPE_CHECKING:  # imported where used: ``gymnasiarch --help`` stays fast
+    from anyio.abc import TaskStatus
+    from anyio.streams.memory import MemoryObjectReceiveStream
+
+    from gymnasiarch._events import Event
+    from gymnasiarch._live import LiveStatus
+    from gymnasiarch._supervisor import Supervisor
 
 __all__ = ["main"]
 
@@ -176,8 +184,7 @@ def _duration(seconds: float) -> str:
 
 
 def _demo(options: argparse.Namespace) -> int:
-    from gymnasiarch._runtime_config import RuntimeConfig  # noqa: PLC0415 - fast --help
-    from gymnasiarch.treefile import load_tree  # noqa: PLC0415
+    from gymnasiarch.treefile import load_tree  # noqa: PLC0415 - fast --help
 
     with importlib.resources.as_file(
         importlib.resources.files("gymnasiarch.demo") / "tree.toml"
@@ -191,9 +198,10 @@ def _demo(options: argparse.Namespace) -> int:
         config["steps"] = options.steps
     if options.interval is not None:
         config["interval"] = options.interval
-    supervisor.runtime_config = RuntimeConfig(config)
+    changes: dict[str, Any] = {"runtime_config": config}
     if options.seed is not None:
-        supervisor.seed = options.seed
+        changes["seed"] = options.seed
+    supervisor.configure(**changes)
     try:
         return _supervise(supervisor, options.log_format, options.log_level)
     finally:
@@ -203,7 +211,9 @@ def _demo(options: argparse.Namespace) -> int:
 class _Session:
     """One supervised run of a tree from the command line, and what it saw."""
 
-    def __init__(self, supervisor: Any, live: Any, control: Path | None) -> None:
+    def __init__(
+        self, supervisor: Supervisor, live: LiveStatus | None, control: Path | None
+    ) -> None:
         self.supervisor = supervisor
         self.live = live
         self.control = control
@@ -239,14 +249,14 @@ class _Session:
                     if self._control_scope is not None:  # the tree is done
                         self._control_scope.cancel()
 
-    async def _serve_control(self, *, task_status: Any) -> None:
+    async def _serve_control(self, *, task_status: TaskStatus[None]) -> None:
         from gymnasiarch._control import ControlServer  # noqa: PLC0415 - fast --help
 
         assert self.control is not None
         with anyio.CancelScope() as self._control_scope:
             await ControlServer(self.supervisor, self.control).serve(task_status=task_status)
 
-    async def _follow(self, events: Any) -> None:
+    async def _follow(self, events: MemoryObjectReceiveStream[Event]) -> None:
         from gymnasiarch._control import status_rows  # noqa: PLC0415 - fast --help
 
         async for event in events:
@@ -262,7 +272,7 @@ class _Session:
 
 
 def _supervise(
-    supervisor: Any, log_format: str, log_level: str, control: Path | None = None
+    supervisor: Supervisor, log_format: str, log_level: str, control: Path | None = None
 ) -> int:
     from gymnasiarch._live import LiveStatus  # noqa: PLC0415 - fast --help
     from gymnasiarch.logging import configure  # noqa: PLC0415
@@ -295,7 +305,7 @@ def _supervise(
     return EXIT_GAVE_UP
 
 
-def _log_event(event: Any, child: str | None, supervisor: str | None) -> None:
+def _log_event(event: Event, child: str | None, supervisor: str | None) -> None:
     """One structured line per lifecycle event, for whoever watches the log."""
     fields: dict[str, Any] = {"child": child, "pid": event.pid, "supervisor": supervisor}
     if child is not None:
@@ -310,7 +320,9 @@ def _log_event(event: Any, child: str | None, supervisor: str | None) -> None:
     logger.log(level, event.kind, extra={k: v for k, v in fields.items() if v is not None})
 
 
-def _summary(supervisor: Any, exits: Counter[str], results: dict[str, Any], out: TextIO) -> None:
+def _summary(
+    supervisor: Supervisor, exits: Counter[str], results: dict[str, Any], out: TextIO
+) -> None:
     """A table of every child in the tree: restarts, exits, last exit, result."""
     rows = [("child", "restarts", "crashes", "exits", "last exit", "result")]
     for info in supervisor.walk():

@@ -29,7 +29,10 @@ The hierarchy::
     ├── OutOfActionSpaceError
     ├── OutOfObservationSpaceError
     ├── UnknownModeError
-    └── SimulationSetupError(experiment_run_id, message)   (also a RuntimeError)
+    ├── SimulationSetupError(experiment_run_id, message)   (also a RuntimeError)
+    └── FieldError(field, message, owner)  a bad value for one field of a spec
+        ├── FieldValueError                 (also a ValueError)
+        └── FieldTypeError                  (also a TypeError)
 
 :class:`gymnasiarch.dynaloader.ErrorDuringImport` derives from
 :class:`GymnasiarchError` too; it lives in the module that raises it, as in the
@@ -58,6 +61,9 @@ __all__ = [
     "EnvironmentHasNoUIDError",
     "ExperimentAlreadyRunningError",
     "ExperimentSetupFailedError",
+    "FieldError",
+    "FieldTypeError",
+    "FieldValueError",
     "GymnasiarchError",
     "InitializationFailedError",
     "InvalidRequestError",
@@ -405,3 +411,40 @@ class ResultNotSentError(SupervisionError):
         if self.type_name is not None:
             details.append(f"cannot pickle {self.type_name}")
         return details
+
+
+class FieldError(GymnasiarchError):
+    """A value given for one field of a spec or of a supervisor's options is wrong.
+
+    Raised as :class:`FieldValueError` (also a :class:`ValueError`) or
+    :class:`FieldTypeError` (also a :class:`TypeError`), so code that catches
+    those keeps working; catch :class:`FieldError` to learn which field it was.
+    A tree file's loader uses :attr:`field` to point at the key and its line.
+
+    Args:
+        field: The argument's name (``"restart"``), or a path into it
+            (``"children[2]"``: the third of the children).
+        message: What is wrong with it, without the field's name.
+        owner: Whose field it is (``"child 'env'"``, ``"Backoff"``), or ``""``.
+
+    The message reads ``"child 'env': restart: expected one of ..."``.
+    """
+
+    def __init__(self, field: str, message: str, owner: str = "") -> None:
+        # All three go to args: the error pickles as type(e)(*e.args).
+        super().__init__(field, message, owner)
+        self.field = field
+        self.message = message
+        self.owner = owner
+
+    def __str__(self) -> str:
+        prefix = f"{self.owner}: " if self.owner else ""
+        return f"{prefix}{self.field}: {self.message}"
+
+
+class FieldValueError(FieldError, ValueError):
+    """A field's value has the right type but is not allowed (a :class:`ValueError`)."""
+
+
+class FieldTypeError(FieldError, TypeError):
+    """A field's value has the wrong type (a :class:`TypeError`)."""

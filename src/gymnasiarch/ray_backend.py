@@ -12,7 +12,7 @@ only a run whose actor was lost gets a new actor, placed anew by Ray. The
 actor ends when the supervisor will not run its child again.
 
 - The actor's death (its node lost, out of memory, ``ray.kill``) ends the
-  run with :attr:`ExitStatus.lost <gymnasiarch._process.ExitStatus.lost>`
+  run with :attr:`ExitStatus.lost <gymnasiarch.ExitStatus.lost>`
   set to the reason Ray gave; the supervisor treats it as a crash.
 - The children's records reach the supervisor's log server over TCP,
   authenticated by their tickets, in order (sequence numbers), never
@@ -22,10 +22,12 @@ actor ends when the supervisor will not run its child again.
   loop (a socket pair rings when one completes), under asyncio and trio.
 
 Cluster ownership: with no address (and Ray not initialised yet), the
-backend starts a local cluster, bound to loopback only, and shuts it down
-when the last supervisor using it ends; with an address, or when Ray is
-initialised already, it attaches and never shuts down a cluster it did not
-start.
+backend starts a local cluster of its own (``ray.init(address="local")``),
+bound to loopback only, and shuts it down when the last supervisor using it
+ends: never a cluster that happens to run on the machine, nor the one
+``RAY_ADDRESS`` names, which a bare ``ray.init()`` would join. With an
+address, or when Ray is initialised already, it attaches and never shuts
+down a cluster it did not start.
 """
 
 from __future__ import annotations
@@ -44,9 +46,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from gymnasiarch._backend import ChildRun
-from gymnasiarch._child import Launch
-from gymnasiarch._process import DRAIN_TIMEOUT, ExitStatus, RunEvents, _rebuild_error
+from gymnasiarch._backend import DRAIN_TIMEOUT, ChildRun, ExitStatus, Launch, rebuild_error
 from gymnasiarch._ray_host import ChildHost, by_value_if_needed
 from gymnasiarch._wakeup import Wakeup
 from gymnasiarch.exceptions import InitializationFailedError
@@ -124,6 +124,9 @@ class _Connection:
                 )
             if backend.num_cpus is not None:
                 options["num_cpus"] = backend.num_cpus
+            # A cluster of our own: ray.init() with no address would join the
+            # one RAY_ADDRESS names, or the last one started on this machine.
+            options["address"] = "local"
         else:
             options["address"] = backend.address
         where = "a local Ray cluster" if backend.address is None else repr(backend.address)
@@ -169,13 +172,15 @@ class RayBackend:
         address: The cluster to attach to (``"auto"``, ``"ray://..."``,
             ``"host:port"``), as ``ray.init`` takes it. ``None`` attaches to
             Ray if it is initialised already, else starts a local cluster
-            (loopback only) and shuts it down at the end.
+            of its own (loopback only; never one already running on the
+            machine, nor ``RAY_ADDRESS``'s) and shuts it down at the end.
         num_cpus: For a local cluster we start: the CPUs it offers.
         log_host: The address the supervisor's log server listens on; by
             default this node's address as Ray knows it (loopback for a
             local cluster). The children's nodes must reach it.
         init_options: More keyword arguments for ``ray.init`` (a
-            ``runtime_env`` that puts your code on the workers, say).
+            ``runtime_env`` that puts your code on the workers, say); not
+            ``address``, which is the argument above.
 
     Raises:
         InitializationFailedError: (when the supervisor starts) Ray is not
@@ -201,6 +206,8 @@ class RayBackend:
             isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 0
         ):
             raise ValueError(f"num_cpus: expected an int >= 0 or None, got {num_cpus!r}")
+        if init_options is not None and "address" in init_options:
+            raise ValueError("init_options: give the cluster as RayBackend(address=...)")
         self.address = address
         self.num_cpus = num_cpus
         self.log_host = log_host
@@ -335,7 +342,7 @@ def actor_options(ray: Any, placement: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
-class RayChildRun(RunEvents):
+class RayChildRun(ChildRun):
     """One run of one child in a Ray actor, as the supervisor sees it.
 
     When the run ends and its actor lives, the actor is kept for the
@@ -602,7 +609,7 @@ def _status_from_payload(payload: dict[str, Any]) -> ExitStatus:
         except Exception:
             loaded = None  # its class is not importable here: a RemoteError stands in
         # The same rebuilding as for a local child's exception.
-        error, _ = _rebuild_error(
+        error, _ = rebuild_error(
             (loaded, payload["error_type"], payload["error_text"], payload["traceback"] or "")
         )
     return ExitStatus(

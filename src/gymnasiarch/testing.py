@@ -44,7 +44,7 @@ import anyio
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from gymnasiarch import ChildSpec, Event, Supervisor, _subreaper
+from gymnasiarch import ChildSpec, Event, Supervisor, _platform, _subreaper
 from gymnasiarch._forkserver import SERVER
 from gymnasiarch.dynaloader import resolve
 
@@ -100,8 +100,8 @@ _LEFTOVER_GRACE = 2.0
 def _snapshot() -> dict[int, int]:
     """Map pid -> start time (clock ticks after boot) for every process now."""
     found: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (info := _subreaper.stat(int(entry))) is not None:
+    for pid in _platform.proc_pids():
+        if (info := _subreaper.stat(pid)) is not None:
             found[info.pid] = info.start
     return found
 
@@ -116,19 +116,12 @@ def _marked_since(before: dict[int, int], token: str) -> dict[int, str]:
     carry no token. With ``SPT_NOENV`` set during the check, ``setproctitle``
     leaves the environment readable.
     """
-    wanted = f"{_CHECK_MARKER}={token}".encode()
     found: dict[int, str] = {}
     for pid, start in _snapshot().items():
-        if before.get(pid) == start:
+        if before.get(pid) == start or _platform.proc_uid(pid) != os.getuid():
+            continue  # there before, or not ours to read (or gone)
+        if _platform.proc_environ(pid, _CHECK_MARKER) != token:
             continue
-        try:
-            if os.stat(f"/proc/{pid}").st_uid != os.getuid():
-                continue
-            with open(f"/proc/{pid}/environ", "rb") as environ:
-                if wanted not in environ.read().split(b"\0"):
-                    continue
-        except OSError:
-            continue  # gone, or not ours to read
         found[pid] = _subreaper.title(pid)
     return found
 
@@ -141,7 +134,7 @@ def _wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
     fds = {}
     for pid in set(pids):
         with contextlib.suppress(OSError):
-            fds[pid] = os.pidfd_open(pid)
+            fds[pid] = _platform.pidfd_open(pid)
     deadline = time.monotonic() + timeout
     try:
         while fds and (remaining := deadline - time.monotonic()) > 0:
@@ -280,16 +273,15 @@ def gymnasiarch_supervise(
 def _pid(sup: Supervisor, name: str) -> int:
     """The pid of the child at *name*, a name or a path (``"agents/agent-1"``)."""
     try:
-        _, child = sup._find(name)
+        info = sup.child_info(name)
     except KeyError:
         raise LookupError(f"supervisor {sup.name!r} has no child at {name!r}") from None
-    run = child.run
-    if run is None or run.pid is None:
-        raise LookupError(f"child {name!r} is not running ({child.state})")
-    if not getattr(run, "on_this_machine", True):
+    if info.pid is None:
+        raise LookupError(f"child {name!r} is not running ({info.state})")
+    if not info.on_this_machine:
         # Its pid is one on another node: here it names somebody else.
         raise LookupError(f"child {name!r} runs on another machine")
-    return run.pid
+    return info.pid
 
 
 async def kill_child(sup: Supervisor, name: str, signum: int = signal.SIGKILL) -> None:

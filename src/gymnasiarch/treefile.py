@@ -28,74 +28,47 @@ the file is checked, not when the child first starts.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from gymnasiarch._options import SupervisorOptions
 from gymnasiarch._spec import Backoff, ChildSpec
 from gymnasiarch._supervisor import Supervisor
 from gymnasiarch.dynaloader import resolve as resolve_target
-from gymnasiarch.exceptions import GymnasiarchError
+from gymnasiarch.exceptions import FieldError, GymnasiarchError
 
 __all__ = ["TreeFileError", "load_tree"]
 
-_NUMBER = (int, float)
-# Keys of a supervisor (the [supervisor] table, or a nested child) and their types.
-_SUPERVISOR_KEYS: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "strategy": (str,),
-    "max_restarts": (int,),
-    "max_seconds": _NUMBER,
-    "seed": (int, str),
-    "start_order": (str,),
-    "start_method": (str,),
-    "kill_timeout": _NUMBER,
-    "runtime_config": (dict,),
-    "backoff": (dict,),
-    "backend": (str,),
-    "address": (str,),
-}
-# Where the children run is the whole tree's choice, made at its top.
-_TOP_ONLY = ("runtime_config", "start_method", "backend", "address")
-_NESTED_KEYS: dict[str, tuple[type, ...]] = {
-    **{k: v for k, v in _SUPERVISOR_KEYS.items() if k not in _TOP_ONLY},
-    "restart": (str,),
-    "significant": (bool,),
-    "shutdown": _NUMBER,
-    "child": (list,),
-}
-_CHILD_KEYS: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "target": (str,),
-    "args": (list,),
-    "params": (dict,),
-    "restart": (str,),
-    "shutdown": _NUMBER,
-    "significant": (bool,),
-    "ready_timeout": _NUMBER,
-    "output": (str,),
-    "placement": (dict,),
-    "async_backend": (str,),
-}
-_BACKOFF_KEYS: dict[str, tuple[type, ...]] = {
-    "base": _NUMBER,
-    "factor": _NUMBER,
-    "cap": _NUMBER,
-    "jitter": _NUMBER,
-    "reset_after": _NUMBER,
-}
-_KNOWN_KEYS = (
-    frozenset(_SUPERVISOR_KEYS) | set(_NESTED_KEYS) | set(_CHILD_KEYS) | set(_BACKOFF_KEYS)
-)
-# What ChildSpec, Supervisor and Backoff say about one field:
-# "child 'x': restart: expected ...", "strategy: expected ...", "Backoff.cap: ...".
-_FIELD_MESSAGE = re.compile(r"^(?:child '[^']*': )?(?:Backoff\.)?([a-z_]+): (.*)$", re.S)
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_T = TypeVar("_T")
+
+
+def _names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+# The keys a file may use are the fields of the values they build; the values
+# are checked by those values themselves (each error names its field). A few
+# keys differ: a file says "params" for ChildSpec's kwargs, "child" for a
+# supervisor's children, and names its backend ("local" or "ray") instead of
+# giving one. The command line owns the signals.
+_RENAMED = {"kwargs": "params", "children": "child"}
+_NOT_IN_FILES = frozenset({"handle_signals", "backend"})
+# Where the children run is the whole tree's choice, made at its top; how a
+# parent treats a supervisor is said only where it is nested.
+_TOP_ONLY = frozenset({"runtime_config", "start_method", "backend", "address"})
+_NESTED_ONLY = frozenset({"restart", "significant", "shutdown"})
+_OPTION_KEYS = _names(SupervisorOptions) - _NOT_IN_FILES
+_SUPERVISOR_KEYS = (_OPTION_KEYS - _NESTED_ONLY) | {"backend", "address"}
+_NESTED_KEYS = (_OPTION_KEYS - _TOP_ONLY) | {"child"}
+_CHILD_KEYS = frozenset(_RENAMED.get(name, name) for name in _names(ChildSpec))
+_BACKOFF_KEYS = _names(Backoff)
 
 
 class TreeFileError(GymnasiarchError):
@@ -184,19 +157,14 @@ class _Loader:
     def error(self, key: str, message: str) -> TreeFileError:
         return TreeFileError(message, path=self.path, key=key, line=self.lines.line(key))
 
-    def check_keys(
-        self, where: str, table: Mapping[str, Any], allowed: Mapping[str, tuple[type, ...]]
-    ) -> None:
+    def check_keys(self, where: str, table: Mapping[str, Any], allowed: Collection[str]) -> None:
+        """Every key of *table* is one of *allowed*; values are checked where they are used."""
         for key, value in table.items():
             key_path = f"{where}.{key}" if where else key
             if key not in allowed:
                 known = ", ".join(sorted(allowed))
                 raise self.error(key_path, f"unknown key {key!r} (known keys: {known})")
-            kinds = allowed[key]
-            bad_bool = isinstance(value, bool) and bool not in kinds
-            if bad_bool or not isinstance(value, kinds):
-                wanted = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
-                raise self.error(key_path, f"expected {wanted}, got {value!r}")
+            # Python's values allow math.inf (wait for ever); a file says so by leaving it out.
             if isinstance(value, float) and not math.isfinite(value):
                 raise self.error(key_path, f"expected a finite number, got {value!r}")
 
@@ -207,19 +175,30 @@ class _Loader:
             options["backend"] = backend
         if "backoff" in table:
             backoff_key = f"{where}.backoff" if where else "supervisor.backoff"
+            if not isinstance(table["backoff"], dict):
+                raise self.error(backoff_key, f"expected a table, got {table['backoff']!r}")
             self.check_keys(backoff_key, table["backoff"], _BACKOFF_KEYS)
             options["backoff"] = self.build(backoff_key, Backoff, **table["backoff"])
         if not isinstance(children, list) or not children:
             raise self.error(f"{where}.child" if where else "child", "expected [[child]] tables")
         prefix = f"{where}." if where else ""
         specs = [self.child(f"{prefix}child[{i}]", c) for i, c in enumerate(children)]
-        supervisor: Supervisor = self.build(where or "supervisor", Supervisor, specs, **options)
-        return supervisor
+        # The root's options are under [supervisor], its children at the top.
+        at = where or "supervisor"
+        return self.build(
+            at,
+            Supervisor,
+            specs,
+            key=lambda field: prefix + field if field.startswith("child[") else f"{at}.{field}",
+            **options,
+        )
 
-    def backend(self, kind: str, address: str | None) -> Any:
+    def backend(self, kind: object, address: object) -> Any:
         """The ``[supervisor]`` table's ``backend`` (and ``address``), built."""
         if kind not in ("local", "ray"):
             raise self.error("supervisor.backend", f'expected "local" or "ray", got {kind!r}')
+        if address is not None and not isinstance(address, str):
+            raise self.error("supervisor.address", f"expected a string, got {address!r}")
         if kind == "local":
             if address is not None:
                 raise self.error("supervisor.address", 'an address needs backend = "ray"')
@@ -244,10 +223,10 @@ class _Loader:
         if "target" not in table:
             raise self.error(where, "missing key 'target' (a dotted path like 'pkg.mod:function')")
         options = {k: v for k, v in table.items() if k not in ("args", "params")}
-        spec: ChildSpec = self.build(
+        spec = self.build(
             where,
             ChildSpec,
-            args=tuple(table.get("args", ())),
+            args=table.get("args", ()),
             kwargs=table.get("params"),
             **options,
         )
@@ -258,17 +237,29 @@ class _Loader:
                 raise self.error(f"{where}.target", str(error)) from None
         return spec
 
-    def build(self, where: str, factory: Any, *args: Any, **kwargs: Any) -> Any:
-        """Call *factory*; its ValueError/TypeError becomes an error at *where*."""
+    def build(
+        self,
+        where: str,
+        factory: Callable[..., _T],
+        *args: Any,
+        key: Callable[[str], str] | None = None,
+        **kwargs: Any,
+    ) -> _T:
+        """Call *factory*; its errors become errors at *where*, or at the key they name.
+
+        A :class:`~gymnasiarch.exceptions.FieldError` names the field that was
+        wrong (``restart``, ``children[2]``); its key is *where* and the field
+        as a file spells it, or what *key* makes of it.
+        """
         try:
             return factory(*args, **kwargs)
-        except (ValueError, TypeError) as error:
-            message = str(error)
-            # "child 'x': restart: expected ..." -> point at the key it names.
-            field = _FIELD_MESSAGE.match(message)
-            if field and field.group(1) in _KNOWN_KEYS:
-                raise self.error(f"{where}.{field.group(1)}", field.group(2)) from None
-            raise self.error(where, message) from None
+        except FieldError as error:
+            head, bracket, rest = error.field.partition("[")
+            field = _RENAMED.get(head, head) + bracket + rest
+            path = key(field) if key is not None else f"{where}.{field}"
+            raise self.error(path, error.message) from None
+        except (ValueError, TypeError) as error:  # about no one field
+            raise self.error(where, str(error)) from None
 
 
 def load_tree(path: str | Path, *, resolve: bool = False, add_to_path: bool = True) -> Supervisor:

@@ -1,0 +1,401 @@
+"""The Linux-only system calls gymnasiarch makes, in one place, each with what happens elsewhere.
+
+As trio fences its ``_subprocess_platform``, the calls that only Linux has
+(pidfds, ``/proc``, ``prctl``, signal-driven I/O, ``SO_PEERCRED``,
+``close_range``) live here, each behind a function whose docstring says
+what it does, why gymnasiarch needs it, and what it does on a system
+without it. The callers hold the policy; this module holds the mechanism.
+
+A leaf: it imports nothing of ours (and no event loop), so the child's
+bootstrap and the fork server, which load it before any child starts, pay
+for it once. The C library is opened once here, at import, for the same
+reason: in the fork server, not in every child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+LINUX = sys.platform.startswith("linux")
+
+# linux/prctl.h and linux/close_range.h
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+_CLOSE_RANGE_CLOEXEC = 4
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+# Opened once, at import (in the fork server, rather than in every child).
+_LIBC = ctypes.CDLL(None, use_errno=True) if LINUX else None
+
+
+def _libc_close_range() -> Any:  # a ctypes function, or None
+    if _LIBC is None:
+        return None
+    try:
+        close_range = _LIBC.close_range  # glibc 2.34 and later
+    except AttributeError:
+        return None
+    close_range.argtypes = (ctypes.c_uint, ctypes.c_uint, ctypes.c_int)
+    close_range.restype = ctypes.c_int
+    return close_range
+
+
+_CLOSE_RANGE = _libc_close_range()
+
+
+# -- pidfds -----------------------------------------------------------------------
+
+
+def pidfd_open(pid: int) -> int:
+    """A pidfd of *pid*: a descriptor that becomes readable when the process exits.
+
+    Why: a process exit is awaited on a descriptor through the event loop
+    (no polling, no SIGCHLD handler), and a pidfd names the process itself,
+    not a pid that may be reused once it is reaped.
+
+    Elsewhere (or on Linux before 5.3): raises :class:`OSError`, as it does
+    for a pid that is gone (:class:`ProcessLookupError`).
+    """
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:  # pragma: no cover - Linux 5.3+ has it
+        raise OSError(38, "pidfd_open is not available here")  # ENOSYS
+    fd: int = opener(pid)
+    return fd
+
+
+def pidfd_send_signal(pidfd: int, signum: int) -> None:
+    """Send *signum* to the process behind *pidfd*.
+
+    Why: unlike ``os.kill(pid)`` it cannot hit a process that took over a
+    reaped child's pid. Raises :class:`ProcessLookupError` once the process
+    has exited. There is no pidfd without Linux, so callers never get here.
+    """
+    signal.pidfd_send_signal(pidfd, signum)
+
+
+def reap_pidfd(pidfd: int) -> int | None:
+    """Reap the exited process behind *pidfd* if it is our child; its exit code, else None.
+
+    Why: only that one process is reaped, never with ``waitpid(-1)``,
+    which would take the exit status of somebody else's child (the
+    application's, or multiprocessing's). A process that is not our child
+    (its parent reaps it) or has not exited yet gives None. The code is
+    negative for a signal, as ``Popen.returncode`` is.
+    """
+    try:
+        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if result is None:
+        return None
+    if result.si_code == os.CLD_EXITED:
+        return result.si_status
+    return -result.si_status
+
+
+# -- /proc ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProcInfo:
+    """What gymnasiarch reads of one ``/proc/PID/stat``."""
+
+    pid: int
+    state: str  # "R", "S", "Z" (a zombie), ...
+    ppid: int
+    pgid: int
+    start: int  # clock ticks after boot
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            # After the name, which may hold spaces and parentheses itself.
+            return file.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+
+
+def proc_pids() -> list[int]:
+    """Every process's pid, from the listing of ``/proc``.
+
+    Why: the pytest plugin's leftover check looks at every process started
+    during a test, wherever it went. Elsewhere: an empty list.
+    """
+    try:
+        return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return []
+
+
+def proc_uid(pid: int) -> int | None:
+    """The user *pid* runs as (the owner of ``/proc/PID``), or None once it is gone (or elsewhere).
+
+    Why: another user's processes are none of ours to look into.
+    """
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def proc_stat(pid: int) -> ProcInfo | None:
+    """State, parent, process group and start time of *pid*, from ``/proc/PID/stat``.
+
+    Why: to tell processes that left a child's group, zombies, and whether
+    a pid still names the process seen before (same start time).
+    Elsewhere, or for a process that is gone: None.
+    """
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    # state ppid pgrp session tty tpgid flags ... starttime (the 20th after the name).
+    return ProcInfo(pid, fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]))
+
+
+def zombie_exit_code(pid: int) -> int | None:
+    """The exit code of *pid* if it is a zombie now, read without reaping it.
+
+    Why: the fork server reaps our children and only then writes their exit
+    code to us; Linux shows a zombie's wait status in ``/proc/PID/stat``
+    (its 52nd field, since 3.5), so the process layer need not wait for the
+    server once the child's pidfd fires. The pid cannot be someone else's:
+    a zombie keeps it until reaped. None for a living or reaped process,
+    an older kernel, or elsewhere (the server's word is awaited then).
+    """
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 50 or fields[0] != b"Z":
+        return None
+    return os.waitstatus_to_exitcode(int(fields[49]))
+
+
+def boot_ticks() -> int:
+    """Now, in the unit of :attr:`ProcInfo.start`: clock ticks since boot.
+
+    Why: "started no earlier than this child" compares a process's start
+    time against a moment of ours. ``CLOCK_BOOTTIME`` is Linux's; elsewhere
+    the call raises, and no caller gets here (no ``/proc``).
+    """
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
+
+
+def proc_children(pid: int) -> list[int]:
+    """The direct children of *pid*, from ``/proc/PID/task/*/children``.
+
+    Why: to find a child's descendants (every thread's: a worker thread may
+    have forked). Needs ``CONFIG_PROC_CHILDREN``; elsewhere, or for a
+    process that is gone, an empty list.
+    """
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        found.extend(int(child) for child in _read(f"/proc/{pid}/task/{task}/children").split())
+    return found
+
+
+def proc_environ(pid: int, name: str) -> str | None:
+    """The value of *name* in *pid*'s environment as the kernel shows it (``/proc/PID/environ``).
+
+    Why: an exec'd descendant of a child carries the child's mark there
+    (see :mod:`gymnasiarch._subreaper`). Only the environment the process
+    was exec'd with, readable by its own user. None if absent, unreadable,
+    or elsewhere.
+    """
+    prefix = name.encode() + b"="
+    for entry in _read(f"/proc/{pid}/environ").split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return None
+
+
+def proc_cmdline(pid: int) -> str:
+    """*pid*'s command line as one string, from ``/proc/PID/cmdline``.
+
+    Why: a process title (``setproctitle``) shows there, and a forked,
+    not exec'd, descendant keeps its parent's. Arguments are joined by
+    spaces. Empty for a zombie, a process that is gone, or elsewhere.
+    """
+    return _read(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def proc_comm(pid: int) -> str:
+    """*pid*'s command name (``/proc/PID/comm``, at most 15 bytes), kept by a zombie too.
+
+    Why: a zombie has no command line left, and the fork server's spare is
+    known by its comm alone. Empty for a process that is gone, or elsewhere.
+    """
+    return _read(f"/proc/{pid}/comm").strip().decode(errors="replace")
+
+
+# -- prctl ------------------------------------------------------------------------
+
+
+def _prctl(option: int, arg: int | ctypes.c_int | ctypes._Pointer[ctypes.c_int]) -> None:
+    if _LIBC is None:  # pragma: no cover - Linux only
+        raise OSError(38, "prctl is Linux's")  # ENOSYS
+    if _LIBC.prctl(option, arg, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """Have the kernel send *signum* to this process when its parent thread ends.
+
+    ``prctl(PR_SET_PDEATHSIG)``. Why: a child must not outlive a supervisor
+    killed with SIGKILL. The signal belongs to the *thread* that forked us
+    (hence children start only from the event loop's thread), and it is
+    cleared by a fork, not by an exec. Returns False where it is not
+    available (not Linux) or the call failed; the caller's other guard
+    (EOF on the parent's pipe) works everywhere.
+    """
+    try:
+        _prctl(_PR_SET_PDEATHSIG, signum)
+    except OSError:
+        return False
+    return True
+
+
+def is_child_subreaper() -> bool:
+    """Whether this process is a child subreaper now (``PR_GET_CHILD_SUBREAPER``).
+
+    Why: to give an embedding application its own setting back. False
+    elsewhere: there is no such flag.
+    """
+    if not LINUX:
+        return False
+    value = ctypes.c_int(0)
+    _prctl(_PR_GET_CHILD_SUBREAPER, ctypes.pointer(value))
+    return bool(value.value)
+
+
+def set_child_subreaper(on: bool) -> None:
+    """Make this process a child subreaper (*on*) or not (``PR_SET_CHILD_SUBREAPER``).
+
+    Why: an orphaned descendant of a supervised child (a daemon that left
+    its group) is then reparented to us rather than to init, so it can be
+    found, stopped and reaped. Raises :class:`OSError` where the call
+    fails; callers check :data:`LINUX` first (elsewhere escapees are out of
+    reach, see docs/supervising.md).
+    """
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1 if on else 0)
+
+
+# -- descriptors ------------------------------------------------------------------
+
+
+def signal_on_readable(fd: int, signum: int, owner: int) -> bool:
+    """Have the kernel send *signum* to *owner* when *fd* becomes readable (or hits EOF).
+
+    Signal-driven I/O: ``F_SETSIG``, ``F_SETOWN`` (a negative *owner* is a
+    process group), then ``O_ASYNC``. Why: a child's parent-death guard
+    on its parent's pipe then needs no watcher thread (a thread costs
+    0.4 ms per start and its stack in every child), and with SIGKILL the
+    kernel carries it out even for an interpreter stuck in C code.
+    Returns False where ``F_SETSIG`` is missing (not Linux): the caller
+    watches the pipe with a thread instead.
+    """
+    set_signal = getattr(fcntl, "F_SETSIG", None)
+    if set_signal is None:
+        return False
+    fcntl.fcntl(fd, set_signal, signum)
+    fcntl.fcntl(fd, fcntl.F_SETOWN, owner)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+    return True
+
+
+def cloexec_from(first: int) -> None:
+    """Make every descriptor from *first* up close-on-exec.
+
+    Why: what a child was handed (its channel, the resource tracker's
+    pipe, fds passed by ``SCM_RIGHTS``) must not pass on to the programs
+    its target executes. One ``close_range(CLOSE_RANGE_CLOEXEC)`` call on
+    Linux 5.11+ with glibc 2.34+; otherwise a walk of ``/proc/self/fd``;
+    without ``/proc`` (not Linux), nothing.
+    """
+    if _CLOSE_RANGE is not None and _CLOSE_RANGE(first, 0xFFFFFFFF, _CLOSE_RANGE_CLOEXEC) == 0:
+        return
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # the listing's own fd, closed by now
+                if int(name) >= first:
+                    os.set_inheritable(int(name), False)
+
+
+# -- who is at the other end, and whose is a directory -----------------------------
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int] | None:
+    """pid, uid and gid of the process at the other end of the Unix socket *sock*.
+
+    ``SO_PEERCRED``: what the kernel recorded when the peer connected. Why:
+    only our own user may talk to the fork server, the log server or the
+    control socket over a Unix socket. None where ``SO_PEERCRED`` is
+    missing (not Linux); a socket that is not a Unix one raises
+    :class:`OSError`.
+    """
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:  # pragma: no cover - Linux has it
+        return None
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size))
+    return pid, uid, gid
+
+
+def peer_is_other_user(sock: socket.socket) -> int | None:
+    """The uid of *sock*'s peer if it runs as another user than we do, else None.
+
+    The one peer check of the fork server, the log server and the control
+    socket. None also where the kernel cannot tell (see
+    :func:`peer_credentials`): the private directory is the guard there.
+    """
+    credentials = peer_credentials(sock)
+    if credentials is None:  # pragma: no cover - Linux has it
+        return None
+    uid = credentials[1]
+    return uid if uid != os.getuid() else None
+
+
+def ensure_private_directory(path: str | os.PathLike[str], *, parents: bool = False) -> None:
+    """Make the directory *path* (mode 0700), or check that an existing one is ours and private.
+
+    Why: a socket in it hands out file descriptors (the fork server) or
+    accepts commands and records: another user must not be able to put
+    one there or reach ours. A symlink in its place is refused (it could be
+    pointed elsewhere later), as is a directory of another user or one
+    that others may enter. With *parents*, missing parents are made too
+    (0700 as well). POSIX: the same everywhere.
+
+    Raises:
+        PermissionError: *path* is not a private directory of ours.
+    """
+    if parents:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(
+            f"{os.fspath(path)} is not a private directory of ours (mode 0700, our uid)"
+        )
