@@ -215,11 +215,11 @@ def emit_rates(count: int, rounds: int) -> dict[str, list[float]]:
     """
     import logging  # noqa: PLC0415
 
-    from gymnasiarch import _wire  # noqa: PLC0415 - see the module docstring
-    from gymnasiarch._logclient import _encode_record, _pack_record  # noqa: PLC0415
+    from gymnasiarch._wire import frames  # noqa: PLC0415 - see the module docstring
+    from gymnasiarch._wire.logclient import _encode_record, _pack_record  # noqa: PLC0415
 
     # The encoding our handler uses here: msgpack where it is installed.
-    encode = _pack_record if _wire.reads_msgpack() else _encode_record
+    encode = _pack_record if frames.reads_msgpack() else _encode_record
 
     class EncodeOnly(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:

@@ -85,8 +85,8 @@ import gymnasiarch.logging
 from benchmarks import _targets
 from benchmarks._report import median, progress, row
 from gymnasiarch import ChildSpec, Supervisor
-from gymnasiarch._forkserver import SERVER
-from gymnasiarch._logwire import ROW, record_to_dict, record_to_row
+from gymnasiarch._process.forkserver import SERVER
+from gymnasiarch._wire.records import ROW, record_to_dict, record_to_row
 
 T = "benchmarks._targets"
 HERE = "benchmarks.bench_logging"  # targets of L7 and L8 (below)

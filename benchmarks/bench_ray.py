@@ -95,7 +95,7 @@ SETTLE = 0.3  # pause before a timed step, so the previous step's work (a dying 
 TIMEOUT = 60.0  # no step takes a tenth of this; a hang fails loudly instead
 PENDING = 3600.0  # seconds of the call pending on a bare actor when it is killed
 TARGET = 1.2  # the issue: no more than 1.2x bare Ray
-HOST_MODULE = "gymnasiarch._ray_host"  # the module of our host actor's class
+HOST_MODULE = "gymnasiarch._backends.ray_host"  # the module of our host actor's class
 PRESTARTED = -0.02  # a worker created this long before the start was waiting idle
 LINES_PATIENCE = 10.0  # seconds Ray may take to forward a bare burst's last line
 # Seconds before each burst of R4: four actors ended by the burst before

@@ -56,7 +56,7 @@ from benchmarks._report import median as _median
 from benchmarks._report import progress
 from benchmarks._report import row as _row
 from gymnasiarch import ChildSpec, Event, Supervisor
-from gymnasiarch._process import PRELOAD
+from gymnasiarch._process.run import PRELOAD
 from gymnasiarch._spec import ASYNC_BACKENDS
 
 T = "benchmarks._targets"

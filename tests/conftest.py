@@ -14,8 +14,8 @@ import pytest
 # multiprocessing's resource tracker and our fork server live as long as the
 # test process (the fork server's children, our supervised processes, are
 # checked): the same leftover check our users get from gymnasiarch.testing.
-from gymnasiarch._forkserver import SERVER
-from gymnasiarch._process import PRELOAD
+from gymnasiarch._process.forkserver import SERVER
+from gymnasiarch._process.run import PRELOAD
 from gymnasiarch.testing import _no_leftovers
 
 

@@ -1,7 +1,7 @@
 """The servers' accept loop: capacity errors are waited out, every other error ends it.
 
 The log server and the control socket accept through
-:func:`gymnasiarch._channel.accept_forever`. As trio's ``serve_listeners``,
+:func:`gymnasiarch._wire.serving.accept_forever`. As trio's ``serve_listeners``,
 it retries an accept that failed for want of a resource (EMFILE, ENFILE,
 ENOMEM, ENOBUFS) after a pause that grows, bounded, and raises any other
 error instead of retrying it for ever.
@@ -21,7 +21,7 @@ import anyio
 import pytest
 from anyio.abc import SocketStream
 
-from gymnasiarch import _channel
+from gymnasiarch._wire import serving
 
 BACKENDS = ["asyncio", "trio"]
 
@@ -89,7 +89,7 @@ async def _serve_one(path: Path, listener: Any, *, connections: int = 1) -> None
     clients = [await anyio.connect_unix(path) for _ in range(connections)]
     try:
         async with anyio.create_task_group() as group:
-            group.start_soon(_channel.accept_forever, listener, handle, group, "test")
+            group.start_soon(serving.accept_forever, listener, handle, group, "test")
             with anyio.fail_after(10):
                 await enough.wait()
             group.cancel_scope.cancel()
@@ -123,7 +123,7 @@ def test_a_real_emfile_is_waited_out(backend: str, tmp_path: Path, pauses: _Paus
                 os.close(lowest_free)
                 # The next descriptor this process makes is one too many.
                 resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
-                group.start_soon(_channel.accept_forever, listener, handle, group, "test")
+                group.start_soon(serving.accept_forever, listener, handle, group, "test")
                 with anyio.fail_after(10):
                     await handed.wait()
                 group.cancel_scope.cancel()
@@ -183,7 +183,7 @@ def test_any_other_accept_error_ends_the_loop(
 
             with anyio.fail_after(5):
                 async with anyio.create_task_group() as group:
-                    await _channel.accept_forever(failing, handle, group, "test")
+                    await serving.accept_forever(failing, handle, group, "test")
 
     with pytest.raises(ExceptionGroup) as info:
         _run(backend, main)
@@ -196,8 +196,8 @@ def test_the_pause_grows_is_bounded_and_starts_over(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pauses: _Pauses
 ) -> None:
     """Errors in a row double the pause up to its bound; an accept that works resets it."""
-    monkeypatch.setattr(_channel, "_ACCEPT_PAUSE", 0.01)
-    monkeypatch.setattr(_channel, "_ACCEPT_PAUSE_MAX", 0.04)
+    monkeypatch.setattr(serving, "_ACCEPT_PAUSE", 0.01)
+    monkeypatch.setattr(serving, "_ACCEPT_PAUSE_MAX", 0.04)
     path = tmp_path / "s.sock"
     emfile = [OSError(errno.EMFILE, "Too many open files") for _ in range(6)]
 
@@ -222,7 +222,7 @@ def test_the_pause_grows_is_bounded_and_starts_over(
                 await anyio.connect_unix(path),
                 anyio.create_task_group() as group,
             ):
-                group.start_soon(_channel.accept_forever, failing, handle, group, "test")
+                group.start_soon(serving.accept_forever, failing, handle, group, "test")
                 with anyio.fail_after(10):
                     await second.wait()
                 group.cancel_scope.cancel()

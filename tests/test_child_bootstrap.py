@@ -23,8 +23,8 @@ import anyio
 import pytest
 
 from gymnasiarch import ChildSpec, Supervisor
-from gymnasiarch._child import Launch
-from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus
+from gymnasiarch._process.child import Launch
+from gymnasiarch._process.run import PRELOAD, ChildProcess, ExitStatus
 from gymnasiarch.exceptions import ResultNotSentError, SupervisionError
 from gymnasiarch.testing import stubborn
 from gymnasiarch.treefile import TreeFileError, load_tree
@@ -85,7 +85,7 @@ def _server_modules() -> set[str]:
     code = (
         "import sys; "
         + "".join(f"import {module}; " for module in [*PRELOAD, "targets.basic"])
-        + "from gymnasiarch._forkserver import main; print(' '.join(sys.modules))"
+        + "from gymnasiarch._process.forkserver_main import main; print(' '.join(sys.modules))"
     )
     tests = str(Path(__file__).parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, *sys.path])}

@@ -21,7 +21,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gymnasiarch import ChildSpec, Supervisor, _platform, _subreaper
+from gymnasiarch import ChildSpec, Supervisor, _platform
+from gymnasiarch._process import subreaper
 from gymnasiarch.testing import _no_leftovers
 from gymnasiarch.testing import _wait_gone as _gone_within
 
@@ -34,12 +35,12 @@ _SHELL_DAEMON = "setsid sleep 3600 </dev/null >/dev/null 2>&1 & echo $!"
 
 
 def _parent(pid: int) -> int | None:
-    info = _subreaper.stat(pid)
+    info = subreaper.stat(pid)
     return info.ppid if info is not None else None
 
 
 def _alive(pid: int) -> bool:
-    info = _subreaper.stat(pid)
+    info = subreaper.stat(pid)
     return info is not None and info.state != "Z"
 
 
@@ -74,7 +75,7 @@ class _Tree:
         children = status["children"]
         assert isinstance(children, dict)
         self.seen.update(pid for pid, _ in children.values() if pid)
-        self.seen.update(_subreaper.descendants(self.proc.pid))
+        self.seen.update(subreaper.descendants(self.proc.pid))
         return status
 
     def ask(self, command: str) -> dict[str, dict[str, list[int]] | int]:
@@ -137,12 +138,12 @@ def test_fork_server_death_kills_no_child_and_the_next_start_gets_a_new_server()
         # were reparented to the supervisor: it reaped them.
         zombies = [
             pid
-            for pid in _subreaper.children(tree.proc.pid)
-            if (info := _subreaper.stat(pid)) is not None and info.state == "Z"
+            for pid in subreaper.children(tree.proc.pid)
+            if (info := subreaper.stat(pid)) is not None and info.state == "Z"
         ]
         assert zombies == []
 
-        everyone = [pid for pid, _ in after.values()] + _subreaper.descendants(tree.proc.pid)
+        everyone = [pid for pid, _ in after.values()] + subreaper.descendants(tree.proc.pid)
         tree.proc.kill()
         tree.proc.wait(10)
         assert _gone_within(everyone, 2.0) == []
@@ -156,7 +157,7 @@ async def test_a_childs_setsid_daemons_stop_with_it(tmp_path: Path) -> None:
     pidfile = str(tmp_path / "daemons")
     spec = ChildSpec("d", "targets.escapes:daemons_then_sleep", args=(pidfile,), ready_timeout=10)
     async with Supervisor([spec], handle_signals=False) as sup:
-        assert _subreaper.is_subreaper()
+        assert subreaper.is_subreaper()
         daemons = json.loads(await anyio.Path(pidfile).read_text())
         # Their middle processes are gone: the daemons are ours now, not init's.
         assert [_parent(pid) for pid in daemons] == [os.getpid()] * 2
@@ -167,8 +168,8 @@ async def test_a_childs_setsid_daemons_stop_with_it(tmp_path: Path) -> None:
                 if event.kind == "exited":
                     break
         # Stopped and reaped with their child: not even a zombie is left.
-        assert [pid for pid in daemons if _subreaper.stat(pid) is not None] == []
-    assert not _subreaper.is_subreaper()  # the process's own setting is back
+        assert [pid for pid in daemons if subreaper.stat(pid) is not None] == []
+    assert not subreaper.is_subreaper()  # the process's own setting is back
 
 
 async def test_a_stop_gives_escaped_daemons_sigterm_and_the_grace_then_sigkill(
@@ -190,7 +191,7 @@ async def test_a_stop_gives_escaped_daemons_sigterm_and_the_grace_then_sigkill(
         "polite got SIGTERM",
         "stubborn got SIGTERM",
     ]
-    assert [pid for pid in (polite, stubborn) if _subreaper.stat(pid) is not None] == []
+    assert [pid for pid in (polite, stubborn) if subreaper.stat(pid) is not None] == []
 
 
 async def test_the_daemon_of_a_child_that_returned_is_asked_to_stop_first(
@@ -204,7 +205,7 @@ async def test_the_daemon_of_a_child_that_returned_is_asked_to_stop_first(
     async with Supervisor([spec], handle_signals=False) as sup:
         daemon = (await sup.wait())["d"]
     assert (await anyio.Path(journal).read_text()).splitlines() == ["polite got SIGTERM"]
-    assert _subreaper.stat(daemon) is None
+    assert subreaper.stat(daemon) is None
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -221,7 +222,7 @@ def test_daemons_of_a_child_that_returned_go_with_it(tmp_path: Path, backend: st
 
     result = anyio.run(scenario, backend=backend)
     assert result["d"] == json.loads(Path(pidfile).read_text())
-    assert [pid for pid in result["d"] if _subreaper.stat(pid) is not None] == []
+    assert [pid for pid in result["d"] if subreaper.stat(pid) is not None] == []
 
 
 async def test_the_applications_own_daemons_are_left_alone() -> None:
@@ -246,8 +247,8 @@ async def test_the_subreaper_flag_is_restored_also_when_it_was_set_before() -> N
     try:
         other = Supervisor([ChildSpec("n", spec.target, ready_timeout=10)], handle_signals=False)
         async with Supervisor([spec], handle_signals=False), other:
-            assert _subreaper.is_subreaper()
-        assert _subreaper.is_subreaper()
+            assert subreaper.is_subreaper()
+        assert subreaper.is_subreaper()
     finally:
         _platform.set_child_subreaper(False)
 

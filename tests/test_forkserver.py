@@ -12,10 +12,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gymnasiarch import ChildSpec, Supervisor, _forkserver
-from gymnasiarch._child import Launch
-from gymnasiarch._forkserver import SERVER, SharedForkServer
-from gymnasiarch._process import PRELOAD, ChildProcess, ExitStatus, _zombie_exit_code
+from gymnasiarch import ChildSpec, Supervisor
+from gymnasiarch._process import forkserver
+from gymnasiarch._process.child import Launch
+from gymnasiarch._process.forkserver import SERVER, SharedForkServer
+from gymnasiarch._process.run import PRELOAD, ChildProcess, ExitStatus, _zombie_exit_code
 from gymnasiarch.testing import _descendants
 
 PROBE = "targets.basic:started_from_spare"
@@ -202,7 +203,7 @@ async def test_a_shared_server_outlives_its_anchor_until_its_last_child_ends(
 async def test_an_idle_shared_server_ends_and_the_next_request_starts_another(
     shared: _Shared, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_forkserver, "SHARED_IDLE_EXIT", 0.2)
+    monkeypatch.setattr(forkserver, "SHARED_IDLE_EXIT", 0.2)
     first, second = shared.requester(), shared.requester()
     server_pid, _ = (await _run(first, "targets.basic:parent_and_env", "X")).result
     await _exited(server_pid)

@@ -20,25 +20,49 @@ import gymnasiarch
 
 PACKAGE = Path(gymnasiarch.__file__).parent
 
-SUPERVISOR = {"_supervisor", "_options", "_events", "_signals", "_policy"}
-#: The run interface, exit status, remote errors, the launch: what every backend shares.
-SEAM = {"_backend"}
-BACKENDS = {"_local_backend", "ray_backend", "_fake_backend"}
-#: How a child is started on one machine, heard and stopped (and its child half, _child).
-PROCESS_LAYER = {
-    "_process",
-    "_launcher",
-    "_forkserver",
-    "_child",
-    "_output",
-    "_subreaper",
-    "_warm",
+# Modules by their dotted name below the package ("_process.run"); a subpackage's
+# __init__ by the subpackage's name ("_process").
+SUPERVISOR = {
+    "_supervisor",
+    "_supervisor.supervisor",
+    "_supervisor.options",
+    "_supervisor.events",
+    "_supervisor.signals",
+    "_supervisor.policy",
+    "_supervisor.from_ready",
 }
+#: The run interface, exit status, remote errors, the launch: what every backend shares.
+SEAM = {"_backends", "_backends.base"}
+BACKENDS = {"_backends.local", "ray_backend", "_backends.fake"}
+#: The child's half of the process layer: runs in every child, before its target.
+CHILD_HALF = {"_process.child", "_process.marks", "_process.warm"}
+#: The parent's half: starts, hears, stops and reaps; the child's half never imports it.
+PARENT_HALF = {
+    "_process.run",
+    "_process.launcher",
+    "_process.forkserver",
+    "_process.subreaper",
+}
+#: How a child is started on one machine, heard and stopped (both halves, and what they
+#: share: the fork server's process, the CPython internals it relies on, captured output).
+PROCESS_LAYER = (
+    {"_process", "_process.forkserver_main", "_process.cpython", "_process.output"}
+    | CHILD_HALF
+    | PARENT_HALF
+)
 #: Small helpers of the supervisor's side that any layer above the leaves may use.
-HELPERS = {"_wakeup"}
+HELPERS = {"_backends.wakeup"}
 #: Ray itself, and our code that runs inside Ray's workers.
-RAY = {"ray", "_ray_host"}
-LOG_PIPELINE = {"logserver", "_logwire", "_logclient", "_wire", "_channel", "_loglevels"}
+RAY = {"ray", "_backends.ray_host"}
+LOG_PIPELINE = {
+    "logserver",
+    "_wire",
+    "_wire.frames",
+    "_wire.serving",
+    "_wire.records",
+    "_wire.logclient",
+    "_wire.levels",
+}
 #: Import nothing of ours but each other; _platform is the one home of Linux's system calls
 #: (pidfd, /proc, prctl, SO_PEERCRED), which the process layer and the log pipeline both use.
 LEAVES = {
@@ -47,13 +71,24 @@ LEAVES = {
     "seeding",
     "_spec",
     "_runtime_config",
-    "_from_ready",
     "_platform",
+    "ready",  # readiness conditions: new this batch, a leaf so far
 }
 #: The child's bootstrap proper: what runs in the child around its target.
 CHILD_BOOTSTRAP = {"spawn", "_context"}
 #: Built on the public API; nothing below may import them.
-TOP = {"cli", "__main__", "treefile", "_control", "_live", "testing", "logging"}
+TOP = {
+    "cli",
+    "__main__",
+    "treefile",
+    "_cli",
+    "_cli.control",
+    "_cli.live",
+    "testing",
+    "logging",
+    "demo",
+    "demo.sim",
+}
 
 
 def _module_name(path: Path) -> str:
@@ -61,13 +96,25 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or "__init__"
 
 
+def _is_module(name: str) -> bool:
+    """Whether *name* (``_process.run``, ``_process``) is a module or subpackage of ours."""
+    path = PACKAGE / name.replace(".", "/")
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
 def _ours(dotted: str) -> str | None:
-    """Our module's name (``_process``) for ``gymnasiarch._process``; Ray as ``ray``."""
+    """Our module's name (``_process.run``) for ``gymnasiarch._process.run``; Ray as ``ray``.
+
+    A name below a module (``gymnasiarch._process.run.ChildProcess``) is its module's.
+    """
     if dotted == "ray" or dotted.startswith("ray."):
         return "ray"
-    if dotted.startswith("gymnasiarch."):
-        return dotted.removeprefix("gymnasiarch.").split(".")[0]
-    return None
+    if not dotted.startswith("gymnasiarch."):
+        return None
+    name = dotted.removeprefix("gymnasiarch.")
+    while "." in name and not _is_module(name):
+        name = name.rpartition(".")[0]
+    return name
 
 
 def imports_of(module: str) -> set[str]:
@@ -83,11 +130,14 @@ def imports_of(module: str) -> set[str]:
             if node.level:  # relative: we use none, and a rule must not miss one
                 raise AssertionError(f"{module}: relative import at line {node.lineno}")
             if node.module == "gymnasiarch":
-                # from gymnasiarch import _subreaper / Supervisor (a lazy name)
+                # from gymnasiarch import _platform / Supervisor (a lazy name)
                 names = [
                     gymnasiarch._LAZY.get(alias.name, f"gymnasiarch.{alias.name}")
                     for alias in node.names
                 ]
+            elif node.module and node.module.startswith("gymnasiarch."):
+                # from gymnasiarch._process import forkserver: the submodule, else the module
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
             else:
                 names = [node.module or ""]
         else:
@@ -108,7 +158,8 @@ def _violations(subjects: set[str], forbidden: set[str]) -> dict[str, set[str]]:
 def test_every_subject_of_a_rule_exists() -> None:
     """A renamed module must not make a rule about it pass by checking nothing."""
     modules = set(all_modules())
-    subjects = SUPERVISOR | SEAM | BACKENDS | LOG_PIPELINE | LEAVES | CHILD_BOOTSTRAP | {"_child"}
+    subjects = SUPERVISOR | SEAM | BACKENDS | PROCESS_LAYER | HELPERS | RAY - {"ray"}
+    subjects |= LOG_PIPELINE | LEAVES | CHILD_BOOTSTRAP | TOP
     assert subjects - modules == set()
 
 
@@ -125,12 +176,12 @@ def test_the_seam_imports_only_leaves_and_the_log_pipeline() -> None:
 
 def test_backends_other_than_the_local_one_never_import_the_process_layer() -> None:
     """The Ray backend's driver side and the fake speak the seam; only Ray's node side hosts."""
-    assert _violations(BACKENDS - {"_local_backend"}, PROCESS_LAYER) == {}
+    assert _violations(BACKENDS - {"_backends.local"}, PROCESS_LAYER) == {}
 
 
 def test_nothing_below_the_supervisor_imports_it_or_a_backend() -> None:
     """The process layer, the seam, the log pipeline, leaves, the child side: arrows point down."""
-    below = SEAM | PROCESS_LAYER | {"_ray_host"} | LOG_PIPELINE | LEAVES | CHILD_BOOTSTRAP
+    below = SEAM | PROCESS_LAYER | {"_backends.ray_host"} | LOG_PIPELINE | LEAVES | CHILD_BOOTSTRAP
     assert _violations(below, SUPERVISOR | BACKENDS) == {}
 
 
@@ -146,7 +197,7 @@ def test_leaves_import_only_leaves() -> None:
 
 def test_the_restart_policy_touches_no_process_and_no_socket() -> None:
     """The policy is pure: the specs and the seam's values, never a process, a backend or a log."""
-    policy = {m for m in all_modules() if m.lstrip("_") == "policy"}
+    policy = {m for m in all_modules() if m.rpartition(".")[2].lstrip("_") == "policy"}
     forbidden = SUPERVISOR | BACKENDS | PROCESS_LAYER | RAY | LOG_PIPELINE | TOP
     assert _violations(policy, forbidden) == {}
 
@@ -159,8 +210,13 @@ def test_the_child_bootstrap_imports_only_the_log_pipeline_and_leaves() -> None:
 
 
 def test_the_childs_half_of_the_process_layer_never_imports_the_supervisor_or_a_backend() -> None:
-    """_child runs in every child: it knows the seam's Launch, never who launched it."""
-    assert _violations({"_child"}, SUPERVISOR | BACKENDS | RAY | {"_process", "_launcher"}) == {}
+    """The child's half runs in every child: it knows the seam's Launch, never who launched it.
+
+    Nor the parent's half of the process layer (the run, the launcher, the
+    fork server's requester, the subreaper): the mark it gives its
+    descendants lives in ``_process.marks`` for that reason.
+    """
+    assert _violations(CHILD_HALF, SUPERVISOR | BACKENDS | RAY | PARENT_HALF) == {}
 
 
 def test_nothing_below_the_top_imports_it() -> None:
@@ -171,17 +227,18 @@ def test_nothing_below_the_top_imports_it() -> None:
 
 def test_the_rules_see_a_forbidden_import() -> None:
     """The checker itself: a lazy import and a name from the package both count."""
-    # _child's lazy import of nothing and _supervisor's import of LocalBackend
-    # through gymnasiarch's table are both found.
-    assert "_local_backend" in imports_of("_supervisor")
-    assert "_supervisor" in imports_of("testing")  # from gymnasiarch import Supervisor
-    assert "_process" in imports_of("_ray_host")  # a lazy import inside a function
+    # The supervisor's import of LocalBackend, a name through gymnasiarch's
+    # table, a lazy import and a submodule imported from its package are found.
+    assert "_backends.local" in imports_of("_supervisor.supervisor")
+    assert "_supervisor.supervisor" in imports_of("testing")  # from gymnasiarch import Supervisor
+    assert "_process.run" in imports_of("_backends.ray_host")  # a lazy import inside a function
+    assert "_wire.frames" in imports_of("logserver")  # from gymnasiarch._wire import frames
 
 
 @pytest.mark.parametrize(
     ("module", "absent"),
     [
-        ("gymnasiarch._backend", ["gymnasiarch._supervisor", "gymnasiarch._process", "ray"]),
+        ("gymnasiarch._backends.base", ["gymnasiarch._supervisor", "gymnasiarch._process", "ray"]),
         ("gymnasiarch.logserver", ["gymnasiarch._supervisor", "gymnasiarch._process"]),
         ("gymnasiarch.spawn", ["gymnasiarch._supervisor", "gymnasiarch._process"]),
     ],
@@ -203,5 +260,4 @@ def test_every_module_has_its_place_in_a_layer() -> None:
         | TOP
         | {"__init__"}
     )
-    modules = {path.stem for path in PACKAGE.glob("*.py")}
-    assert sorted(modules - placed) == []
+    assert sorted(set(all_modules()) - placed) == []

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import gymnasiarch.logging
 from gymnasiarch import ChildSpec, Supervisor
-from gymnasiarch._loglevels import OFF, Configured, apply_levels, parent_levels
+from gymnasiarch._wire.levels import OFF, Configured, apply_levels, parent_levels
 from gymnasiarch.logserver import LogServer
 
 T = "targets.levels"

@@ -22,7 +22,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gymnasiarch import ChildSpec, Supervisor, _wire
+from gymnasiarch import ChildSpec, Supervisor
+from gymnasiarch._wire import frames as wire
 from gymnasiarch.exceptions import InitializationFailedError, PrematureTaskDeathError
 from gymnasiarch.logserver import LogClientHandler, LogServer, LogTicket
 from targets import logs
@@ -213,13 +214,13 @@ async def test_records_travel_as_msgpack_where_the_server_reads_it_else_as_json(
 ) -> None:
     """The client packs records with msgpack only if its config says the server reads it."""
     first_bytes: list[bytes] = []
-    decode = _wire.decode
+    decode = wire.decode
 
     def spying_decode(payload: bytes) -> dict[str, Any]:
         first_bytes.append(payload[:1])
         return decode(payload)
 
-    monkeypatch.setattr(_wire, "decode", spying_decode)
+    monkeypatch.setattr(wire, "decode", spying_decode)
     async with LogServer.unix() as server:
         server._reads_msgpack = msgpack
         ticket = server.admit("either")
@@ -235,7 +236,7 @@ async def test_records_travel_as_msgpack_where_the_server_reads_it_else_as_json(
 async def test_frames_are_cut_exactly_however_they_arrive(collector: Collector) -> None:
     """Three frames in one send, then one in pieces: every record, in order."""
     frames = [
-        _wire.encode({"t": "records", "r": [{"name": "cut", "levelno": logging.INFO, "msg": m}]})
+        wire.encode({"t": "records", "r": [{"name": "cut", "levelno": logging.INFO, "msg": m}]})
         for m in ("one", "two", "three", "four")
     ]
     async with unix_server() as server:
@@ -247,7 +248,7 @@ async def test_frames_are_cut_exactly_however_they_arrive(collector: Collector) 
             for piece in (last[:2], last[2:7], last[7:]):
                 await stream.send(piece)
                 await anyio.sleep(0.01)  # let the server read each piece on its own
-            await stream.send(_wire.encode({"t": "bye"}))
+            await stream.send(wire.encode({"t": "bye"}))
             with anyio.fail_after(10):
                 await ticket.finished.wait()
     assert collector.messages("cut") == ["one", "two", "three", "four"]
@@ -281,7 +282,7 @@ async def connect(server: LogServer) -> tuple[SocketStream, str]:
     stream = await anyio.connect_unix(str(server.client_address))
     received = BufferedByteReceiveStream(stream)
     (length,) = struct.unpack(">I", await received.receive_exactly(4))
-    challenge = _wire.decode(await received.receive_exactly(length))
+    challenge = wire.decode(await received.receive_exactly(length))
     return stream, challenge["nonce"]
 
 
@@ -292,11 +293,11 @@ async def send_good_records(server: LogServer, name: str, messages: list[str]) -
     key = bytes.fromhex(ticket.client_config()["key"])
     async with stream:
         await stream.send(
-            _wire.encode({"t": "hello", "ticket": ticket.id, "mac": _wire.answer(key, nonce)})
+            wire.encode({"t": "hello", "ticket": ticket.id, "mac": wire.answer(key, nonce)})
         )
         records = [{"name": "good", "levelno": logging.INFO, "msg": m} for m in messages]
-        await stream.send(_wire.encode({"t": "records", "r": records}))
-        await stream.send(_wire.encode({"t": "bye"}))
+        await stream.send(wire.encode({"t": "records", "r": records}))
+        await stream.send(wire.encode({"t": "bye"}))
     with anyio.fail_after(10):
         await ticket.finished.wait()
     return ticket
@@ -306,7 +307,7 @@ async def hello(server: LogServer, stream: SocketStream, nonce: str, name: str =
     ticket = server.admit(name)
     key = bytes.fromhex(ticket.client_config()["key"])
     await stream.send(
-        _wire.encode({"t": "hello", "ticket": ticket.id, "mac": _wire.answer(key, nonce)})
+        wire.encode({"t": "hello", "ticket": ticket.id, "mac": wire.answer(key, nonce)})
     )
     return ticket
 
@@ -400,7 +401,7 @@ async def test_wrong_field_types_close_that_connection(collector: Collector) -> 
             async with stream:
                 await hello(server, stream, nonce)
                 bad = {"name": "good", "levelno": "20", "msg": "never handled"}
-                await stream.send(_wire.encode({"t": "records", "r": [bad]}))
+                await stream.send(wire.encode({"t": "records", "r": [bad]}))
                 assert await closed_by_server(stream)
             await send_good_records(server, "after", ["handled"])
     assert "levelno" in warnings[0]
@@ -414,7 +415,7 @@ async def test_a_gap_in_the_sequence_is_reported_and_a_step_back_refused(
 
     def frame(first: int, *messages: str) -> bytes:
         records = [{"name": "seq", "levelno": logging.INFO, "msg": m} for m in messages]
-        return _wire.encode({"t": "records", "s": first, "r": records})
+        return wire.encode({"t": "records", "s": first, "r": records})
 
     with warnings_of_the_server() as warnings:
         async with unix_server() as server:
@@ -457,15 +458,15 @@ async def test_clients_without_the_secret_are_refused(collector: Collector) -> N
             ticket = server.admit("victim")
             attempts = [
                 {"t": "hello", "ticket": ticket.id, "mac": "00" * 32},
-                {"t": "hello", "ticket": "made-up", "mac": _wire.answer(b"guess", "x")},
+                {"t": "hello", "ticket": "made-up", "mac": wire.answer(b"guess", "x")},
                 {"t": "records", "r": [{"name": "good", "levelno": 20, "msg": "sneaky"}]},
             ]
             for attempt in attempts:
                 stream, _ = await connect(server)
                 async with stream:
-                    await stream.send(_wire.encode(attempt))
+                    await stream.send(wire.encode(attempt))
                     await stream.send(
-                        _wire.encode(
+                        wire.encode(
                             {
                                 "t": "records",
                                 "r": [{"name": "good", "levelno": 20, "msg": "sneaky"}],
@@ -478,7 +479,7 @@ async def test_clients_without_the_secret_are_refused(collector: Collector) -> N
             async with stream:
                 key = bytes.fromhex(used.client_config()["key"])
                 await stream.send(
-                    _wire.encode({"t": "hello", "ticket": used.id, "mac": _wire.answer(key, nonce)})
+                    wire.encode({"t": "hello", "ticket": used.id, "mac": wire.answer(key, nonce)})
                 )
                 assert await closed_by_server(stream)
     assert collector.messages("good") == ["first"]
@@ -545,15 +546,15 @@ async def test_records_in_row_form_are_checked_like_objects(collector: Collector
     with warnings_of_the_server() as warnings:
         async with unix_server() as server:
             for bad in (good[:5], [*good[:1], "20", *good[2:]]):
-                await send_after_hello(server, _wire.encode({"t": "records", "r": [bad]}))
+                await send_after_hello(server, wire.encode({"t": "records", "r": [bad]}))
             ticket = server.admit("rowdy")
             stream, nonce = await connect(server)
             key = bytes.fromhex(ticket.client_config()["key"])
             async with stream:
-                mac = _wire.answer(key, nonce)
-                await stream.send(_wire.encode({"t": "hello", "ticket": ticket.id, "mac": mac}))
-                await stream.send(_wire.encode({"t": "records", "r": [good]}))
-                await stream.send(_wire.encode({"t": "bye"}))
+                mac = wire.answer(key, nonce)
+                await stream.send(wire.encode({"t": "hello", "ticket": ticket.id, "mac": mac}))
+                await stream.send(wire.encode({"t": "records", "r": [good]}))
+                await stream.send(wire.encode({"t": "bye"}))
             with anyio.fail_after(10):
                 await ticket.finished.wait()
     assert collector.messages("good") == ["a row"]
@@ -611,11 +612,11 @@ def test_a_client_faster_than_its_server_waits_for_it_and_loses_nothing(tmp_path
     def slow_server(listener: socket.socket) -> None:
         connection, _ = listener.accept()
         with connection:
-            connection.sendall(_wire.encode({"t": "challenge", "nonce": "n"}))
-            hello = _wire.decode(_wire.receive_frame(connection))
-            assert _wire.verify(key, "n", hello["mac"])
+            connection.sendall(wire.encode({"t": "challenge", "nonce": "n"}))
+            hello = wire.decode(wire.receive_frame(connection))
+            assert wire.verify(key, "n", hello["mac"])
             go.wait(30)  # reads nothing until told
-            while (message := _wire.decode(_wire.receive_frame(connection)))["t"] != "bye":
+            while (message := wire.decode(wire.receive_frame(connection)))["t"] != "bye":
                 received.extend(message["r"])
 
     count, cap = 20_000, 64 * 1024

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from gymnasiarch._logwire import (
+from gymnasiarch._wire.frames import WireError
+from gymnasiarch._wire.records import (
     _FIELD_TYPES,
     _STANDARD,
     ROW,
@@ -16,7 +17,6 @@ from gymnasiarch._logwire import (
     make_record,
     record_to_row,
 )
-from gymnasiarch._wire import WireError
 
 GOOD_ROW: list[Any] = [
     "app.sim",  # name

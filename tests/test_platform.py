@@ -21,8 +21,10 @@ import anyio
 import pytest
 from anyio.abc import SocketAttribute
 
-from gymnasiarch import _channel, _control, _platform, _wire
-from gymnasiarch._wire import WireError
+from gymnasiarch import _platform
+from gymnasiarch._cli import control
+from gymnasiarch._wire import frames, serving
+from gymnasiarch._wire.frames import WireError
 
 NOBODY = 65534
 
@@ -157,8 +159,8 @@ def test_a_peer_of_another_user_is_refused(backend: str) -> None:
                 async with stream:
                     uid = _platform.peer_is_other_user(stream.extra(SocketAttribute.raw_socket))
                     with pytest.raises(WireError) as refused:
-                        _channel.check_peer_user(stream)
-                    peer = _channel.describe_peer(stream)
+                        serving.check_peer_user(stream)
+                    peer = serving.describe_peer(stream)
                 with anyio.fail_after(20):  # it ends when we hang up
                     await anyio.wait_readable(pidfd)
                 code = _platform.reap_pidfd(pidfd)
@@ -222,8 +224,8 @@ def test_what_is_not_a_private_directory_of_ours_is_refused(make: object, tmp_pa
     path = make(tmp_path / "d")  # type: ignore[operator]
     with pytest.raises(PermissionError, match="not a private directory of ours"):
         _platform.ensure_private_directory(path)
-    server = _control.ControlServer(object(), path / "control.sock")  # type: ignore[arg-type]
-    with pytest.raises(_control.ControlError, match="not a private directory of ours"):
+    server = control.ControlServer(object(), path / "control.sock")  # type: ignore[arg-type]
+    with pytest.raises(control.ControlError, match="not a private directory of ours"):
         anyio.run(server.serve)
 
 
@@ -240,12 +242,12 @@ def test_a_records_frame_is_the_message_a_plain_encoder_makes(count: int) -> Non
     plain = {"t": "records", "s": 7, "r": rows}
     as_json = [json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode() for row in rows]
     expected = json.dumps(plain, separators=(",", ":"), ensure_ascii=False).encode()
-    assert _wire.records_frame(as_json, 7, packed=False) == _wire.frame(expected)
-    assert _wire.encode(plain) == _wire.frame(expected)
-    assert _wire.frame(expected)[: _wire.HEADER.size] == len(expected).to_bytes(4, "big")
-    if not _wire.reads_msgpack():
+    assert frames.records_frame(as_json, 7, packed=False) == frames.frame(expected)
+    assert frames.encode(plain) == frames.frame(expected)
+    assert frames.frame(expected)[: frames.HEADER.size] == len(expected).to_bytes(4, "big")
+    if not frames.reads_msgpack():
         return
-    packed = [_wire.msgpack_pack(row) for row in rows]
-    frame = _wire.records_frame(packed, 7, packed=True)
-    assert frame == _wire.frame(_wire.msgpack_pack(plain))
-    assert _wire.decode(frame[_wire.HEADER.size :]) == plain
+    packed = [frames.msgpack_pack(row) for row in rows]
+    frame = frames.records_frame(packed, 7, packed=True)
+    assert frame == frames.frame(frames.msgpack_pack(plain))
+    assert frames.decode(frame[frames.HEADER.size :]) == plain

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from gymnasiarch import Backoff
-from gymnasiarch._policy import (
+from gymnasiarch._supervisor.policy import (
     Decision,
     Forget,
     GiveUp,

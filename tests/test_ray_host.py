@@ -16,9 +16,9 @@ from typing import Any
 import anyio
 import pytest
 
-from gymnasiarch import _ray_host
-from gymnasiarch._child import Launch
-from gymnasiarch._ray_host import ChildHost
+from gymnasiarch._backends import ray_host
+from gymnasiarch._backends.ray_host import ChildHost
+from gymnasiarch._process.child import Launch
 from test_forkserver import _Shared
 
 
@@ -27,8 +27,8 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChildHost]
     """A ChildHost whose node's fork server is a shared server of our own."""
     servers = _Shared(tmp_path / "private" / "node")
     requester = servers.requester()
-    monkeypatch.setattr(_ray_host, "node_fork_server", lambda: requester)
-    monkeypatch.setattr(_ray_host, "_node", lambda: ("node-1", "127.0.0.1"))
+    monkeypatch.setattr(ray_host, "node_fork_server", lambda: requester)
+    monkeypatch.setattr(ray_host, "_node", lambda: ("node-1", "127.0.0.1"))
     try:
         yield ChildHost()
     finally:

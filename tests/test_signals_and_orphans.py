@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gymnasiarch._supervisor import _SAME_PRESS
+from gymnasiarch._supervisor.supervisor import _SAME_PRESS
 
 TESTS = Path(__file__).parent
 
@@ -129,7 +129,7 @@ def test_sigkill_of_supervisor_leaves_no_orphans(print_on: str) -> None:
 
 _ARMED_CHILD = """
 import subprocess, sys, time
-from gymnasiarch._child import _kill_on_eof
+from gymnasiarch._process.child import _kill_on_eof
 grandchild = subprocess.Popen(["sleep", "30"])
 assert _kill_on_eof(0)  # stdin: a pipe nobody ever writes to
 print(grandchild.pid, flush=True)

@@ -16,10 +16,10 @@ import anyio
 import pytest
 
 from gymnasiarch import Backoff, ChildSpec, Event, LocalBackend, RemoteTraceback, Supervisor
-from gymnasiarch._backend import ChildRun
-from gymnasiarch._child import Launch
-from gymnasiarch._forkserver import SERVER
-from gymnasiarch._process import ChildProcess
+from gymnasiarch._backends.base import ChildRun
+from gymnasiarch._process.child import Launch
+from gymnasiarch._process.forkserver import SERVER
+from gymnasiarch._process.run import ChildProcess
 from gymnasiarch.dynaloader import ErrorDuringImport
 from gymnasiarch.exceptions import (
     DeadChildrenRisingAsZombiesError,

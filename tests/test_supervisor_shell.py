@@ -1,6 +1,6 @@
 """The supervisor's decisions carried out against a scripted backend: no process, no fork.
 
-:class:`~gymnasiarch._fake_backend.FakeBackend` plays each run from a
+:class:`~gymnasiarch._backends.fake.FakeBackend` plays each run from a
 script and logs what the supervisor asked for, so these tests pin down
 the order of stops and starts exactly, in milliseconds. What only real
 processes can show (signals, output, orphans, zombies) is tested end to
@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from gymnasiarch import ChildSpec, ExitStatus, Supervisor
-from gymnasiarch._fake_backend import FakeBackend, Script
+from gymnasiarch._backends.fake import FakeBackend, Script
 from gymnasiarch.exceptions import InitializationFailedError, PrematureTaskDeathError
 
 

@@ -16,9 +16,9 @@ import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from gymnasiarch import ChildSpec, Event, FromReady, LocalBackend, Supervisor
-from gymnasiarch._backend import ChildRun
-from gymnasiarch._child import Launch
-from gymnasiarch._supervisor import _SAME_PRESS
+from gymnasiarch._backends.base import ChildRun
+from gymnasiarch._process.child import Launch
+from gymnasiarch._supervisor.supervisor import _SAME_PRESS
 from gymnasiarch.exceptions import InitializationFailedError, SignalInterruptError
 from gymnasiarch.testing import kill_child, wait_for
 

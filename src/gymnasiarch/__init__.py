@@ -14,20 +14,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gymnasiarch._backend import Backend as Backend
-    from gymnasiarch._backend import ExitStatus as ExitStatus
-    from gymnasiarch._backend import RemoteTraceback as RemoteTraceback
+    from gymnasiarch._backends.base import Backend as Backend
+    from gymnasiarch._backends.base import ExitStatus as ExitStatus
+    from gymnasiarch._backends.base import RemoteTraceback as RemoteTraceback
+    from gymnasiarch._backends.local import LocalBackend as LocalBackend
     from gymnasiarch._context import ChildContext as ChildContext
     from gymnasiarch._context import child_context as child_context
-    from gymnasiarch._events import Event as Event
-    from gymnasiarch._from_ready import FromReady as FromReady
-    from gymnasiarch._local_backend import LocalBackend as LocalBackend
-    from gymnasiarch._options import SupervisorOptions as SupervisorOptions
     from gymnasiarch._runtime_config import RuntimeConfig as RuntimeConfig
     from gymnasiarch._spec import Backoff as Backoff
     from gymnasiarch._spec import ChildSpec as ChildSpec
-    from gymnasiarch._supervisor import ChildInfo as ChildInfo
-    from gymnasiarch._supervisor import Supervisor as Supervisor
+    from gymnasiarch._supervisor.events import Event as Event
+    from gymnasiarch._supervisor.from_ready import FromReady as FromReady
+    from gymnasiarch._supervisor.options import SupervisorOptions as SupervisorOptions
+    from gymnasiarch._supervisor.supervisor import ChildInfo as ChildInfo
+    from gymnasiarch._supervisor.supervisor import Supervisor as Supervisor
     from gymnasiarch.ray_backend import RayBackend as RayBackend
 
 
@@ -43,20 +43,20 @@ def _version() -> str:
 
 
 _LAZY = {
-    "Backend": "gymnasiarch._backend",
+    "Backend": "gymnasiarch._backends.base",
     "Backoff": "gymnasiarch._spec",
     "ChildContext": "gymnasiarch._context",
-    "ChildInfo": "gymnasiarch._supervisor",
+    "ChildInfo": "gymnasiarch._supervisor.supervisor",
     "ChildSpec": "gymnasiarch._spec",
-    "Event": "gymnasiarch._events",
-    "FromReady": "gymnasiarch._from_ready",
-    "LocalBackend": "gymnasiarch._local_backend",
+    "Event": "gymnasiarch._supervisor.events",
+    "FromReady": "gymnasiarch._supervisor.from_ready",
+    "LocalBackend": "gymnasiarch._backends.local",
     "RayBackend": "gymnasiarch.ray_backend",
-    "ExitStatus": "gymnasiarch._backend",
-    "RemoteTraceback": "gymnasiarch._backend",
+    "ExitStatus": "gymnasiarch._backends.base",
+    "RemoteTraceback": "gymnasiarch._backends.base",
     "RuntimeConfig": "gymnasiarch._runtime_config",
-    "Supervisor": "gymnasiarch._supervisor",
-    "SupervisorOptions": "gymnasiarch._options",
+    "Supervisor": "gymnasiarch._supervisor.supervisor",
+    "SupervisorOptions": "gymnasiarch._supervisor.options",
     "child_context": "gymnasiarch._context",
 }
 

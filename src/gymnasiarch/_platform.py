@@ -220,7 +220,7 @@ def proc_environ(pid: int, name: str) -> str | None:
     """The value of *name* in *pid*'s environment as the kernel shows it (``/proc/PID/environ``).
 
     Why: an exec'd descendant of a child carries the child's mark there
-    (see :mod:`gymnasiarch._subreaper`). Only the environment the process
+    (see :mod:`gymnasiarch._process.subreaper`). Only the environment the process
     was exec'd with, readable by its own user. None if absent, unreadable,
     or elsewhere.
     """
@@ -399,3 +399,155 @@ def ensure_private_directory(path: str | os.PathLike[str], *, parents: bool = Fa
         raise PermissionError(
             f"{os.fspath(path)} is not a private directory of ours (mode 0700, our uid)"
         )
+
+
+# -- who listens where: the kernel's socket tables ----------------------------------
+
+_TCP_LISTEN = "0A"  # include/net/tcp_states.h: TCP_LISTEN, as /proc/net/tcp prints it
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One listening TCP socket, as ``/proc/net/tcp`` or ``/proc/net/tcp6`` shows it."""
+
+    host: str  # the local address, "127.0.0.1", "::", "::ffff:127.0.0.1", ...
+    port: int
+    inode: int  # the socket's inode: "socket:[INODE]" in its owner's /proc/PID/fd
+
+
+def _proc_address(text: str) -> str:
+    # The kernel prints each 32-bit word of the (network order) address as
+    # a host-order integer in hex ("0100007F" is 127.0.0.1 here).
+    words = [int(text[i : i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(text), 8)]
+    family = socket.AF_INET if len(words) == 1 else socket.AF_INET6
+    return socket.inet_ntop(family, b"".join(words))
+
+
+def tcp_listeners(port: int, pid: int | None = None) -> list[Listener]:
+    """The TCP sockets listening on *port*, from ``/proc/[PID/]net/tcp`` and ``tcp6``.
+
+    Why: a program is ready when it listens, and this tells so without
+    connecting to it (a probe connection ends a server that serves one
+    client, and succeeds when another process holds the port). With *pid*
+    the tables of that process's network namespace are read (a child may
+    have its own), else ours. Each socket's inode says whose it is (see
+    :func:`proc_socket_inodes`). Elsewhere, or for a pid that is gone: an
+    empty list.
+    """
+    root = "/proc/net" if pid is None else f"/proc/{pid}/net"
+    found: list[Listener] = []
+    for table in ("tcp", "tcp6"):
+        for row in _read(f"{root}/{table}").splitlines()[1:]:
+            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+            fields = row.split()
+            if len(fields) < 10 or fields[3] != _TCP_LISTEN.encode():
+                continue
+            address, _, hex_port = fields[1].decode().partition(":")
+            if int(hex_port, 16) == port:
+                found.append(Listener(_proc_address(address), port, int(fields[9])))
+    return found
+
+
+def proc_socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets *pid* holds open, from its ``/proc/PID/fd/*`` links.
+
+    Why: a socket of the kernel's tables (:func:`tcp_listeners`) belongs to
+    whichever processes hold a descriptor of it, whose links read
+    ``socket:[INODE]``. Readable for our own user's processes (and root's
+    for all). Empty for a process that is gone, one we may not look into,
+    or elsewhere.
+    """
+    inodes: set[int] = set()
+    folder = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return inodes
+    for name in names:
+        try:
+            target = os.readlink(f"{folder}/{name}")
+        except OSError:  # closed since the listing
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def proc_group(pgid: int) -> list[int]:
+    """The pids of the processes in process group *pgid* (the pgrp field of ``/proc/*/stat``).
+
+    Why: a supervised child runs in its own group, with whatever it forked:
+    "the child" is the group, not only its leader (a shell script's server
+    is its grandchild). There is no index by group: every process's stat
+    is read. Elsewhere: an empty list.
+    """
+    found: list[int] = []
+    for pid in proc_pids():
+        fields = _stat_fields(pid)
+        if fields is not None and len(fields) > 2 and int(fields[2]) == pgid:
+            found.append(pid)
+    return found
+
+
+# -- inotify ------------------------------------------------------------------------
+
+# linux/inotify.h
+IN_ATTRIB = 0x00000004
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+
+
+def _libc_call(name: str, *args: Any) -> int:
+    function = getattr(_LIBC, name, None) if _LIBC is not None else None
+    if function is None:
+        raise OSError(38, f"{name} is not available here")  # ENOSYS
+    result: int = function(*args)
+    if result < 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+    return result
+
+
+def inotify_init() -> int:
+    """A new inotify descriptor, non-blocking and close-on-exec (``inotify_init1``).
+
+    Why: the appearance of a file is awaited as the descriptor becoming
+    readable, through the event loop, rather than by looking again and
+    again. Raises :class:`OSError` where inotify is missing (not Linux, or
+    a kernel without it) or the user's instance limit is reached: callers
+    fall back to re-checking with a bounded backoff.
+    """
+    return _libc_call("inotify_init1", ctypes.c_int(_IN_NONBLOCK | _IN_CLOEXEC))
+
+
+def inotify_add_watch(fd: int, path: str, mask: int) -> int:
+    """Watch the directory or file *path* for the events in *mask*; the watch's number.
+
+    Why: see :func:`inotify_init`. Raises :class:`OSError` for a path that
+    is missing or unreadable, or once the user's watch limit is reached.
+    """
+    return _libc_call(
+        "inotify_add_watch", ctypes.c_int(fd), os.fsencode(path), ctypes.c_uint32(mask)
+    )
+
+
+def inotify_drain(fd: int) -> int:
+    """Read and discard every event queued on the inotify descriptor *fd*; how many bytes.
+
+    Why: an event only says "look again" to its callers, who then check
+    the path itself; the queue is emptied so that the descriptor is not
+    readable again for events already seen.
+    """
+    total = 0
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return total
+        if not chunk:
+            return total
+        total += len(chunk)

@@ -33,9 +33,9 @@ if TYPE_CHECKING:  # imported where used: ``gymnasiarch --help`` stays fast
     from anyio.abc import TaskStatus
     from anyio.streams.memory import MemoryObjectReceiveStream
 
-    from gymnasiarch._events import Event
-    from gymnasiarch._live import LiveStatus
-    from gymnasiarch._supervisor import Supervisor
+    from gymnasiarch._cli.live import LiveStatus
+    from gymnasiarch._supervisor.events import Event
+    from gymnasiarch._supervisor.supervisor import Supervisor
 
 __all__ = ["main"]
 
@@ -122,7 +122,7 @@ def _check(tree: str) -> int:
 
 
 def _run(tree: str, log_format: str, log_level: str, control: Path | None) -> int:
-    from gymnasiarch._control import default_path  # noqa: PLC0415 - fast --help
+    from gymnasiarch._cli.control import default_path  # noqa: PLC0415 - fast --help
     from gymnasiarch.treefile import TreeFileError, load_tree  # noqa: PLC0415 - fast --help
 
     try:
@@ -134,7 +134,7 @@ def _run(tree: str, log_format: str, log_level: str, control: Path | None) -> in
 
 def _control_command(options: argparse.Namespace) -> int:
     """status, stop and restart: one request to the running ``run``."""
-    from gymnasiarch._control import ControlError, default_path, request  # noqa: PLC0415
+    from gymnasiarch._cli.control import ControlError, default_path, request  # noqa: PLC0415
 
     path = Path(options.control) if options.control else default_path()
     message: dict[str, Any] = {"t": options.command}
@@ -227,7 +227,7 @@ class _Session:
         self._control_scope: anyio.CancelScope | None = None
 
     async def supervise(self) -> None:
-        from gymnasiarch._control import ControlError  # noqa: PLC0415 - fast --help
+        from gymnasiarch._cli.control import ControlError  # noqa: PLC0415 - fast --help
 
         with contextlib.ExitStack() as subscriptions:
             async with anyio.create_task_group() as group:
@@ -250,14 +250,14 @@ class _Session:
                         self._control_scope.cancel()
 
     async def _serve_control(self, *, task_status: TaskStatus[None]) -> None:
-        from gymnasiarch._control import ControlServer  # noqa: PLC0415 - fast --help
+        from gymnasiarch._cli.control import ControlServer  # noqa: PLC0415 - fast --help
 
         assert self.control is not None
         with anyio.CancelScope() as self._control_scope:
             await ControlServer(self.supervisor, self.control).serve(task_status=task_status)
 
     async def _follow(self, events: MemoryObjectReceiveStream[Event]) -> None:
-        from gymnasiarch._control import status_rows  # noqa: PLC0415 - fast --help
+        from gymnasiarch._cli.control import status_rows  # noqa: PLC0415 - fast --help
 
         async for event in events:
             name = event.path if event.child else None
@@ -274,7 +274,7 @@ class _Session:
 def _supervise(
     supervisor: Supervisor, log_format: str, log_level: str, control: Path | None = None
 ) -> int:
-    from gymnasiarch._live import LiveStatus  # noqa: PLC0415 - fast --help
+    from gymnasiarch._cli.live import LiveStatus  # noqa: PLC0415 - fast --help
     from gymnasiarch.logging import configure  # noqa: PLC0415
 
     # On a terminal, the tree's status stays pinned under the log stream.

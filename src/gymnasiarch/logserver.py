@@ -15,7 +15,7 @@ the process) sends the new levels to the connected clients.
 
 Unlike the original it never unpickles: records are length-prefixed frames
 of plain data, msgpack where both sides have it and JSON otherwise (see
-:mod:`gymnasiarch._wire`), checked field by field. A client
+:mod:`gymnasiarch._wire.frames`), checked field by field. A client
 must answer a challenge with the key of a ticket the server issued
 (:meth:`LogServer.admit`) before a single record is accepted, and the
 record's child is the ticket's, never what the payload claims. On the Unix
@@ -50,18 +50,18 @@ from anyio.abc import (
     TaskStatus,
 )
 
-from gymnasiarch import _wire
-from gymnasiarch._channel import (
+from gymnasiarch._wire import frames
+from gymnasiarch._wire.frames import WireError
+from gymnasiarch._wire.levels import Configured
+from gymnasiarch._wire.logclient import LOG_CONFIG_KEY, LogClientHandler
+from gymnasiarch._wire.records import LoggerCache, make_record, reinject
+from gymnasiarch._wire.serving import (
     FrameReceiver,
     accept_forever,
     authenticate_hello,
     describe_peer,
     read_message,
 )
-from gymnasiarch._logclient import LOG_CONFIG_KEY, LogClientHandler
-from gymnasiarch._loglevels import Configured
-from gymnasiarch._logwire import LoggerCache, make_record, reinject
-from gymnasiarch._wire import WireError
 
 __all__ = ["LOG_CONFIG_KEY", "LogClientHandler", "LogServer", "LogTicket", "push_levels"]
 
@@ -102,8 +102,8 @@ class LogTicket:
 
     def __init__(self, server: LogServer, name: str) -> None:
         self.name = name
-        self.id = _wire.new_nonce()[:32]
-        self._key = _wire.ticket_key(server._secret, self.id)
+        self.id = frames.new_nonce()[:32]
+        self._key = frames.ticket_key(server._secret, self.id)
         self.server = server
         self.connected = False
         self.finished = anyio.Event()
@@ -188,9 +188,9 @@ class LogServer:
         self.frame_timeout = frame_timeout
         self.drain_timeout = drain_timeout
         self._unix_path: Path | None = None
-        self._secret = _wire.new_secret()
+        self._secret = frames.new_secret()
         # Told to clients: they send records as msgpack only if we read it.
-        self._reads_msgpack = _wire.reads_msgpack()
+        self._reads_msgpack = frames.reads_msgpack()
         self._tickets: dict[str, LogTicket] = {}
         self._accepting: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
@@ -404,7 +404,7 @@ class LogServer:
                     if known != self._generation:
                         known = self._generation
                         levels = self._levels_for(ticket.name)
-                        await stream.send(_wire.encode({"t": "levels", **levels}))
+                        await stream.send(frames.encode({"t": "levels", **levels}))
                     changed = self._levels_changed
                     assert changed is not None  # set while serving
                     await changed.wait()

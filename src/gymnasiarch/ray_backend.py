@@ -6,7 +6,7 @@ where the children run changes. Each child has one Ray actor (created with
 ``max_restarts=0`` and ``max_task_retries=0``: restarting is the
 supervisor's decision, under its strategy), which hosts the child as a
 real subprocess through the same process layer as :class:`LocalBackend
-<gymnasiarch.LocalBackend>` (see :mod:`gymnasiarch._ray_host`). A restart
+<gymnasiarch.LocalBackend>` (see :mod:`gymnasiarch._backends.ray_host`). A restart
 runs the child again in the same actor, on the same node, in milliseconds;
 only a run whose actor was lost gets a new actor, placed anew by Ray. The
 actor ends when the supervisor will not run its child again.
@@ -46,9 +46,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from gymnasiarch._backend import DRAIN_TIMEOUT, ChildRun, ExitStatus, Launch, rebuild_error
-from gymnasiarch._ray_host import ChildHost, by_value_if_needed
-from gymnasiarch._wakeup import Wakeup
+from gymnasiarch._backends.base import DRAIN_TIMEOUT, ChildRun, ExitStatus, Launch, rebuild_error
+from gymnasiarch._backends.ray_host import ChildHost, by_value_if_needed
+from gymnasiarch._backends.wakeup import Wakeup
 from gymnasiarch.exceptions import InitializationFailedError
 from gymnasiarch.logserver import LogServer, LogTicket
 

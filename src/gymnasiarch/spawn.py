@@ -19,9 +19,9 @@ from typing import Any
 
 from setproctitle import setproctitle, setthreadtitle
 
-from gymnasiarch._logclient import LOG_CONFIG_KEY, LogClientHandler
-from gymnasiarch._loglevels import apply_levels
 from gymnasiarch._runtime_config import RuntimeConfig
+from gymnasiarch._wire.levels import apply_levels
+from gymnasiarch._wire.logclient import LOG_CONFIG_KEY, LogClientHandler
 from gymnasiarch.dynaloader import resolve
 
 __all__ = ["spawn_wrapper"]

@@ -36,7 +36,6 @@ import select
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from multiprocessing import forkserver, resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +43,8 @@ import anyio
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from gymnasiarch import ChildSpec, Event, Supervisor, _platform, _subreaper
-from gymnasiarch._forkserver import SERVER
+from gymnasiarch import ChildSpec, Event, Supervisor, _platform
+from gymnasiarch._process.run import library_helper_pids
 from gymnasiarch.dynaloader import resolve
 
 __all__ = [
@@ -59,11 +58,11 @@ __all__ = [
 ]
 
 # multiprocessing's helpers and our fork server (with its spare child, see
-# gymnasiarch._forkserver) live as long as the test process: not leftovers.
+# gymnasiarch._process.forkserver) live as long as the test process: not leftovers.
 _LONG_LIVED = (
     "multiprocessing.resource_tracker",
     "multiprocessing.forkserver",
-    "gymnasiarch._forkserver import main",  # the server, until it has its title
+    "gymnasiarch._process.forkserver_main import main",  # the server, until it has its title
 )
 _LONG_LIVED_TITLES = ("gymnasiarch-forkserver", "gymnasiarch-forkserver spare")
 
@@ -101,7 +100,7 @@ def _snapshot() -> dict[int, int]:
     """Map pid -> start time (clock ticks after boot) for every process now."""
     found: dict[int, int] = {}
     for pid in _platform.proc_pids():
-        if (info := _subreaper.stat(pid)) is not None:
+        if (info := _platform.proc_stat(pid)) is not None:
             found[info.pid] = info.start
     return found
 
@@ -122,7 +121,7 @@ def _marked_since(before: dict[int, int], token: str) -> dict[int, str]:
             continue  # there before, or not ours to read (or gone)
         if _platform.proc_environ(pid, _CHECK_MARKER) != token:
             continue
-        found[pid] = _subreaper.title(pid)
+        found[pid] = _platform.proc_cmdline(pid)
     return found
 
 
@@ -155,7 +154,7 @@ def _end(pids: Sequence[int]) -> None:
             os.kill(pid, signal.SIGKILL)
     _wait_gone(pids, _LEFTOVER_GRACE)
     for pid in pids:
-        info = _subreaper.stat(pid)
+        info = _platform.proc_stat(pid)
         if info is not None and info.ppid == os.getpid():
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
@@ -171,28 +170,15 @@ def _leftovers(before: dict[int, int], token: str) -> dict[int, str]:
         and command not in _LONG_LIVED_TITLES
         and not any(helper in command for helper in _LONG_LIVED)
     }
-    helpers = _helpers()
+    helpers = library_helper_pids()
     for pid, command in _marked_since(before, token).items():
         if pid not in helpers:
             left.setdefault(pid, command)
     return left
 
 
-def _helpers() -> set[int]:
-    """This process's long-lived helpers: our fork server and its spare, multiprocessing's."""
-    found = {
-        getattr(resource_tracker._resource_tracker, "_pid", None),
-        getattr(forkserver._forkserver, "_forkserver_pid", None),
-    }
-    if SERVER.pid is not None:
-        found.add(SERVER.pid)
-        # Its spare; the supervised children among these are checked as descendants.
-        found.update(_subreaper.children(SERVER.pid))
-    return {pid for pid in found if pid is not None}
-
-
 def _start_of(pid: int) -> int | None:
-    info = _subreaper.stat(pid)
+    info = _platform.proc_stat(pid)
     return info.start if info is not None else None
 
 
@@ -202,7 +188,7 @@ def _still_there(pids: dict[int, str]) -> dict[int, str]:
     return {
         pid: command
         for pid, command in pids.items()
-        if (info := _subreaper.stat(pid)) is not None and (info.state != "Z" or info.ppid == me)
+        if (info := _platform.proc_stat(pid)) is not None and (info.state != "Z" or info.ppid == me)
     }
 
 

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gymnasiarch._options import SupervisorOptions
 from gymnasiarch._spec import Backoff, ChildSpec
-from gymnasiarch._supervisor import Supervisor
+from gymnasiarch._supervisor.options import SupervisorOptions
+from gymnasiarch._supervisor.supervisor import Supervisor
 from gymnasiarch.dynaloader import resolve as resolve_target
 from gymnasiarch.exceptions import FieldError, GymnasiarchError
 

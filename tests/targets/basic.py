@@ -150,9 +150,9 @@ def return_on_sigterm() -> str:
 
 def started_from_spare() -> bool:
     """Whether this child was forked ahead of its request by our fork server."""
-    from gymnasiarch import _forkserver
+    from gymnasiarch._process import forkserver_main
 
-    return _forkserver.from_spare
+    return forkserver_main.from_spare
 
 
 def parent_and_env(variable: str) -> tuple[int, str | None]:

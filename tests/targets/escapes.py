@@ -19,7 +19,7 @@ import time
 import anyio
 
 from gymnasiarch import ChildSpec, Supervisor, child_context
-from gymnasiarch._forkserver import SERVER
+from gymnasiarch._process.forkserver import SERVER
 
 
 def _double_fork_daemon() -> int:

@@ -27,7 +27,7 @@ from multiprocessing import resource_tracker
 import anyio
 
 from gymnasiarch import ChildSpec, Supervisor
-from gymnasiarch._forkserver import SERVER
+from gymnasiarch._process.forkserver import SERVER
 from gymnasiarch.exceptions import InitializationFailedError
 from targets import needs_setup_state
 
@@ -62,7 +62,7 @@ def start_daemon(pidfile: str) -> None:
 
     Like a daemon of a shell script it closes nothing, and it runs with an
     empty environment under its own name, so the subreaper cannot tell it
-    came from us (see gymnasiarch._subreaper): only its descriptors tie it to
+    came from us (see gymnasiarch._process.subreaper): only its descriptors tie it to
     us. Its pid goes to *pidfile* (the test ends it).
     """
     middle = os.fork()

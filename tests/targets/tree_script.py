@@ -18,7 +18,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 
 from gymnasiarch import ChildSpec, Event, Supervisor
-from gymnasiarch._forkserver import SERVER
+from gymnasiarch._process.forkserver import SERVER
 from gymnasiarch.exceptions import SignalInterruptError
 from gymnasiarch.testing import _descendants
 

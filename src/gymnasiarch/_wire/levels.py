@@ -101,7 +101,7 @@ class Configured:
         """The snapshot child *child* applies (plain data, see the module's docstring).
 
         The parent files a child's records of ``gymnasiarch.*`` loggers under
-        ``gymnasiarch.child.<child>`` (see :mod:`gymnasiarch._logwire`), so the
+        ``gymnasiarch.child.<child>`` (see :mod:`gymnasiarch._wire.records`), so the
         child's ``gymnasiarch`` loggers get that logger's threshold.
         """
         own = f"{_OWN_PREFIX}child.{child}"

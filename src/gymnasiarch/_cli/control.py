@@ -23,10 +23,11 @@ from typing import Any
 import anyio
 from anyio.abc import ByteStream, TaskStatus
 
-from gymnasiarch import _platform, _wire
-from gymnasiarch._channel import accept_forever, authenticate, describe_peer, read_message
-from gymnasiarch._supervisor import Supervisor
-from gymnasiarch._wire import WireError
+from gymnasiarch import _platform
+from gymnasiarch._supervisor.supervisor import Supervisor
+from gymnasiarch._wire import frames
+from gymnasiarch._wire.frames import WireError
+from gymnasiarch._wire.serving import accept_forever, authenticate, describe_peer, read_message
 
 logger = logging.getLogger("gymnasiarch.control")
 
@@ -81,7 +82,7 @@ class ControlServer:
     def __init__(self, supervisor: Supervisor, path: Path | None = None) -> None:
         self.supervisor = supervisor
         self.path = path or default_path()
-        self._secret = _wire.new_secret()
+        self._secret = frames.new_secret()
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Listen until cancelled; the socket and key file are removed at the end.
@@ -123,7 +124,7 @@ class ControlServer:
                     command = await read_message(received, frame_timeout=_TIMEOUT)
                 assert command is not None  # idle_ok is off
                 reply = await self._execute(command)
-                await stream.send(_wire.encode(reply))
+                await stream.send(frames.encode(reply))
             except (WireError, TimeoutError, anyio.IncompleteRead) as error:
                 logger.warning("control connection from %s closed: %s", peer, error or "stalled")
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
@@ -182,11 +183,11 @@ def request(path: Path, message: dict[str, Any]) -> dict[str, Any]:
         raise ControlError(f"no running supervisor at {path}") from None
     try:
         with contextlib.closing(
-            _wire.connect(str(path), _TICKET, secret, timeout=_TIMEOUT)
+            frames.connect(str(path), _TICKET, secret, timeout=_TIMEOUT)
         ) as sock:
             sock.settimeout(_TIMEOUT * 6)  # a restart waits for the child's shutdown
-            sock.sendall(_wire.encode(message))
-            return _wire.decode(_wire.receive_frame(sock))
+            sock.sendall(frames.encode(message))
+            return frames.decode(frames.receive_frame(sock))
     except (FileNotFoundError, ConnectionRefusedError):
         raise ControlError(f"no running supervisor at {path}") from None
     except (OSError, WireError) as error:

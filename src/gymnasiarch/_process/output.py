@@ -22,12 +22,12 @@ import io
 import logging
 import os
 import sys
-from multiprocessing import reduction
 from typing import Any
 
 import anyio
 
 from gymnasiarch import _platform
+from gymnasiarch._process import cpython
 
 TAIL_LINES = 20
 #: At most this many lines of a faulthandler dump's start are kept besides the tail:
@@ -50,7 +50,7 @@ class InheritedFd:
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Only while multiprocessing pickles a process: it duplicates the fd
         # into the child (through the fork server's fd passing, say).
-        return _rebuild_inherited, (reduction.DupFd(self.fd),)
+        return _rebuild_inherited, (cpython.DupFd(self.fd),)
 
 
 def _rebuild_inherited(duplicate: Any) -> InheritedFd:

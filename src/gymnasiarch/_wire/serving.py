@@ -5,7 +5,7 @@ its MAC against the key of the ticket it names; it cuts frames exactly from
 what it receives, with a cap on their size and a deadline once a frame has
 begun. The client's side, blocking sockets that a child's sender thread and
 a short command-line call can use without an event loop, is
-:func:`gymnasiarch._wire.connect`.
+:func:`gymnasiarch._wire.frames.connect`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 import anyio
 from anyio.abc import ByteReceiveStream, ByteStream, SocketAttribute, TaskGroup
 
-from gymnasiarch import _platform, _wire
-from gymnasiarch._wire import WireError
+from gymnasiarch import _platform
+from gymnasiarch._wire import frames
+from gymnasiarch._wire.frames import WireError
 
 logger = logging.getLogger("gymnasiarch.channel")
 
@@ -123,15 +124,15 @@ class FrameReceiver:
             WireError: Its header announces more than *max_size* bytes.
         """
         buffered = len(self._buffer)
-        if buffered < _wire.HEADER.size:
+        if buffered < frames.HEADER.size:
             return None
-        length = _wire.frame_length(self._buffer[: _wire.HEADER.size])
+        length = frames.frame_length(self._buffer[: frames.HEADER.size])
         if length > max_size:
             raise WireError(f"frame of {length} bytes announced, the cap here is {max_size}")
-        end = _wire.HEADER.size + length
+        end = frames.HEADER.size + length
         if buffered < end:
             return None
-        payload = bytes(self._buffer[_wire.HEADER.size : end])
+        payload = bytes(self._buffer[frames.HEADER.size : end])
         del self._buffer[:end]
         return payload
 
@@ -156,7 +157,7 @@ async def read_message(
     *,
     frame_timeout: float,
     idle_ok: bool = False,
-    max_size: int = _wire.MAX_FRAME,
+    max_size: int = frames.MAX_FRAME,
 ) -> dict[str, Any] | None:
     """The next message; ``None`` at a clean end of stream between frames (if *idle_ok*).
 
@@ -167,7 +168,7 @@ async def read_message(
         anyio.IncompleteRead: The stream ended inside a frame.
     """
     # A stranger may make us hold at most two receives beyond its frame's cap.
-    limit = min(_CHUNK_BYTES, _wire.HEADER.size + max_size)
+    limit = min(_CHUNK_BYTES, frames.HEADER.size + max_size)
     if not received:
         try:
             await received.fill(limit)
@@ -177,13 +178,13 @@ async def read_message(
             raise WireError("the client hung up") from None
     payload = received.whole_frame(max_size)
     if payload is not None:  # the usual case: no wait, so no deadline to set
-        return _wire.decode(payload)
+        return frames.decode(payload)
     with anyio.fail_after(frame_timeout):
-        length = _wire.frame_length(await received.take(_wire.HEADER.size, limit))
+        length = frames.frame_length(await received.take(frames.HEADER.size, limit))
         if length > max_size:
             raise WireError(f"frame of {length} bytes announced, the cap here is {max_size}")
         payload = await received.take(length, limit) if length else b""
-    return _wire.decode(payload)
+    return frames.decode(payload)
 
 
 async def authenticate(
@@ -219,8 +220,8 @@ async def authenticate_hello(
         TimeoutError: The client did not answer within *handshake_timeout*.
     """
     check_peer_user(stream)
-    nonce = _wire.new_nonce()
-    await stream.send(_wire.encode({"t": "challenge", "nonce": nonce}))
+    nonce = frames.new_nonce()
+    await stream.send(frames.encode({"t": "challenge", "nonce": nonce}))
     received = FrameReceiver(stream)
     with anyio.fail_after(handshake_timeout):
         hello = await read_message(received, frame_timeout=frame_timeout, max_size=_HELLO_BYTES)
@@ -228,7 +229,7 @@ async def authenticate_hello(
         raise WireError("the handshake failed")
     ticket = str(hello.get("ticket"))
     key = key_of(ticket)
-    if key is None or not _wire.verify(key, nonce, hello.get("mac")):
+    if key is None or not frames.verify(key, nonce, hello.get("mac")):
         raise WireError("the handshake failed")
     return ticket, received, hello
 

@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import pickle
 import signal
-from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from gymnasiarch import _platform
-from gymnasiarch._backend import (
+from gymnasiarch._backends.base import (
     DRAIN_TIMEOUT,
     ChildRun,
     ExitStatus,
@@ -35,11 +34,19 @@ from gymnasiarch._backend import (
     StartMethod,
     rebuild_error,
 )
-from gymnasiarch._child import child_main
-from gymnasiarch._forkserver import SERVER, ForkServer
-from gymnasiarch._launcher import Started, start_forkserver, start_spawn
-from gymnasiarch._output import InheritedFd, OutputCapture
-from gymnasiarch._subreaper import Escapees, boot_ticks, escapees, reap_pidfd, reap_strays
+from gymnasiarch._process import cpython
+from gymnasiarch._process.child import child_main
+from gymnasiarch._process.forkserver import SERVER, Requester
+from gymnasiarch._process.launcher import Started, start_forkserver, start_spawn
+from gymnasiarch._process.output import InheritedFd, OutputCapture
+from gymnasiarch._process.subreaper import (
+    Escapees,
+    boot_ticks,
+    children,
+    escapees,
+    reap_pidfd,
+    reap_strays,
+)
 from gymnasiarch.exceptions import ResultNotSentError
 
 if TYPE_CHECKING:
@@ -65,14 +72,14 @@ def _importable(module: str) -> bool:
 # more for trio with trio itself, measured. trio is optional: preloaded only
 # where it is installed (a sys.modules diff of a child against the server
 # found nothing else imported before a target's first line). Last,
-# gymnasiarch._warm runs each event loop once (see there).
+# gymnasiarch._process.warm runs each event loop once (see there).
 PRELOAD = [
-    "gymnasiarch._child",
+    "gymnasiarch._process.child",
     "structlog",
     "multiprocessing.popen_forkserver",
     "anyio._backends._asyncio",
     *(["trio", "anyio._backends._trio"] if _importable("trio") else []),
-    "gymnasiarch._warm",
+    "gymnasiarch._process.warm",
 ]
 #: Seconds a child's escaped daemons have, after SIGTERM, to end on their own
 #: once the child has exited, before they are SIGKILLed.
@@ -83,8 +90,24 @@ _LIVE: set[int] = set()
 
 def _helpers() -> tuple[int, int]:
     """Our fork server and multiprocessing's resource tracker: children of ours, no escapees."""
-    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
-    return SERVER.pid or 0, tracker or 0
+    return SERVER.pid or 0, cpython.tracker_pid() or 0
+
+
+def library_helper_pids() -> set[int]:
+    """The long-lived helpers of this process: our fork server and its spare, multiprocessing's.
+
+    Our fork server, the spare it forked ahead of demand, multiprocessing's
+    resource tracker and its own fork server (if this process started
+    them): processes that outlive a supervisor on purpose. The pytest
+    plugin's leftover check does not count them as leftovers. (Supervised
+    children of the fork server are among its children too; the check sees
+    them as the test's descendants.)
+    """
+    found = {cpython.tracker_pid(), cpython.stdlib_forkserver_pid()}
+    if SERVER.pid is not None:
+        found.add(SERVER.pid)
+        found.update(children(SERVER.pid))
+    return {pid for pid in found if pid is not None}
 
 
 def reap_our_strays() -> None:
@@ -171,9 +194,9 @@ class ChildProcess(ChildRun):
         ticket: LogTicket | None = None,
         capture_output: bool = True,
         main_module: bool | None = None,
-        fork_server: ForkServer = SERVER,
+        fork_server: Requester = SERVER,
     ) -> ChildProcess:
-        """Start a child process running :func:`gymnasiarch._child.child_main`.
+        """Start a child process running :func:`gymnasiarch._process.child.child_main`.
 
         *ticket* is the child's log-server ticket (its client config is in
         the launch's runtime config); with *capture_output* its stdout and

@@ -48,6 +48,7 @@ from collections.abc import Collection
 
 from gymnasiarch import _platform
 from gymnasiarch._platform import ProcInfo, boot_ticks, reap_pidfd
+from gymnasiarch._process.marks import MARKER, mark_descendants
 
 # boot_ticks and reap_pidfd moved to _platform; the process layer finds them here.
 __all__ = [
@@ -70,8 +71,7 @@ __all__ = [
     "title",
 ]
 
-#: The environment variable every child and its exec'd descendants carry.
-MARKER = "GYMNASIARCH_CHILD"
+# MARKER and mark_descendants live in _process.marks (the child sets the mark); here too.
 
 _LINUX = _platform.LINUX
 # A zombie keeps its comm; ours is the first 15 bytes of the server's title.
@@ -129,11 +129,6 @@ def release() -> None:
         _Holders.count -= 1
         if _Holders.count == 0 and not _Holders.previous:
             _platform.set_child_subreaper(False)
-
-
-def mark_descendants(supervisor_pid: int) -> None:
-    """In a child: give its exec'd descendants the mark that names it (see the module doc)."""
-    os.environ[MARKER] = f"{supervisor_pid}:{os.getpid()}"
 
 
 # -- what /proc says ------------------------------------------------------------
@@ -268,7 +263,7 @@ def reap_strays(exclude: set[int]) -> list[int]:
     were reparented to this subreaper, and only the server knew their pids
     (a zombie keeps its ``comm``); and escapees seen before whose zombie
     came to us late. *exclude* are pids somebody else reaps (the fork
-    server itself: :class:`~gymnasiarch._forkserver.ForkServer`).
+    server itself: :class:`~gymnasiarch._process.forkserver.ForkServer`).
     """
     reaped: list[int] = []
     if not _LINUX:

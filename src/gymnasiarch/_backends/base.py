@@ -4,7 +4,7 @@ The supervisor decides (start, restart, stop, give up); a backend carries it
 out. They speak through this module only: the supervisor hands a backend a
 :class:`Launch`, gets back a :class:`ChildRun`, follows its events and reads
 its :class:`ExitStatus`. :class:`~gymnasiarch.LocalBackend`
-(:mod:`gymnasiarch._local_backend`) runs each child as a process of this
+(:mod:`gymnasiarch._backends.local`) runs each child as a process of this
 machine; :class:`~gymnasiarch.ray_backend.RayBackend` runs the same launch on
 a cluster node (ARCHITECTURE.md, "Beyond one machine"); the tests' fake
 backend scripts runs without a process.

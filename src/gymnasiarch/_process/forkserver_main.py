@@ -1,4 +1,10 @@
-"""Our fork server: multiprocessing's design, with a child forked ahead of demand.
+"""Our fork server's process: multiprocessing's design, with a child forked ahead of demand.
+
+The requester's side (starting the server, sending it requests) is
+:mod:`~gymnasiarch._process.forkserver`; this module is what the server
+runs (:func:`main`, its ``-c`` command) and what a child does first in it;
+the CPython internals both rely on are listed in
+:mod:`~gymnasiarch._process.cpython`.
 
 multiprocessing's fork server forks when a request arrives, so every start
 waits for a ``fork()`` of the preloaded server: 2-4 ms on the machines we
@@ -44,279 +50,16 @@ import os
 import selectors
 import signal
 import socket
-import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from multiprocessing import connection, forkserver, reduction, resource_tracker, spawn, util
 from typing import Any
 
 from gymnasiarch import _platform
+from gymnasiarch._process import cpython
 
-_MAX_FDS = forkserver.MAXFDS_TO_SEND
-_TITLE = "gymnasiarch-forkserver"
-# First words of the server's command: a terminal's Ctrl-C reaches the whole
-# foreground group, the server and its spare too, and is the supervisor's to
-# handle (issue 14): the server must not die of it, nor print a
-# KeyboardInterrupt traceback into the live view, not even while it imports.
-_IGNORE_SIGINT = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-
-
-class ForkServer:
-    """The requesting side: starts the server once per process and asks it for children."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.pid: int | None = None
-        self._address: str | None = None
-        self._alive_w: int | None = None
-
-    def running(self) -> bool:
-        """True if this process has started the server (it may have died since)."""
-        return self.pid is not None
-
-    def ensure_running(self, preload: list[str]) -> None:
-        """Start the server with *preload* imported, unless it runs already (blocks).
-
-        A server that died is replaced. *preload* counts only when the
-        server starts: modules it lacks are imported by each child instead.
-        """
-        with self._lock:
-            resource_tracker.ensure_running()
-            if self.pid is not None:
-                try:
-                    pid, _ = os.waitpid(self.pid, os.WNOHANG)
-                except ChildProcessError:  # we are a fork of its requester: not ours
-                    pid = self.pid
-                if not pid:
-                    return
-                self._forget()
-            self._start(preload)
-
-    def death(self) -> str | None:
-        """How the server ended, if it has (it is forgotten then: the next start replaces it).
-
-        None while it runs, or where it is not this process's child.
-        """
-        with self._lock:
-            if self.pid is None:
-                return None
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                return None
-            if not pid:
-                return None
-            self._forget()
-        code = os.waitstatus_to_exitcode(status)
-        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
-        return f"the fork server (pid {pid}) {how}; its stderr may say why"
-
-    def _forget(self) -> None:
-        if self._alive_w is not None:
-            os.close(self._alive_w)
-        self.pid = self._address = self._alive_w = None
-
-    def _start(self, preload: list[str]) -> None:
-        with socket.socket(socket.AF_UNIX) as listener:
-            # In multiprocessing's private (0700) directory for this process.
-            address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
-            listener.bind(address)
-            os.chmod(address, 0o600)
-            listener.listen()
-            # Every requesting process holds the "alive" pipe's write end;
-            # the server stops when the read end sees EOF.
-            alive_r, alive_w = os.pipe()
-            try:
-                command = (
-                    f"{_IGNORE_SIGINT}from gymnasiarch._forkserver import main; "
-                    f"main({listener.fileno()}, {alive_r}, {preload!r}, {sys.path!r})"
-                )
-                executable = spawn.get_executable()
-                flags = util._args_from_interpreter_flags()  # type: ignore[attr-defined]
-                args = [executable, *flags, "-c", command]
-                pid = util.spawnv_passfds(
-                    os.fsencode(executable), args, [listener.fileno(), alive_r]
-                )
-            except BaseException:
-                os.close(alive_w)
-                raise
-            finally:
-                os.close(alive_r)
-        self.pid, self._address, self._alive_w = pid, address, alive_w
-
-    def request(self, fds: list[int], preload: list[str]) -> tuple[int, int]:
-        """Ask for a child; return the (status pipe read end, data pipe write end).
-
-        Everything is opened before the connection: out of file
-        descriptors, the request fails here and the server never hears of it.
-        """
-        self._before_request(preload)
-        assert self._alive_w is not None
-        opened: list[int] = []
-        try:
-            status_r, status_w = os.pipe()
-            opened += (status_r, status_w)
-            data_r, data_w = os.pipe()
-            opened += (data_r, data_w)
-            self._send(preload, [data_r, status_w, self._alive_w, self._tracker_fd(), *fds])
-        except BaseException:
-            for fd in opened:
-                os.close(fd)
-            raise
-        os.close(data_r)
-        os.close(status_w)
-        return status_r, data_w
-
-    def _before_request(self, preload: list[str]) -> None:
-        self.ensure_running(preload)
-
-    def _tracker_fd(self) -> int:
-        """The resource tracker the child registers its semaphores and shared memory with."""
-        tracker: int = resource_tracker.getfd()  # type: ignore[assignment]
-        return tracker
-
-    def _send(self, preload: list[str], fds: list[int]) -> None:
-        """Hand the request's descriptors to the server."""
-        assert self._address is not None
-        with socket.socket(socket.AF_UNIX) as client:
-            client.connect(self._address)
-            reduction.sendfds(client, fds)
-
-
-SERVER = ForkServer()
-
-#: Seconds a shared server without children waits for a request before it ends.
-SHARED_IDLE_EXIT = 60.0
-
-
-class SharedForkServer(ForkServer):
-    """A fork server shared by the processes of one user that name the same directory.
-
-    The Ray hosts use one per node (and job): every actor there asks the
-    same server for its child, so a child's start costs a fork, not an
-    interpreter's boot. Unlike :data:`SERVER`, the server is nobody's
-    helper: it runs in a session of its own, outlives the process that
-    started it, and ends when the process *anchor_pid* does (the node's
-    Ray daemon) or after :data:`SHARED_IDLE_EXIT` seconds without a child.
-
-    A lock file in *directory* keeps the start of a server, the requests and
-    the server's idle end apart: a request is sent while no server is about
-    to end, and a server ends only with no request waiting.
-    """
-
-    def __init__(self, directory: str, anchor_pid: int) -> None:
-        super().__init__()
-        self.directory = directory
-        self.anchor_pid = anchor_pid
-        self._path = self._address = os.path.join(directory, "forkserver.sock")
-        self._lock_path = os.path.join(directory, "lock")
-        # Sent where a child expects the requester's "alive" pipe; unused.
-        self._alive_w = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-        self.started_server = False  # whether this requester started the server
-        self._made = False  # whether the directory was made and checked
-
-    def running(self) -> bool:
-        return os.path.exists(self._path)
-
-    def close(self) -> None:
-        """Release what this requester holds (the server goes on for the others)."""
-        if self._alive_w is not None:
-            os.close(self._alive_w)
-            self._alive_w = None
-
-    def ensure_running(self, preload: list[str]) -> None:
-        """Start the shared server unless one answers already (blocks for a moment)."""
-        with self._locked(fcntl.LOCK_EX):
-            if not self._answers():
-                self._start(preload)
-
-    def _make_directory(self) -> None:
-        """Make the directory, private: another user's socket there would get our fds."""
-        parent = os.path.dirname(self.directory)
-        for path in (parent, self.directory):
-            _platform.ensure_private_directory(path)
-
-    @contextlib.contextmanager
-    def _locked(self, operation: int) -> Iterator[None]:
-        if not self._made:
-            self._make_directory()
-            self._made = True
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, operation)
-            yield
-        finally:
-            os.close(fd)  # and with it the lock
-
-    def _answers(self) -> bool:
-        with socket.socket(socket.AF_UNIX) as probe:
-            try:
-                probe.connect(self._path)
-            except OSError:
-                return False
-        return True  # the server reads EOF for a request and goes on
-
-    def _start(self, preload: list[str]) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path)  # a dead server's
-        anchor = _platform.pidfd_open(self.anchor_pid)
-        try:
-            with socket.socket(socket.AF_UNIX) as listener:
-                listener.bind(self._path)
-                os.chmod(self._path, 0o600)
-                listener.listen()
-                # The server forks once more, first thing, and its parent
-                # exits: a Ray worker kills its child processes when it
-                # ends, and its process group (hence the new session).
-                command = (
-                    f"{_IGNORE_SIGINT}import os; os.fork() and os._exit(0); "
-                    "from gymnasiarch._forkserver import main; "
-                    f"main({listener.fileno()}, {anchor}, {preload!r}, {sys.path!r}, "
-                    f"lock_path={self._lock_path!r}, idle_exit={SHARED_IDLE_EXIT!r})"
-                )
-                flags = util._args_from_interpreter_flags()  # type: ignore[attr-defined]
-                server = subprocess.Popen(  # noqa: S603 - our interpreter, our command
-                    [spawn.get_executable(), *flags, "-c", command],
-                    pass_fds=(listener.fileno(), anchor),
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-                # The interpreter's start, ~15 ms, once per node: then it is
-                # reaped, and the server is nobody's child.
-                try:
-                    server.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
-                    raise OSError("the shared fork server did not start") from None
-        finally:
-            os.close(anchor)
-        self.started_server = True
-
-    def _before_request(self, preload: list[str]) -> None:
-        pass  # _send starts the server if it finds none
-
-    def _tracker_fd(self) -> int:
-        # The server's own tracker serves its children (see _run_child): a
-        # tracker per requester would be one more interpreter per Ray actor,
-        # and a process Ray finds in the actor's group when the actor ends.
-        assert self._alive_w is not None
-        return self._alive_w  # a placeholder: /dev/null
-
-    def _send(self, preload: list[str], fds: list[int]) -> None:
-        # Sent under the shared lock, so no server ends with our request in
-        # its backlog; a server that ended before is started again, once.
-        for attempt in (1, 2):
-            with self._locked(fcntl.LOCK_SH):
-                try:
-                    super()._send(preload, fds)
-                except (FileNotFoundError, ConnectionRefusedError):
-                    if attempt == 2:
-                        raise
-                else:
-                    return
-            self.ensure_running(preload)
+_MAX_FDS = cpython.MAXFDS_TO_SEND
+#: The server's process title (and its spare's, with " spare"): the pytest
+#: plugin's leftover check and the subreaper know it by this.
+TITLE = "gymnasiarch-forkserver"
 
 
 # -- the child's side -------------------------------------------------------------
@@ -343,7 +86,7 @@ def _run_child(child_r: int, fds: list[int], own_tracker: bool) -> int:
     *own_tracker*: the server runs a resource tracker of its own (a shared
     server), which the child keeps; else it uses its requester's.
     """
-    _set_title(f"{_TITLE} child")  # until the child names itself: not a spare any more
+    _set_title(f"{TITLE} child")  # until the child names itself: not a spare any more
     alive, tracker, *inherited = fds
     # Unlike the stdlib's, our children never ask this server for children
     # (a nested supervisor in a child starts a server of its own), and the
@@ -355,10 +98,10 @@ def _run_child(child_r: int, fds: list[int], own_tracker: bool) -> int:
     if own_tracker:
         os.close(tracker)  # the requester's placeholder
     else:
-        resource_tracker._resource_tracker._fd = tracker  # type: ignore[attr-defined]
-    forkserver._forkserver._inherited_fds = inherited  # type: ignore[attr-defined]
+        cpython.set_tracker_fd(tracker)
+    cpython.set_inherited_fds(inherited)
     parent_sentinel = os.dup(child_r)  # EOF when the requester is gone
-    code: int = spawn._main(child_r, parent_sentinel)
+    code: int = cpython.spawn_main(child_r, parent_sentinel)
     return code
 
 
@@ -390,7 +133,7 @@ class _Server:
     ) -> None:
         self.listener = socket.socket(socket.AF_UNIX, fileno=listener_fd)
         self.alive_r = alive_r  # readable at the end: EOF on a pipe, or a pidfd's exit
-        self.lock_path = lock_path  # a shared server's (see SharedForkServer)
+        self.lock_path = lock_path  # a shared server's (see forkserver.SharedForkServer)
         self.own_tracker = lock_path is not None  # see main()
         self.idle_exit = idle_exit
         self.sig_r, self.sig_w = os.pipe()
@@ -475,15 +218,15 @@ class _Server:
             try:
                 ours.close()
                 self._close_in_child()
-                _set_title(f"{_TITLE} spare")
+                _set_title(f"{TITLE} spare")
                 # While it waits, the spare runs each event loop once: what
                 # an async child's first loop would otherwise set up after
                 # its start (~1 ms) is done before it is asked for.
-                warm = sys.modules.get("gymnasiarch._warm")
+                warm = sys.modules.get("gymnasiarch._process.warm")
                 if warm is not None:
                     warm.run_each_event_loop_once()
                 try:
-                    child_r, *fds = reduction.recvfds(theirs, _MAX_FDS + 1)
+                    child_r, *fds = cpython.recvfds(theirs, _MAX_FDS + 1)
                 except EOFError:  # the server is gone and never needed us
                     code = 0
                 else:
@@ -503,7 +246,7 @@ class _Server:
         if spare is None:
             return None
         try:
-            reduction.sendfds(spare.sock, [child_r, *fds])
+            cpython.sendfds(spare.sock, [child_r, *fds])
         except OSError:  # it died (its exit is reaped as an unknown pid)
             spare.sock.close()
             return None
@@ -517,7 +260,7 @@ class _Server:
         with self.listener.accept()[0] as client:
             if _platform.peer_is_other_user(client) is not None:
                 return
-            fds = reduction.recvfds(client, _MAX_FDS + 1)
+            fds = cpython.recvfds(client, _MAX_FDS + 1)
         if len(fds) < 4 or len(fds) > _MAX_FDS:
             for fd in fds:
                 os.close(fd)
@@ -534,7 +277,7 @@ class _Server:
             for fd in (child_r, *rest):
                 os.close(fd)
         with contextlib.suppress(BrokenPipeError):  # the requester went away
-            forkserver.write_signed(status_w, pid)
+            cpython.write_signed(status_w, pid)
         self.status_of[pid] = status_w
 
     def _started(self, sock: socket.socket) -> None:
@@ -557,7 +300,7 @@ class _Server:
             status_w = self.status_of.pop(pid, None)
             if status_w is not None:
                 with contextlib.suppress(BrokenPipeError):
-                    forkserver.write_signed(status_w, os.waitstatus_to_exitcode(status))
+                    cpython.write_signed(status_w, os.waitstatus_to_exitcode(status))
                 os.close(status_w)
 
     def _timeout(self) -> float | None:
@@ -629,7 +372,7 @@ def main(
     lock_path: str | None = None,
     idle_exit: float | None = None,
 ) -> None:
-    """Run the fork server (the ``-c`` command of :meth:`ForkServer.ensure_running`)."""
+    """Run the fork server (the ``-c`` command of :mod:`~gymnasiarch._process.forkserver`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # already, by the command (see _IGNORE_SIGINT)
     # Passed to us, so inheritable: no child may keep them (see _close_in_child).
     for fd in (listener_fd, alive_r):
@@ -643,13 +386,13 @@ def main(
         # raw stderr with an "unexpected EOF" for the caller (issue 14).
         with contextlib.suppress(Exception, SystemExit):
             __import__(module)
-    util._close_stdin()  # type: ignore[attr-defined]
-    _set_title(_TITLE)
+    cpython.close_stdin()
+    _set_title(TITLE)
     if lock_path is not None:
         # A shared server's children use its resource tracker, not their
-        # requesters' (see SharedForkServer._tracker_fd); it ends when the
+        # requesters' (see forkserver.SharedForkServer); it ends when the
         # server and its last child have gone.
-        resource_tracker.ensure_running()
+        cpython.ensure_tracker_running()
     # Children share the preloaded objects' pages: keep the collector from
     # writing to them (its bookkeeping would copy every page it touches).
     gc.freeze()

@@ -27,7 +27,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from gymnasiarch._backend import (
+from gymnasiarch._backends.base import (
     Backend,
     ChildRun,
     ExitStatus,
@@ -36,14 +36,22 @@ from gymnasiarch._backend import (
     first_of,
     target_module,
 )
-from gymnasiarch._events import Event, EventHub, EventKind
-from gymnasiarch._from_ready import FromReady, references, substitute
-from gymnasiarch._local_backend import LocalBackend  # the default backend, nothing more
-from gymnasiarch._options import SupervisorOptions
-from gymnasiarch._policy import GiveUp, Intensity, Member, Restart, StopTree, backoff_step, decide
+from gymnasiarch._backends.local import LocalBackend  # the default backend, nothing more
 from gymnasiarch._runtime_config import RuntimeConfig
-from gymnasiarch._signals import SignalCatcher
 from gymnasiarch._spec import Backoff, ChildSpec, RestartType, StartOrder, Strategy
+from gymnasiarch._supervisor.events import Event, EventHub, EventKind
+from gymnasiarch._supervisor.from_ready import FromReady, references, substitute
+from gymnasiarch._supervisor.options import SupervisorOptions
+from gymnasiarch._supervisor.policy import (
+    GiveUp,
+    Intensity,
+    Member,
+    Restart,
+    StopTree,
+    backoff_step,
+    decide,
+)
+from gymnasiarch._supervisor.signals import SignalCatcher
 from gymnasiarch.dynaloader import resolve
 from gymnasiarch.exceptions import (
     DeadChildrenRisingAsZombiesError,

@@ -1,7 +1,7 @@
 """The local backend: children as processes of this machine.
 
-It implements the seam (:mod:`gymnasiarch._backend`) over the process layer:
-each run is a :class:`~gymnasiarch._process.ChildProcess`, started through
+It implements the seam (:mod:`gymnasiarch._backends.base`) over the process layer:
+each run is a :class:`~gymnasiarch._process.run.ChildProcess`, started through
 this process's fork server (or spawn), and while a tree runs this process is
 a child subreaper, so that a child's escaped daemons stay ours.
 """
@@ -13,10 +13,10 @@ from typing import Any
 
 import anyio
 
-from gymnasiarch import _subreaper
-from gymnasiarch._backend import ChildRun, Launch, StartMethod
-from gymnasiarch._forkserver import SERVER
-from gymnasiarch._process import PRELOAD, ChildProcess, reap_our_strays
+from gymnasiarch._backends.base import ChildRun, Launch, StartMethod
+from gymnasiarch._process import subreaper
+from gymnasiarch._process.forkserver import SERVER
+from gymnasiarch._process.run import PRELOAD, ChildProcess, reap_our_strays
 from gymnasiarch.logserver import LogServer, LogTicket
 
 
@@ -46,9 +46,9 @@ class LocalBackend:
         Until :meth:`aclose`, this process is a child subreaper (Linux): a
         child's subprocess that escapes its group (a ``setsid`` daemon) is
         reparented to us, and stopped and reaped with its child; so are the
-        children of a fork server that died (see :mod:`gymnasiarch._subreaper`).
+        children of a fork server that died (see :mod:`gymnasiarch._process.subreaper`).
         """
-        _subreaper.acquire()
+        subreaper.acquire()
         try:
             reap_our_strays()
             if self.start_method != "forkserver":
@@ -61,7 +61,7 @@ class LocalBackend:
                 # killed) imports our modules: do it off the loop.
                 await anyio.to_thread.run_sync(SERVER.ensure_running, preload)
         except BaseException:
-            _subreaper.release()
+            subreaper.release()
             raise
 
     def log_server(self) -> LogServer:
@@ -100,4 +100,4 @@ class LocalBackend:
         A subclass that overrides it calls it too.
         """
         reap_our_strays()
-        _subreaper.release()
+        subreaper.release()

@@ -13,7 +13,7 @@ race. :attr:`FakeBackend.log` records what the supervisor asked for, in
 order. What only real processes can show (signals, output, orphans) stays
 with the end-to-end tests.
 
-It implements the seam (:mod:`gymnasiarch._backend`) and imports nothing of
+It implements the seam (:mod:`gymnasiarch._backends.base`) and imports nothing of
 the process layer.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from gymnasiarch._backend import ChildRun, ExitStatus, Launch, RemoteTraceback
+from gymnasiarch._backends.base import ChildRun, ExitStatus, Launch, RemoteTraceback
 from gymnasiarch.logserver import LogServer, LogTicket
 
 __all__ = ["FakeBackend", "FakeRun", "Script"]

@@ -21,17 +21,17 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gymnasiarch import _wire
-from gymnasiarch._loglevels import apply_levels
-from gymnasiarch._logwire import ROW, record_to_row
-from gymnasiarch._wire import WireError
+from gymnasiarch._wire import frames
+from gymnasiarch._wire.frames import WireError
+from gymnasiarch._wire.levels import apply_levels
+from gymnasiarch._wire.records import ROW, record_to_row
 
 #: The runtime-config key under which a child finds its log client config.
 LOG_CONFIG_KEY = "gymnasiarch.logserver"
 # Made once: json.dumps with options builds a new encoder on every call.
 _RECORD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=repr)
 _BATCH_BYTES = 256 * 1024  # a sender's frames stay well under the cap
-_RECORD_BYTES = _wire.MAX_FRAME // 2  # a bigger record has its message cut
+_RECORD_BYTES = frames.MAX_FRAME // 2  # a bigger record has its message cut
 _MAX_QUEUED_BYTES = 16 * 2**20  # ~150,000 typical records waiting to be sent
 # Seconds a handler that follows the parent's levels waits before it
 # connects without a record to send (see _send_forever).
@@ -91,7 +91,7 @@ class LogClientHandler(logging.Handler):
         self._on_connect = on_connect
         self._close_timeout = close_timeout
         # msgpack where both sides read it: the parent decodes it 3-4x faster.
-        packs = bool(config.get("msgpack")) and _wire.reads_msgpack()
+        packs = bool(config.get("msgpack")) and frames.reads_msgpack()
         self._encode = _pack_record if packs else _encode_record
         self._packs = packs
         self._pending: collections.deque[bytes] = collections.deque()
@@ -207,13 +207,13 @@ class LogClientHandler(logging.Handler):
                     batch = self._take_batch()
                 if not batch:
                     break  # closing, and nothing is left
-                sock.sendall(_wire.records_frame(batch, sent, packed=self._packs))
+                sock.sendall(frames.records_frame(batch, sent, packed=self._packs))
                 sent += len(batch)
                 with self._cond:
                     self._done += len(batch)
                     self._cond.notify_all()
                 batch = []
-            sock.sendall(_wire.encode({"t": "bye"}))
+            sock.sendall(frames.encode({"t": "bye"}))
         except OSError as error:
             # The batch in flight may not have arrived: it goes to stderr too.
             self._give_up(f"lost the log server ({error}); logging to stderr", batch)
@@ -238,7 +238,7 @@ class LogClientHandler(logging.Handler):
         return batch
 
     def _connect(self) -> socket.socket:
-        return _wire.connect(
+        return frames.connect(
             self._address,
             self._ticket,
             self._key,
@@ -262,7 +262,7 @@ def _follow_levels(sock: socket.socket) -> None:
     """Apply the levels the server sends, until the connection ends (a thread of its own)."""
     try:
         while True:
-            message = _wire.decode(_wire.receive_frame(sock))
+            message = frames.decode(frames.receive_frame(sock))
             if message["t"] == "levels":
                 apply_levels(message)
     except (OSError, WireError):
@@ -304,7 +304,7 @@ def _encode_record(record: logging.LogRecord) -> bytes:
 
 def _pack_row(row: list[Any]) -> bytes:
     try:
-        packed = _wire.msgpack_pack(row)
+        packed = frames.msgpack_pack(row)
     except (OverflowError, TypeError, ValueError):
         # An int beyond 64 bits, say, where JSON would have taken it: the
         # extras go as text rather than the record not at all.
@@ -314,7 +314,7 @@ def _pack_row(row: list[Any]) -> bytes:
         row[_EXTRA] = {
             key: value if type(value) is str else repr(value) for key, value in extra.items()
         }
-        packed = _wire.msgpack_pack(row)
+        packed = frames.msgpack_pack(row)
     return packed
 
 
@@ -338,10 +338,10 @@ def _to_stderr(items: list[bytes]) -> None:
 
 def _stderr_line(item: bytes) -> str:
     try:
-        if item[:1] in (b"[", b"{") or not _wire.reads_msgpack():
+        if item[:1] in (b"[", b"{") or not frames.reads_msgpack():
             data = json.loads(item)
         else:
-            data = _wire.msgpack_unpack(item)
+            data = frames.msgpack_unpack(item)
     except Exception:  # not a record: a line of our own, say
         return item.decode(errors="replace")
     if isinstance(data, list) and len(data) == len(ROW):

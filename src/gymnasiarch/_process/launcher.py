@@ -13,7 +13,7 @@ Two things of the stdlib's process start are wrong for a supervisor:
   every start. Our fork-server start writes its request, awaits the pid on the
   status pipe through anyio, and never registers the process with
   multiprocessing's bookkeeping (we reap it ourselves). The fork server is
-  our own (:mod:`gymnasiarch._forkserver`), which forks ahead of demand.
+  our own (:mod:`gymnasiarch._process.forkserver`), which forks ahead of demand.
 """
 
 from __future__ import annotations
@@ -24,14 +24,13 @@ import os
 import sys
 import types
 from collections.abc import Iterator
-from multiprocessing import context as mp_context
-from multiprocessing import forkserver, popen_fork, popen_forkserver, reduction, spawn, util
 from typing import Any, Protocol
 
 import anyio
 
 from gymnasiarch import _platform
-from gymnasiarch._forkserver import SERVER, ForkServer
+from gymnasiarch._process import cpython
+from gymnasiarch._process.forkserver import SERVER, Requester
 
 _PID_TIMEOUT = 30.0  # seconds for the fork server to answer a request with a pid
 _DEATH_WAIT = 0.5  # seconds, after EOF for a pid, for the fork server's exit (see _server_death)
@@ -56,40 +55,40 @@ def _close_fds(*fds: int) -> None:
         os.close(fd)
 
 
-class _ForkServerStart(popen_forkserver.Popen):
+class _ForkServerStart(cpython.ForkServerPopen):
     """The stdlib's fork-server start, with the wait for the pid left to the caller."""
 
     pid: int
     sentinel: int
 
-    def __init__(self, process: Any, preload: list[str], server: ForkServer) -> None:
+    def __init__(self, process: Any, preload: list[str], server: Requester) -> None:
         self._fds: list[int] = []
         self._preload = preload
         self._server = server
         # Pickle the process first (collecting the fds it passes on in
         # self._fds): its pickled form tells whether it needs __main__.
         buffer = io.BytesIO()
-        mp_context.set_spawning_popen(self)
+        cpython.set_spawning_popen(self)
         try:
-            reduction.dump(process, buffer)
+            cpython.dump(process, buffer)
         finally:
-            mp_context.set_spawning_popen(None)
+            cpython.set_spawning_popen(None)
         self._payload = buffer.getvalue()
         # popen_fork.Popen.__init__ flushes stdio and calls _launch; the
         # fork-server Popen's own __init__ would reset self._fds.
-        popen_fork.Popen.__init__(self, process)
+        cpython.fork_popen_init(self, process)
 
     def _launch(self, process: Any) -> None:
-        prep = spawn.get_preparation_data(process._name)
+        prep = cpython.get_preparation_data(cpython.process_name(process))
         if b"__main__" not in self._payload:
             for key in _MAIN_KEYS:
                 prep.pop(key, None)
         buffer = io.BytesIO()
-        mp_context.set_spawning_popen(self)  # the authkey pickles only then
+        cpython.set_spawning_popen(self)  # the authkey pickles only then
         try:
-            reduction.dump(prep, buffer)
+            cpython.dump(prep, buffer)
         finally:
-            mp_context.set_spawning_popen(None)
+            cpython.set_spawning_popen(None)
         buffer.write(self._payload)
         self.sentinel, data = self._server.request(self._fds, self._preload)
         try:
@@ -100,14 +99,12 @@ class _ForkServerStart(popen_forkserver.Popen):
             # Closing both ends tells the child already forked to go away.
             _close_fds(self.sentinel, data)
             raise
-        self.finalizer = util.Finalize(self, _close_fds, (parent_alive, self.sentinel))
+        self.finalizer = cpython.Finalize(self, _close_fds, (parent_alive, self.sentinel))
         with open(data, "wb", closefd=True) as stream:
             stream.write(buffer.getbuffer())
 
 
-async def start_forkserver(
-    process: Any, preload: list[str], server: ForkServer = SERVER
-) -> Started:
+async def start_forkserver(process: Any, preload: list[str], server: Requester = SERVER) -> Started:
     """Start *process* (a not yet started ``ForkServerProcess``) through a fork server.
 
     The fork server (ours by default) should be running already (the
@@ -121,7 +118,7 @@ async def start_forkserver(
         # bounded should it hang (closing our ends then sends the child off).
         with anyio.CancelScope(shield=True), anyio.fail_after(_PID_TIMEOUT):
             await anyio.wait_readable(popen.sentinel)
-        popen.pid = forkserver.read_signed(popen.sentinel)
+        popen.pid = cpython.read_signed(popen.sentinel)
     except (EOFError, TimeoutError) as error:
         popen.close()
         why = await _server_death(server) if isinstance(error, EOFError) else None
@@ -134,7 +131,7 @@ async def start_forkserver(
     return popen
 
 
-async def _server_death(server: ForkServer) -> str | None:
+async def _server_death(server: Requester) -> str | None:
     """After EOF for a pid: how the fork server ended, if that is why (issue 14).
 
     A server that died (importing a preload that crashed, say) closed our

@@ -33,7 +33,7 @@ from gymnasiarch._spec import (
 from gymnasiarch.exceptions import FieldTypeError, FieldValueError
 
 if TYPE_CHECKING:
-    from gymnasiarch._backend import Backend
+    from gymnasiarch._backends.base import Backend
 
 
 @dataclass(frozen=True)

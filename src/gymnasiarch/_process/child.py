@@ -36,17 +36,17 @@ from typing import Any
 import anyio
 
 from gymnasiarch import _platform
-from gymnasiarch._backend import Launch
+from gymnasiarch._backends.base import Launch
 from gymnasiarch._context import ChildContext, set_child_context
-from gymnasiarch._forkserver import release_start_slot
-from gymnasiarch._output import (
+from gymnasiarch._process.forkserver_main import release_start_slot
+from gymnasiarch._process.marks import mark_descendants
+from gymnasiarch._process.output import (
     enable_crash_dumps,
     flush_output,
     redirect_output,
     seal_descriptors,
 )
 from gymnasiarch._runtime_config import RuntimeConfig
-from gymnasiarch._subreaper import mark_descendants
 from gymnasiarch.dynaloader import resolve
 from gymnasiarch.spawn import forward_structlog, prepare_child, set_log_connect_hook
 
@@ -192,7 +192,7 @@ def _guard_against_orphaning() -> None:
     with it (issue 14), and which waits for its last child before it ends
     on the supervisor's death anyway. Both guards are checked once after
     arming, in case the parent died before. The child's exec'd descendants
-    are marked as its own (see gymnasiarch._subreaper).
+    are marked as its own (see gymnasiarch._process.subreaper).
     """
     parent = multiprocessing.parent_process()
     supervisor = getattr(parent, "pid", None)

@@ -25,7 +25,7 @@ import time
 import traceback
 from typing import Any
 
-from gymnasiarch._wire import WireError
+from gymnasiarch._wire.frames import WireError
 
 _NUMBER = (int, float)
 _INT = (int,)

@@ -21,7 +21,7 @@ The conversation, server first::
 
 A client whose hello says ``"levels": true`` follows the parent's logging
 configuration: the server sends it a ``levels`` message (see
-:mod:`gymnasiarch._loglevels`) whenever the parent pushes a change, at any
+:mod:`gymnasiarch._wire.levels`) whenever the parent pushes a change, at any
 time after the hello, and the client gives its loggers those levels. To
 any other client the server sends nothing after the challenge.
 
@@ -31,7 +31,7 @@ way) and refuses a frame that goes back.
 
 A record is an object of its fields, or (what gymnasiarch's own client
 sends, to spare both sides the keys) a row of them in the order of
-:data:`gymnasiarch._logwire.ROW`; the parent checks either field by field.
+:data:`gymnasiarch._wire.records.ROW`; the parent checks either field by field.
 
 ``mac`` is HMAC-SHA256 over the nonce, keyed with the ticket's key, which is
 itself derived from the server's per-run secret and the ticket id. A client

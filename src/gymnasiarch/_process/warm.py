@@ -1,7 +1,7 @@
 """Run each event loop once, in the fork server, so that no child pays for it first.
 
 Imported by the fork server alone (it is the last name of
-:data:`gymnasiarch._process.PRELOAD`). A process's first event loop sets up
+:data:`gymnasiarch._process.run.PRELOAD`). A process's first event loop sets up
 what anyio and asyncio make lazily on first use (anyio's table of loaded
 backends, asyncio's event-loop policy, first calls of their code): 0.3-0.4 ms
 of an ``async def`` child's start, measured, in every child. Done here once,

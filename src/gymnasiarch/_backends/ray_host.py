@@ -1,11 +1,11 @@
 """The Ray actor that hosts a child's runs, one after the other, on whichever node Ray chose.
 
 It runs the child as a real subprocess through the same process layer as
-on one machine (:class:`~gymnasiarch._process.ChildProcess`), so exit
+on one machine (:class:`~gymnasiarch._process.run.ChildProcess`), so exit
 codes, signals, the child's own SIGTERM handling and its traceback come
 back as they would locally. A Ray worker has threads, so it never forks
 itself: the child comes from the node's shared fork server
-(:class:`~gymnasiarch._forkserver.SharedForkServer`, one per node, job
+(:class:`~gymnasiarch._process.forkserver.SharedForkServer`, one per node, job
 and ``sys.path``, started by the first actor that needs it), and runs in
 its actor's environment, not the server's. Should that server not be
 usable, the child is spawned: a fresh interpreter, ~100 ms more.
@@ -35,17 +35,21 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from gymnasiarch._backend import ExitStatus, Launch, first_of, target_module
+from gymnasiarch._backends.base import ExitStatus, Launch, first_of, target_module
 
 if TYPE_CHECKING:
-    from gymnasiarch._forkserver import SharedForkServer
-    from gymnasiarch._logclient import LogClientHandler
-    from gymnasiarch._process import ChildProcess
+    from gymnasiarch._process.forkserver import SharedForkServer
+    from gymnasiarch._process.run import ChildProcess
+    from gymnasiarch._wire.logclient import LogClientHandler
 
 # What hosting a child takes (~8 ms of imports), imported in a thread from
 # the actor's creation on: its first call needs them, as soon as Ray
 # unpickles that call's Launch.
-_HOSTING_MODULES = ("gymnasiarch._process", "gymnasiarch._logclient", "gymnasiarch._forkserver")
+_HOSTING_MODULES = (
+    "gymnasiarch._process.run",
+    "gymnasiarch._wire.logclient",
+    "gymnasiarch._process.forkserver",
+)
 
 
 def _import_hosting_modules() -> None:
@@ -232,7 +236,7 @@ def node_fork_server() -> SharedForkServer:
     key = hashlib.sha256(repr((sys.executable, sys.path)).encode()).hexdigest()[:12]
     name = f"ray-{context.get_job_id()}-{str(context.get_node_id())[:12]}-{key}"
     directory = os.path.join(tempfile.gettempdir(), f"gymnasiarch-{os.getuid()}", name)
-    from gymnasiarch._forkserver import SharedForkServer  # noqa: PLC0415 - see _HOSTING_MODULES
+    from gymnasiarch._process.forkserver import SharedForkServer  # noqa: PLC0415 - see _HOSTING_MODULES
 
     # It ends with the raylet, our worker's parent, if it has not idled out before.
     return SharedForkServer(directory, anchor_pid=os.getppid())
@@ -240,7 +244,7 @@ def node_fork_server() -> SharedForkServer:
 
 async def _start_child(launch: Launch, capture_output: bool) -> ChildProcess:
     """Start the child through the node's fork server, or with spawn if that fails."""
-    from gymnasiarch._process import ChildProcess  # noqa: PLC0415 - see _HOSTING_MODULES
+    from gymnasiarch._process.run import ChildProcess  # noqa: PLC0415 - see _HOSTING_MODULES
 
     module = target_module(launch.target)
     preload = [module] if module else []
@@ -269,8 +273,8 @@ def _relay_output(
     name: str, config: dict[str, Any], on_connect: Callable[[], None]
 ) -> LogClientHandler:
     """Send the records of the child's captured output to the supervisor's log server."""
-    from gymnasiarch._logclient import LogClientHandler  # noqa: PLC0415 - see _HOSTING_MODULES
-    from gymnasiarch._output import output_logger  # noqa: PLC0415 - see _HOSTING_MODULES
+    from gymnasiarch._process.output import output_logger  # noqa: PLC0415 - see _HOSTING_MODULES
+    from gymnasiarch._wire.logclient import LogClientHandler  # noqa: PLC0415 - see _HOSTING_MODULES
 
     handler = LogClientHandler(config, on_connect=on_connect)
     logger = output_logger(name)
@@ -282,7 +286,7 @@ def _relay_output(
 
 async def _end_relay(name: str, handler: LogClientHandler) -> None:
     """Send what is left of the run's output; take the relay off (the actor hosts more runs)."""
-    from gymnasiarch._output import output_logger  # noqa: PLC0415 - see _HOSTING_MODULES
+    from gymnasiarch._process.output import output_logger  # noqa: PLC0415 - see _HOSTING_MODULES
 
     # The last output lines are out before the exit is reported (a child
     # that printed nothing leaves nothing to wait for).
