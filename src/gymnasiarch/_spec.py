@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import random
+import shlex
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args
 
+from gymnasiarch import ready as _ready
 from gymnasiarch.exceptions import FieldTypeError, FieldValueError
+
+#: What a program child may wait for before it counts as ready.
+ReadyKind = _ready.ReadyKind
 
 RestartType = Literal["permanent", "transient", "temporary"]
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
@@ -167,6 +174,63 @@ def check_placement(owner: str, placement: object) -> dict[str, Any]:
     return checked
 
 
+def check_command(field: str, command: object, owner: str = "") -> tuple[str, ...]:
+    """A program's argv as a tuple, once it is a non-empty list of strings.
+
+    Never a shell string: ``"redis-server --port 6390"`` would be one
+    program name with spaces in it, and splitting it here would be a shell
+    without a shell's quoting. ``["sh", "-c", "..."]`` is the explicit way.
+    """
+    if isinstance(command, str | bytes):
+        text = command.decode(errors="replace") if isinstance(command, bytes) else command
+        try:
+            hint = repr(shlex.split(text))
+        except ValueError:
+            hint = repr(["sh", "-c", text])
+        raise FieldTypeError(
+            field, f"pass the program and its arguments as a list ({hint}), not a string", owner
+        )
+    if not isinstance(command, Sequence) or not command:
+        raise FieldTypeError(field, f"expected a non-empty list of strings, got {command!r}", owner)
+    if not all(isinstance(part, str) for part in command):
+        raise FieldTypeError(field, f"expected a list of strings, got {command!r}", owner)
+    if not command[0] or any("\0" in part for part in command):
+        raise FieldValueError(
+            field, f"the program must be named and no part may hold a NUL: {command!r}", owner
+        )
+    return tuple(command)
+
+
+def check_env(field: str, env: object, owner: str = "") -> dict[str, str | None]:
+    """A copy of *env*: variable names to values, or to None (removed)."""
+    if not isinstance(env, Mapping):
+        raise FieldTypeError(field, f"expected a mapping of names to strings, got {env!r}", owner)
+    for key, value in env.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise FieldValueError(field, f"not an environment variable name: {key!r}", owner)
+        if value is not None and (not isinstance(value, str) or "\0" in value):
+            raise FieldTypeError(
+                field, f"{key} must be a string (or None to remove it), got {value!r}", owner
+            )
+    return dict(env)
+
+
+def check_stop_signal(field: str, value: object, owner: str = "") -> signal.Signals:
+    """A signal from a name (``"SIGINT"``, ``"INT"``), a number or a :class:`signal.Signals`."""
+    if isinstance(value, str):
+        name = value.upper() if value.upper().startswith("SIG") else f"SIG{value.upper()}"
+        try:
+            return signal.Signals[name]
+        except KeyError:
+            raise FieldValueError(field, f"no such signal: {value!r}", owner) from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return signal.Signals(value)
+        except ValueError:
+            raise FieldValueError(field, f"no such signal: {value!r}", owner) from None
+    raise FieldTypeError(field, f"expected a signal name like 'SIGINT', got {value!r}", owner)
+
+
 @dataclass(frozen=True)
 class ChildSpec:
     """What to run in one supervised child process, and how to treat its end.
@@ -210,10 +274,39 @@ class ChildSpec:
             default) means the supervisor's own: a supervisor running under
             trio runs its children's coroutines under trio too. A sync
             target ignores it. ``"trio"`` needs trio installed.
+        command: Instead of *target*, an external program to run: its argv
+            as a list (``["redis-server", "--port", "6390"]``; never a shell
+            string). It is exec'd in the child process after the caretaking
+            that protects it (its own process group, the parent-death
+            guard, signals back to their defaults). A program that cannot
+            be exec'd is an
+            :class:`~gymnasiarch.exceptions.InitializationFailedError`
+            naming it, at the start or at a restart, never a crash loop.
+            Give exactly one of *target* and *command*.
+        env: For a *command*: variables to add to or override in the
+            supervisor's environment; ``None`` as a value removes one.
+        cwd: For a *command*: the directory to run it in (must exist).
+        ready: For a *command*: when it counts as ready. ``None``: once it
+            was exec'd. :class:`gymnasiarch.ready.Port`: once a process of
+            its group listens on the port; :class:`gymnasiarch.ready.Path`:
+            once the path exists. Bounded by *ready_timeout* (30 s where
+            that is not given).
+        stop_signal: For a *command*: the signal that asks it to stop,
+            before the *shutdown* grace and SIGKILL (``"SIGINT"``,
+            ``signal.SIGQUIT``...). Default SIGTERM.
+        count_normal_exits: Whether restarting this child after a normal
+            end (exit code 0, a returned target) counts toward the
+            supervisor's restart intensity (``max_restarts`` within
+            ``max_seconds``). ``False`` suits a one-shot server, which
+            serves one client and exits 0: its ends are its work done, and a
+            scenario that ends for several of them at once must not exhaust
+            the budget. Its failures still count. Not in OTP, where every
+            restart counts. Only a permanent child restarts after a normal
+            end, so it applies to permanent children only.
     """
 
     name: str
-    target: Callable[..., Any] | str
+    target: Callable[..., Any] | str | None = None
     args: Sequence[Any] = ()
     kwargs: Mapping[str, Any] | None = field(default=None, hash=False)
     restart: RestartType = "permanent"
@@ -223,13 +316,20 @@ class ChildSpec:
     output: OutputMode = "capture"
     placement: Mapping[str, Any] | None = field(default=None, hash=False)
     async_backend: AsyncBackend | None = None
+    command: Sequence[str] | None = None
+    env: Mapping[str, str | None] | None = field(default=None, hash=False)
+    cwd: str | os.PathLike[str] | None = None
+    ready: ReadyKind | None = None
+    stop_signal: signal.Signals | str | int = signal.SIGTERM
+    count_normal_exits: bool = True
 
     def __post_init__(self) -> None:
         check_name("name", self.name, "ChildSpec")
         where = f"child {self.name!r}"  # each error below is a FieldError naming its field
+        self._check_program(where)
         if isinstance(self.target, str):
             check_dotted_path("target", self.target, where)
-        elif not callable(self.target):
+        elif self.target is not None and not callable(self.target):
             raise FieldTypeError(
                 "target", f"expected a callable or a dotted path, got {self.target!r}", where
             )
@@ -247,6 +347,13 @@ class ChildSpec:
         check_choice("restart", self.restart, RESTART_TYPES, where)
         check_seconds("shutdown", self.shutdown, allow_none=True, owner=where)
         check_bool("significant", self.significant, where)
+        check_bool("count_normal_exits", self.count_normal_exits, where)
+        if not self.count_normal_exits and self.restart != "permanent":
+            raise FieldValueError(
+                "count_normal_exits",
+                "only a permanent child is restarted after a normal end",
+                where,
+            )
         if self.significant and self.restart == "permanent":
             raise FieldValueError(
                 "significant",
@@ -260,6 +367,50 @@ class ChildSpec:
             object.__setattr__(self, "placement", check_placement(where, self.placement))
         if self.async_backend is not None:
             check_async_backend("async_backend", self.async_backend, where)
+
+    def _check_program(self, where: str) -> None:
+        """Check the fields of a program child (*command* and what only it may have)."""
+        if (self.target is None) == (self.command is None):
+            both = "both" if self.target is not None else "neither"
+            raise FieldValueError(
+                "target", f"give exactly one of target and command, got {both}", where
+            )
+        if self.command is None:
+            for name in ("env", "cwd", "ready"):
+                if getattr(self, name) is not None:
+                    raise FieldValueError(name, "applies only to a child with a command", where)
+            if self.stop_signal != signal.SIGTERM:
+                raise FieldValueError(
+                    "stop_signal", "applies only to a child with a command", where
+                )
+            return
+        object.__setattr__(self, "command", check_command("command", self.command, where))
+        if self.env is not None:
+            object.__setattr__(self, "env", check_env("env", self.env, where))
+        if self.cwd is not None:
+            if not isinstance(self.cwd, str | os.PathLike):
+                raise FieldTypeError("cwd", f"expected a path, got {self.cwd!r}", where)
+            object.__setattr__(self, "cwd", os.fspath(self.cwd))
+        if self.ready is not None and not isinstance(self.ready, _ready.ReadyKind):
+            raise FieldTypeError(
+                "ready",
+                "expected None or a kind from gymnasiarch.ready (Notify(), Port(...), "
+                f"Path(...), Line(...)), got {self.ready!r}",
+                where,
+            )
+        if isinstance(self.ready, _ready.Port) and isinstance(self.ready.port, str):
+            raise FieldValueError(
+                "ready",
+                f"a port chosen by the supervisor is not supported yet: {self.ready!r}",
+                where,
+            )
+        if isinstance(self.ready, _ready.Line) and self.output != "capture":
+            raise FieldValueError(
+                "ready", 'ready=Line(...) reads the output: it needs output="capture"', where
+            )
+        object.__setattr__(
+            self, "stop_signal", check_stop_signal("stop_signal", self.stop_signal, where)
+        )
 
 
 @dataclass(frozen=True)

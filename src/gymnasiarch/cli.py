@@ -156,20 +156,22 @@ def _control_command(options: argparse.Namespace) -> int:
 
 
 def _status_table(children: list[dict[str, Any]]) -> None:
-    rows = [("child", "pid", "state", "uptime", "restarts", "crashes", "last exit")]
+    # A program's sd_notify STATUS gets a column where any child has one.
+    statuses = any(child.get("status") for child in children)
+    head = ("child", "pid", "state", "uptime", "restarts", "crashes", "last exit")
+    rows: list[tuple[str, ...]] = [(*head, "status") if statuses else head]
     for child in children:
         uptime = child.get("uptime")
-        rows.append(
-            (
-                str(child.get("name")),
-                str(child.get("pid") or "-"),
-                str(child.get("state")),
-                _duration(uptime) if isinstance(uptime, int | float) else "-",
-                str(child.get("restarts")),
-                str(child.get("crashes", "-")),
-                str(child.get("last_exit") or "-"),
-            )
+        row = (
+            str(child.get("name")),
+            str(child.get("pid") or "-"),
+            str(child.get("state")),
+            _duration(uptime) if isinstance(uptime, int | float) else "-",
+            str(child.get("restarts")),
+            str(child.get("crashes", "-")),
+            str(child.get("last_exit") or "-"),
         )
+        rows.append((*row, str(child.get("status") or "-")) if statuses else row)
     _print_table(rows, sys.stdout)
 
 

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
+import shutil
 import sys
 import tomllib
 from collections.abc import Callable, Collection, Mapping
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gymnasiarch import ready as ready_kinds
 from gymnasiarch._spec import Backoff, ChildSpec
 from gymnasiarch._supervisor.options import SupervisorOptions
 from gymnasiarch._supervisor.supervisor import Supervisor
@@ -220,9 +223,15 @@ class _Loader:
             self.check_keys(where, table, _NESTED_KEYS)
             return self.supervisor(where, table, table["child"])
         self.check_keys(where, table, _CHILD_KEYS)
-        if "target" not in table:
-            raise self.error(where, "missing key 'target' (a dotted path like 'pkg.mod:function')")
+        if "target" not in table and "command" not in table:
+            raise self.error(
+                where,
+                "missing key 'target' (a dotted path like 'pkg.mod:function') "
+                "or 'command' (a program and its arguments, as a list)",
+            )
         options = {k: v for k, v in table.items() if k not in ("args", "params")}
+        if "ready" in table:
+            options["ready"] = self.ready(f"{where}.ready", table["ready"])
         spec = self.build(
             where,
             ChildSpec,
@@ -230,12 +239,51 @@ class _Loader:
             kwargs=table.get("params"),
             **options,
         )
-        if self.resolve:
+        if self.resolve and spec.command is not None:
+            self.find_program(where, spec)
+        elif self.resolve:
             try:
                 resolve_target(table["target"])
             except Exception as error:  # any import failure is reported
                 raise self.error(f"{where}.target", str(error)) from None
         return spec
+
+    def ready(self, where: str, table: object) -> ready_kinds.ReadyKind:
+        """A ``ready = {...}`` table as the ready kind it names: notify, port, path or line."""
+        kinds = {"notify", "port", "path", "line"}
+        if not isinstance(table, dict) or len(kinds & set(table)) != 1:
+            raise self.error(
+                where,
+                'expected one of {notify = true}, {port = 6390}, {path = "..."}, '
+                f'{{line = "regex"}}, got {table!r}',
+            )
+        if "notify" in table:
+            self.check_keys(where, table, {"notify"})
+            if table["notify"] is not True:
+                raise self.error(f"{where}.notify", f"expected true, got {table['notify']!r}")
+            return ready_kinds.Notify()
+        if "port" in table:
+            self.check_keys(where, table, {"port", "host"})
+            return self.build(where, ready_kinds.Port, **table)
+        if "path" in table:
+            self.check_keys(where, table, {"path"})
+            return self.build(where, ready_kinds.Path, **table)
+        self.check_keys(where, table, {"line"})
+        return self.build(where, ready_kinds.Line, table["line"], key=lambda _: f"{where}.line")
+
+    def find_program(self, where: str, spec: ChildSpec) -> None:
+        """``gymnasiarch check``: the program of *spec* can be found and run."""
+        assert spec.command is not None
+        program = spec.command[0]
+        env = spec.env or {}
+        search = env["PATH"] if "PATH" in env else os.environ.get("PATH")
+        if os.sep in program:
+            where_it_is = os.path.join(os.fspath(spec.cwd or "."), program)
+            found = where_it_is if os.access(where_it_is, os.X_OK) else None
+        else:
+            found = shutil.which(program, path=search)
+        if found is None:
+            raise self.error(f"{where}.command", f"program {program!r} not found or not executable")
 
     def build(
         self,

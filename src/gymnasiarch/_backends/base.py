@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import anyio
 from anyio.abc import TaskStatus
 
-from gymnasiarch.exceptions import ResultNotSentError
+from gymnasiarch.exceptions import InitializationFailedError, ResultNotSentError
 
 if TYPE_CHECKING:
     from gymnasiarch.logserver import LogServer, LogTicket
@@ -45,7 +45,7 @@ class Launch:
     """Everything a child needs to know; pickled to it over its trusted start pipe."""
 
     name: str
-    target: Callable[..., Any] | str
+    target: Callable[..., Any] | str | None
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     runtime_config: dict[str, Any]
@@ -62,6 +62,14 @@ class Launch:
     #: The child's path in the tree (``agents/agent-1``), for its process
     #: title; None for a child of the root (its name is its path).
     path: str | None = None
+    #: An external program to exec instead of running *target* (its argv).
+    command: tuple[str, ...] | None = None
+    #: For a *command*: variables to set (or, where None, to remove).
+    env: dict[str, str | None] | None = None
+    #: For a *command*: the directory to run it in.
+    cwd: str | None = None
+    #: For a *command*: the signal that asks it to stop.
+    stop_signal: int = 15
 
 
 def target_module(target: object) -> str | None:
@@ -126,6 +134,9 @@ class ExitStatus:
             could not be pickled to the parent: a result error, not a
             crash (the target ran to its end; a run again would return the
             same). ``result`` is ``None`` then, and the run is not normal.
+        start_error: Set when a program child's program could not be
+            exec'd (not found, not executable, its ``cwd`` gone): a start
+            failure that a restart would repeat, not a crash.
     """
 
     exitcode: int | None
@@ -137,16 +148,24 @@ class ExitStatus:
     output: str | None = None
     lost: str | None = None
     result_error: ResultNotSentError | None = None
+    start_error: InitializationFailedError | None = None
 
     @property
     def normal(self) -> bool:
         """True if the child ended on its own with exit code 0, no exception, its result sent."""
-        return self.exitcode == 0 and self.error is None and self.result_error is None
+        return (
+            self.exitcode == 0
+            and self.error is None
+            and self.result_error is None
+            and self.start_error is None
+        )
 
     def describe(self) -> str:
         """A short human text: ``exit code 3``, ``signal SIGKILL``, ``raised ValueError``."""
         if self.lost is not None:
             return f"lost with its host: {self.lost}"
+        if self.start_error is not None:
+            return str(self.start_error)
         if self.error is not None:
             return f"raised {type(self.error).__name__}: {self.error}"
         if self.result_error is not None:
@@ -210,6 +229,9 @@ class ChildRun(abc.ABC):
         self.exited = anyio.Event()
         self.status: ExitStatus | None = None
         self.stop_requested = False
+        #: Called with each line of captured output, where the backend
+        #: captures it here (a program's ``ready=Line``); set before watch().
+        self.on_output_line: Callable[[str], object] | None = None
 
     @abc.abstractmethod
     async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -260,6 +282,10 @@ class Backend(Protocol):
         resolves_targets_here: The supervisor imports each dotted target
             once itself, to fail before any process starts; a backend whose
             children run where other code may be installed says False.
+
+    A backend may also say ``runs_programs = True``: it runs command
+    children (programs) on this machine, where the supervisor checks their
+    readiness. Without it, a tree with a command child fails to start.
     """
 
     prepare_before_signals: bool

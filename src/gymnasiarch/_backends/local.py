@@ -30,6 +30,8 @@ class LocalBackend:
 
     prepare_before_signals = False
     resolves_targets_here = True
+    #: Runs command children (programs): their readiness is checked on this machine.
+    runs_programs = True
 
     def __init__(self, start_method: StartMethod = "forkserver") -> None:
         self.start_method: StartMethod = start_method

@@ -163,6 +163,7 @@ def status_rows(supervisor: Supervisor) -> list[dict[str, Any]]:
             "restarts": info.restarts,
             "crashes": info.crashes,
             "last_exit": info.last_exit.describe() if info.last_exit else None,
+            "status": info.notify_status,  # a program's last sd_notify STATUS
         }
         for info in supervisor.walk()
     ]

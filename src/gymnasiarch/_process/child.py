@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 
@@ -304,6 +304,7 @@ def _run_coroutine(awaitable: Awaitable[Any], backend: str) -> Any:
 
 
 def _run_target(launch: Launch, send: _Sender) -> Any:
+    assert launch.target is not None  # a command child never gets here
     target = resolve(launch.target) if isinstance(launch.target, str) else launch.target
     forward_structlog()  # the target's module may have imported structlog just now
     send(("started",))
@@ -316,6 +317,61 @@ def _run_target(launch: Launch, send: _Sender) -> Any:
     return result
 
 
+def _program_environ(launch: Launch) -> dict[str, str]:
+    environ = dict(os.environ)
+    for key, value in (launch.env or {}).items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    return environ
+
+
+def _exec_program(launch: Launch, send: _Sender) -> NoReturn:
+    """Become the program of a command child, after the caretaking that protects it.
+
+    Its own process group and the parent-death guards come first, as for
+    a Python child: the supervisor's stop reaches the program's own
+    subprocesses, and the program dies with the supervisor. The EOF guard
+    is the kernel's (signal-driven I/O on the parent's sentinel, owned by
+    our group): it lives in the open file description, so it outlives exec
+    as long as the descriptor stays open, which it must do here. Signals
+    we ignore would stay ignored in the program (SIGINT, and Python's
+    SIGPIPE): they get their defaults back, and none stays blocked.
+    No log ticket is used: the program's words reach the parent through
+    the output pipes on fds 1 and 2; everything above is close-on-exec.
+
+    The channel is close-on-exec too: after an ``exec`` message its EOF
+    tells the parent the exec succeeded; a failure is sent on it instead,
+    with the errno, and the child exits 127.
+    """
+    assert launch.command is not None
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    _guard_against_orphaning()
+    sentinel = getattr(multiprocessing.parent_process(), "sentinel", None)
+    if sentinel is not None:
+        os.set_inheritable(sentinel, True)
+    environ = _program_environ(launch)
+    for signum in signal.valid_signals():
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            if signal.getsignal(signum) is not signal.SIG_DFL:
+                signal.signal(signum, signal.SIG_DFL)
+    release_start_slot()  # our fork server may fork the next spare now
+    program = launch.command[0]
+    what = f"program {program!r}"
+    try:
+        if launch.cwd is not None:
+            what = f"program {program!r} in directory {launch.cwd!r}"
+            os.chdir(launch.cwd)
+        send(("exec",))
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        os.execvpe(program, launch.command, environ)  # noqa: S606 - the user's argv, no shell
+    except OSError as error:
+        send(("exec_failed", what, error.errno, error.strerror))
+    os._exit(127)  # as a shell does for a program it cannot run
+
+
 def child_main(launch: Launch, channel: Connection) -> None:
     """Entry point of every supervised child process."""
     if launch.environ is not None:
@@ -326,6 +382,8 @@ def child_main(launch: Launch, channel: Connection) -> None:
     enable_crash_dumps()  # a native crash names its Python line on our stderr (issue 14)
     seal_descriptors()  # nothing handed to us passes to the programs we exec (issue 14)
     send = _Sender(channel)
+    if launch.command is not None:
+        _exec_program(launch, send)
     handler = None
     result: Any = None
     exit_: SystemExit | None = None

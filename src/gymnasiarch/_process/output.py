@@ -22,6 +22,7 @@ import io
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -121,6 +122,8 @@ class OutputCapture:
         self._dump_frames: int | None = None  # frames kept of the thread, while in a dump
         self._read_fds: dict[str, int] = {}
         self._write_fds: list[int] = []
+        #: Called with each line, stdout's and stderr's (a program's ready=Line).
+        self.on_line: Callable[[str], object] | None = None
         try:
             for stream in ("stdout", "stderr"):
                 read_fd, write_fd = os.pipe()
@@ -172,6 +175,8 @@ class OutputCapture:
 
     def _emit(self, stream: str, raw: bytes) -> None:
         line = raw.decode(errors="replace").rstrip("\r")
+        if self.on_line is not None:
+            self.on_line(line)
         if stream == "stderr":
             self.tail.append(line)
             self._note_dump(line)

@@ -47,7 +47,7 @@ from gymnasiarch._process.subreaper import (
     reap_pidfd,
     reap_strays,
 )
-from gymnasiarch.exceptions import ResultNotSentError
+from gymnasiarch.exceptions import InitializationFailedError, ResultNotSentError
 
 if TYPE_CHECKING:
     from gymnasiarch.logserver import LogTicket
@@ -174,6 +174,11 @@ class ChildProcess(ChildRun):
         except ProcessLookupError:
             self._pidfd = None  # already gone: the watcher collects the status
         self._outcome: tuple[str, tuple[Any, ...]] | None = None
+        # A program child: the signal that asks it to stop, and whether it
+        # is about to exec (then the channel's EOF, its close-on-exec end
+        # gone, says the exec succeeded: see child_main).
+        self._stop_signal = signal.SIGTERM
+        self._exec_pending = False
         self._zombie_code: int | None = None  # the exit code, read before the fork server reaps
         self._watch_scope: anyio.CancelScope | None = None
         # Processes that left the child's group (see _subreaper), and what
@@ -233,6 +238,7 @@ class ChildProcess(ChildRun):
             try:
                 child = cls(launch.name, started, reader, method, ticket=ticket, output=output)
                 child._title_name = launch.path or launch.name
+                child._stop_signal = signal.Signals(launch.stop_signal)
             except BaseException:  # out of descriptors for the pidfd, say
                 with contextlib.suppress(OSError):
                     os.kill(started.pid, signal.SIGKILL)
@@ -293,6 +299,7 @@ class ChildProcess(ChildRun):
 
     async def _pump(self, stream: str, done: anyio.Event) -> None:
         assert self._output is not None
+        self._output.on_line = self.on_output_line
         try:
             await self._output.pump(stream)
         finally:
@@ -402,6 +409,10 @@ class ChildProcess(ChildRun):
             while self._channel.poll():
                 self._handle(self._channel.recv())  # trusted-pipe: only our child writes
         except (EOFError, OSError):
+            if self._exec_pending and self._outcome is None:
+                # The channel closed on exec, and no failure came first.
+                self._exec_pending = False
+                self.started.set()
             return False
         return True
 
@@ -411,6 +422,10 @@ class ChildProcess(ChildRun):
             self._log_connected = True
         elif kind == "started":
             self.started.set()
+        elif kind == "exec":
+            self._exec_pending = True
+        elif kind == "exec_failed":
+            self._outcome = (kind, message[1:])
         elif kind == "ready":
             self.ready_value = message[1]
             self.ready.set()
@@ -437,6 +452,12 @@ class ChildProcess(ChildRun):
             return ExitStatus(
                 exitcode, signum, error=error, traceback=text, pid=self.pid, output=output
             )
+        if kind == "exec_failed":
+            what, errno_, reason = payload
+            failure = InitializationFailedError(
+                f"child {self.name!r} could not run {what}: [Errno {errno_}] {reason}"
+            )
+            return ExitStatus(exitcode, signum, pid=self.pid, output=output, start_error=failure)
         if kind == "result_error":
             result_type, type_name, reason = payload
             unsent = ResultNotSentError(
@@ -480,8 +501,8 @@ class ChildProcess(ChildRun):
                     _platform.pidfd_send_signal(self._pidfd, signum)
 
     def terminate(self) -> None:
-        """Ask the child to stop (SIGTERM); the processes that left its group too."""
-        self.send_signal(signal.SIGTERM)
+        """Ask the child to stop (SIGTERM, or a program's stop signal); its escapees too."""
+        self.send_signal(self._stop_signal)
         self._signal_escapees(signal.SIGTERM)
 
     def kill(self) -> None:

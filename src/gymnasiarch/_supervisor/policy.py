@@ -26,12 +26,16 @@ class Member:
         restart: ``"permanent"``, ``"transient"`` or ``"temporary"``.
         significant: Whether its end for good ends the tree.
         running: Whether it has a run now (the child that just exited has not).
+        count_normal_exits: Whether its restart after a normal end counts
+            toward the restart intensity (False: a one-shot server, whose
+            normal end is its work done, not a failure).
     """
 
     name: str
     restart: RestartType = "permanent"
     significant: bool = False
     running: bool = True
+    count_normal_exits: bool = True
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,8 @@ def decide(
         if not child.significant:
             return Forget()
         return StopTree() if normal else GiveUp("a significant child ended abnormally")
-    if not intensity.admit(now):
+    counted = not normal or child.count_normal_exits
+    if counted and not intensity.admit(now):
         return GiveUp(
             f"more than {intensity.max_restarts} restarts within {intensity.max_seconds:g} s"
         )
@@ -178,7 +183,7 @@ def decide(
         retire=tuple(name for name in siblings if kinds[name] == "temporary"),
         start=tuple(name for name in group if name == exited or kinds[name] != "temporary"),
         delay=delay,
-        intensity=intensity.record(now),
+        intensity=intensity.record(now) if counted else intensity,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import pickle
 import random
 import signal
@@ -27,6 +28,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from gymnasiarch import ready as ready_kinds
 from gymnasiarch._backends.base import (
     Backend,
     ChildRun,
@@ -128,6 +130,8 @@ class ChildInfo:
         on_this_machine: Whether *pid* is a process of this machine: False
             for a child that a cluster backend runs on another node, whose
             pid here would name some other process.
+        notify_status: For a program with ``ready=Notify()``: the last
+            ``STATUS=`` line it sent (``None`` before any).
     """
 
     name: str
@@ -142,6 +146,7 @@ class ChildInfo:
     crashes: int = 0
     nested: bool = False
     on_this_machine: bool = True
+    notify_status: str | None = None
 
 
 class _NestedRun(ChildRun):
@@ -200,10 +205,23 @@ class _Child:
         self.failures_in_row = 0
         self.ready_value: Any = None
         self.was_ready = False  # the current or last run called ready()
+        # A program with ready=Notify: its run's socket (made with its
+        # launch), set when READY=1 came, and the last STATUS it sent.
+        self.notify: ready_kinds.NotifySocket | None = None
+        self.notify_ready = anyio.Event()
+        self.notify_status: str | None = None
+        self.notify_ready_status: str | None = None  # the STATUS as READY=1 came
+        self.line_matcher: ready_kinds.LineMatcher | None = None  # a program's ready=Line
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def close_notify(self) -> None:
+        """Close the sd_notify socket of a run that never got going."""
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
 
     def retire(self) -> None:
         """No run of this child follows its last one (unless asked for anew)."""
@@ -514,7 +532,7 @@ class Supervisor:
             source = next(s for s in source._specs if s.name == name)
         if isinstance(source, Supervisor):
             raise TypeError(f"{where}: {ref.source!r} is a supervisor, which has no ready value")
-        if source.ready_timeout is None:
+        if source.ready_timeout is None and source.ready is None:  # a program's ready kind will do
             raise ValueError(
                 f"{where}: child {ref.source!r} needs a ready_timeout, so that {spec.name!r} "
                 "starts only once it has announced its value with child_context().ready(value)"
@@ -583,6 +601,8 @@ class Supervisor:
         Returns the module to preload for a target given as a dotted path.
         """
         where = f"child {spec.name!r}"
+        if spec.command is not None:
+            return None  # a program: exec'd in the child, where a failure is told back
         target = resolve(spec.target) if isinstance(spec.target, str) else spec.target
         if not callable(target):
             raise InitializationFailedError(
@@ -598,6 +618,13 @@ class Supervisor:
         return target_module(spec.target)
 
     def _check_and_preload(self, spec: ChildSpec) -> None:
+        if spec.command is not None and not getattr(self.backend, "runs_programs", False):
+            # Its readiness is checked here (the program's group, its notify
+            # socket): a cluster backend must do that on the program's node.
+            raise InitializationFailedError(
+                f"child {spec.name!r}: a command child needs the local backend "
+                f"(not yet {type(self.backend).__name__})"
+            )
         # A cluster's workers may have code this machine has not (a
         # runtime_env, an image): such a backend's children check their own.
         if getattr(self.backend, "resolves_targets_here", True):
@@ -824,6 +851,7 @@ class Supervisor:
             nested=isinstance(spec, Supervisor),
             # A run that does not say runs here (a local process, a subtree).
             on_this_machine=getattr(c.run, "on_this_machine", True),
+            notify_status=c.notify_status,
         )
 
     def child_info(self, path: str) -> ChildInfo:
@@ -932,7 +960,17 @@ class Supervisor:
             restarts=child.restarts,
             async_backend=spec.async_backend or self._async_backend,
             path=self._prefix + spec.name if self._prefix else None,
+            command=None if spec.command is None else tuple(spec.command),
+            env=self._program_env(child),
+            cwd=None if spec.cwd is None else os.fspath(spec.cwd),
+            stop_signal=int(spec.stop_signal),
         )
+        if launch.cwd is not None and not _is_directory(launch.cwd):
+            ticket.revoke()
+            child.close_notify()
+            raise InitializationFailedError(
+                f"child {spec.name!r}: its cwd {launch.cwd!r} is not a directory"
+            )
         previous = child.last_run
         return await self.backend.start(
             launch,
@@ -941,6 +979,37 @@ class Supervisor:
             placement=spec.placement,
             previous=None if isinstance(previous, _NestedRun) else previous,
         )
+
+    async def _launch_closing_notify(self, child: _Child) -> _Run:
+        """:meth:`_launch`; a program's sd_notify socket goes if the launch fails."""
+        try:
+            return await self._launch(child)
+        except BaseException:
+            child.close_notify()
+            raise
+
+    @staticmethod
+    def _program_env(child: _Child) -> dict[str, str | None] | None:
+        """A program's *env*, with the NOTIFY_SOCKET of its run where it speaks sd_notify.
+
+        The socket is made here, with the launch, so that the program finds
+        it from its first instruction on. Where the program has no
+        ``ready=Notify()``, a NOTIFY_SOCKET of our own (a supervisor run by
+        systemd) is not passed on: the program would tell systemd about
+        itself.
+        """
+        spec = child.spec
+        assert isinstance(spec, ChildSpec)
+        if spec.command is None:
+            return None
+        env: dict[str, str | None] = {"NOTIFY_SOCKET": None, **(spec.env or {})}
+        if isinstance(spec.ready, ready_kinds.Notify):
+            child.close_notify()
+            child.notify = ready_kinds.NotifySocket()
+            child.notify_ready = anyio.Event()
+            child.notify_status = None
+            env["NOTIFY_SOCKET"] = child.notify.path
+        return env
 
     def _substitute_ready_values(self, spec: ChildSpec) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """*spec*'s arguments with each FromReady replaced by its source's ready value."""
@@ -980,7 +1049,7 @@ class Supervisor:
 
     async def _start(self, child: _Child, initial: bool) -> None:
         try:
-            run = await self._launch(child)
+            run = await self._launch_closing_notify(child)
         except OSError as error:  # out of file descriptors or processes, say
             if initial:
                 raise InitializationFailedError(
@@ -996,6 +1065,7 @@ class Supervisor:
         child.run, child.last_run = run, run
         child.state, child.started_at = "starting", time.monotonic()
         child.was_ready, child.ready_value = False, None
+        self._prepare_program_ready(child, run)
         self._publish("started", child, pid=run.pid)
         # Not ``_tg.start``: a stop that cancels us while it waits would have
         # anyio cancel the new task too, and a run nobody watches never ends
@@ -1010,8 +1080,10 @@ class Supervisor:
             return
         nested = isinstance(child.spec, Supervisor)
         timeout = None if nested else child.spec.ready_timeout  # type: ignore[union-attr]
-        # A nested supervisor is ready once its own children have started.
-        awaited = run.ready if timeout is not None or nested else run.started
+        program = not nested and child.spec.command is not None  # type: ignore[union-attr]
+        # A nested supervisor is ready once its own children have started; a
+        # program once it was exec'd (its ready kind, if any, is awaited below).
+        awaited = run.ready if (timeout is not None and not program) or nested else run.started
         with anyio.move_on_after(math.inf if timeout is None else timeout):
             # stop() ends a wait that may be long (a child on a cluster
             # waits for a node with room).
@@ -1021,13 +1093,7 @@ class Supervisor:
         if run.exited.is_set() and not awaited.is_set():
             if initial:
                 run.stop_requested = True
-                status = run.status or ExitStatus(None, None)
-                failure = InitializationFailedError(
-                    f"child {child.name!r} ended before it was ready: {status.describe()}"
-                    + (f"\n{child.name} said last:\n{status.output}" if status.output else "")
-                )
-                failure.output = status.output
-                raise failure from status.error
+                raise _ended_before_ready(child.name, run.status or ExitStatus(None, None))
             return  # a restart that failed at once: its watcher judges the exit
         if not awaited.is_set():
             if initial:
@@ -1039,10 +1105,123 @@ class Supervisor:
                     f"within its ready_timeout of {timeout} s"
                 )
             return
+        # Exec'd; now what a program is to show before it counts as ready.
+        found = await self._await_program_ready(child, run, initial)
+        if found is None:
+            return
+        run.ready_value = found[0]
         if child.run is run and child.state == "starting":
             child.state = "running"
         child.was_ready, child.ready_value = True, run.ready_value
         self._publish("ready", child, pid=run.pid, value=run.ready_value)
+
+    def _prepare_program_ready(self, child: _Child, run: _Run) -> None:
+        """Before *run* is watched: what its program's ready kind listens to.
+
+        ``Line``: a matcher that the output pump feeds. ``Notify``: a task
+        that keeps the run's socket open while it runs, so that STATUS
+        lines keep coming after READY=1; it closes the socket at the end.
+        """
+        spec = child.spec
+        if not isinstance(spec, ChildSpec) or spec.command is None:
+            return
+        if isinstance(spec.ready, ready_kinds.Line):
+            matcher = ready_kinds.LineMatcher(spec.ready)
+            run.on_output_line = matcher.feed
+            child.line_matcher = matcher
+        notify, child.notify = child.notify, None
+        if notify is not None:
+            if run.pid is not None:
+                notify.believe(run.pid)  # the program leads its own group
+            self._tg.start_soon(self._keep_notify, child, run, notify, child.notify_ready)
+
+    async def _keep_notify(
+        self, child: _Child, run: _Run, notify: ready_kinds.NotifySocket, ready: anyio.Event
+    ) -> None:
+        """Read *run*'s sd_notify messages until it exits (READY=1 sets *ready*)."""
+
+        def note(message: ready_kinds.NotifyMessage) -> None:
+            if run in (child.run, child.last_run):
+                child.notify_status = notify.status
+            if message.ready and not ready.is_set():
+                child.notify_ready_status = notify.status
+                ready.set()
+
+        async def listen() -> None:
+            async for message in notify:
+                note(message)
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(listen)
+                await run.exited.wait()
+                group.cancel_scope.cancel()
+            # What it said just before its end (a last STATUS, STOPPING=1) is
+            # queued still: read it without waiting for more.
+            with anyio.move_on_after(0):
+                while True:
+                    note(await notify.receive())
+        finally:
+            notify.close()
+
+    async def _await_program_ready(
+        self, child: _Child, run: _Run, initial: bool
+    ) -> tuple[Any] | None:
+        """What the program's ready kind found, in a tuple; None if it is not ready.
+
+        The value is the port listened on, the path, the matching text, or
+        the last sd_notify STATUS (or None); for any other child, the run's
+        ready value as it is.
+
+        Raced against the program's exit and the tree's stop; bounded by its
+        ``ready_timeout`` (:data:`PROGRAM_READY_TIMEOUT` where not given).
+        A miss at the first start is an InitializationFailedError with the
+        program's last output; at a restart, the run is killed and its
+        watcher judges the exit.
+        """
+        spec = child.spec
+        if not isinstance(spec, ChildSpec) or spec.ready is None:
+            return (run.ready_value,)
+        ready = spec.ready
+        timeout = PROGRAM_READY_TIMEOUT if spec.ready_timeout is None else spec.ready_timeout
+        found: list[Any] = []
+        seen = anyio.Event()
+
+        async def look() -> None:
+            if isinstance(ready, ready_kinds.Port):
+                assert run.pid is not None  # a local run: the program leads its group
+                found.append((await ready_kinds.wait_port(ready, run.pid)).port)
+            elif isinstance(ready, ready_kinds.Path):
+                found.append(await ready_kinds.wait_path(ready))
+            elif isinstance(ready, ready_kinds.Line):
+                assert child.line_matcher is not None
+                found.append((await child.line_matcher.wait()).group(0))
+            else:
+                await child.notify_ready.wait()
+                found.append(child.notify_ready_status)
+            seen.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(look)
+            with anyio.move_on_after(timeout):
+                await first_of(seen, run.exited, self._stopping)
+            group.cancel_scope.cancel()
+        if seen.is_set():
+            return (found[0],)
+        if self._stopping.is_set() and not run.exited.is_set():
+            return None  # the shutdown that follows stops it
+        if initial:
+            run.stop_requested = True
+        if run.exited.is_set():
+            if not initial:
+                return None  # its watcher judges the exit
+            raise _ended_before_ready(spec.name, run.status or ExitStatus(None, None))
+        run.kill()
+        if not initial:
+            return None
+        raise InitializationFailedError(
+            f"child {spec.name!r} was not ready ({ready!r}) within its ready_timeout of {timeout} s"
+        )
 
     # -- watching and deciding --------------------------------------------------
 
@@ -1084,6 +1263,12 @@ class Supervisor:
     async def _judge_exit(self, child: _Child, status: ExitStatus, ran_for: float) -> None:
         if self._shutting_down or child.run is not None:
             return
+        if status.start_error is not None:
+            # A program that cannot be exec'd now will not be at the next
+            # try either: give up at once, as for a restart that cannot launch.
+            child.retire()
+            self._give_up(child, status, str(status.start_error), cause=status.start_error)
+            return
         if status.result_error is not None:
             # The target did its work; only its answer could not travel.
             # Running it again would do the work again (train the model
@@ -1102,7 +1287,13 @@ class Supervisor:
         # count of restarts in a row is the child's only if it is restarted.
         in_row, delay = backoff_step(self.backoff, child.failures_in_row, ran_for, rng=random)
         members = [
-            Member(c.name, c.restart, c.significant, running=c.run is not None)
+            Member(
+                c.name,
+                c.restart,
+                c.significant,
+                running=c.run is not None,
+                count_normal_exits=getattr(c.spec, "count_normal_exits", True),
+            )
             for c in self._children.values()
         ]
         decision = decide(
@@ -1420,6 +1611,28 @@ class Supervisor:
             await owner._start(child, initial=False)
 
 
+def _is_directory(path: str) -> bool:
+    # One stat, at a program's launch: a missing cwd is a clear start failure here
+    # rather than an exec failure in the child.
+    return os.path.isdir(path)
+
+
+def _ended_before_ready(name: str, status: ExitStatus) -> InitializationFailedError:
+    """The error for a child whose first run ended before it was ready, with its last words."""
+    if status.start_error is not None:  # a program that could not be exec'd
+        status.start_error.output = status.output
+        return status.start_error
+    failure = InitializationFailedError(
+        f"child {name!r} ended before it was ready: {status.describe()}"
+        + (f"\n{name} said last:\n{status.output}" if status.output else "")
+    )
+    failure.output = status.output
+    failure.__cause__ = status.error
+    return failure
+
+
+#: Seconds a program with a ready kind has to show it, where its ready_timeout is not given.
+PROGRAM_READY_TIMEOUT = 30.0
 _PATIENCE = 1.0  # seconds of a silent wait for a child to stop, before saying so
 _SAME_PRESS = 0.5  # seconds within which a second SIGINT is the same Ctrl-C
 _NESTED_MARGIN = 1.0  # seconds a nested supervisor is granted beyond its children's graces
