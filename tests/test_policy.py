@@ -221,3 +221,18 @@ def test_the_delay_travels_with_the_restart_and_decisions_are_values() -> None:
     assert decision.delay == 1.5
     with pytest.raises(AttributeError):
         decision.delay = 0.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("normal", "counted"), [(True, False), (False, True)])
+def test_a_one_shot_childs_normal_ends_do_not_count(normal: bool, counted: bool) -> None:
+    """count_normal_exits=False: a normal end is restarted even at the limit, uncounted."""
+    full = Intensity(3, 5.0, (1.0, 2.0, 3.0))  # one more restart now would break it
+    member = Member("server", "permanent", running=False, count_normal_exits=False)
+    decision = decide(
+        [member], "server", normal=normal, strategy="one_for_one", intensity=full, now=4.0
+    )
+    if counted:  # a crash counts as ever, and breaks the limit
+        assert decision == GiveUp("more than 3 restarts within 5 s")
+    else:
+        assert isinstance(decision, Restart)
+        assert decision.intensity == full  # its times are as they were

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
-import select
 import signal
 import socket
 import stat
@@ -32,28 +30,10 @@ from gymnasiarch.exceptions import (
 from gymnasiarch.ready import Line, Notify, Port
 from gymnasiarch.ready import Path as Path_
 from gymnasiarch.testing import _descendants
+from gymnasiarch.testing import _wait_gone as _gone_within
 from gymnasiarch.treefile import TreeFileError, load_tree
 
 FAST = Backoff(base=0.01, cap=0.01, jitter=0)
-
-
-def _gone_within(pids: list[int], seconds: float) -> list[int]:
-    """The pids among *pids* still alive after up to *seconds* (waits on pidfds)."""
-    fds = {}
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            fds[pid] = os.pidfd_open(pid)
-    try:
-        pending = dict(fds)
-        while pending:
-            readable, _, _ = select.select(list(pending.values()), [], [], seconds)
-            if not readable:
-                break
-            pending = {pid: fd for pid, fd in pending.items() if fd not in readable}
-        return sorted(pending)
-    finally:
-        for fd in fds.values():
-            os.close(fd)
 
 
 def test_a_child_has_exactly_one_of_target_and_command() -> None:
@@ -144,11 +124,18 @@ async def test_env_and_cwd_reach_the_program(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "gymnasiarch.child")
+    # Set after the fork server started: the program must see the supervisor's
+    # environment as it is, or removing a variable proves nothing.
     os.environ["GYMNASIARCH_TEST_GONE"] = "still here"
+    os.environ["GYMNASIARCH_TEST_KEPT"] = "kept"
     try:
         spec = ChildSpec(
             "envy",
-            command=["sh", "-c", 'echo "$FOO|${GYMNASIARCH_TEST_GONE-unset}|$PWD"'],
+            command=[
+                "sh",
+                "-c",
+                'echo "$FOO|${GYMNASIARCH_TEST_GONE-unset}|$GYMNASIARCH_TEST_KEPT|$PWD"',
+            ],
             env={"FOO": "bar", "GYMNASIARCH_TEST_GONE": None},
             cwd=tmp_path,
             restart="transient",
@@ -158,8 +145,9 @@ async def test_env_and_cwd_reach_the_program(
             await sup.wait()
     finally:
         del os.environ["GYMNASIARCH_TEST_GONE"]
+        del os.environ["GYMNASIARCH_TEST_KEPT"]
     lines = [r.getMessage() for r in caplog.records if r.name == "gymnasiarch.child.envy"]
-    assert f"bar|unset|{tmp_path}" in lines
+    assert f"bar|unset|kept|{tmp_path}" in lines
 
 
 async def test_a_missing_program_is_a_start_failure() -> None:
@@ -358,9 +346,11 @@ async def test_a_program_not_ready_in_time_is_a_start_failure(tmp_path: Path) ->
             pass
 
 
-async def test_a_program_that_ends_before_it_is_ready_says_why(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["path", "port"])
+async def test_a_program_that_ends_before_it_is_ready_says_why(tmp_path: Path, kind: str) -> None:
     script = "echo cannot-bind >&2; exit 4"
-    spec = ChildSpec("quitter", command=["sh", "-c", script], ready=Path_(str(tmp_path / "x")))
+    ready = Path_(str(tmp_path / "x")) if kind == "path" else Port(_free_port())
+    spec = ChildSpec("quitter", command=["sh", "-c", script], ready=ready)
     with pytest.raises(InitializationFailedError, match="exit code 4") as caught:
         async with Supervisor([spec]):
             pass
@@ -560,3 +550,13 @@ async def test_a_daemon_that_left_the_programs_group_is_stopped_with_it(tmp_path
         escaped = [pid for pid in _descendants(row.pid) if os.getsid(pid) != os.getsid(row.pid)]
         assert escaped  # setsid: a session (and a group) of its own
     assert _gone_within(escaped, 2) == []
+
+
+async def test_a_cwd_gone_before_a_restart_gives_up_with_the_reason(tmp_path: Path) -> None:
+    """The directory is removed while the program runs: its restart cannot be made."""
+    where = tmp_path / "work"
+    where.mkdir()
+    spec = ChildSpec("mover", command=["sh", "-c", 'rmdir "$PWD"; exit 1'], cwd=where)
+    with anyio.fail_after(30), pytest.raises(PrematureTaskDeathError, match="not a directory"):
+        async with Supervisor([spec]) as sup:
+            await sup.wait()

@@ -961,6 +961,9 @@ class Supervisor:
             async_backend=spec.async_backend or self._async_backend,
             path=self._prefix + spec.name if self._prefix else None,
             command=None if spec.command is None else tuple(spec.command),
+            # A program starts from the supervisor's environment as it is now,
+            # not from the fork server's copy of how it was at its start.
+            environ=None if spec.command is None else dict(os.environ),
             env=self._program_env(child),
             cwd=None if spec.cwd is None else os.fspath(spec.cwd),
             stop_signal=int(spec.stop_signal),
@@ -1050,8 +1053,12 @@ class Supervisor:
     async def _start(self, child: _Child, initial: bool) -> None:
         try:
             run = await self._launch_closing_notify(child)
-        except OSError as error:  # out of file descriptors or processes, say
+        except (OSError, InitializationFailedError) as error:
+            # Out of descriptors or processes, a cwd gone, a FromReady source
+            # without a value...
             if initial:
+                if isinstance(error, InitializationFailedError):
+                    raise
                 raise InitializationFailedError(
                     f"child {child.name!r} could not be started: {error}"
                 ) from error
@@ -1190,7 +1197,12 @@ class Supervisor:
         async def look() -> None:
             if isinstance(ready, ready_kinds.Port):
                 assert run.pid is not None  # a local run: the program leads its group
-                found.append((await ready_kinds.wait_port(ready, run.pid)).port)
+                try:
+                    found.append((await ready_kinds.wait_port(ready, run.pid)).port)
+                except ProcessLookupError:
+                    # It ended before it listened: its exit, which the run
+                    # reports in a moment, says how (no readiness to report).
+                    await anyio.sleep_forever()
             elif isinstance(ready, ready_kinds.Path):
                 found.append(await ready_kinds.wait_path(ready))
             elif isinstance(ready, ready_kinds.Line):
