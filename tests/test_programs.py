@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -29,7 +30,7 @@ from gymnasiarch.exceptions import (
 )
 from gymnasiarch.ready import Line, Notify, Port
 from gymnasiarch.ready import Path as Path_
-from gymnasiarch.testing import _descendants
+from gymnasiarch.testing import _descendants, kill_child, wait_for
 from gymnasiarch.testing import _wait_gone as _gone_within
 from gymnasiarch.treefile import TreeFileError, load_tree
 
@@ -560,3 +561,42 @@ async def test_a_cwd_gone_before_a_restart_gives_up_with_the_reason(tmp_path: Pa
     with anyio.fail_after(30), pytest.raises(PrematureTaskDeathError, match="not a directory"):
         async with Supervisor([spec]) as sup:
             await sup.wait()
+
+
+REDIS = shutil.which("redis-server")
+
+
+async def _ping(port: int) -> bytes:
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(b"PING\r\n")
+        return await stream.receive()
+
+
+@pytest.mark.skipif(
+    REDIS is None, reason="redis-server is not installed here (.ci/run installs it)"
+)
+async def test_redis_speaks_sd_notify_and_serves_again_after_a_sigkill(tmp_path: Path) -> None:
+    """A real server: ready when it says READY=1, restarted after SIGKILL, serving again."""
+    assert REDIS is not None
+    port = _free_port()
+    spec = ChildSpec(
+        "redis",
+        command=[
+            *(REDIS, "--port", str(port), "--bind", "127.0.0.1", "--supervised", "systemd"),
+            *("--save", "", "--appendonly", "no", "--dir", str(tmp_path)),
+        ],
+        ready=Notify(),
+        ready_timeout=20,
+    )
+    with anyio.fail_after(60):
+        async with Supervisor([spec]) as sup:
+            assert await _ping(port) == b"+PONG\r\n"
+            first = sup.child_info("redis")
+            with sup.events() as events:
+                await kill_child(sup, "redis")
+                ready = await wait_for(sup, "ready", child="redis", events=events)
+            assert ready.pid != first.pid
+            assert await _ping(port) == b"+PONG\r\n"
+            status = sup.child_info("redis").notify_status
+            sup.stop()
+    assert status is not None
