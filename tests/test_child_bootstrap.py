@@ -359,3 +359,20 @@ async def test_an_unpicklable_result_does_not_rerun_the_target(tmp_path: Path) -
     assert info.value.child == "trainer"
     assert info.value.type_name == "_thread.lock"
     assert runs.read_text() == "1"
+
+
+async def test_the_childs_signals_go_to_its_main_thread() -> None:
+    """Our helper threads block SIGTERM: taken by one, it would wait for the target's sleep.
+
+    A process-directed signal goes to any thread that does not block it, and
+    CPython runs the handler in the main thread only once its blocking call
+    returns: a stop could wait out the whole grace (seen in 1 of ~300 stops).
+    """
+    with anyio.fail_after(30):
+        results = await Supervisor(
+            [ChildSpec("masks", "targets.tree:helper_threads_block_sigterm", restart="transient")]
+        ).run()
+    masks = results["masks"]
+    assert masks.pop("MainThread") is False
+    assert masks.get("gymnasiarch-log-sender") is True
+    assert all(masks.values()), masks

@@ -24,6 +24,7 @@ import stat
 import struct
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -551,3 +552,31 @@ def inotify_drain(fd: int) -> int:
         if not chunk:
             return total
         total += len(chunk)
+
+
+#: The signals a supervised child answers in its main thread.
+CHILD_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+
+
+@contextlib.contextmanager
+def signals_blocked(signums: frozenset[int] = CHILD_SIGNALS) -> Iterator[None]:
+    """Block *signums* in this thread while a helper thread is started (``pthread_sigmask``).
+
+    A new thread inherits its creator's signal mask. The kernel gives a
+    process-directed signal to any thread that does not block it; when that
+    is a helper thread, CPython only flags the signal, and the main thread
+    runs its handler once its blocking call (a ``time.sleep(3600)`` in the
+    target) returns: a SIGTERM could wait an hour. Helper threads started
+    under this block leave those signals to the main thread, whose sleep they
+    interrupt. Signals arriving meanwhile stay pending and are delivered when
+    the block ends. POSIX; a no-op where ``pthread_sigmask`` is missing.
+    """
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:
+        yield
+        return
+    old = mask(signal.SIG_BLOCK, signums)
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, old)

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -73,3 +74,16 @@ def talk() -> None:
     """Say something on stdout and through logging."""
     print("said", flush=True)
     logging.getLogger("sim").warning("logged")
+
+
+def helper_threads_block_sigterm() -> dict[str, bool]:
+    """Whether each of gymnasiarch's threads in this child blocks SIGTERM (and the main one)."""
+    logging.getLogger("targets").warning("this record starts the log sender")
+    bit = 1 << (signal.SIGTERM - 1)
+    found = {}
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.name.startswith("gymnasiarch-"):
+            status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+            blocked = next(line for line in status.splitlines() if line.startswith("SigBlk:"))
+            found[thread.name] = bool(int(blocked.split()[1], 16) & bit)
+    return found

@@ -210,9 +210,11 @@ def _guard_against_orphaning() -> None:
     if select.select([sentinel], [], [], 0)[0]:
         _die_with_our_group()
     if not armed:
-        threading.Thread(
+        watcher = threading.Thread(
             target=_watch_parent, args=(sentinel,), name="gymnasiarch-parent-watch", daemon=True
-        ).start()
+        )
+        with _platform.signals_blocked():  # the child's signals stay the main thread's
+            watcher.start()
 
 
 def _report_error(send: _Sender, error: BaseException) -> None:

@@ -21,6 +21,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gymnasiarch._platform import signals_blocked
 from gymnasiarch._wire import frames
 from gymnasiarch._wire.frames import WireError
 from gymnasiarch._wire.levels import apply_levels
@@ -137,7 +138,10 @@ class LogClientHandler(logging.Handler):
         self._thread = threading.Thread(
             target=self._send_forever, name="gymnasiarch-log-sender", daemon=True
         )
-        self._thread.start()
+        # Neither it nor the level follower it starts may take the child's
+        # SIGTERM: the main thread's handler would wait for its sleep to end.
+        with signals_blocked():
+            self._thread.start()
 
     def _wait_for_room(self) -> None:
         """Wait (holding the condition) until the sender took a batch, or give up on it."""
