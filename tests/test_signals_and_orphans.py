@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from gymnasiarch._supervisor.supervisor import _SAME_PRESS
+from gymnasiarch.testing import _wait_gone as wait_all_gone
 
 TESTS = Path(__file__).parent
 
@@ -43,30 +44,6 @@ def tree_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[int]]
         proc.wait(10)
         if proc.stdout:
             proc.stdout.close()
-
-
-def wait_all_gone(pids: list[int], timeout: float) -> list[int]:
-    """Wait (on pidfds, not by polling) until every pid has exited; return the survivors."""
-    fds = {}
-    for pid in pids:
-        try:
-            fds[pid] = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue
-    deadline = time.monotonic() + timeout
-    try:
-        while fds:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            ready, _, _ = select.select(list(fds.values()), [], [], remaining)
-            for pid, fd in list(fds.items()):
-                if fd in ready:
-                    os.close(fds.pop(pid))
-        return list(fds)
-    finally:
-        for fd in fds.values():
-            os.close(fd)
 
 
 def _kill_leftovers(pids: list[int]) -> None:

@@ -576,3 +576,18 @@ async def test_a_second_ctrl_c_kills_everything_left_of_an_ordered_shutdown(
                 await sup.run()
     assert time.monotonic() - started < 15
     assert all(info.state == "terminated" for info in sup.walk())
+
+
+async def test_a_group_added_at_run_time_is_checked_before_it_starts() -> None:
+    """start_child(group): its bad target fails as a root's would, and nothing is added."""
+    from gymnasiarch.dynaloader import ErrorDuringImport
+
+    sup = Supervisor([ChildSpec("env", f"{B}:sleep_forever")])
+    late = Supervisor([ChildSpec("x", "targets.no_such_module:run")], name="late")
+    with anyio.fail_after(30):
+        async with sup:
+            with pytest.raises(ErrorDuringImport, match="no_such_module"):
+                await sup.start_child(late)
+            names = [info.path for info in sup.walk()]
+            sup.stop()
+    assert names == ["env"]

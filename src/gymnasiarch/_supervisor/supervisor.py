@@ -186,18 +186,15 @@ class _NestedRun(ChildRun):
         """Nothing to abandon: the inner supervisor bounds its own waits."""
 
 
-_Run = ChildRun | _NestedRun
-
-
 class _Child:
     """The supervisor's record of one child across its runs."""
 
     def __init__(self, spec: ChildSpec | Supervisor) -> None:
         self.spec = spec
-        self.run: _Run | None = None
+        self.run: ChildRun | None = None
         # The latest run, kept after its end: the backend may start the next
         # one where it ran (a Ray backend reuses its actor), until retired.
-        self.last_run: _Run | None = None
+        self.last_run: ChildRun | None = None
         self.state: ChildState = "exited"
         self.restarts = 0
         self.last_exit: ExitStatus | None = None
@@ -641,6 +638,16 @@ class Supervisor:
                 spec._settings = self._settings_for(spec)
                 spec._check_all()  # a nested supervisor: its targets are checked too
 
+    async def _check_tree(self) -> None:
+        """Fail on a bad target of the tree before any process starts.
+
+        Importing targets runs their modules' code: not on the caller's loop,
+        which an application embedding us needs for its own work. A nested
+        supervisor was checked with its parent's tree (or by ``start_child``).
+        """
+        if not self._nested:
+            await anyio.to_thread.run_sync(self._check_all)
+
     def _uses_backend(self) -> bool:
         """Whether a child of this tree starts through this supervisor's backend."""
         return any(
@@ -661,10 +668,7 @@ class Supervisor:
         self._phase = "starting"
         self._async_backend = _current_async_backend()
         try:
-            # Bad targets fail here, before any process starts. Importing
-            # them runs their modules' code: not on the caller's loop, which
-            # an application embedding us needs for its own work.
-            await anyio.to_thread.run_sync(self._check_all)
+            await self._check_tree()
         except BaseException:
             self._phase = "idle"
             raise
@@ -935,7 +939,7 @@ class Supervisor:
         if not children:
             self._done.set()
 
-    async def _launch(self, child: _Child) -> _Run:
+    async def _launch(self, child: _Child) -> ChildRun:
         spec = child.spec
         if isinstance(spec, Supervisor):
             # Its own options, completed by ours (signals, runtime config,
@@ -983,7 +987,7 @@ class Supervisor:
             previous=None if isinstance(previous, _NestedRun) else previous,
         )
 
-    async def _launch_closing_notify(self, child: _Child) -> _Run:
+    async def _launch_closing_notify(self, child: _Child) -> ChildRun:
         """:meth:`_launch`; a program's sd_notify socket goes if the launch fails."""
         try:
             return await self._launch(child)
@@ -1122,7 +1126,7 @@ class Supervisor:
         child.was_ready, child.ready_value = True, run.ready_value
         self._publish("ready", child, pid=run.pid, value=run.ready_value)
 
-    def _prepare_program_ready(self, child: _Child, run: _Run) -> None:
+    def _prepare_program_ready(self, child: _Child, run: ChildRun) -> None:
         """Before *run* is watched: what its program's ready kind listens to.
 
         ``Line``: a matcher that the output pump feeds. ``Notify``: a task
@@ -1143,7 +1147,7 @@ class Supervisor:
             self._tg.start_soon(self._keep_notify, child, run, notify, child.notify_ready)
 
     async def _keep_notify(
-        self, child: _Child, run: _Run, notify: ready_kinds.NotifySocket, ready: anyio.Event
+        self, child: _Child, run: ChildRun, notify: ready_kinds.NotifySocket, ready: anyio.Event
     ) -> None:
         """Read *run*'s sd_notify messages until it exits (READY=1 sets *ready*)."""
 
@@ -1172,7 +1176,7 @@ class Supervisor:
             notify.close()
 
     async def _await_program_ready(
-        self, child: _Child, run: _Run, initial: bool
+        self, child: _Child, run: ChildRun, initial: bool
     ) -> tuple[Any] | None:
         """What the program's ready kind found, in a tuple; None if it is not ready.
 
@@ -1238,7 +1242,11 @@ class Supervisor:
     # -- watching and deciding --------------------------------------------------
 
     async def _watch(
-        self, child: _Child, run: _Run, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self,
+        child: _Child,
+        run: ChildRun,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         await run.watch(task_status=task_status)
         status = run.status
@@ -1466,7 +1474,7 @@ class Supervisor:
             self._zombie_error = self._zombie_error or error
 
     async def _stop_runs(
-        self, runs: list[tuple[_Child, _Run]], why: str, zombies: dict[str, int]
+        self, runs: list[tuple[_Child, ChildRun]], why: str, zombies: dict[str, int]
     ) -> None:
         """Ask each of *runs* to stop, then wait for them all (grace, SIGKILL, zombie bound)."""
         for child, run in runs:
@@ -1485,7 +1493,7 @@ class Supervisor:
         for child, _ in runs:
             child.state = "terminated"
 
-    async def _await_stop(self, child: _Child, run: _Run, zombies: dict[str, int]) -> None:
+    async def _await_stop(self, child: _Child, run: ChildRun, zombies: dict[str, int]) -> None:
         grace = child.shutdown
         if not self._kill_immediately:
             with anyio.move_on_after(math.inf if grace is None else grace) as scope:
@@ -1505,7 +1513,7 @@ class Supervisor:
         if child.run is run:
             child.run = None
 
-    async def _wait_saying_why(self, child: _Child, run: _Run, grace: float | None) -> None:
+    async def _wait_saying_why(self, child: _Child, run: ChildRun, grace: float | None) -> None:
         """Wait for *run* to exit; a wait of over a second says what it waits for."""
         with anyio.move_on_after(_PATIENCE):
             await run.exited.wait()
@@ -1567,7 +1575,11 @@ class Supervisor:
             await owner.start_child(spec)
             return
         self._require_running()
-        if isinstance(spec, ChildSpec):
+        if isinstance(spec, Supervisor):
+            # Checked here, as a root checks its tree: it will not check itself.
+            spec._settings = self._settings_for(spec)
+            await anyio.to_thread.run_sync(spec._check_all)
+        else:
             await anyio.to_thread.run_sync(self._check_and_preload, spec)
             for ref in (*references(spec.args), *references(spec.kwargs or {})):
                 scope: Supervisor | None = self
