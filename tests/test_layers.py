@@ -42,6 +42,7 @@ PARENT_HALF = {
     "_process.launcher",
     "_process.forkserver",
     "_process.subreaper",
+    "_process.sampler",
 }
 #: How a child is started on one machine, heard and stopped (both halves, and what they
 #: share: the fork server's process, the CPython internals it relies on, captured output).
@@ -73,6 +74,7 @@ LEAVES = {
     "_runtime_config",
     "_platform",
     "ready",  # readiness conditions: new this batch, a leaf so far
+    "_ports",  # ports chosen by the supervisor: picked, and filled in
 }
 #: The child's bootstrap proper: what runs in the child around its target.
 CHILD_BOOTSTRAP = {"spawn", "_context"}

@@ -60,6 +60,6 @@ async def test_a_host_runs_a_childs_runs_one_after_the_other(host: ChildHost) ->
         await host.terminate(0)
     assert first["result"] == 3
     assert second["exitcode"] == 3
-    assert early["spawned"] == (first["pid"], os.getpid(), "node-1", "127.0.0.1")
+    assert early["spawned"] == (first["pid"], os.getpid(), "node-1", "127.0.0.1", {})
     assert early["started"] is True
     assert second["pid"] != first["pid"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,14 @@ class ChildContext:
     _send: Callable[[tuple[Any, ...]], None] = field(repr=False)
     _ready_sent: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # The watchdog: a beat moves the deadline (_expire_at(now + _watchdog),
+    # a timer the supervisor awaits), at most every _beat_every seconds; the
+    # next one is due at _next_beat: inf until armed (see _arm), and always
+    # without a watchdog.
+    _watchdog: float = field(default=math.inf, repr=False)
+    _beat_every: float = field(default=math.inf, repr=False)
+    _next_beat: float = field(default=math.inf, repr=False)
+    _expire_at: Callable[[float], None] | None = field(default=None, repr=False)
 
     def ready(self, value: Any = None) -> None:
         """Tell the supervisor this child is really serving now.
@@ -43,9 +53,47 @@ class ChildContext:
                 return
             self._ready_sent = True
         self._send(("ready", value))
+        self._arm()  # a child whose watchdog starts at its ready (or a beat more)
+
+    def heartbeat(self) -> None:
+        """Tell the supervisor this child is alive (for a child with a ``watchdog``).
+
+        A plain ``def`` child whose spec sets ``watchdog=`` calls it at
+        least that often once it is ready (an ``async def`` child beats by
+        itself while its event loop turns). Cheap enough for a hot loop:
+        while the last beat is recent (less than a quarter of the watchdog
+        ago) it reads the clock and returns, no system call; a beat itself
+        moves the deadline of a kernel timer the supervisor awaits (one
+        system call, which wakes nobody). Without a watchdog, and before
+        the child is ready, it does nothing more than read the clock. Any
+        thread may call it.
+        """
+        if _monotonic() >= self._next_beat:
+            self._beat()
+
+    def _beat(self) -> None:
+        """Beat now: the supervisor's deadline for this child moves to a watchdog from now."""
+        now = _monotonic()
+        self._next_beat = now + self._beat_every
+        if self._expire_at is not None:
+            self._expire_at(now + self._watchdog)
+
+    def _arm(self) -> None:
+        """Start the watchdog (at the child's start, or its ready): beat now, and from now on."""
+        if self._expire_at is not None:
+            self._beat()
+
+    def _beat_if_armed(self) -> None:
+        """Beat now, if the watchdog has started (an ``async def`` child's beat task)."""
+        if self._next_beat < math.inf:
+            self._beat()
 
 
 _current: ChildContext | None = None
+_monotonic = time.monotonic  # a global's lookup, not a module attribute's, in heartbeat()
+#: A beat is made at most every watchdog * BEAT_FRACTION seconds: three
+#: more chances before the deadline, for a child slowed by a busy machine.
+BEAT_FRACTION = 0.25
 
 
 def set_child_context(context: ChildContext) -> None:

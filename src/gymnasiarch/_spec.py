@@ -7,9 +7,11 @@ fails where it is written, before any process starts.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import os
 import random
+import re
 import shlex
 import signal
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +27,7 @@ ReadyKind = _ready.ReadyKind
 RestartType = Literal["permanent", "transient", "temporary"]
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 StartOrder = Literal["sequential", "parallel"]
-OutputMode = Literal["capture", "inherit"]
+OutputMode = Literal["capture", "inherit", "json"]
 AsyncBackend = Literal["asyncio", "trio"]
 StartMethod = Literal["forkserver", "spawn"]
 
@@ -231,6 +233,208 @@ def check_stop_signal(field: str, value: object, owner: str = "") -> signal.Sign
     raise FieldTypeError(field, f"expected a signal name like 'SIGINT', got {value!r}", owner)
 
 
+# Level names other logging libraries use, as the nearest stdlib level:
+# loguru's TRACE (5) and SUCCESS (25, good news rather than a warning), syslog's
+# NOTICE, ALERT and EMERG, zap's and logrus's PANIC.
+_LEVEL_ALIASES = {
+    "TRACE": logging.DEBUG,
+    "VERBOSE": logging.DEBUG,
+    "SUCCESS": logging.INFO,
+    "NOTICE": logging.INFO,
+    "ERR": logging.ERROR,
+    "CRIT": logging.CRITICAL,
+    "ALERT": logging.CRITICAL,
+    "EMERG": logging.CRITICAL,
+    "EMERGENCY": logging.CRITICAL,
+    "PANIC": logging.CRITICAL,
+    "DPANIC": logging.CRITICAL,
+}
+
+
+def level_number(value: object) -> int | None:
+    """The stdlib level number of *value*, or None if it names no level.
+
+    A name in any case (``"info"``, ``"WARN"``, a name given to
+    :func:`logging.addLevelName`; loguru's ``"TRACE"`` and ``"SUCCESS"`` as
+    DEBUG and INFO), or a number ``>= 0`` (also as a string of digits), taken
+    as a stdlib level: ``20`` is INFO.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if not isinstance(value, str):
+        return None
+    name = value.strip().upper()
+    if name.isdigit():
+        return int(name)
+    number = logging.getLevelNamesMapping().get(name)
+    return number if number is not None else _LEVEL_ALIASES.get(name)
+
+
+def check_level(field: str, value: object, owner: str = "") -> int:
+    """A level's number from a name (``"INFO"``, ``"info"``) or a number (``logging.INFO``)."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise FieldTypeError(
+            field, f"expected a level name like 'INFO' or a number, got {value!r}", owner
+        )
+    number = level_number(value)
+    if number is None:
+        raise FieldValueError(
+            field,
+            f"no such level: {value!r} (expected DEBUG, INFO, WARNING, ERROR, CRITICAL "
+            "or a number >= 0)",
+            owner,
+        )
+    return number
+
+
+#: Where ``output="json"`` looks for a record's fields in each line's object,
+#: where ``json_keys`` does not say: key paths, the first one found wins. No
+#: ``extra`` path: the object's other top-level fields are the extras.
+DEFAULT_JSON_KEYS: Mapping[str, tuple[str, ...]] = {
+    "level": ("level", "levelname", "severity"),
+    "message": ("message", "msg", "event"),
+    "time": ("time", "timestamp", "ts"),
+    "extra": (),
+}
+
+
+def check_json_keys(field: str, value: object, owner: str = "") -> dict[str, tuple[str, ...]]:
+    """*json_keys* as key paths per record field: a path, a list of them, or None for none.
+
+    Each error is a :class:`~gymnasiarch.exceptions.FieldError` naming the
+    field (``json_keys.level``): a key other than level, message, time and
+    extra, or a path that is not a non-empty dotted string.
+    """
+    if not isinstance(value, Mapping):
+        raise FieldTypeError(
+            field, f'expected a mapping like {{"level": "record.level.name"}}, got {value!r}', owner
+        )
+    checked: dict[str, tuple[str, ...]] = {}
+    for key, given in value.items():
+        where = f"{field}.{key}"
+        if key not in DEFAULT_JSON_KEYS:
+            known = ", ".join(DEFAULT_JSON_KEYS)
+            raise FieldValueError(where, f"unknown key {key!r} (known: {known})", owner)
+        paths = [] if given is None else [given] if isinstance(given, str) else given
+        if not isinstance(paths, Sequence) or isinstance(paths, bytes):
+            raise FieldTypeError(
+                where, f"expected a key path like 'record.message', got {given!r}", owner
+            )
+        for path in paths:
+            if not isinstance(path, str):
+                raise FieldTypeError(
+                    where, f"expected a key path like 'record.message', got {path!r}", owner
+                )
+            if "" in path.split("."):
+                raise FieldValueError(where, f"not a key path: {path!r}", owner)
+        if key == "extra" and len(paths) > 1:
+            raise FieldValueError(where, f"expected one key path, got {given!r}", owner)
+        checked[key] = tuple(paths)
+    return checked
+
+
+def json_key_paths(json_keys: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
+    """Every field's key paths: a spec's checked *json_keys* over :data:`DEFAULT_JSON_KEYS`."""
+    return {**DEFAULT_JSON_KEYS, **{key: tuple(paths) for key, paths in (json_keys or {}).items()}}
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?)(b?)", re.IGNORECASE)
+_SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+
+
+def parse_size(text: str) -> int:
+    """A number of bytes from a size such as ``"512MiB"``, ``"2GiB"``, ``"1.5G"`` or ``"100MB"``.
+
+    ``KiB``/``Ki``, ``MiB``/``Mi``, ``GiB``/``Gi``... are powers of 1024;
+    ``KB``, ``MB``, ``GB``... powers of 1000; a bare ``K``, ``M``, ``G``,
+    ``T``, ``P`` is a power of 1024, as systemd's ``MemoryMax=`` and
+    ``docker --memory`` read it. Letters may be in either case; ``B`` or
+    no unit is bytes. Fractions are rounded down to whole bytes.
+
+    Raises:
+        ValueError: *text* is not such a size.
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"expected a size like '512MiB', '2GiB' or '1.5G', got {text!r}")
+    number, prefix, binary, byte = match.groups()
+    if binary and not prefix:
+        raise ValueError(f"expected a size like '512MiB', '2GiB' or '1.5G', got {text!r}")
+    base = 1000 if (byte and prefix and not binary) else 1024
+    return int(float(number) * base ** _SIZE_POWERS[prefix.lower()])
+
+
+def format_size(size: float) -> str:
+    """A number of bytes for people: ``"512 MiB"``, ``"1.5 GiB"``, ``"812 B"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            whole = unit == "B" or size == int(size)
+            return f"{size:.0f} {unit}" if whole else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} PiB"  # pragma: no cover - the loop returns
+
+
+def check_size(field: str, value: object, owner: str = "") -> int:
+    """A positive number of bytes from an int or a size text (see :func:`parse_size`)."""
+    if isinstance(value, str):
+        try:
+            size = parse_size(value)
+        except ValueError as error:
+            raise FieldValueError(field, str(error), owner) from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        raise FieldTypeError(
+            field, f"expected a size (bytes as an int, or a text like '2GiB'), got {value!r}", owner
+        )
+    if size <= 0:
+        raise FieldValueError(field, f"expected a size above 0 bytes, got {value!r}", owner)
+    return size
+
+
+#: The keys of ``ChildSpec.limits``: what each sets in the child (see docs/supervising.md).
+LIMIT_KEYS = ("memory", "open_files", "cpu_seconds", "core_dumps")
+
+
+def check_limits(limits: object, owner: str = "") -> dict[str, int | bool]:
+    """A copy of a child's *limits* with sizes in bytes and seconds whole (rounded up).
+
+    Raises:
+        FieldTypeError: Not a mapping, or a value of the wrong type.
+        FieldValueError: An unknown key, or a value out of range; the
+            field is named ``limits.<key>``.
+    """
+    if not isinstance(limits, Mapping):
+        raise FieldTypeError("limits", f"expected a mapping, got {limits!r}", owner)
+    checked: dict[str, int | bool] = {}
+    for key, value in limits.items():
+        field = f"limits.{key}"
+        if key == "memory":
+            checked[key] = check_size(field, value, owner)
+        elif key == "core_dumps":
+            check_bool(field, value, owner)
+            checked[key] = bool(value)
+        elif key in ("open_files", "cpu_seconds"):
+            whole = key == "open_files"
+            kinds: tuple[type, ...] = (int,) if whole else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                what = "a whole number" if whole else "a number of seconds"
+                raise FieldTypeError(field, f"expected {what}, got {value!r}", owner)
+            number = float(value)  # type: ignore[arg-type]  # an int or a float, checked above
+            if not math.isfinite(number) or number <= 0:
+                raise FieldValueError(field, f"expected a number above 0, got {value!r}", owner)
+            checked[key] = math.ceil(number)  # RLIMIT_CPU counts whole seconds
+        else:
+            raise FieldValueError(
+                field, f"unknown limit {key!r} (known: {', '.join(LIMIT_KEYS)})", owner
+            )
+    return checked
+
+
 @dataclass(frozen=True)
 class ChildSpec:
     """What to run in one supervised child process, and how to treat its end.
@@ -261,7 +465,10 @@ class ChildSpec:
             stderr into a record of the logger ``gymnasiarch.child.<name>``
             (stdout at INFO, stderr at WARNING) and keeps the last lines of
             stderr for the error report; ``"inherit"`` lets the child write
-            to the supervisor's own stdout and stderr.
+            to the supervisor's own stdout and stderr; ``"json"`` captures
+            too, and a line that is a JSON object becomes a record with the
+            level, message, time and extra fields found in it (see
+            *json_keys*); any other line stays a plain one.
         placement: Where the child may run, for a backend that places
             children on a cluster (:class:`~gymnasiarch.ray_backend.RayBackend`):
             ``num_cpus``, ``num_gpus``, ``memory`` (bytes), ``resources``
@@ -303,6 +510,55 @@ class ChildSpec:
             the budget. Its failures still count. Not in OTP, where every
             restart counts. Only a permanent child restarts after a normal
             end, so it applies to permanent children only.
+        ports: For a *command*: names of TCP ports the supervisor picks for
+            it (``["api"]``): a free port of 127.0.0.1 each, picked at the
+            child's first start and kept across its restarts. ``{api}`` in
+            *command*, in the values of *env* and in *ready*
+            (``ready.Port("{api}")``, a ``Path`` or a ``Line``) is replaced
+            by the port; other text in braces is left as it is. The ports
+            show in the child's :class:`~gymnasiarch.ChildInfo` and are its
+            ready value (``{"api": 40123}``; ``FromReady("sim", key="api")``
+            passes one to a sibling).
+        limits: Resource limits the kernel enforces in the child, set
+            (``setrlimit``) before its target runs or its program is
+            exec'd, and inherited by its subprocesses: ``memory`` (a size:
+            bytes, or ``"512MiB"``, ``"2GiB"``; ``RLIMIT_DATA``, see
+            docs/supervising.md), ``open_files`` (``RLIMIT_NOFILE``),
+            ``cpu_seconds`` (``RLIMIT_CPU``: SIGXCPU once used up) and
+            ``core_dumps`` (``False``: ``RLIMIT_CORE`` 0). A Python child
+            over its memory gets :class:`MemoryError`.
+        max_memory: A ceiling on the resident memory (RSS) of the child's
+            process group, as a size: sampled by the supervisor (every
+            second); a child found over it is stopped (its stop signal, its
+            *shutdown* grace, SIGKILL) and its end is abnormal, a
+            :class:`~gymnasiarch.exceptions.ChildOverLimitError`.
+        stdout_level: The level of a plain line of captured stdout: a name
+            in any case (``"INFO"``, ``"debug"``) or a number
+            (``logging.INFO``, the default).
+        stderr_level: The same for stderr (default WARNING). Many programs
+            log everything to stderr: ``stderr_level="INFO"``.
+        json_keys: With ``output="json"``: where a line's object holds the
+            record's ``level``, ``message`` and ``time`` (each a key path,
+            dotted for nested objects, or a list of paths tried in turn, or
+            None for none), and ``extra``, the path of an object whose fields
+            become the record's extras (by default the object's other
+            top-level fields). For loguru's ``serialize=True``:
+            ``{"level": "record.level.name", "message": "record.message",
+            "time": "record.time.timestamp", "extra": "record.extra"}``.
+            Keys not given keep their defaults (``level``/``levelname``/
+            ``severity``, ``message``/``msg``/``event``, ``time``/
+            ``timestamp``/``ts``); see "Output" in docs/programs.md.
+        watchdog: Seconds (> 0) within which the child must show it is
+            alive, again and again, once it is ready (or, without a
+            *ready_timeout*, once its target runs): a plain ``def`` target
+            calls ``child_context().heartbeat()``, an ``async def`` one
+            beats by itself while its event loop turns, a program sends
+            sd_notify ``WATCHDOG=1`` (it needs ``ready=Notify()``; it finds
+            ``WATCHDOG_USEC`` in its environment). A child that misses its
+            deadline is hung: its threads' stacks are dumped to its stderr,
+            its process group is killed, and its end is a
+            :class:`~gymnasiarch.exceptions.ChildHungError`, restarted like
+            a crash. ``None`` (the default): no watchdog, no cost.
     """
 
     name: str
@@ -322,11 +578,19 @@ class ChildSpec:
     ready: ReadyKind | None = None
     stop_signal: signal.Signals | str | int = signal.SIGTERM
     count_normal_exits: bool = True
+    ports: Sequence[str] = ()
+    limits: Mapping[str, Any] | None = field(default=None, hash=False)
+    max_memory: int | str | None = None
+    stdout_level: int | str = logging.INFO
+    stderr_level: int | str = logging.WARNING
+    json_keys: Mapping[str, str | Sequence[str] | None] | None = field(default=None, hash=False)
+    watchdog: float | None = None
 
     def __post_init__(self) -> None:
         check_name("name", self.name, "ChildSpec")
         where = f"child {self.name!r}"  # each error below is a FieldError naming its field
         self._check_program(where)
+        self._check_ports(where)
         if isinstance(self.target, str):
             check_dotted_path("target", self.target, where)
         elif self.target is not None and not callable(self.target):
@@ -362,11 +626,44 @@ class ChildSpec:
                 where,
             )
         check_seconds("ready_timeout", self.ready_timeout, allow_none=True, owner=where)
-        check_choice("output", self.output, OUTPUT_MODES, where)
+        self._check_output(where)
         if self.placement is not None:
             object.__setattr__(self, "placement", check_placement(where, self.placement))
         if self.async_backend is not None:
             check_async_backend("async_backend", self.async_backend, where)
+        self._check_watchdog(where)
+        if self.limits is not None:
+            object.__setattr__(self, "limits", check_limits(self.limits, where))
+        if self.max_memory is not None:
+            object.__setattr__(self, "max_memory", check_size("max_memory", self.max_memory, where))
+
+    def _check_watchdog(self, where: str) -> None:
+        """*watchdog*: seconds > 0 or None; a program needs a way to beat (sd_notify)."""
+        value = self.watchdog
+        if value is None:
+            return
+        check_seconds("watchdog", value, allow_none=False, owner=where)
+        if not 0 < value < math.inf:
+            raise FieldValueError(
+                "watchdog", f"expected a number of seconds > 0, or None, got {value!r}", where
+            )
+        if self.command is not None and not isinstance(self.ready, _ready.Notify):
+            raise FieldValueError(
+                "watchdog",
+                "a program beats with sd_notify WATCHDOG=1: it needs ready=Notify()",
+                where,
+            )
+
+    def _check_output(self, where: str) -> None:
+        """Check *output* and what reads it: the levels of plain lines, *json_keys*."""
+        check_choice("output", self.output, OUTPUT_MODES, where)
+        for name in ("stdout_level", "stderr_level"):
+            object.__setattr__(self, name, check_level(name, getattr(self, name), where))
+        if self.json_keys is not None:
+            if self.output != "json":
+                raise FieldValueError("json_keys", 'applies only to output="json"', where)
+            keys = check_json_keys("json_keys", self.json_keys, where)
+            object.__setattr__(self, "json_keys", keys)
 
     def _check_program(self, where: str) -> None:
         """Check the fields of a program child (*command* and what only it may have)."""
@@ -398,19 +695,56 @@ class ChildSpec:
                 f"Path(...), Line(...)), got {self.ready!r}",
                 where,
             )
-        if isinstance(self.ready, _ready.Port) and isinstance(self.ready.port, str):
+        if isinstance(self.ready, _ready.Line) and self.output == "inherit":
             raise FieldValueError(
                 "ready",
-                f"a port chosen by the supervisor is not supported yet: {self.ready!r}",
+                'ready=Line(...) reads the output: it needs output="capture" (or "json")',
                 where,
-            )
-        if isinstance(self.ready, _ready.Line) and self.output != "capture":
-            raise FieldValueError(
-                "ready", 'ready=Line(...) reads the output: it needs output="capture"', where
             )
         object.__setattr__(
             self, "stop_signal", check_stop_signal("stop_signal", self.stop_signal, where)
         )
+
+    def _check_ports(self, where: str) -> None:
+        """Check *ports* (names, for a program only) and the placeholder of a ``ready.Port``."""
+        ports = self.ports
+        if isinstance(ports, str | bytes) or not isinstance(ports, Sequence):
+            raise FieldTypeError("ports", f"expected a list of names, got {ports!r}", where)
+        seen: set[str] = set()
+        for name in ports:
+            if not isinstance(name, str):
+                raise FieldTypeError("ports", f"expected names (strings), got {name!r}", where)
+            if _PORT_NAME.fullmatch(name) is None:
+                raise FieldValueError(
+                    "ports",
+                    f"a port's name must be an identifier like 'api' (it is written "
+                    f"'{{api}}' where the port goes), got {name!r}",
+                    where,
+                )
+            if name in seen:
+                raise FieldValueError("ports", f"duplicate port name {name!r}", where)
+            seen.add(name)
+        if ports and self.command is None:
+            raise FieldValueError(
+                "ports",
+                "applies only to a child with a command (a Python child binds port 0 "
+                "itself and announces it with child_context().ready(value))",
+                where,
+            )
+        object.__setattr__(self, "ports", tuple(ports))
+        wanted = self.ready.placeholder if isinstance(self.ready, _ready.Port) else None
+        if wanted is not None and wanted not in seen:
+            declared = ", ".join(repr(n) for n in ports) or "none"
+            raise FieldValueError(
+                "ready",
+                f"{self.ready!r}: {{{wanted}}} is not one of the child's ports "
+                f"(declared: {declared}); add {wanted!r} to ports",
+                where,
+            )
+
+
+#: What a port of ``ChildSpec.ports`` may be called: what a ``{name}`` placeholder holds.
+_PORT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)

@@ -158,20 +158,32 @@ def _control_command(options: argparse.Namespace) -> int:
 def _status_table(children: list[dict[str, Any]]) -> None:
     # A program's sd_notify STATUS gets a column where any child has one.
     statuses = any(child.get("status") for child in children)
-    head = ("child", "pid", "state", "uptime", "restarts", "crashes", "last exit")
-    rows: list[tuple[str, ...]] = [(*head, "status") if statuses else head]
+    # So do the ports the supervisor picked for programs: api=40123.
+    ports = any(child.get("ports") for child in children)
+    from gymnasiarch._spec import format_size  # noqa: PLC0415 - fast --help
+
+    head: tuple[str, ...] = ("child", "pid", "state", "uptime", "restarts", "crashes")
+    head = (*head, "memory", "cpu", "last exit")
+    head = (*head, "status") if statuses else head
+    rows: list[tuple[str, ...]] = [(*head, "ports") if ports else head]
     for child in children:
         uptime = child.get("uptime")
-        row = (
+        row: tuple[str, ...] = (
             str(child.get("name")),
             str(child.get("pid") or "-"),
             str(child.get("state")),
             _duration(uptime) if isinstance(uptime, int | float) else "-",
             str(child.get("restarts")),
             str(child.get("crashes", "-")),
+            # Resident memory and CPU time of its process group, read at the request.
+            format_size(memory) if isinstance(memory := child.get("memory"), int) else "-",
+            _duration(cpu) if isinstance(cpu := child.get("cpu_seconds"), int | float) else "-",
             str(child.get("last_exit") or "-"),
         )
-        rows.append((*row, str(child.get("status") or "-")) if statuses else row)
+        row = (*row, str(child.get("status") or "-")) if statuses else row
+        named = child.get("ports") or {}
+        text = ",".join(f"{name}={port}" for name, port in named.items()) or "-"
+        rows.append((*row, text) if ports else row)
     _print_table(rows, sys.stdout)
 
 

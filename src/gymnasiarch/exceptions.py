@@ -13,7 +13,10 @@ The hierarchy::
     │   ├── DeadChildrenRisingAsZombiesError  children survived shutdown or SIGKILL
     │   ├── SignalInterruptError           SIGINT/SIGTERM/SIGHUP stopped the tree
     │   ├── TasksNotFinishedError          tasks outlived their stop deadline
-    │   └── ResultNotSentError             a child's return value could not be sent back
+    │   ├── ResultNotSentError             a child's return value could not be sent back
+    │   ├── ChildEndedError                a child awaited with wait_ready() ended for good
+    │   ├── ChildOverLimitError            a child went over its max_memory and was stopped
+    │   └── ChildHungError                 a child missed its watchdog deadline (hung)
     ├── InitializationFailedError         a child could not be constructed or started
     ├── ExperimentSetupFailedError
     ├── ExperimentAlreadyRunningError
@@ -56,6 +59,9 @@ from typing import Any
 __all__ = [
     "AgentConductorFailedError",
     "BrainMuscleConnectionFailedError",
+    "ChildEndedError",
+    "ChildHungError",
+    "ChildOverLimitError",
     "DeadChildrenRisingAsZombiesError",
     "EnvConductorFailedError",
     "EnvironmentHasNoUIDError",
@@ -411,6 +417,144 @@ class ResultNotSentError(SupervisionError):
         if self.type_name is not None:
             details.append(f"cannot pickle {self.type_name}")
         return details
+
+
+class ChildOverLimitError(SupervisionError):
+    """A child's resident memory went over its ``max_memory``, and it was stopped.
+
+    The supervisor samples the resident memory of each child's process
+    group (the child and its subprocesses) at a stated interval; a child
+    found over its ceiling is stopped as a supervisor stops any child (its
+    stop signal, its ``shutdown`` grace, SIGKILL) and its end counts as
+    abnormal: it is restarted as its restart type says and counts toward
+    the restart intensity. A supervisor that gives up raises
+    :class:`PrematureTaskDeathError` with this error as its ``__cause__``.
+
+    Attributes:
+        limit: The name of the limit (``"max_memory"``).
+        limit_bytes: The ceiling, in bytes.
+        measured: The resident memory measured, in bytes.
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        limit: str | None = None,
+        limit_bytes: int | None = None,
+        measured: int | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(*args, **fields)
+        self.limit = limit
+        self.limit_bytes = limit_bytes
+        self.measured = measured
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            **super()._fields(),
+            "limit": self.limit,
+            "limit_bytes": self.limit_bytes,
+            "measured": self.measured,
+        }
+
+
+def _our_helper_thread(frames: list[str]) -> bool:
+    """Whether a dumped thread is one of gymnasiarch's own in the child (not its main thread)."""
+    ours = any("/gymnasiarch/_" in frame for frame in frames)
+    return ours and not any(" in child_main" in frame for frame in frames)
+
+
+class ChildHungError(SupervisionError):
+    """A child missed its watchdog deadline: it was hung, and was killed.
+
+    A child whose spec sets ``watchdog=`` must show it is alive at least
+    that often (``child_context().heartbeat()``, an ``async def`` child's
+    turning event loop, a program's sd_notify ``WATCHDOG=1``). One that does
+    not is asked for a dump of every thread's stack and killed with its
+    process group; its end is abnormal, handled by its restart type and the
+    strategy like any crash, and counted toward the restart intensity. A
+    supervisor that gives up raises :class:`PrematureTaskDeathError` with
+    this error as its ``__cause__``. Its text ends with where each thread
+    was stuck (:meth:`stuck_at`).
+
+    Attributes:
+        seconds: Seconds since the child's last beat when it was found hung.
+        watchdog: The child's watchdog period, in seconds.
+        stack: The dump of every thread's stack (``faulthandler``'s text,
+            each frame followed by its source line where the file could be
+            read), or ``None``: a program child, a child whose output is not
+            captured (``output="inherit"``: the dump went to the
+            supervisor's own stderr), or one that did not answer in time.
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        seconds: float | None = None,
+        watchdog: float | None = None,
+        stack: str | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(*args, **fields)
+        self.seconds = seconds
+        self.watchdog = watchdog
+        self.stack = stack
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            **super()._fields(),
+            "seconds": self.seconds,
+            "watchdog": self.watchdog,
+            "stack": self.stack,
+        }
+
+    def stuck_at(self) -> list[str]:
+        """Where each thread was stuck: its top frame (with its source line), one per thread.
+
+        The threads gymnasiarch itself runs in a child (its log client's)
+        are left out: they wait where they always wait. :attr:`stack` has
+        them all.
+        """
+        threads: list[tuple[str, list[str]]] = []
+        lines = (self.stack or "").splitlines()
+        for number, line in enumerate(lines):
+            if line.startswith(("Current thread ", "Thread ")):
+                threads.append((line.split(" (most recent call first)")[0], []))
+            elif line.startswith("  File ") and threads:
+                frame = line.strip()
+                following = lines[number + 1] if number + 1 < len(lines) else ""
+                if following.startswith("    "):  # its source line (see the process layer)
+                    frame = f"{frame}: {following.strip()}"
+                threads[-1][1].append(frame)
+        return [
+            f"{thread}: {frames[0]}"
+            for thread, frames in threads
+            if frames and not _our_helper_thread(frames)
+        ]
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        stuck = self.stuck_at()
+        if not stuck:
+            return text
+        return "\n".join([text, "stuck at:", *(f"  {where}" for where in stuck)])
+
+
+class ChildEndedError(SupervisionError):
+    """The child awaited with ``Supervisor.wait_ready()`` ended for good: it will not be ready.
+
+    Raised to a waiter when no run of the child follows: its supervisor gave
+    up (on it or on a sibling), it ended and its restart type does not
+    restart it (a temporary child, a transient one that ended normally), it
+    was stopped with ``terminate_child()``, or the tree stopped. A child
+    between a crash and its restart is not ended: the waiter waits for the
+    restarted run, as it does while a nested supervisor it is in is
+    restarted by its parent.
+
+    :attr:`child` is the child's path, :attr:`exitcode` and :attr:`signum`
+    say how its last run ended (where it ran), and ``__cause__`` is the
+    supervisor's own error where it gave up.
+    """
 
 
 class FieldError(GymnasiarchError):

@@ -39,6 +39,7 @@ import pickle
 import re
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -51,6 +52,7 @@ from gymnasiarch._backends.ray_host import ChildHost, by_value_if_needed
 from gymnasiarch._backends.wakeup import Wakeup
 from gymnasiarch.exceptions import InitializationFailedError
 from gymnasiarch.logserver import LogServer, LogTicket
+from gymnasiarch.ready import Notify
 
 __all__ = ["RayBackend", "RayChildRun"]
 
@@ -63,6 +65,13 @@ _HANDLING_ORDER = ("spawned", "started", "ready", "run")
 _CONNECT_TIMEOUT = 5.0
 #: Seconds a child may wait for Ray to place its actor before we say so.
 _PLACEMENT_PATIENCE = 10.0
+#: Seconds a child's memory and CPU time (``ChildInfo.memory``,
+#: ``cpu_seconds``), read on its node, are shown before a row asks its
+#: actor for new ones (in the background: :meth:`RayChildRun.usage`).
+USAGE_REFRESH = 1.0
+#: Seconds after which a figure fetched from the node is not shown any
+#: more (None): nobody asked for a row in that time.
+USAGE_SHOWN_FOR = 30.0
 
 # Ray binds its daemons to the node address it finds; with this set before
 # Ray is imported, a local cluster uses (and listens on) loopback only.
@@ -191,6 +200,14 @@ class RayBackend:
 
     prepare_before_signals = True  # ray.init replaces the SIGTERM handler
     resolves_targets_here = False  # the workers may have code we have not
+    #: Runs command children (programs) too, under their actors, and
+    #: checks their readiness on their nodes (:meth:`RayChildRun.program_ready`).
+    runs_programs = True
+    checks_program_ready = True
+    #: A program's ``ports=`` are picked by its actor, free on its node (not
+    #: on the driver's machine), at its first start, and asked for again at
+    #: its restarts (:func:`~gymnasiarch._ports.pick_node_ports`).
+    picks_program_ports = True
 
     def __init__(
         self,
@@ -281,6 +298,13 @@ class RayBackend:
                 f"child {launch.name!r}: a child on a Ray cluster cannot reach a log "
                 "server on a Unix socket; give the supervisor a TCP LogServer, or none"
             )
+        if launch.node_ports is not None and "host" in launch.node_ports:
+            if ticket is not None:
+                ticket.revoke()
+            raise InitializationFailedError(
+                f"child {launch.name!r}: on a Ray cluster, a port cannot be named 'host': "
+                "its ready value {'host': address, <name>: port, ...} has that key already"
+            )
         relay = None
         try:
             if ticket is not None and capture_output:
@@ -357,7 +381,13 @@ class RayChildRun(ChildRun):
             this machine's signals reach).
         placement: The placement it asked Ray for.
         number: Which run of its actor this is (0 for a new actor's first).
+        node_ip: The address of that node, once known.
+        ports: The ports its actor picked on that node for a program's
+            ``ports=`` (empty for none), once known.
     """
+
+    #: A program's readiness is checked by its actor, on its node.
+    checks_program_ready = True
 
     def __init__(
         self,
@@ -376,7 +406,15 @@ class RayChildRun(ChildRun):
         self.pid: int | None = None
         self.host_pid: int | None = None
         self.node: str | None = None
+        self.node_ip: str | None = None
         self.on_this_machine = False
+        self.ports: dict[str, int] = {}
+        # The last usage figure fetched from the node: (when, figure), and
+        # whether a fetch is under way (see usage()); set from Ray's thread.
+        self._usage: tuple[float, tuple[int, float] | None] | None = None
+        self._usage_asked = False
+        self._usage_fetched = threading.Event()  # each fetch's end (for tests)
+        self._follows_notify = False  # a program with ready=Notify: its STATUS is followed
         self._actor = actor
         self._ray = ray
         self._ticket = ticket
@@ -395,6 +433,7 @@ class RayChildRun(ChildRun):
     def submit(self, launch: Launch, relay_config: dict[str, Any] | None) -> None:
         """Ask the actor to run the child, and to tell when it has spawned, started, is ready."""
         actor, number = self._actor, self.number
+        self._follows_notify = launch.command is not None and isinstance(launch.ready, Notify)
         self._refs = {
             "run": actor.run.remote(number, launch, relay_config, relay_config is not None),
             "spawned": actor.spawned.remote(number),
@@ -409,7 +448,11 @@ class RayChildRun(ChildRun):
         with anyio.CancelScope(shield=True) as self._watch_scope:
             task_status.started()
             try:
-                await self._follow()
+                async with anyio.create_task_group() as group:
+                    if self._follows_notify:
+                        group.start_soon(self._follow_notify_status)
+                    await self._follow()
+                    group.cancel_scope.cancel()
                 await self._wait_for_the_last_words()
             finally:
                 self._release()
@@ -425,6 +468,10 @@ class RayChildRun(ChildRun):
             patience: float | None = _PLACEMENT_PATIENCE
             while futures:
                 for key in [k for k in _HANDLING_ORDER if k in futures and futures[k].done()]:
+                    if key in ("started", "ready") and "spawned" in futures:
+                        # Ray may deliver the replies out of order: the pid,
+                        # the node and the ports are known before the start.
+                        continue
                     self._handle(key, futures.pop(key))
                 if "run" not in futures:
                     return
@@ -456,13 +503,20 @@ class RayChildRun(ChildRun):
                 if payload.get("ready") and not self.ready.is_set():
                     self.ready_value = payload.get("ready_value")
                     self.ready.set()
+                if self._follows_notify and self.on_notify_status is not None:
+                    self.on_notify_status(payload.get("notify_status"))  # its last word
             self.status = self._status(payload, error)
         elif error is not None:
             return  # the run's own future says what happened
         elif key == "spawned":
-            self.pid, self.host_pid, self.node, node_ip = future.result()
+            self.pid, self.host_pid, self.node, node_ip, ports = future.result()
+            self.node_ip = node_ip
             self.on_this_machine = node_ip == self._ray.util.get_node_ip_address()
             self._spawned = True
+            if ports:
+                self.ports = ports
+                if self.on_ports is not None:
+                    self.on_ports(ports)
         elif key == "started" and future.result():
             self.started.set()
         elif key == "ready":
@@ -527,6 +581,107 @@ class RayChildRun(ChildRun):
         if self._ray.is_initialized():
             with contextlib.suppress(Exception):  # Ray may be shutting down already
                 self._ray.kill(self._actor, no_restart=True)
+
+    # -- a program's readiness, on its node -------------------------------------------
+
+    async def program_ready(self, kind: Any) -> Any:
+        """Have the actor wait, on the program's node, until the program shows *kind*.
+
+        The actor makes the program's notify socket, watches its group's
+        listening sockets, the path, or its output lines, there. The value
+        is what was found, as on one machine, but for a ``Port``:
+        ``{"host": address, "port": port}``, with the address the driver
+        reaches it at (the node's, for a socket bound to the wildcard).
+
+        Should the check itself fail on the node (it cannot read the
+        node's socket tables, say), that is logged, and the wait goes on
+        until the child's ``ready_timeout`` ends it, as a miss.
+
+        Raises:
+            ProcessLookupError: The program ended before it was ready, or
+                its actor is gone (the run's exit says how).
+        """
+        try:
+            ok, value = await _result_of(self._actor.program_ready.remote(self.number, kind))
+        except self._ray.exceptions.RayTaskError as error:
+            # Its traceback, from the node, is in Ray's text of the error.
+            logger.warning(
+                "child %r: its readiness check (%r) failed on its node: %s",
+                self.name,
+                kind,
+                getattr(error, "cause", None) or error,
+            )
+            await anyio.sleep_forever()
+        except self._ray.exceptions.RayError as error:
+            raise ProcessLookupError(f"child {self.name!r}: its actor is gone") from error
+        if not ok:
+            raise ProcessLookupError(f"child {self.name!r} ended before it was ready")
+        return value
+
+    def published_ports(self, ports: Mapping[str, int]) -> dict[str, Any]:
+        """``{"host": node address, <name>: port, ...}``: where the driver reaches the program.
+
+        The address is the node's as Ray knows it, as for a ``ready.Port``
+        bound to the wildcard: the program is to listen there (or on the
+        wildcard) to be reached from other machines.
+        """
+        return {"host": self.node_ip, **ports}
+
+    def usage(self) -> tuple[int, float] | None:
+        """The last resident bytes and CPU seconds of the child's group fetched from its node.
+
+        Never a blocking call (rows are made synchronously): it returns the
+        last figure fetched, and when that is older than :data:`USAGE_REFRESH`
+        seconds, asks the actor for a new one in the background, for the next
+        row. None before the first fetch has answered, once the figure is older
+        than :data:`USAGE_SHOWN_FOR` seconds, and once the run is over. So
+        the actor is asked only while someone looks (``gymnasiarch status``,
+        its live view), at most once per :data:`USAGE_REFRESH` seconds.
+        """
+        if self.exited.is_set() or not self._spawned or self.pid is None:
+            return None
+        now = time.monotonic()
+        last = self._usage
+        if (last is None or now - last[0] >= USAGE_REFRESH) and not self._usage_asked:
+            self._fetch_usage()
+        if last is None or now - last[0] > USAGE_SHOWN_FOR:
+            return None
+        return last[1]
+
+    def _fetch_usage(self) -> None:
+        if not self._ray.is_initialized():
+            return  # a call now would make Ray start a new cluster of its own
+        self._usage_asked = True
+        self._usage_fetched.clear()
+        try:
+            future = self._actor.usage.remote(self.number).future()
+        except Exception:  # the actor is gone: the run's end says so
+            self._usage_asked = False
+            return
+
+        def took(done: Future[Any]) -> None:  # in Ray's thread
+            figure = done.result() if done.exception() is None else None
+            self._usage = (time.monotonic(), figure)
+            self._usage_asked = False
+            self._usage_fetched.set()
+
+        future.add_done_callback(took)
+
+    async def _follow_notify_status(self) -> None:
+        """Hand each STATUS the program sends on to :attr:`on_notify_status`, while it runs."""
+        known: str | None = None
+        running = True
+        while running:
+            try:
+                status, running = await _result_of(
+                    self._actor.notify_status.remote(self.number, known)
+                )
+            except Exception:
+                return  # the actor is gone: the run's own end says so
+            if status != known:
+                known = status
+                if self.on_notify_status is not None:
+                    self.on_notify_status(status)
 
     # -- the actor, across runs -------------------------------------------------------
 
@@ -621,7 +776,19 @@ def _status_from_payload(payload: dict[str, Any]) -> ExitStatus:
         pid=payload["pid"],
         output=payload["output"],
         result_error=_load(payload.get("result_error")),
+        start_error=_load(payload.get("start_error")),
+        over_limit=_load(payload.get("over_limit")),
     )
+
+
+async def _result_of(ref: Any) -> Any:
+    """The result of a Ray call, awaited without blocking the event loop (it raises Ray's error)."""
+    future = ref.future()
+    with Wakeup() as wakeup:
+        future.add_done_callback(wakeup.ring)
+        while not future.done():
+            await wakeup.wait()
+    return future.result()
 
 
 def _load(blob: bytes | None) -> Any:

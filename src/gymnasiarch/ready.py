@@ -68,7 +68,7 @@ _T = TypeVar("_T")
 _FIRST_LOOK = 0.001
 _LAST_LOOK = 0.05
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _UNIX_PATH_MAX = 108  # sizeof(sockaddr_un.sun_path), the terminating NUL included
 
 
@@ -117,7 +117,7 @@ class Port:
     def __post_init__(self) -> None:
         port = self.port
         if isinstance(port, str):
-            if _PLACEHOLDER.fullmatch(port) is None:
+            if PLACEHOLDER.fullmatch(port) is None:
                 raise FieldValueError(
                     "port",
                     f"expected a number or a placeholder like '{{api}}', got {port!r}",
@@ -142,7 +142,7 @@ class Port:
     def placeholder(self) -> str | None:
         """The name in a ``"{name}"`` port, or None for a port number."""
         if isinstance(self.port, str):
-            match = _PLACEHOLDER.fullmatch(self.port)
+            match = PLACEHOLDER.fullmatch(self.port)
             return match.group(1) if match else None
         return None
 

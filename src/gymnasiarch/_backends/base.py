@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import anyio
 from anyio.abc import TaskStatus
 
-from gymnasiarch.exceptions import InitializationFailedError, ResultNotSentError
+from gymnasiarch.exceptions import (
+    ChildHungError,
+    ChildOverLimitError,
+    InitializationFailedError,
+    ResultNotSentError,
+)
 
 if TYPE_CHECKING:
     from gymnasiarch.logserver import LogServer, LogTicket
@@ -70,6 +75,40 @@ class Launch:
     cwd: str | None = None
     #: For a *command*: the signal that asks it to stop.
     stop_signal: int = 15
+    #: The child's watchdog period in seconds (None: no watchdog): the run
+    #: is hung when it does not beat that often (see ``_process.run``).
+    watchdog: float | None = None
+    #: Whether the watchdog starts at the child's ready (or first beat),
+    #: rather than when its target starts: a child with a ``ready_timeout``,
+    #: a program (armed by its sd_notify ``READY=1``).
+    watchdog_from_ready: bool = False
+    #: With a watchdog, for a Python child: the timer whose deadline its
+    #: beats move (the process layer's ``timerfd``, as an ``_output.InheritedFd``).
+    beats: Any = None
+    #: For a *command*: its ready kind (a ``gymnasiarch.ready`` value), for a
+    #: backend whose runs check it where the program runs
+    #: (:attr:`ChildRun.checks_program_ready`): a ``Notify`` socket must be
+    #: there before the program starts, a ``Line`` matcher fed from its first line.
+    ready: Any = None
+    #: The level of a plain line of captured stdout (INFO), and of stderr (WARNING).
+    stdout_level: int = 20
+    stderr_level: int = 30
+    #: With ``output="json"``: the key paths of a JSON line's level, message,
+    #: time and extras (``_spec.json_key_paths``); None: every line is plain.
+    json_keys: dict[str, tuple[str, ...]] | None = None
+    #: Resource limits to set in the child before its target or program
+    #: starts (``ChildSpec.limits``, checked: sizes in bytes).
+    limits: dict[str, int | bool] | None = None
+    #: A ceiling on the resident bytes of the child's process group, sampled
+    #: where the child runs (``ChildSpec.max_memory``); and the grace between
+    #: the stop signal and SIGKILL when the child is stopped for it.
+    max_memory: int | None = None
+    shutdown: float | None = 5.0
+    #: For a *command* whose ``ports=`` its backend picks where it runs
+    #: (``picks_program_ports``): each name and the port it had (0: none
+    #: yet, pick one); its command, env and ready keep their placeholders,
+    #: filled there. None: no ports, or filled in by the supervisor already.
+    node_ports: dict[str, int] | None = None
 
 
 def target_module(target: object) -> str | None:
@@ -137,6 +176,8 @@ class ExitStatus:
         start_error: Set when a program child's program could not be
             exec'd (not found, not executable, its ``cwd`` gone): a start
             failure that a restart would repeat, not a crash.
+        over_limit: Set when the child was stopped for going over its
+            ``max_memory``: an abnormal end, whatever its exit code.
     """
 
     exitcode: int | None
@@ -149,6 +190,7 @@ class ExitStatus:
     lost: str | None = None
     result_error: ResultNotSentError | None = None
     start_error: InitializationFailedError | None = None
+    over_limit: ChildOverLimitError | None = None
 
     @property
     def normal(self) -> bool:
@@ -158,14 +200,21 @@ class ExitStatus:
             and self.error is None
             and self.result_error is None
             and self.start_error is None
+            and self.over_limit is None
         )
 
-    def describe(self) -> str:
+    def describe(self) -> str:  # noqa: PLR0911 - one return per way a run ends
         """A short human text: ``exit code 3``, ``signal SIGKILL``, ``raised ValueError``."""
         if self.lost is not None:
             return f"lost with its host: {self.lost}"
+        if self.over_limit is not None:
+            return f"stopped over its limit: {self.over_limit.args[0]}"
         if self.start_error is not None:
             return str(self.start_error)
+        if isinstance(self.error, ChildHungError):  # "hung: ...", and where it was stuck
+            stuck = self.error.stuck_at()
+            where = f"; stuck at {'; '.join(stuck)}" if stuck else ""
+            return f"{self.error.args[0] if self.error.args else 'hung'}{where}"
         if self.error is not None:
             return f"raised {type(self.error).__name__}: {self.error}"
         if self.result_error is not None:
@@ -232,6 +281,12 @@ class ChildRun(abc.ABC):
         #: Called with each line of captured output, where the backend
         #: captures it here (a program's ``ready=Line``); set before watch().
         self.on_output_line: Callable[[str], object] | None = None
+        #: Called with each sd_notify ``STATUS`` a program sends, where the
+        #: run checks readiness itself (:attr:`checks_program_ready`).
+        self.on_notify_status: Callable[[str | None], object] | None = None
+        #: Called with a program's ports once its run picked them where it
+        #: runs (:attr:`Launch.node_ports`), before :attr:`started` is set.
+        self.on_ports: Callable[[dict[str, int]], object] | None = None
 
     @abc.abstractmethod
     async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -254,6 +309,30 @@ class ChildRun(abc.ABC):
     def abandon(self) -> None:
         """Stop following a child that would not go away (it is reported as a zombie)."""
 
+    def beat(self) -> None:  # noqa: B027 - a default: a run without a watchdog ignores it
+        """The child showed from outside that it is alive (a program's sd_notify ``WATCHDOG=1``).
+
+        Moves the run's watchdog deadline (and, before the first, starts
+        it: the supervisor calls it at a program's ``READY=1`` too). A
+        Python child's own beats reach its run directly; by default nothing.
+        """
+
+    def usage(self) -> tuple[int, float] | None:
+        """Resident bytes and CPU seconds of the child's process group, read now; None if unknown.
+
+        By default unknown: a run whose child is not a process of this
+        machine (a nested supervisor, a child on another node).
+        """
+        return None
+
+    def published_ports(self, ports: Mapping[str, int]) -> dict[str, Any]:
+        """The ready value of a program with ``ports=``: where to reach it, by name.
+
+        On this machine, the ports as they are (``{"api": 40123}``); a run
+        on another node adds the address the driver reaches it at (``"host"``).
+        """
+        return dict(ports)
+
     def retire(self) -> None:  # noqa: B027 - a default: most runs keep nothing
         """After the run: the supervisor will not start its child again from it.
 
@@ -261,6 +340,27 @@ class ChildRun(abc.ABC):
         (:meth:`Backend.start`'s *previous*) frees it now; by default
         nothing is kept.
         """
+
+    #: Whether this run checks its program's ready kind itself, where the
+    #: program runs (:meth:`program_ready`): a run on another machine, whose
+    #: process group, notify socket, paths and output are there. Otherwise
+    #: (a local process) the supervisor checks it on this machine.
+    checks_program_ready: bool = False
+
+    async def program_ready(self, kind: Any) -> Any:
+        """Wait until the program shows *kind*; what was found (the ready value).
+
+        For a run with :attr:`checks_program_ready` only. *kind* is the
+        child's ``gymnasiarch.ready`` value, its placeholders substituted.
+        The supervisor races the wait against the run's exit, its stop and
+        the child's ``ready_timeout``; the notify ``STATUS`` lines that come
+        while the program runs go to :attr:`on_notify_status`.
+
+        Raises:
+            ProcessLookupError: The program ended before it was ready (its
+                exit, reported in a moment, says how).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not check readiness itself")
 
 
 # -- where runs run -----------------------------------------------------------------
@@ -284,8 +384,11 @@ class Backend(Protocol):
             children run where other code may be installed says False.
 
     A backend may also say ``runs_programs = True``: it runs command
-    children (programs) on this machine, where the supervisor checks their
-    readiness. Without it, a tree with a command child fails to start.
+    children (programs). Their readiness is checked by the supervisor on
+    this machine, or, where the backend says ``checks_program_ready = True``
+    (its programs run elsewhere), by each run where its program runs
+    (:meth:`ChildRun.program_ready`). Without ``runs_programs``, a tree with
+    a command child fails to start.
     """
 
     prepare_before_signals: bool

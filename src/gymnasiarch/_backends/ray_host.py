@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib
+import ipaddress
 import logging
 import os
 import pickle
@@ -35,12 +36,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from gymnasiarch import _ports
 from gymnasiarch._backends.base import ExitStatus, Launch, first_of, target_module
 
 if TYPE_CHECKING:
     from gymnasiarch._process.forkserver import SharedForkServer
     from gymnasiarch._process.run import ChildProcess
     from gymnasiarch._wire.logclient import LogClientHandler
+    from gymnasiarch.ready import LineMatcher, NotifyMessage, NotifySocket
 
 # What hosting a child takes (~8 ms of imports), imported in a thread from
 # the actor's creation on: its first call needs them, as soon as Ray
@@ -106,6 +109,10 @@ def _status_payload(status: ExitStatus, log_connected: bool) -> dict[str, Any]:
         "log_connected": log_connected,
         # ResultNotSentError pickles (it carries only names and text).
         "result_error": pickle.dumps(status.result_error) if status.result_error else None,
+        # A program that could not be exec'd on its node (InitializationFailedError pickles).
+        "start_error": pickle.dumps(status.start_error) if status.start_error else None,
+        # A ChildOverLimitError (max_memory, sampled here on the child's node) pickles too.
+        "over_limit": pickle.dumps(status.over_limit) if status.over_limit else None,
     }
 
 
@@ -116,6 +123,29 @@ class _HostedRun:
         self.child: ChildProcess | None = None
         self.spawned = anyio.Event()  # the child was started (or could not be)
         self.relayed = False  # whether the output relay connected to the log server
+        # A program's readiness, checked here, on its node: its ready=Line
+        # matcher (fed by the output pump), and for ready=Notify, READY=1
+        # (with the STATUS as it came) and the last STATUS, which
+        # notify_status() reports as it changes.
+        self.line_matcher: LineMatcher | None = None
+        self.notify_ready = anyio.Event()
+        self.notify_ready_status: str | None = None
+        self.notify_status: str | None = None
+        self.notify_changed = anyio.Event()
+        # A program's ports=, picked on this node (Launch.node_ports).
+        self.ports: dict[str, int] = {}
+
+    def note(self, message: NotifyMessage, status: str | None) -> None:
+        """Take one sd_notify message of the program (*status*: its socket's last STATUS)."""
+        if (message.watchdog or message.ready) and self.child is not None:
+            self.child.beat()  # its watchdog's deadline, kept here on its node
+        if message.ready and not self.notify_ready.is_set():
+            self.notify_ready_status = status
+            self.notify_ready.set()
+        if status != self.notify_status:
+            self.notify_status = status
+            self.notify_changed.set()
+            self.notify_changed = anyio.Event()
 
 
 class ChildHost:
@@ -159,15 +189,28 @@ class ChildHost:
                 hosted.relayed = True
 
             handler = _relay_output(launch.name, relay, on_connect=connected)
+        notify = None
         try:
             try:
+                if launch.node_ports is not None:
+                    hosted.ports = _ports.pick_node_ports(launch.node_ports)
+                    launch = with_ports(launch, hosted.ports)
+                if launch.command is not None:
+                    launch, notify = _with_notify_socket(launch)
                 child = await _start_child(launch, capture_output)
             finally:
                 hosted.spawned.set()
             hosted.child = child
-            await child.watch()
+            if launch.command is not None:
+                hosted.line_matcher = _line_matcher(launch, child)
+            if notify is None:
+                await child.watch()
+            else:
+                await _watch_notifying(child, notify, hosted)
             assert child.status is not None
         finally:
+            if notify is not None:
+                notify.close()
             if handler is not None:
                 await _end_relay(launch.name, handler)
         return {
@@ -176,13 +219,25 @@ class ChildHost:
             "started": child.started.is_set(),
             "ready": child.ready.is_set(),
             "ready_value": child.ready_value,
+            "notify_status": hosted.notify_status,
         }
 
-    async def spawned(self, number: int) -> tuple[int | None, int, str, str]:
-        """The child's pid (None if it could not be started), ours, this node's id and address."""
+    async def spawned(self, number: int) -> tuple[int | None, int, str, str, dict[str, int]]:
+        """The child's pid (None if it could not be started), ours, this node's id and address.
+
+        Then the ports picked here for its program (``{}`` for none).
+        """
         child = await self._spawned_child(number)
+        hosted = self._run(number)
         node_id, node_ip = _node()
-        return (child.pid if child else None), os.getpid(), node_id, node_ip
+        ports = dict(hosted.ports) if hosted is not None else {}
+        return (child.pid if child else None), os.getpid(), node_id, node_ip, ports
+
+    async def usage(self, number: int) -> tuple[int, float] | None:
+        """Resident bytes and CPU seconds of run *number*'s process group, read now (or None)."""
+        hosted = self._run(number)
+        child = hosted.child if hosted is not None else None
+        return child.usage() if child is not None else None
 
     async def started(self, number: int) -> bool:
         """Wait until the child's target runs; False if it ended first."""
@@ -192,6 +247,53 @@ class ChildHost:
         """Wait until the child said it is ready, and with what; (False, None) if it ended."""
         child = await self._first(number, lambda child: child.ready)
         return (True, child.ready_value) if child is not None else (False, None)
+
+    async def program_ready(self, number: int, kind: Any) -> tuple[bool, Any]:
+        """Wait until run *number*'s program shows *kind* here; (True, what was found).
+
+        (False, None) if the program ended first, or could not be started.
+        *kind* is a ``gymnasiarch.ready`` value, its placeholders
+        substituted. What is found is as on one machine (the path, the
+        matching text, the STATUS sent with READY=1), but for a port:
+        ``{"host": address, "port": port}``, the address at which the driver
+        reaches it (this node's, for a socket bound to the wildcard).
+        """
+        child = await self._spawned_child(number)
+        hosted = self._run(number)
+        if child is None or hosted is None:
+            return False, None
+        kind = _ports.fill_ready(
+            kind, hosted.ports
+        )  # the driver did not know the ports picked here
+        found: list[Any] = []
+        seen = anyio.Event()
+
+        async def look() -> None:
+            try:
+                found.append(await _look_for(kind, child, hosted))
+            except ProcessLookupError:
+                return  # the leader exited before it listened: child.exited follows
+            seen.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(look)
+            await first_of(seen, child.exited)
+            group.cancel_scope.cancel()
+        return (True, found[0]) if seen.is_set() else (False, None)
+
+    async def notify_status(self, number: int, known: str | None) -> tuple[str | None, bool]:
+        """Run *number*'s program's last sd_notify STATUS, once it differs from *known*.
+
+        Returns at once if it does, else when it changes or the program
+        ends; the flag says whether the program still runs (whether to ask again).
+        """
+        child = await self._spawned_child(number)
+        hosted = self._run(number)
+        if child is None or hosted is None:
+            return known, False
+        if hosted.notify_status == known and not child.exited.is_set():
+            await first_of(hosted.notify_changed, child.exited)
+        return hosted.notify_status, not child.exited.is_set()
 
     async def terminate(self, number: int) -> None:
         """SIGTERM the child's process group."""
@@ -264,9 +366,109 @@ async def _start_child(launch: Launch, capture_output: bool) -> ChildProcess:
             launch.name,
             error,
         )
+    if launch.command is not None:
+        # A program runs in this actor's environment, not the driver's.
+        launch = dataclasses.replace(launch, environ=dict(os.environ))
     return await ChildProcess.start(
         launch, "spawn", capture_output=capture_output, main_module=False
     )
+
+
+def _with_notify_socket(launch: Launch) -> tuple[Launch, NotifySocket | None]:
+    """A program's launch with ``NOTIFY_SOCKET`` set to a socket of this node, where it has one.
+
+    For ``ready=Notify()`` only: the socket is made before the program
+    starts (it may send READY=1 from its first instruction on), in a private
+    directory of this node, and is the run's until it ends.
+    """
+    from gymnasiarch import ready  # noqa: PLC0415 - a leaf; only programs need it
+
+    if not isinstance(launch.ready, ready.Notify):
+        return launch, None
+    notify = ready.NotifySocket()
+    env = {**(launch.env or {}), "NOTIFY_SOCKET": notify.path}
+    return dataclasses.replace(launch, env=env), notify
+
+
+def _line_matcher(launch: Launch, child: ChildProcess) -> LineMatcher | None:
+    """For ``ready=Line``: a matcher fed each line of the program's output (set before watch)."""
+    from gymnasiarch import ready  # noqa: PLC0415 - a leaf; only programs need it
+
+    if not isinstance(launch.ready, ready.Line):
+        return None
+    matcher = ready.LineMatcher(launch.ready)
+    child.on_output_line = matcher.feed
+    return matcher
+
+
+async def _watch_notifying(child: ChildProcess, notify: NotifySocket, hosted: _HostedRun) -> None:
+    """Follow *child* to its end, reading its sd_notify messages meanwhile."""
+    assert child.pid is not None
+    notify.believe(child.pid)  # the program leads its own group
+
+    async def listen() -> None:
+        async for message in notify:
+            hosted.note(message, notify.status)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(listen)
+        await child.watch()
+        group.cancel_scope.cancel()
+    # What it said just before its end (a last STATUS) is queued still:
+    # read it without waiting for more.
+    with anyio.move_on_after(0):
+        while True:
+            hosted.note(await notify.receive(), notify.status)
+
+
+async def _look_for(kind: Any, child: ChildProcess, hosted: _HostedRun) -> Any:
+    """What *kind* finds for *child*'s program on this node (see ChildHost.program_ready).
+
+    Raises:
+        ProcessLookupError: The program's leader exited before it listened.
+    """
+    from gymnasiarch import ready  # noqa: PLC0415 - a leaf; only programs need it
+
+    if isinstance(kind, ready.Port):
+        assert child.pid is not None
+        listener = await ready.wait_port(kind, child.pid)
+        return {"host": published_host(listener.host, _node()[1]), "port": listener.port}
+    if isinstance(kind, ready.Path):
+        return await ready.wait_path(kind)
+    if isinstance(kind, ready.Line):
+        if hosted.line_matcher is None:
+            # Its matcher is made with the launch, to be fed from the first line.
+            raise ValueError(f"ready={kind!r} was not in the program's launch")
+        return (await hosted.line_matcher.wait()).group(0)
+    if isinstance(kind, ready.Notify):
+        await hosted.notify_ready.wait()
+        return hosted.notify_ready_status
+    raise TypeError(f"not a ready kind: {kind!r}")
+
+
+def with_ports(launch: Launch, ports: dict[str, int]) -> Launch:
+    """*launch* with the ports picked on this node filled into its command, env and ready."""
+    command = None if launch.command is None else _ports.fill_command(launch.command, ports)
+    return dataclasses.replace(
+        launch,
+        command=command,
+        env=_ports.fill_env(launch.env, ports),
+        ready=_ports.fill_ready(launch.ready, ports),
+        node_ports=None,
+    )
+
+
+def published_host(bound: str, node_ip: str) -> str:
+    """The address to publish for a socket bound to *bound*, on the node at *node_ip*.
+
+    A socket bound to the wildcard (``0.0.0.0``, ``::``) is reached at the
+    node's address, which the driver and the other nodes reach; one bound
+    to a given address at that address (``::ffff:10.0.0.5`` as ``10.0.0.5``).
+    """
+    address = ipaddress.ip_address(bound)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return node_ip if address.is_unspecified else str(address)
 
 
 def _relay_output(

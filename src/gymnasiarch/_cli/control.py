@@ -164,6 +164,9 @@ def status_rows(supervisor: Supervisor) -> list[dict[str, Any]]:
             "crashes": info.crashes,
             "last_exit": info.last_exit.describe() if info.last_exit else None,
             "status": info.notify_status,  # a program's last sd_notify STATUS
+            "memory": info.memory,  # resident bytes of its group, read now
+            "cpu_seconds": info.cpu_seconds,
+            "ports": info.ports,  # a program's ports picked by the supervisor
         }
         for info in supervisor.walk()
     ]

@@ -25,6 +25,16 @@ _STATE_COLOURS = {
 _RESET = "\x1b[0m"
 
 
+def _usage(row: dict[str, Any]) -> str:
+    """A running child's resident memory and CPU time, as read at this redraw ("" if unknown)."""
+    memory, cpu = row.get("memory"), row.get("cpu_seconds")
+    if not isinstance(memory, int) or not isinstance(cpu, int | float):
+        return ""
+    from gymnasiarch._spec import format_size  # noqa: PLC0415 - a leaf, loaded by now
+
+    return f"{format_size(memory):>10} {cpu:7.1f}s cpu  "
+
+
 class LiveStatus:
     """A text stream for the log handler, with the status block kept under it."""
 
@@ -57,7 +67,11 @@ class LiveStatus:
     # -- the block -------------------------------------------------------------------
 
     def update(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Show *rows* (name, state, pid, restarts, crashes, last exit) as the block."""
+        """Show *rows* (name, state, pid, memory, cpu, restarts, crashes, last exit).
+
+        Memory and CPU time are as read for these rows: the block is made
+        anew at each lifecycle event, not on a timer (nothing polls).
+        """
         width = max((len(str(row["name"])) for row in rows), default=0)
         # A line wider than the terminal would wrap, and the erase would miss it.
         columns = shutil.get_terminal_size().columns - 1
@@ -65,11 +79,12 @@ class LiveStatus:
         for row in rows:
             state = str(row["state"])
             pid = f"pid {row['pid']}" if row.get("pid") else ""
+            usage = _usage(row)
             last = f"last: {row['last_exit']}" if row.get("last_exit") else ""
             name = str(row["name"]).ljust(width)
             crashes = f"crashes {row['crashes']:<3}  " if row.get("crashes") else ""
             counts = f"restarts {row['restarts']:<3}  {crashes}"
-            plain = f"  {name}  {state:<10}  {pid:<10}  {counts}{last}"
+            plain = f"  {name}  {state:<10}  {pid:<10}  {usage}{counts}{last}"
             plain = plain.rstrip()[:columns]
             colour = _STATE_COLOURS.get(state, "")
             head = f"  {name}  "

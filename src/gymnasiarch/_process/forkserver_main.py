@@ -393,6 +393,12 @@ def main(
         # requesters' (see forkserver.SharedForkServer); it ends when the
         # server and its last child have gone.
         cpython.ensure_tracker_running()
+        # The subreaper of its children's orphans (a program's setsid
+        # daemon on a Ray node): they stay within reach of the actor that
+        # stops them (subreaper.escapees' adopter), and are reaped by _reap.
+        if _platform.LINUX:
+            with contextlib.suppress(OSError):
+                _platform.set_child_subreaper(True)
     # Children share the preloaded objects' pages: keep the collector from
     # writing to them (its bookkeeping would copy every page it touches).
     gc.freeze()

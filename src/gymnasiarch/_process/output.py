@@ -3,7 +3,10 @@
 The parent makes two pipes per run; the child puts their write ends on its
 file descriptors 1 and 2 before anything else runs, so even a child that
 dies while importing its target is heard. Each line becomes a record of the
-logger ``gymnasiarch.child.<name>`` (stdout at INFO, stderr at WARNING), and
+logger ``gymnasiarch.child.<name>`` (stdout at INFO, stderr at WARNING, or
+the spec's ``stdout_level`` and ``stderr_level``; with ``output="json"``, a
+line that is a JSON object gives its record the level, message, time and
+extras it holds: :class:`JsonLines`), and
 the last lines of stderr are kept for the error report of that child; of a
 ``faulthandler`` dump (a native crash: every child has faulthandler on, see
 :func:`enable_crash_dumps`), its header and the top frames of each thread are
@@ -19,16 +22,22 @@ import collections
 import contextlib
 import faulthandler
 import io
+import json
 import logging
+import math
 import os
+import re
+import signal
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import anyio
 
 from gymnasiarch import _platform
 from gymnasiarch._process import cpython
+from gymnasiarch._spec import level_number
 
 TAIL_LINES = 20
 #: At most this many lines of a faulthandler dump's start are kept besides the tail:
@@ -39,7 +48,6 @@ _DUMP_HEADER = "Fatal Python error: "
 _DUMP_THREADS = ("Current thread ", "Thread ", "Stack (most recent call first)")
 MAX_LINE = 64 * 1024  # bytes: a longer line is cut into records of this size
 _READ_SIZE = 65536
-_LEVELS = {"stdout": logging.INFO, "stderr": logging.WARNING}
 
 
 class InheritedFd:
@@ -81,6 +89,32 @@ def enable_crash_dumps() -> None:
         faulthandler.enable(file=2, all_threads=True)
 
 
+#: The signal that asks a child with a watchdog for its threads' stacks (see
+#: :func:`enable_stack_dumps`): SIGUSR2, which nothing else of ours uses.
+DUMP_SIGNAL = signal.SIGUSR2
+#: At most this many lines of a hung child's stack dump are kept.
+HUNG_DUMP_LINES = 1000
+
+
+def enable_stack_dumps() -> None:
+    """In a child with a watchdog: :data:`DUMP_SIGNAL` dumps its threads' stacks, and ends it.
+
+    The dump goes to fd 2, the captured stderr (the supervisor's own
+    stderr under ``output="inherit"``).
+
+    ``faulthandler`` writes the dump from its C signal handler, so it comes
+    even from a child stuck in C code that holds the GIL. With
+    ``chain=True`` the handler then calls the signal's previous action, its
+    default (terminate): the child ends right after the last line of its
+    dump, so the supervisor knows the dump is whole when the process is
+    gone (an event it already awaits), without guessing at a quiet pipe.
+    A target that installs its own SIGUSR2 handler gives the dump up (the
+    supervisor kills a hung child all the same, a moment later).
+    """
+    with contextlib.suppress(ValueError, OSError, RuntimeError):  # no fd 2
+        faulthandler.register(DUMP_SIGNAL, file=2, all_threads=True, chain=True)
+
+
 def seal_descriptors() -> None:
     """In the child: make every descriptor above stderr close-on-exec.
 
@@ -110,16 +144,153 @@ def output_logger(name: str) -> logging.Logger:
     return logging.getLogger(f"gymnasiarch.child.{name}")
 
 
+# What a record already has, or what a renderer shows from it (structlog's
+# event, level, logger, timestamp...: the names the log wire keeps extras off
+# too): a JSON field of such a name goes on the record as json_<name>.
+_TAKEN = (
+    frozenset(logging.makeLogRecord({}).__dict__)
+    | frozenset(dir(logging.LogRecord))
+    | {"message", "asctime", "child", "stream", "taskName"}
+    | {"event", "level", "logger", "logger_name", "timestamp", "exception", "stack"}
+)
+_NOT_A_NAME = re.compile(r"\W")
+_MISSING: Any = object()
+# An epoch time above this is in milliseconds (pino's); in seconds it would be the year 5138.
+_MILLISECONDS = 1e11
+
+
+class JsonLine(NamedTuple):
+    """What :meth:`JsonLines.read` found in a line: None where it found nothing usable."""
+
+    level: int | None
+    message: str | None
+    created: float | None
+    extra: dict[str, Any]
+
+
+class JsonLines:
+    """How ``output="json"`` reads a line: where its level, message, time and extras are.
+
+    *keys* maps ``level``, ``message`` and ``time`` to key paths
+    (``"record.level.name"``: dotted for nested objects), tried in turn: the
+    first one whose value can be used wins. A path is first looked up as one
+    key (a flat ``"log.level"``), then part by part. ``extra`` is the path of
+    an object whose fields become the record's extras; without one (or where
+    a line has no object there), the object's top-level fields other than
+    those used for level, message and time are. A field whose name a
+    record already has (``name``, ``msg``, ``created``, ``process``..., and
+    ``child``, ``stream``, ``level``, ``event``, ``logger``, ``timestamp``,
+    ``exception``), that starts with ``_`` or is not a Python name goes on
+    the record as ``json_<name>`` (non-name characters as ``_``); should
+    that name be taken by a field too, the field of that name wins.
+    """
+
+    def __init__(self, keys: Mapping[str, Sequence[str]]) -> None:
+        self._level = tuple(keys.get("level", ()))
+        self._message = tuple(keys.get("message", ()))
+        self._time = tuple(keys.get("time", ()))
+        extra = tuple(keys.get("extra", ()))
+        self._extra = extra[0] if extra else None
+
+    def read(self, line: str) -> JsonLine | None:
+        """What *line* holds, or None if it is not a JSON object (a plain line, then)."""
+        if not line.lstrip().startswith("{"):  # most plain lines, without a parse
+            return None
+        try:
+            found = json.loads(line)
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to read
+            return None
+        if not isinstance(found, dict):
+            return None
+        used: set[str] = set()  # top-level keys taken for the level, message or time
+        level = _first(found, self._level, level_number, used)
+        message = _first(found, self._message, _text, used)
+        created = _first(found, self._time, _epoch, used)
+        fields, _ = _lookup(found, self._extra) if self._extra is not None else (None, None)
+        if not isinstance(fields, dict):  # no extra path, or a line of another shape
+            fields = {key: value for key, value in found.items() if key not in used}
+        extra: dict[str, Any] = {}
+        for key, value in fields.items():
+            if key.isidentifier() and not key.startswith("_") and key not in _TAKEN:
+                extra[key] = value
+            else:
+                extra.setdefault("json_" + _NOT_A_NAME.sub("_", key), value)
+        return JsonLine(level, message, created, extra)
+
+
+def _lookup(found: dict[str, Any], path: str) -> tuple[Any, str | None]:
+    """The value at *path* (or _MISSING), and its top-level key if it is one of *found*'s own."""
+    if path in found:
+        return found[path], path
+    value: Any = found
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING, None
+        value = value[part]
+    return value, None
+
+
+def _first(
+    found: dict[str, Any], paths: Sequence[str], convert: Callable[[Any], Any], used: set[str]
+) -> Any:
+    """The first value at one of *paths* that *convert* makes something of (not None)."""
+    for path in paths:
+        value, key = _lookup(found, path)
+        if value is _MISSING or (result := convert(value)) is None:
+            continue
+        if key is not None:
+            used.add(key)
+        return result
+    return None
+
+
+def _text(value: object) -> str | None:
+    """A message: a string as it is, other values as JSON; None (null) is none."""
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _epoch(value: object) -> float | None:
+    """Seconds since the epoch from a number (milliseconds where that large) or ISO 8601."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            try:  # a time without an offset is local time
+                return datetime.fromisoformat(text).timestamp()
+            except (ValueError, OverflowError, OSError):  # not a time; year 1 in local time
+                return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return value / 1000 if value > _MILLISECONDS else float(value)
+
+
 class OutputCapture:
     """The parent's ends of one child run's stdout and stderr pipes."""
 
-    def __init__(self, name: str, path: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: str | None = None,
+        *,
+        stdout_level: int = logging.INFO,
+        stderr_level: int = logging.WARNING,
+        json_keys: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.logger = output_logger(name)
         self.name = path or name  # records are tagged with the child's path in the tree
+        self._levels = {"stdout": stdout_level, "stderr": stderr_level}  # of a plain line
+        self._json = JsonLines(json_keys) if json_keys is not None else None
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._lines = 0  # stderr lines so far
         self._dump: list[tuple[int, str]] = []  # (line number, line) of a dump's start
         self._dump_frames: int | None = None  # frames kept of the thread, while in a dump
+        #: Once made a list: the stderr lines from then on (a hung child's stack dump).
+        self.recorded: list[str] | None = None
         self._read_fds: dict[str, int] = {}
         self._write_fds: list[int] = []
         #: Called with each line, stdout's and stderr's (a program's ready=Line).
@@ -181,18 +352,30 @@ class OutputCapture:
             self.tail.append(line)
             self._note_dump(line)
             self._lines += 1
-        level = _LEVELS[stream]
+            if self.recorded is not None and len(self.recorded) < HUNG_DUMP_LINES:
+                self.recorded.append(line)
+        level, message, created = self._levels[stream], line, None
+        extra = {"child": self.name, "stream": stream}
+        if self._json is not None and (found := self._json.read(line)) is not None:
+            level = level if found.level is None else found.level
+            message = line if found.message is None else found.message
+            created = found.created
+            extra = {**found.extra, **extra}  # no field is named child or stream: see _TAKEN
         if self.logger.isEnabledFor(level):
             record = self.logger.makeRecord(
                 self.logger.name,
                 level,
                 "(child output)",
                 0,
-                line,
+                message,
                 (),
                 None,
-                extra={"child": self.name, "stream": stream},
+                extra=extra,
             )
+            if created is not None:  # when the program says it logged the line
+                record.relativeCreated += (created - record.created) * 1000
+                record.created = created
+                record.msecs = (created - int(created)) * 1000
             self.logger.handle(record)
 
     def _note_dump(self, line: str) -> None:

@@ -14,11 +14,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import linecache
 import logging
 import multiprocessing
 import os
 import pickle
+import re
 import signal
+import time
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,7 @@ from gymnasiarch._backends.base import (
     ChildRun,
     ExitStatus,
     Launch,
+    RemoteTraceback,
     StartMethod,
     rebuild_error,
 )
@@ -38,16 +42,25 @@ from gymnasiarch._process import cpython
 from gymnasiarch._process.child import child_main
 from gymnasiarch._process.forkserver import SERVER, Requester
 from gymnasiarch._process.launcher import Started, start_forkserver, start_spawn
-from gymnasiarch._process.output import InheritedFd, OutputCapture
+from gymnasiarch._process.output import DUMP_SIGNAL, InheritedFd, OutputCapture
+from gymnasiarch._process.sampler import Ceiling, enforce
 from gymnasiarch._process.subreaper import (
     Escapees,
     boot_ticks,
     children,
     escapees,
+    nothing_escaped,
     reap_pidfd,
     reap_strays,
+    stat,
 )
-from gymnasiarch.exceptions import InitializationFailedError, ResultNotSentError
+from gymnasiarch._spec import format_size
+from gymnasiarch.exceptions import (
+    ChildHungError,
+    ChildOverLimitError,
+    InitializationFailedError,
+    ResultNotSentError,
+)
 
 if TYPE_CHECKING:
     from gymnasiarch.logserver import LogTicket
@@ -84,6 +97,10 @@ PRELOAD = [
 #: Seconds a child's escaped daemons have, after SIGTERM, to end on their own
 #: once the child has exited, before they are SIGKILLed.
 ESCAPEE_GRACE = 1.0
+#: Seconds a hung Python child has to write its stack dump (it ends itself
+#: right after it, see output.enable_stack_dumps) before it is SIGKILLed.
+DUMP_WAIT = 0.05
+_FRAME = re.compile(r'  File "(?P<file>.+)", line (?P<line>\d+) in ')
 #: The pids of this process's children that run now (never a child's escapee).
 _LIVE: set[int] = set()
 
@@ -110,6 +127,19 @@ def library_helper_pids() -> set[int]:
     return {pid for pid in found if pid is not None}
 
 
+def _adopter(pid: int, method: str, fork_server: Requester) -> int | None:
+    """Where the orphans of child *pid* go, where that is not us (see subreaper.escapees).
+
+    A shared fork server's child (on a Ray node) has that server for its
+    parent, a subreaper: read now, while the child runs. None for our own
+    children and our own server's (orphaned, they come to us).
+    """
+    if method != "forkserver" or fork_server is SERVER:
+        return None
+    info = stat(pid)
+    return info.ppid if info is not None else None
+
+
 def reap_our_strays() -> None:
     """Reap the zombies that are gymnasiarch's by construction (see _subreaper.reap_strays)."""
     reap_strays({*_LIVE, *_helpers()})
@@ -126,6 +156,78 @@ def _status_from_code(code: int | None) -> tuple[int | None, int | None]:
     if code < 0:
         return None, -code
     return code, None
+
+
+class WatchdogTimer:
+    """A run's watchdog deadline: one kernel timer, moved by each beat of the child's.
+
+    A ``timerfd`` on ``CLOCK_MONOTONIC`` (the clock of ``time.monotonic()``,
+    one for every process of a machine). A Python child holds the
+    descriptor too (handed over as the output pipes are, so it works
+    through the fork server) and moves the deadline itself at each beat;
+    a program's beats (sd_notify) are moved here (:meth:`ChildProcess.beat`).
+    The supervisor awaits the descriptor: it becomes readable only once the
+    deadline passed without a beat. Empty (no descriptor) until :meth:`attach`.
+    """
+
+    def __init__(self) -> None:
+        self.fd = -1
+
+    def attach(self, launch: Launch) -> Launch:
+        """Make the timer where *launch* has a watchdog; *launch*, handing it to a Python child."""
+        if launch.watchdog is None:
+            return launch
+        self.fd = _platform.timerfd_create()
+        if launch.command is not None:
+            return launch  # a program's beats come by sd_notify, to us
+        return dataclasses.replace(launch, beats=InheritedFd(self.fd))
+
+    def expire_at(self, when: float) -> None:
+        """Move the deadline to *when* (``time.monotonic()`` seconds)."""
+        if self.fd >= 0:
+            _platform.timerfd_expire_at(self.fd, when)
+
+    async def expired(self) -> None:
+        """Return once the deadline has passed without a beat (the timer's expiry is read)."""
+        while True:
+            await anyio.wait_readable(self.fd)
+            try:
+                os.read(self.fd, 8)
+            except BlockingIOError:
+                continue  # a beat moved the deadline between the wake-up and the read
+            return
+
+    def close(self) -> None:
+        """Close the descriptor."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _with_source_lines(lines: list[str]) -> str | None:
+    """A faulthandler dump with each frame's source line under it, as a traceback shows it.
+
+    faulthandler names only the file, line and function (it runs in a
+    signal handler); the line's text says what the thread was doing
+    (``time.sleep(30)``, ``lock.acquire()``). Read here, in the process
+    that started the child, which has the same files. Lines before the
+    dump's first thread are the child's own output, left out.
+    """
+    start = next(
+        (i for i, line in enumerate(lines) if line.startswith(("Current thread ", "Thread "))),
+        None,
+    )
+    if start is None:
+        return None
+    shown: list[str] = []
+    for line in lines[start:]:
+        shown.append(line)
+        frame = _FRAME.match(line)
+        if frame is not None:
+            source = linecache.getline(frame["file"], int(frame["line"])).strip()
+            if source:
+                shown.append(f"    {source}")
+    return "\n".join(shown).rstrip()
 
 
 def _zombie_exit_code(pid: int) -> int | None:
@@ -149,6 +251,13 @@ class ChildProcess(ChildRun):
     only reader of the child's pidfd and channel) and stop the child with
     :meth:`terminate` / :meth:`kill`, waiting on :attr:`exited`.
     """
+
+    # The watchdog (Launch.watchdog): its period, its timer, and how late
+    # the child was once found hung.
+    _watchdog: float | None = None
+    _timer: WatchdogTimer | None = None
+    _hung: tuple[float, float] | None = None
+    _dumps_stacks = False  # a Python child: it dumps its stacks on DUMP_SIGNAL
 
     def __init__(
         self,
@@ -178,6 +287,11 @@ class ChildProcess(ChildRun):
         # is about to exec (then the channel's EOF, its close-on-exec end
         # gone, says the exec succeeded: see child_main).
         self._stop_signal = signal.SIGTERM
+        # max_memory: the ceiling, the grace of a stop for it, and what was
+        # measured when the child was found over it (see _keep_under_ceiling).
+        self._max_memory: int | None = None
+        self._grace: float | None = 5.0
+        self._over_limit: ChildOverLimitError | None = None
         self._exec_pending = False
         self._zombie_code: int | None = None  # the exit code, read before the fork server reaps
         self._watch_scope: anyio.CancelScope | None = None
@@ -187,6 +301,9 @@ class ChildProcess(ChildRun):
         self._escapees = Escapees()
         self._title_name = name  # what its title says: gymnasiarch[<path in the tree>]
         self._start_ticks = boot_ticks() - 1
+        # Where the child's orphans go, where that is not us: the shared fork
+        # server of a Ray node, a subreaper (see subreaper.escapees).
+        self._adopter: int | None = None
         _LIVE.add(self.pid)
 
     @classmethod
@@ -214,10 +331,22 @@ class ChildProcess(ChildRun):
         """
         context: Any = multiprocessing.get_context(method)
         path = ticket.name if ticket is not None else None
-        output = OutputCapture(launch.name, path) if capture_output else None
+        output = (
+            OutputCapture(
+                launch.name,
+                path,
+                stdout_level=launch.stdout_level,
+                stderr_level=launch.stderr_level,
+                json_keys=launch.json_keys,
+            )
+            if capture_output
+            else None
+        )
         reader: Connection | None = None
         writer: Connection | None = None
+        timer = WatchdogTimer()
         try:
+            launch = timer.attach(launch)
             if output is not None:
                 launch = dataclasses.replace(launch, output=output.child_ends())
             else:
@@ -237,8 +366,13 @@ class ChildProcess(ChildRun):
                 started = start_spawn(process, needs_main=needs_main)
             try:
                 child = cls(launch.name, started, reader, method, ticket=ticket, output=output)
+                child._adopter = _adopter(child.pid, method, fork_server)
                 child._title_name = launch.path or launch.name
                 child._stop_signal = signal.Signals(launch.stop_signal)
+                if launch.watchdog is not None:
+                    child._watchdog, child._timer = launch.watchdog, timer
+                    child._dumps_stacks = launch.command is None
+                child._max_memory, child._grace = launch.max_memory, launch.shutdown
             except BaseException:  # out of descriptors for the pidfd, say
                 with contextlib.suppress(OSError):
                     os.kill(started.pid, signal.SIGKILL)
@@ -252,6 +386,7 @@ class ChildProcess(ChildRun):
                 output.close()
             if ticket is not None:
                 ticket.revoke()
+            timer.close()
             raise
         writer.close()
         if output is not None:
@@ -287,12 +422,22 @@ class ChildProcess(ChildRun):
                         group.start_soon(self._pump, stream, done)
                     reading = anyio.CancelScope()
                     group.start_soon(self._read_messages, reading)
+                    if self._max_memory is not None:
+                        group.start_soon(self._keep_under_ceiling, self._max_memory)
+                    watchdog = anyio.CancelScope()
+                    if self._watchdog is not None:
+                        group.start_soon(self._keep_watch, self._watchdog, watchdog)
                     await self._wait_gone()
+                    watchdog.cancel()  # gone: no deadline for it any more
                     reading.cancel()
                     self._drain()  # whatever the child sent before it exited
                     await self._wait_for_the_last_words(pumped)
                     group.cancel_scope.cancel()
                 self.status = await self._collect_status()
+                if self._over_limit is not None:
+                    self.status = dataclasses.replace(self.status, over_limit=self._over_limit)
+                if self._hung is not None and not self.status.normal:
+                    self.status = self._hung_status(self.status)
             finally:
                 self._close()
                 self.exited.set()
@@ -306,6 +451,9 @@ class ChildProcess(ChildRun):
             done.set()
 
     async def _wait_for_the_last_words(self, pumped: list[anyio.Event]) -> None:
+        ticket = self._ticket if self._log_connected else None
+        if all(done.is_set() for done in pumped) and (ticket is None or ticket.finished.is_set()):
+            return  # all in already (the usual exit): no timer to set up and cancel
         with anyio.move_on_after(DRAIN_TIMEOUT) as scope:
             for done in pumped:
                 await done.wait()
@@ -359,7 +507,14 @@ class ChildProcess(ChildRun):
         """
         known = {*_LIVE, *_helpers()}
         self._escapees.take(
-            escapees(self.pid, self._title_name, self._start_ticks, known, group=group)
+            escapees(
+                self.pid,
+                self._title_name,
+                self._start_ticks,
+                known,
+                group=group,
+                adopter=self._adopter,
+            )
         )
         return bool(self._escapees.pidfds)
 
@@ -374,9 +529,15 @@ class ChildProcess(ChildRun):
         Bounded by :data:`DRAIN_TIMEOUT`: a process in uninterruptible sleep
         dies later (then it is reaped at a later sweep, see reap_strays).
         """
+        if (
+            not self._escapees.pidfds
+            and self._adopter is None  # (its orphans are not our children)
+            and nothing_escaped({*_LIVE, *_helpers(), self.pid})
+        ):
+            return  # the common case: one read of /proc instead of a scan and a sweep
         try:
             if not self._find_escapees(group=True):
-                return  # the common case, without a cancel scope's cost
+                return  # without a cancel scope's cost
             self._escapees.signal(signal.SIGTERM)
             with anyio.move_on_after(ESCAPEE_GRACE):
                 for pid, pidfd in list(self._escapees.pidfds.items()):
@@ -424,7 +585,7 @@ class ChildProcess(ChildRun):
             self.started.set()
         elif kind == "exec":
             self._exec_pending = True
-        elif kind == "exec_failed":
+        elif kind in ("exec_failed", "limit_failed"):
             self._outcome = (kind, message[1:])
         elif kind == "ready":
             self.ready_value = message[1]
@@ -452,6 +613,9 @@ class ChildProcess(ChildRun):
             return ExitStatus(
                 exitcode, signum, error=error, traceback=text, pid=self.pid, output=output
             )
+        if kind == "limit_failed":
+            failure = InitializationFailedError(f"child {self.name!r}: {payload[0]}")
+            return ExitStatus(exitcode, signum, pid=self.pid, output=output, start_error=failure)
         if kind == "exec_failed":
             what, errno_, reason = payload
             failure = InitializationFailedError(
@@ -482,8 +646,109 @@ class ChildProcess(ChildRun):
             self._output.close()
         if self._ticket is not None:
             self._ticket.revoke()
+        if self._timer is not None:
+            self._timer.close()
+
+    # -- the watchdog ---------------------------------------------------------
+
+    def beat(self) -> None:
+        """The child is alive: arm its watchdog, or move the deadline (see :meth:`_keep_watch`).
+
+        For a program: the supervisor calls it at its sd_notify ``READY=1``
+        (which arms the watchdog) and each ``WATCHDOG=1``. A Python child
+        moves the deadline itself: it holds the timer too.
+        """
+        if self._timer is not None and self._watchdog is not None:
+            self._timer.expire_at(time.monotonic() + self._watchdog)
+
+    async def _keep_watch(self, period: float, scope: anyio.CancelScope) -> None:
+        """Find the child hung once it has not beaten for *period* seconds; then end it.
+
+        One timer per run, which the beats move, and which wakes the
+        supervisor only when the child is late: a beat of a Python child is
+        a ``timerfd_settime`` in the child (the deadline is its
+        :class:`WatchdogTimer`, armed by the child when it is ready), so a
+        healthy child costs the supervisor nothing at all. (A message per
+        beat cost the supervisor ~0.15 ms of CPU each, and a timer of its
+        own that wakes once a period ~0.1 ms a wake-up, measured: 50
+        children with ``watchdog=1.0`` took 3 %, then 1 %, of a core.)
+        Cancelled by :meth:`watch` once the process is gone. A child being
+        stopped is left to its stop (its grace, then SIGKILL).
+        """
+        with scope:
+            assert self._timer is not None
+            await self._timer.expired()
+            late = period  # it expired: a period since the last beat (and we woke at once)
+            if self.stop_requested:
+                return
+            self._hung = (late, period)
+            logger.warning(
+                "child %r hung: no beat for %.2f s (its watchdog is %g s): killing it",
+                self.name,
+                late,
+                period,
+            )
+            if self._dumps_stacks and self._pidfd is not None:
+                # Its stacks to its stderr first; then it ends by itself, and
+                # its end cancels this wait (see enable_stack_dumps).
+                if self._output is not None:
+                    self._output.recorded = []
+                with contextlib.suppress(ProcessLookupError):
+                    _platform.pidfd_send_signal(self._pidfd, DUMP_SIGNAL)
+                await anyio.sleep(DUMP_WAIT)
+            self.kill()
+
+    def _hung_status(self, status: ExitStatus) -> ExitStatus:
+        """*status* of a run found hung: a :class:`ChildHungError` with its stack dump."""
+        assert self._hung is not None
+        late, period = self._hung
+        recorded = self._output.recorded if self._output is not None else None
+        stack = _with_source_lines(recorded) if recorded else None
+        error = ChildHungError(
+            f"hung: no beat for {late:.2f} s, its watchdog is {period:g} s",
+            child=self.name,
+            pid=self.pid,
+            seconds=late,
+            watchdog=period,
+            stack=stack,
+        )
+        if stack is not None:
+            error.__cause__ = RemoteTraceback(stack)
+        return dataclasses.replace(status, error=error, traceback=stack)
 
     # -- stopping -------------------------------------------------------------
+
+    # -- resources ------------------------------------------------------------
+
+    def usage(self) -> tuple[int, float] | None:
+        """Resident bytes and CPU seconds of the child's process group, read now from /proc."""
+        if self.exited.is_set():
+            return None
+        return _platform.group_usage(self.pid)
+
+    async def _keep_under_ceiling(self, limit: int) -> None:
+        """Stop the child (stop signal, grace, SIGKILL) once its group is over *limit* bytes.
+
+        Runs in the watcher's task group, which is cancelled once the child
+        has exited: the grace ends there too.
+        """
+        ceiling = Ceiling(self.pid, limit)
+        await enforce(ceiling)
+        measured = ceiling.measured or 0
+        self._over_limit = ChildOverLimitError(
+            f"{format_size(measured)} resident, over its max_memory of {format_size(limit)}",
+            child=self.name,
+            pid=self.pid,
+            limit="max_memory",
+            limit_bytes=limit,
+            measured=measured,
+        )
+        logger.warning("child %r: %s: stopping it", self.name, self._over_limit.args[0])
+        self.terminate()
+        if self._grace is None:
+            return  # it may take as long as it needs, as with any stop
+        await anyio.sleep(self._grace)
+        self.kill()
 
     def send_signal(self, signum: int) -> None:
         """Send *signum* to the child's process group (its subprocesses too).

@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -28,6 +28,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from gymnasiarch import _ports
 from gymnasiarch import ready as ready_kinds
 from gymnasiarch._backends.base import (
     Backend,
@@ -40,7 +41,14 @@ from gymnasiarch._backends.base import (
 )
 from gymnasiarch._backends.local import LocalBackend  # the default backend, nothing more
 from gymnasiarch._runtime_config import RuntimeConfig
-from gymnasiarch._spec import Backoff, ChildSpec, RestartType, StartOrder, Strategy
+from gymnasiarch._spec import (
+    Backoff,
+    ChildSpec,
+    RestartType,
+    StartOrder,
+    Strategy,
+    json_key_paths,
+)
 from gymnasiarch._supervisor.events import Event, EventHub, EventKind
 from gymnasiarch._supervisor.from_ready import FromReady, references, substitute
 from gymnasiarch._supervisor.options import SupervisorOptions
@@ -56,6 +64,7 @@ from gymnasiarch._supervisor.policy import (
 from gymnasiarch._supervisor.signals import SignalCatcher
 from gymnasiarch.dynaloader import resolve
 from gymnasiarch.exceptions import (
+    ChildEndedError,
     DeadChildrenRisingAsZombiesError,
     FieldTypeError,
     FieldValueError,
@@ -132,6 +141,19 @@ class ChildInfo:
             pid here would name some other process.
         notify_status: For a program with ``ready=Notify()``: the last
             ``STATUS=`` line it sent (``None`` before any).
+        ports: For a program with ``ports=``: the port the supervisor
+            picked for each name (``{"api": 40123}``), from its first start
+            on, the same across its restarts (empty before its first start).
+            Under the Ray backend, picked by its actor on its node.
+        memory: The resident memory (RSS) of its process group in bytes,
+            read from ``/proc`` when the row is made (``which_children()``,
+            ``walk()``, not sampled); ``None`` when it is not running, or
+            for a nested supervisor. For a child on a Ray node, the last
+            figure its actor read there, fetched in the background while
+            rows are asked for (``None`` until the first comes: see
+            ``gymnasiarch.ray_backend.USAGE_REFRESH``).
+        cpu_seconds: The CPU time (user and system) of its process group so
+            far, read on demand as *memory* is; ``None`` likewise.
     """
 
     name: str
@@ -147,6 +169,9 @@ class ChildInfo:
     nested: bool = False
     on_this_machine: bool = True
     notify_status: str | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    memory: int | None = None
+    cpu_seconds: float | None = None
 
 
 class _NestedRun(ChildRun):
@@ -209,6 +234,13 @@ class _Child:
         self.notify_status: str | None = None
         self.notify_ready_status: str | None = None  # the STATUS as READY=1 came
         self.line_matcher: ready_kinds.LineMatcher | None = None  # a program's ready=Line
+        # A program's ports=: picked at its first start, kept across its restarts.
+        self.ports: dict[str, int] = {}
+        # For wait_ready(): set (and renewed) when the child becomes ready or
+        # ends for good; and why it ended for good (None while it runs or will
+        # run again).
+        self.changed = anyio.Event()
+        self.ended: str | None = None
 
     @property
     def name(self) -> str:
@@ -220,8 +252,21 @@ class _Child:
             self.notify.close()
             self.notify = None
 
+    def wake(self) -> None:
+        """Tell the :meth:`Supervisor.wait_ready` callers of this child to look again."""
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    def end_for_good(self, why: str) -> None:
+        """No run follows (the first reason counts); waiters for its readiness hear it."""
+        if self.ended is None:
+            self.ended = why
+        self.wake()
+
     def retire(self) -> None:
         """No run of this child follows its last one (unless asked for anew)."""
+        last = f" ({self.last_exit.describe()})" if self.last_exit is not None else ""
+        self.end_for_good(f"it ended and is not run again{last}")
         if self.last_run is not None:
             self.last_run.retire()
             self.last_run = None
@@ -529,7 +574,8 @@ class Supervisor:
             source = next(s for s in source._specs if s.name == name)
         if isinstance(source, Supervisor):
             raise TypeError(f"{where}: {ref.source!r} is a supervisor, which has no ready value")
-        if source.ready_timeout is None and source.ready is None:  # a program's ready kind will do
+        # A program's ready kind will do, and so will its ports (its value from its start).
+        if source.ready_timeout is None and source.ready is None and not source.ports:
             raise ValueError(
                 f"{where}: child {ref.source!r} needs a ready_timeout, so that {spec.name!r} "
                 "starts only once it has announced its value with child_context().ready(value)"
@@ -564,7 +610,15 @@ class Supervisor:
         return (sum(graces) if ordered else max(graces)) + _NESTED_MARGIN
 
     def _reset(self) -> None:
+        previous: dict[str, _Child] = getattr(self, "_children", {})
         self._children: dict[str, _Child] = {s.name: _Child(s) for s in self._specs}
+        for name, child in self._children.items():
+            if name in previous:  # a restarted group keeps its programs' ports
+                child.ports = previous[name].ports
+        # New records: a wait_ready() on one of the old ones looks again.
+        renewed, self._renewed = getattr(self, "_renewed", None), anyio.Event()
+        if renewed is not None:
+            renewed.set()
         self._results: dict[str, Any] = {}
         self._intensity = Intensity(self.max_restarts, self.max_seconds)  # a fresh run forgets
         self._lock = anyio.Lock()
@@ -647,6 +701,15 @@ class Supervisor:
         """
         if not self._nested:
             await anyio.to_thread.run_sync(self._check_all)
+
+    @property
+    def _programs_here(self) -> bool:
+        """Whether this supervisor checks its programs' readiness (and cwd) on this machine.
+
+        False for a backend whose programs run on other nodes: each run
+        checks them there (``ChildRun.program_ready``).
+        """
+        return not getattr(self.backend, "checks_program_ready", False)
 
     def _uses_backend(self) -> bool:
         """Whether a child of this tree starts through this supervisor's backend."""
@@ -841,6 +904,7 @@ class Supervisor:
 
     def _info(self, c: _Child, now: float) -> ChildInfo:
         spec = c.spec
+        usage = c.run.usage() if c.run is not None else None  # read now, from /proc
         return ChildInfo(
             c.name,
             c.run.pid if c.run else None,
@@ -856,6 +920,9 @@ class Supervisor:
             # A run that does not say runs here (a local process, a subtree).
             on_this_machine=getattr(c.run, "on_this_machine", True),
             notify_status=c.notify_status,
+            ports=dict(c.ports),
+            memory=usage[0] if usage else None,
+            cpu_seconds=usage[1] if usage else None,
         )
 
     def child_info(self, path: str) -> ChildInfo:
@@ -947,6 +1014,14 @@ class Supervisor:
             spec._settings = self._settings_for(spec)
             spec._parent_log_server = await self._ensure_log_server()
             return _NestedRun(spec)
+        # A backend whose programs run on other nodes picks their ports there
+        # (free on the node, not here): it gets the names and the ports they had.
+        node_ports = bool(spec.ports) and getattr(self.backend, "picks_program_ports", False)
+        if set(child.ports) != set(spec.ports) and not node_ports:
+            # Picked at the first start, then kept: whoever learned the port
+            # (a sibling, the orchestrator) finds the restarted program there.
+            child.ports = _ports.pick_ports(spec.ports)
+        ports = {} if node_ports else child.ports
         seed = None if self.seed is None else derive_seed(self.seed, spec.name)
         args, kwargs = self._substitute_ready_values(spec)
         # Records are tagged with the child's path: agent-1 of two groups differ.
@@ -964,15 +1039,30 @@ class Supervisor:
             restarts=child.restarts,
             async_backend=spec.async_backend or self._async_backend,
             path=self._prefix + spec.name if self._prefix else None,
-            command=None if spec.command is None else tuple(spec.command),
+            command=None if spec.command is None else _ports.fill_command(spec.command, ports),
             # A program starts from the supervisor's environment as it is now,
             # not from the fork server's copy of how it was at its start.
             environ=None if spec.command is None else dict(os.environ),
-            env=self._program_env(child),
+            env=_ports.fill_env(self._program_env(child), ports),
             cwd=None if spec.cwd is None else os.fspath(spec.cwd),
             stop_signal=int(spec.stop_signal),
+            watchdog=spec.watchdog,
+            # A program is armed by its READY=1 (see _keep_notify).
+            watchdog_from_ready=spec.ready_timeout is not None or spec.command is not None,
+            limits=dict(spec.limits) if spec.limits else None,
+            max_memory=None if spec.max_memory is None else int(spec.max_memory),
+            shutdown=spec.shutdown,
+            # For a backend whose runs check it where the program runs.
+            ready=None
+            if spec.command is None or spec.ready is None
+            else _ports.fill_ready(spec.ready, ports),
+            stdout_level=int(spec.stdout_level),
+            stderr_level=int(spec.stderr_level),
+            json_keys=json_key_paths(spec.json_keys) if spec.output == "json" else None,
+            node_ports={n: child.ports.get(n, 0) for n in spec.ports} if node_ports else None,
         )
-        if launch.cwd is not None and not _is_directory(launch.cwd):
+        # (A program that runs on another node has its cwd checked there, by its exec.)
+        if launch.cwd is not None and self._programs_here and not _is_directory(launch.cwd):
             ticket.revoke()
             child.close_notify()
             raise InitializationFailedError(
@@ -982,7 +1072,7 @@ class Supervisor:
         return await self.backend.start(
             launch,
             ticket=ticket,
-            capture_output=spec.output == "capture",
+            capture_output=spec.output != "inherit",  # "capture" or "json"
             placement=spec.placement,
             previous=None if isinstance(previous, _NestedRun) else previous,
         )
@@ -995,12 +1085,12 @@ class Supervisor:
             child.close_notify()
             raise
 
-    @staticmethod
-    def _program_env(child: _Child) -> dict[str, str | None] | None:
+    def _program_env(self, child: _Child) -> dict[str, str | None] | None:
         """A program's *env*, with the NOTIFY_SOCKET of its run where it speaks sd_notify.
 
         The socket is made here, with the launch, so that the program finds
-        it from its first instruction on. Where the program has no
+        it from its first instruction on (a program on another node gets
+        one of its node, made by its run there). Where the program has no
         ``ready=Notify()``, a NOTIFY_SOCKET of our own (a supervisor run by
         systemd) is not passed on: the program would tell systemd about
         itself.
@@ -1010,7 +1100,10 @@ class Supervisor:
         if spec.command is None:
             return None
         env: dict[str, str | None] = {"NOTIFY_SOCKET": None, **(spec.env or {})}
-        if isinstance(spec.ready, ready_kinds.Notify):
+        if isinstance(spec.ready, ready_kinds.Notify) and not self._programs_here:
+            child.close_notify()
+            child.notify_status = child.notify_ready_status = None
+        elif isinstance(spec.ready, ready_kinds.Notify):
             child.close_notify()
             child.notify = ready_kinds.NotifySocket()
             child.notify_ready = anyio.Event()
@@ -1076,6 +1169,7 @@ class Supervisor:
         child.run, child.last_run = run, run
         child.state, child.started_at = "starting", time.monotonic()
         child.was_ready, child.ready_value = False, None
+        child.ended = None  # running again (restart_child after terminate_child)
         self._prepare_program_ready(child, run)
         self._publish("started", child, pid=run.pid)
         # Not ``_tg.start``: a stop that cancels us while it waits would have
@@ -1120,11 +1214,13 @@ class Supervisor:
         found = await self._await_program_ready(child, run, initial)
         if found is None:
             return
-        run.ready_value = found[0]
+        # A program with ports: its ready value is where to reach it, by name.
+        run.ready_value = run.published_ports(child.ports) if child.ports else found[0]
         if child.run is run and child.state == "starting":
             child.state = "running"
         child.was_ready, child.ready_value = True, run.ready_value
         self._publish("ready", child, pid=run.pid, value=run.ready_value)
+        child.wake()  # wait_ready()
 
     def _prepare_program_ready(self, child: _Child, run: ChildRun) -> None:
         """Before *run* is watched: what its program's ready kind listens to.
@@ -1136,8 +1232,24 @@ class Supervisor:
         spec = child.spec
         if not isinstance(spec, ChildSpec) or spec.command is None:
             return
+        if run.checks_program_ready:
+            # Its run reads the program's sd_notify socket on its node, and
+            # hands each STATUS on (ChildRun.program_ready does the rest).
+            def note(status: str | None) -> None:
+                if run in (child.run, child.last_run):
+                    child.notify_status = status
+
+            run.on_notify_status = note
+
+            def took(ports: dict[str, int]) -> None:  # picked on its node (Launch.node_ports)
+                if run in (child.run, child.last_run):
+                    child.ports = dict(ports)
+
+            run.on_ports = took
+            return
         if isinstance(spec.ready, ready_kinds.Line):
-            matcher = ready_kinds.LineMatcher(spec.ready)
+            line = ready_kinds.Line(_ports.fill(spec.ready.regex, child.ports))  # its {ports} in
+            matcher = ready_kinds.LineMatcher(line)
             run.on_output_line = matcher.feed
             child.line_matcher = matcher
         notify, child.notify = child.notify, None
@@ -1152,6 +1264,8 @@ class Supervisor:
         """Read *run*'s sd_notify messages until it exits (READY=1 sets *ready*)."""
 
         def note(message: ready_kinds.NotifyMessage) -> None:
+            if message.watchdog or message.ready:
+                run.beat()  # its watchdog's deadline, in the run (none: ignored)
             if run in (child.run, child.last_run):
                 child.notify_status = notify.status
             if message.ready and not ready.is_set():
@@ -1193,13 +1307,19 @@ class Supervisor:
         spec = child.spec
         if not isinstance(spec, ChildSpec) or spec.ready is None:
             return (run.ready_value,)
-        ready = spec.ready
+        ready = _ports.fill_ready(spec.ready, child.ports)
         timeout = PROGRAM_READY_TIMEOUT if spec.ready_timeout is None else spec.ready_timeout
         found: list[Any] = []
         seen = anyio.Event()
 
         async def look() -> None:
-            if isinstance(ready, ready_kinds.Port):
+            if run.checks_program_ready:
+                # The program runs on another node: its run checks there.
+                try:
+                    found.append(await run.program_ready(ready))
+                except ProcessLookupError:
+                    await anyio.sleep_forever()  # it ended first: its exit says how
+            elif isinstance(ready, ready_kinds.Port):
                 assert run.pid is not None  # a local run: the program leads its group
                 try:
                     found.append((await ready_kinds.wait_port(ready, run.pid)).port)
@@ -1367,10 +1487,11 @@ class Supervisor:
             remote_traceback=status.traceback,
             output=status.output,
         )
-        error.__cause__ = cause or status.error
+        error.__cause__ = cause or status.error or status.over_limit
         where = f"supervisor {self._prefix.rstrip('/') or self.name!r} gave up"
         self._publish("gave_up", child, detail=f"{where}: {why}")
         self._fail(error)
+        child.end_for_good(f"{where}: {why}")
 
     def _fail(self, error: GymnasiarchError) -> None:
         if self._error is None:
@@ -1440,6 +1561,8 @@ class Supervisor:
             return
         self._phase = "shutting_down"
         self._publish("shutting_down", None)
+        for child in self._children.values():  # no run follows: wait_ready() hears it now
+            child.end_for_good(f"supervisor {self._prefix.rstrip('/') or self.name!r} stopped")
         try:
             await self._stop_children(reversed(list(self._children.values())), why="shutdown")
         finally:
@@ -1579,8 +1702,13 @@ class Supervisor:
             # Checked here, as a root checks its tree: it will not check itself.
             spec._settings = self._settings_for(spec)
             await anyio.to_thread.run_sync(spec._check_all)
+        elif spec.command is not None:
+            # A program's check imports nothing: no worker thread's round
+            # trip for it (~0.3 ms, measured: much of a program's start).
+            self._check_and_preload(spec)
         else:
             await anyio.to_thread.run_sync(self._check_and_preload, spec)
+        if isinstance(spec, ChildSpec):
             for ref in (*references(spec.args), *references(spec.kwargs or {})):
                 scope: Supervisor | None = self
                 while scope is not None and not scope._check_reference(
@@ -1633,6 +1761,70 @@ class Supervisor:
             child.restarts += 1
             owner._publish("restarting", child, detail="asked")
             await owner._start(child, initial=False)
+
+    async def wait_ready(self, path: str) -> Any:
+        """Wait until the child at *path* is ready; its ready value.
+
+        Returns at once when the child is ready now. A child between a crash
+        and its restart (or a child of a nested supervisor that its parent
+        restarts) is waited for: the value is that of the restarted run,
+        once it is ready. Nothing is polled: the waiter wakes when the child
+        publishes its ``ready`` event, or ends for good. The value is what
+        the child passed to ``child_context().ready(value)``, what a
+        program's ready kind found, or, for a program with ``ports``, its
+        ports (``{"api": 40123}``).
+
+        Args:
+            path: The child's name, or its path from this supervisor
+                (``"agents/agent-1"``), as for :meth:`child_info`.
+
+        Raises:
+            KeyError: No child is at *path* (a :class:`LookupError`).
+            ChildEndedError: The child ended for good before it was ready,
+                or while the caller waited: its supervisor gave up or
+                stopped, it is not restarted after its end (a temporary
+                child), or it was stopped with :meth:`terminate_child`.
+        """
+        while True:
+            # Looked up anew each time: a restarted nested group has new records.
+            owner, child = self._find(path)
+            if child.ended is None and child.was_ready and child.state == "running":
+                return child.ready_value
+            await first_of(*owner._until_ready_or_gone(path.strip("/"), child))
+
+    @property
+    def _ending(self) -> bool:
+        """This run of the supervisor is over or ending: none of its children runs again."""
+        return self._phase in ("idle", "shutting_down") or self._done.is_set()
+
+    def _until_ready_or_gone(self, path: str, child: _Child) -> list[anyio.Event]:
+        """The events after which our *child* (at *path*) may be ready; raise if it never is.
+
+        A child that ended for good comes back only when a supervisor it is
+        in is restarted by its parent: looked for up the tree.
+        """
+        if child.ended is None:
+            # Its next run may come with new records (our own start, a restart
+            # of our group): those would not set the old record's event.
+            return [child.changed, self._renewed]
+        group: Supervisor = self
+        while group._ending and group._parent is not None:
+            record = group._parent._children.get(group.name)
+            if record is None:
+                break
+            if record.ended is None:  # due for a restart: new records come with it
+                return [record.changed, group._renewed]
+            group = group._parent
+        last = child.last_exit
+        error = ChildEndedError(
+            f"child {path!r} will not be ready: {child.ended}",
+            child=path,
+            exitcode=None if last is None else last.exitcode,
+            signum=None if last is None else last.signum,
+            restarts=child.restarts,
+        )
+        error.__cause__ = group._error or self._error
+        raise error
 
 
 def _is_directory(path: str) -> bool:

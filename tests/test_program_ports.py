@@ -1,0 +1,444 @@
+"""Ports chosen by the supervisor, and waiting for a child (issue 16): real programs, real signals.
+
+The program is Python's own ``http.server``: ``{http}`` in its command is the
+port the supervisor picked, ``ready.Port("{http}")`` waits until it listens
+there (read from the kernel's tables), and a GET shows it serves.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import TaskGroup, TaskStatus
+
+from gymnasiarch import Backoff, ChildSpec, FromReady, Supervisor, ready
+from gymnasiarch._cli.control import status_rows
+from gymnasiarch.cli import _status_table
+from gymnasiarch.exceptions import (
+    ChildEndedError,
+    FieldError,
+    FieldTypeError,
+    FieldValueError,
+    PrematureTaskDeathError,
+)
+from gymnasiarch.testing import kill_child, wait_for
+from gymnasiarch.treefile import TreeFileError, load_tree
+
+TESTS = Path(__file__).parent
+B = "targets.basic"
+T = "targets.tree"
+
+
+def web(name: str = "web", **changes: Any) -> ChildSpec:
+    """``http.server`` on a port the supervisor picks, ready once it listens there."""
+    fields: dict[str, Any] = {
+        "command": [sys.executable, "-m", "http.server", "{http}", "--bind", "127.0.0.1"],
+        "ports": ["http"],
+        "ready": ready.Port("{http}"),
+        "ready_timeout": 20,
+        "stop_signal": "SIGINT",
+        **changes,
+    }
+    return ChildSpec(name, **fields)
+
+
+def get(port: int) -> int:
+    """The status of ``GET /`` on 127.0.0.1:*port* (a client of the program, not a probe)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+        return int(page.status)
+
+
+def proc_strings(pid: int, what: str) -> list[str]:
+    """A process's NUL-separated ``/proc/PID/cmdline`` or ``environ``."""
+    return Path(f"/proc/{pid}/{what}").read_bytes().decode().split("\0")
+
+
+# -- ports ------------------------------------------------------------------------------
+
+
+async def test_a_picked_port_fills_the_command_the_env_and_the_readiness(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``{http}`` becomes the port in argv, in env values and in ready.Port; other braces stay."""
+    spec = web(
+        env={"WEB_PORT": "{http}", "WEB_JSON": '{"port": "{http}", "other": "{nope}"}'},
+    )
+    with anyio.fail_after(30):
+        async with Supervisor([spec]) as sup:
+            value = await sup.wait_ready("web")
+            row = sup.child_info("web")
+            assert row.pid is not None
+            argv = proc_strings(row.pid, "cmdline")
+            environ = proc_strings(row.pid, "environ")
+            status = await anyio.to_thread.run_sync(get, value["http"])
+            walked = {r.path: r for r in sup.walk()}
+            (direct,) = sup.which_children()
+            rows = status_rows(sup)
+            sup.stop()
+    port = value["http"]
+    assert isinstance(port, int)
+    assert 1024 <= port <= 65535
+    assert value == {"http": port} == row.ports == row.ready_value
+    assert walked["web"].ports == direct.ports == {"http": port}
+    assert argv[:-1] == [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    assert f"WEB_PORT={port}" in environ
+    # Only a declared port's placeholder is filled: JSON and an unknown {nope} stay as they are.
+    assert f'WEB_JSON={{"port": "{port}", "other": "{{nope}}"}}' in environ
+    assert status == 200
+    assert rows[0]["ports"] == {"http": port}
+    _status_table(rows)
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-1] == "ports"
+    assert table[1].split()[-1] == f"http={port}"
+
+
+async def test_the_port_is_kept_across_a_restart_and_served_again() -> None:
+    """SIGKILL the server: it is restarted on the same port (not re-picked) and serves there."""
+    with anyio.fail_after(40):
+        async with Supervisor([web()]) as sup:
+            first = await sup.wait_ready("web")
+            old_pid = sup.child_info("web").pid
+            with sup.events() as events:
+                await kill_child(sup, "web")
+                await wait_for(sup, "exited", child="web", events=events)
+                again = await sup.wait_ready("web")
+                ready_event = await wait_for(sup, "ready", child="web", events=events)
+                row = sup.child_info("web")
+                status = await anyio.to_thread.run_sync(get, again["http"])
+                sup.stop()
+    assert again == first == row.ports
+    assert row.pid != old_pid
+    assert row.restarts == 1
+    assert status == 200
+    # The ready event of the restarted run, with its path and the ports as its value.
+    assert (ready_event.path, ready_event.restarts, ready_event.value) == ("web", 1, first)
+
+
+async def test_a_sibling_gets_the_port_through_from_ready() -> None:
+    """``FromReady("web", key="http")``: the port, for a Python child that connects to it."""
+    client = ChildSpec(
+        "client",
+        f"{T}:connect_to",
+        kwargs={"port": FromReady("web", key="http")},
+        restart="transient",
+        significant=True,  # its end ends the tree
+    )
+    with anyio.fail_after(30):
+        sup = Supervisor([web(), client])
+        results = await sup.run()
+    assert results["client"] == sup.child_info("web").ports["http"]
+
+
+async def test_each_port_name_gets_its_own_port() -> None:
+    spec = ChildSpec(
+        "two",
+        command=["sh", "-c", 'echo "a={a} b={b}"; exec sleep 100'],
+        ports=["a", "b"],
+        ready=ready.Line(r"a=\d+ b=\d+"),
+        ready_timeout=10,
+        shutdown=1,
+    )
+    with anyio.fail_after(20):
+        async with Supervisor([spec]) as sup:
+            ports = await sup.wait_ready("two")
+            sup.stop()
+    assert set(ports) == {"a", "b"}
+    assert ports["a"] != ports["b"]
+
+
+async def test_placeholders_fill_a_line_and_a_path(tmp_path: Path) -> None:
+    """ready.Line and ready.Path may name the ports too: the filled-in text is awaited."""
+    said = ChildSpec(
+        "said",
+        command=["sh", "-c", "echo 'serving on 127.0.0.1:{p}'; exec sleep 100"],
+        ports=["p"],
+        ready=ready.Line(r"127\.0\.0\.1:{p}$"),
+        ready_timeout=10,
+        shutdown=1,
+    )
+    made = ChildSpec(
+        "made",
+        command=["sh", "-c", f"touch {tmp_path}/sock-{{q}}; exec sleep 100"],
+        ports=["q"],
+        ready=ready.Path(f"{tmp_path}/sock-{{q}}"),
+        ready_timeout=10,
+        shutdown=1,
+    )
+    with anyio.fail_after(20):
+        async with Supervisor([said, made]) as sup:
+            p = (await sup.wait_ready("said"))["p"]
+            q = (await sup.wait_ready("made"))["q"]
+            sup.stop()
+    assert (tmp_path / f"sock-{q}").exists()
+    assert p != q
+
+
+@pytest.mark.parametrize(
+    ("changes", "kind", "field", "message"),
+    [
+        ({"ready": ready.Port("{api}")}, FieldValueError, "ready", "{api} is not one of"),
+        ({"ports": ["http", "http"]}, FieldValueError, "ports", "duplicate port name 'http'"),
+        ({"ports": ["1st"]}, FieldValueError, "ports", "identifier"),
+        ({"ports": ["a-b"]}, FieldValueError, "ports", "identifier"),
+        ({"ports": "http"}, FieldTypeError, "ports", "list of names"),
+        ({"ports": [8080]}, FieldTypeError, "ports", "names (strings)"),
+    ],
+)
+def test_bad_ports_fail_where_the_spec_is_written(
+    changes: dict[str, Any], kind: type[FieldError], field: str, message: str
+) -> None:
+    with pytest.raises(kind, match=f"child 'web': {field}: ") as caught:
+        web(**changes)
+    assert caught.value.field == field
+    assert message in caught.value.message
+
+
+def test_ports_are_for_programs_only() -> None:
+    with pytest.raises(FieldValueError, match="applies only to a child with a command") as caught:
+        ChildSpec("py", f"{B}:sleep_forever", ports=["api"])
+    assert caught.value.field == "ports"
+
+
+def _tree(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "tree.toml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def test_a_tree_file_takes_ports(tmp_path: Path) -> None:
+    path = _tree(
+        tmp_path,
+        """
+        [[child]]
+        name = "sim"
+        command = ["python3", "-m", "http.server", "{api}", "--bind", "127.0.0.1"]
+        ports = ["api"]
+        env = { SIM_PORT = "{api}" }
+        ready = { port = "{api}" }
+        """,
+    )
+    (sim,) = load_tree(path, resolve=True).children
+    assert isinstance(sim, ChildSpec)
+    assert sim.ports == ("api",)
+    assert sim.ready == ready.Port("{api}")
+
+
+@pytest.mark.parametrize(
+    ("lines", "key", "line", "message"),
+    [
+        ('ports = "api"', "child[0].ports", 4, "expected a list of names"),
+        ('ports = ["api", "api"]', "child[0].ports", 4, "duplicate port name 'api'"),
+        ('ports = ["api"]\nready = { port = "{web}" }', "child[0].ready", 5, "{web} is not one"),
+    ],
+)
+def test_check_reports_bad_ports_with_key_path_and_line(
+    tmp_path: Path, lines: str, key: str, line: int, message: str
+) -> None:
+    path = _tree(tmp_path, f'[[child]]\nname = "sim"\ncommand = ["sleep", "{{api}}"]\n{lines}\n')
+    with pytest.raises(TreeFileError) as caught:
+        load_tree(path)
+    assert (caught.value.key, caught.value.line) == (key, line)
+    assert message in str(caught.value)
+    done = subprocess.run(
+        [sys.executable, "-m", "gymnasiarch", "check", str(path)],
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"{key} (line {line}): " in done.stderr
+    assert message in done.stderr
+
+
+# -- wait_ready -------------------------------------------------------------------------
+
+
+async def test_wait_ready_returns_at_once_for_a_ready_child() -> None:
+    """A child that is ready now: its value without a wait (even in a cancelled scope)."""
+    with anyio.fail_after(30):
+        async with Supervisor([web()]) as sup:
+            value = await sup.wait_ready("web")
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                again = await sup.wait_ready("web")  # no checkpoint: nothing to wait for
+            sup.stop()
+    assert again == value
+
+
+async def test_wait_ready_waits_for_the_restarted_run() -> None:
+    """Between a crash and its restart (a backoff long enough to be seen), it waits."""
+    slow = Backoff(base=0.5, cap=0.5, jitter=0)
+    with anyio.fail_after(40):
+        async with Supervisor([web()], backoff=slow) as sup:
+            first = await sup.wait_ready("web")
+            with sup.events() as events:
+                await kill_child(sup, "web")
+                await wait_for(sup, "restarting", child="web", events=events)
+                assert sup.child_info("web").state == "restarting"
+                value = await sup.wait_ready("web")
+                row = sup.child_info("web")  # read as wait_ready returns: the restarted run
+                sup.stop()
+    assert value == first
+    assert (row.state, row.restarts) == ("running", 1)
+
+
+async def test_wait_ready_names_an_unknown_path() -> None:
+    group = Supervisor([ChildSpec("inner", f"{B}:ready_then_sleep", ready_timeout=10)], name="grp")
+    with anyio.fail_after(30):
+        async with Supervisor([group]) as sup:
+            for path in ("nope", "grp/nope", "grp/inner/deeper"):
+                with pytest.raises(LookupError) as caught:
+                    await sup.wait_ready(path)
+                assert isinstance(caught.value, KeyError)  # as child_info and terminate_child
+                assert "grp" in str(caught.value) or "nope" in str(caught.value)
+            sup.stop()
+
+
+async def test_wait_ready_raises_when_the_tree_stops_while_it_waits() -> None:
+    """A waiter for a child due for a restart hears the tree stop: an error, not a hang."""
+    slow = Backoff(base=1.0, cap=1.0, jitter=0)
+    caught: list[BaseException] = []
+
+    async def waiter(sup: Supervisor, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()  # the wait below is reached before the starter resumes
+        try:
+            await sup.wait_ready("web")
+        except ChildEndedError as error:
+            caught.append(error)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group, Supervisor([web()], backoff=slow) as sup:
+            await sup.wait_ready("web")
+            with sup.events() as events:
+                await kill_child(sup, "web")
+                await wait_for(sup, "restarting", child="web", events=events)
+                await group.start(waiter, sup)
+                sup.stop()
+    (error,) = caught
+    assert error.child == "web"
+    assert "will not be ready" in str(error)
+    assert "stopped" in str(error)
+    with pytest.raises(ChildEndedError):
+        await sup.wait_ready("web")  # and after the end, at once
+
+
+async def test_wait_ready_raises_when_the_supervisor_gives_up_meanwhile(tmp_path: Path) -> None:
+    """The restart cannot even launch (its cwd is gone): the waiter gets the end, with why."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    slow = Backoff(base=0.5, cap=0.5, jitter=0)
+    caught: list[BaseException] = []
+
+    async def waiter(sup: Supervisor, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            await sup.wait_ready("web")
+        except ChildEndedError as error:
+            caught.append(error)
+
+    async def scenario(group: TaskGroup) -> None:
+        async with Supervisor([web(cwd=folder)], backoff=slow) as sup:
+            await sup.wait_ready("web")
+            with sup.events() as events:
+                await kill_child(sup, "web")
+                await wait_for(sup, "restarting", child="web", events=events)
+                await group.start(waiter, sup)
+                folder.rmdir()
+                await sup.wait()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            with pytest.raises(PrematureTaskDeathError):
+                await scenario(group)
+    (error,) = caught
+    assert "gave up" in str(error)
+    assert isinstance(error.__cause__, PrematureTaskDeathError)
+
+
+async def test_wait_ready_raises_for_a_temporary_child_that_ended() -> None:
+    spec = ChildSpec("once", f"{B}:exit_with", args=(3,), restart="temporary")
+    with anyio.fail_after(30):
+        async with Supervisor([spec, web()]) as sup:
+            with sup.events(replay=True) as events:
+                await wait_for(sup, "exited", child="once", events=events)
+                with pytest.raises(ChildEndedError, match="'once' will not be ready") as caught:
+                    await sup.wait_ready("once")
+                sup.stop()
+    assert caught.value.exitcode == 3
+
+
+async def test_wait_ready_for_a_python_child_in_a_nested_group() -> None:
+    """A target child two levels down, across its own restart and its group's restart."""
+    group = Supervisor(
+        [ChildSpec("agent-1", f"{B}:ready_then_sleep", args=("hello",), ready_timeout=10)],
+        name="agents",
+        max_restarts=0,  # a crash of agent-1 makes the group give up: the root restarts it
+    )
+    with anyio.fail_after(40):
+        async with Supervisor([group], max_restarts=3) as sup:
+            assert await sup.wait_ready("agents/agent-1") == "hello"
+            with sup.events() as events:
+                await kill_child(sup, "agents/agent-1")
+                await wait_for(sup, "exited", child="agents/agent-1", events=events)
+                # Its group gave up on it; the root restarts the group, and it comes back.
+                value = await sup.wait_ready("agents/agent-1")
+                group_row = sup.child_info("agents")
+                row = sup.child_info("agents/agent-1")
+                sup.stop()
+    assert value == "hello"
+    assert group_row.restarts == 1
+    assert row.state == "running"
+
+
+async def test_wait_ready_before_the_tree_starts() -> None:
+    """Called before ``async with``: the records the start makes are waited on, not the old."""
+    group = Supervisor(
+        [ChildSpec("agent-1", f"{B}:ready_then_sleep", args=("hi",), ready_timeout=10)],
+        name="agents",
+    )
+    sup = Supervisor([web(), group])
+    got: list[Any] = []
+    both = anyio.Event()
+
+    async def waiter(path: str, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        got.append((path, await sup.wait_ready(path)))
+        if len(got) == 2:
+            both.set()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(waiter, "agents/agent-1")
+            await tasks.start(waiter, "web")
+            async with sup:
+                await both.wait()  # both came as the tree started
+                ports = sup.child_info("web").ports
+                sup.stop()
+    assert sorted(got) == [("agents/agent-1", "hi"), ("web", ports)]
+
+
+async def test_ports_are_kept_across_a_restart_of_the_group() -> None:
+    """The group is restarted by its parent (new records): its program keeps its port."""
+    group = Supervisor([web()], name="site", max_restarts=0)
+    with anyio.fail_after(40):
+        async with Supervisor([group], max_restarts=3) as sup:
+            first = await sup.wait_ready("site/web")
+            with sup.events() as events:
+                await kill_child(sup, "site/web")
+                await wait_for(sup, "exited", child="site/web", events=events)
+                again = await sup.wait_ready("site/web")
+            status = await anyio.to_thread.run_sync(get, again["http"])
+            group_restarts = sup.child_info("site").restarts
+            sup.stop()
+    assert again == first
+    assert group_restarts == 1
+    assert status == 200

@@ -1,0 +1,341 @@
+"""The liveness watchdog (issue 17): real children that beat, hang, deadlock and spin."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from gymnasiarch import Backoff, ChildSpec, Supervisor
+from gymnasiarch._backends import ray_host
+from gymnasiarch._backends.base import Launch
+from gymnasiarch._backends.ray_host import ChildHost
+from gymnasiarch._context import BEAT_FRACTION, ChildContext
+from gymnasiarch._runtime_config import RuntimeConfig
+from gymnasiarch.exceptions import ChildHungError, FieldValueError, PrematureTaskDeathError
+from gymnasiarch.ray_backend import _status_from_payload
+from gymnasiarch.ready import Notify
+from gymnasiarch.treefile import TreeFileError, load_tree
+from test_forkserver import _Shared
+
+FAST = Backoff(base=0.01, cap=0.01, jitter=0)
+WATCHDOG = 0.3
+
+
+async def _run_to_the_end(sup: Supervisor, details: list[str]) -> None:
+    with anyio.fail_after(20):
+        async with sup:
+            with sup.events() as events:
+                async for event in events:
+                    if event.kind == "exited":
+                        details.append(event.detail or "")
+                    if event.kind == "gave_up":
+                        break
+            await sup.wait()
+
+
+async def _hung(spec: ChildSpec) -> tuple[ChildHungError, list[str]]:
+    """Run *spec* alone with no restart left: its hung error, and the exited events' details."""
+    details: list[str] = []
+    sup = Supervisor([spec], max_restarts=0, backoff=FAST)
+    with pytest.raises(PrematureTaskDeathError) as info:
+        await _run_to_the_end(sup, details)
+    error = info.value.__cause__
+    assert isinstance(error, ChildHungError), repr(error)
+    return error, details
+
+
+# -- the spec ---------------------------------------------------------------------
+
+
+def test_watchdog_is_seconds_above_zero_or_none() -> None:
+    assert ChildSpec("x", "os:getpid").watchdog is None
+    assert ChildSpec("x", "os:getpid", watchdog=5).watchdog == 5
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(FieldValueError, match=r"child 'x': watchdog: .*seconds"):
+            ChildSpec("x", "os:getpid", watchdog=bad)
+    with pytest.raises(TypeError, match="watchdog"):
+        ChildSpec("x", "os:getpid", watchdog="5s")  # type: ignore[arg-type]
+
+
+def test_a_program_with_a_watchdog_needs_notify() -> None:
+    with pytest.raises(FieldValueError, match=r"watchdog: .*WATCHDOG=1.*ready=Notify\(\)"):
+        ChildSpec("x", command=["sleep", "9"], watchdog=1.0)
+    assert ChildSpec("x", command=["sleep", "9"], ready=Notify(), watchdog=1.0).watchdog == 1.0
+
+
+def test_tree_file_key(tmp_path: Path) -> None:
+    path = tmp_path / "tree.toml"
+    path.write_text('[[child]]\nname = "x"\ntarget = "os:getpid"\nwatchdog = 5.0\n')
+    (spec,) = load_tree(path).children
+    assert isinstance(spec, ChildSpec)
+    assert spec.watchdog == 5.0
+    path.write_text('[[child]]\nname = "x"\ntarget = "os:getpid"\nwatchdog = 0\n')
+    with pytest.raises(TreeFileError, match="watchdog"):
+        load_tree(path)
+
+
+def test_heartbeat_beats_only_when_armed_and_due() -> None:
+    deadlines: list[float] = []
+    sent: list[tuple[object, ...]] = []
+    context = ChildContext("x", None, 0, RuntimeConfig(), _send=sent.append)
+    context.heartbeat()
+    context._arm()
+    context.ready()
+    assert sent == [("ready", None)]  # no watchdog: no beat, ever
+    context = ChildContext(
+        "x",
+        None,
+        0,
+        RuntimeConfig(),
+        _send=sent.append,
+        _watchdog=4.0,
+        _beat_every=4.0 * BEAT_FRACTION,
+        _expire_at=deadlines.append,
+    )
+    for _ in range(100):
+        context.heartbeat()
+    assert deadlines == []  # not armed yet (it is at the start, or at ready())
+    before = time.monotonic()
+    context._arm()
+    assert len(deadlines) == 1
+    assert before + 4.0 <= deadlines[0] <= time.monotonic() + 4.0
+    for _ in range(1000):
+        context.heartbeat()  # too soon after the last beat: nothing
+    assert len(deadlines) == 1
+
+
+# -- hung children ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_an_async_child_blocked_by_a_sync_call_is_hung(backend: str) -> None:
+    spec = ChildSpec(
+        "loop",
+        "targets.watchdog:blocks_its_loop",
+        restart="transient",
+        watchdog=WATCHDOG,
+        async_backend=backend,  # type: ignore[arg-type]
+    )
+    error, details = anyio.run(_hung, spec, backend=backend)
+    assert error.child == "loop"
+    assert error.watchdog == WATCHDOG
+    assert error.seconds is not None
+    assert WATCHDOG <= error.seconds < WATCHDOG + 0.5
+    assert error.stack is not None
+    assert "in sleep_in_the_loop" in error.stack
+    assert "time.sleep(30)" in error.stack  # the frame's source line
+    assert "in blocks_its_loop" in error.stack
+    assert "time.sleep(30)" in str(error)  # where the main thread was stuck
+    assert any(d.startswith("hung: no beat for") and "time.sleep(30)" in d for d in details)
+
+
+async def test_a_sync_child_that_stops_calling_heartbeat_is_hung() -> None:
+    spec = ChildSpec(
+        "sync", "targets.watchdog:beats_then_stops", restart="transient", watchdog=WATCHDOG
+    )
+    error, _ = await _hung(spec)
+    assert error.stack is not None
+    assert "in stop_beating" in error.stack
+    assert "in beats_then_stops" in error.stack
+
+
+async def test_a_deadlock_shows_both_threads() -> None:
+    spec = ChildSpec("locks", "targets.watchdog:deadlocks", restart="transient", watchdog=WATCHDOG)
+    error, _ = await _hung(spec)
+    assert error.stack is not None
+    assert error.stack.count("in _take_both") == 2  # both threads, each at its lock
+    stuck = error.stuck_at()
+    assert sum("with second:" in where for where in stuck) == 2, stuck
+    assert "in deadlocks" in error.stack  # the main thread, joining them
+
+
+async def test_a_child_spinning_in_c_with_the_gil_is_hung() -> None:
+    spec = ChildSpec("regex", "targets.watchdog:backtrack", restart="transient", watchdog=WATCHDOG)
+    error, _ = await _hung(spec)
+    assert error.stack is not None
+    assert "in backtrack" in error.stack
+    assert 're.match(r"(a+)+$", "a" * 40 + "b")' in error.stack
+
+
+NOTIFY_THEN_STOP = textwrap.dedent(
+    """
+    import os, socket, sys, time
+    assert os.environ["WATCHDOG_PID"] == str(os.getpid())
+    period = int(os.environ["WATCHDOG_USEC"]) / 1e6
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.connect(os.environ["NOTIFY_SOCKET"])
+    s.send(b"READY=1")
+    for _ in range(int(sys.argv[1])):
+        time.sleep(period / 3)
+        s.send(b"WATCHDOG=1")
+    time.sleep(30)
+    """
+)
+
+
+async def test_a_program_that_stops_sending_watchdog_is_hung() -> None:
+    spec = ChildSpec(
+        "prog",
+        command=[sys.executable, "-c", NOTIFY_THEN_STOP, "6"],
+        ready=Notify(),
+        restart="transient",
+        watchdog=WATCHDOG,
+    )
+    began = time.monotonic()
+    error, details = await _hung(spec)
+    # Six beats a third of the period apart kept it alive for two periods.
+    assert time.monotonic() - began > 2 * WATCHDOG
+    assert error.stack is None  # a program has no Python stack to dump
+    assert error.seconds is not None
+    assert error.seconds >= WATCHDOG
+    assert any(d.startswith("hung: no beat for") for d in details)
+
+
+async def test_a_hung_child_is_restarted_like_a_crash() -> None:
+    spec = ChildSpec(
+        "loop", "targets.watchdog:blocks_its_loop", restart="transient", watchdog=WATCHDOG
+    )
+    kinds: list[str] = []
+    sup = Supervisor([spec], backoff=FAST)
+    with anyio.fail_after(20):
+        async with sup:
+            with sup.events() as events:
+                async for event in events:
+                    kinds.append(event.kind)
+                    if event.kind == "exited" and event.restarts == 1:
+                        break
+            results = await sup.wait()
+    assert results == {"loop": "ok"}  # its second run returned
+    assert kinds[kinds.index("exited") + 1] == "restarting"
+
+
+# -- beating children are left alone ----------------------------------------------
+
+
+@pytest.fixture
+def both_cores_busy() -> Iterator[None]:
+    spin = "while True: pass"
+    busy = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(os.cpu_count() or 2)]
+    try:
+        yield
+    finally:
+        for process in busy:
+            process.kill()
+        for process in busy:
+            process.wait()
+
+
+async def test_beating_children_are_never_killed_under_load(both_cores_busy: None) -> None:
+    specs = [
+        ChildSpec("async", "targets.watchdog:idles", watchdog=WATCHDOG),
+        ChildSpec("trio", "targets.watchdog:idles", watchdog=WATCHDOG, async_backend="trio"),
+        ChildSpec("sync", "targets.watchdog:beats_forever", watchdog=WATCHDOG),
+    ]
+    exits: list[str] = []
+    with anyio.fail_after(30):
+        async with Supervisor(specs) as sup:
+            with sup.events() as events:
+                with anyio.move_on_after(10 * WATCHDOG):  # ten deadlines each
+                    async for event in events:
+                        if event.kind == "exited":
+                            exits.append(f"{event.child}: {event.detail}")
+            pids = {info.name: info.pid for info in sup.walk()}
+            assert all(pids.values())
+            sup.stop()
+    assert exits == []
+
+
+def test_the_dump_signal_is_ours_alone() -> None:
+    """SIGUSR2 asks a child with a watchdog for its stacks: nothing else of ours sends it."""
+    src = Path(__file__).resolve().parents[1] / "src" / "gymnasiarch"
+    users = sorted(path.name for path in src.rglob("*.py") if "SIGUSR2" in path.read_text())
+    assert users == ["output.py"]
+
+
+# -- across processes and hosts ---------------------------------------------------
+
+
+def test_the_hung_error_pickles_with_its_fields() -> None:
+    stack = 'Current thread 0x1 (most recent call first):\n  File "x.py", line 3 in f\n    g()'
+    error = ChildHungError("hung: ...", child="x", pid=7, seconds=1.5, watchdog=1.0, stack=stack)
+    again = pickle.loads(pickle.dumps(error))
+    assert (again.child, again.seconds, again.watchdog, again.stack) == ("x", 1.5, 1.0, stack)
+    assert again.stuck_at() == ['Current thread 0x1: File "x.py", line 3 in f: g()']
+    assert str(again) == str(error)
+
+
+@pytest.fixture
+def ray_host_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChildHost]:
+    """The Ray backend's host actor class, with a shared fork server of our own (no Ray)."""
+    servers = _Shared(tmp_path / "private" / "node")
+    requester = servers.requester()
+    monkeypatch.setattr(ray_host, "node_fork_server", lambda: requester)
+    monkeypatch.setattr(ray_host, "_node", lambda: ("node-1", "127.0.0.1"))
+    try:
+        yield ChildHost()
+    finally:
+        servers.end()
+
+
+async def test_the_ray_host_keeps_the_watchdog_on_the_childs_node(ray_host_here: ChildHost) -> None:
+    """The deadline is the process layer's: a Ray actor hosting a child keeps it too."""
+    launch = Launch(
+        "sim", "targets.watchdog:beats_then_stops", (0.1,), {}, {}, None, 0, watchdog=WATCHDOG
+    )
+    with anyio.fail_after(20):
+        payload = await ray_host_here.run(0, launch, None, True)
+    status = _status_from_payload(payload)  # as the driver rebuilds it
+    assert isinstance(status.error, ChildHungError)
+    assert status.error.stack is not None
+    assert "in stop_beating" in status.error.stack
+    assert status.describe().startswith("hung: no beat for")
+
+
+async def test_an_async_childs_own_error_is_reported_as_it_is() -> None:
+    """The beat task beside the target does not wrap the target's exception in a group."""
+    spec = ChildSpec(
+        "raises", "targets.watchdog:raises_while_beating", restart="transient", watchdog=WATCHDOG
+    )
+    sup = Supervisor([spec], max_restarts=0, backoff=FAST)
+    with pytest.raises(PrematureTaskDeathError) as info:
+        await _run_to_the_end(sup, [])
+    assert isinstance(info.value.__cause__, ValueError)
+    assert str(info.value.__cause__) == "from the target"
+
+
+async def test_a_spawned_child_has_the_watchdog_too() -> None:
+    spec = ChildSpec(
+        "sync", "targets.watchdog:beats_then_stops", restart="transient", watchdog=WATCHDOG
+    )
+    sup = Supervisor([spec], max_restarts=0, backoff=FAST, start_method="spawn")
+    with pytest.raises(PrematureTaskDeathError) as info:
+        await _run_to_the_end(sup, [])
+    error = info.value.__cause__
+    assert isinstance(error, ChildHungError)
+    assert error.stack is not None
+    assert "in stop_beating" in error.stack
+
+
+async def test_under_output_inherit_the_dump_goes_to_our_stderr(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """No captured stderr: the child's fd 2 is ours, so the dump is printed there."""
+    spec = ChildSpec(
+        "inherit",
+        "targets.watchdog:beats_then_stops",
+        restart="transient",
+        watchdog=WATCHDOG,
+        output="inherit",
+    )
+    error, _ = await _hung(spec)
+    assert error.stack is None
+    assert "in stop_beating" in capfd.readouterr().err
