@@ -1,7 +1,9 @@
 """Issue 17's watchdog figures: a hung child's end, heartbeat()'s cost, the parent's CPU.
 
 W1: a child that stops beating, from its deadline (its ready, which arms
-the watchdog, plus the period) until the supervisor's ``exited`` event, its
+the watchdog and is its last beat, plus 1.25 periods: a beat moves the
+deadline a period and a beat spacing on, see ``_context.BEAT_FRACTION``)
+until the supervisor's ``exited`` event, its
 stack dump taken; beside a child killed by SIGKILL from outside, until its
 ``exited`` event (the same report path, without the watchdog). W2: one
 ``child_context().heartbeat()`` when no beat is due, beside a plain function
@@ -25,7 +27,7 @@ import anyio
 
 from benchmarks._report import progress, row
 from gymnasiarch import ChildSpec, Supervisor
-from gymnasiarch._context import ChildContext
+from gymnasiarch._context import BEAT_FRACTION, ChildContext
 from gymnasiarch._runtime_config import RuntimeConfig
 
 WATCHDOG = 0.2
@@ -66,7 +68,7 @@ async def _hung_once() -> float:
                     assert armed is not None
                     assert (event.detail or "").startswith("hung")
                     assert "stuck at" in (event.detail or "")  # its stack dump came
-                    return event.time - (armed + WATCHDOG)
+                    return event.time - (armed + WATCHDOG * (1 + BEAT_FRACTION))
     raise AssertionError("no exited event")
 
 

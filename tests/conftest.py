@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from multiprocessing import forkserver
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,6 +18,9 @@ import pytest
 from gymnasiarch._process.forkserver import SERVER
 from gymnasiarch._process.run import PRELOAD
 from gymnasiarch.testing import _no_leftovers
+
+if TYPE_CHECKING:
+    from gymnasiarch._backends.ray_host import ChildHost
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -84,3 +88,23 @@ def restore_root_logger() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChildHost]:
+    """The Ray backend's host actor class (no Ray), its node's fork server a shared one of ours.
+
+    ``ChildHost`` never imports Ray itself: what it asks Ray (its node's
+    fork server, its node's id and address) is stood in for here.
+    """
+    from gymnasiarch._backends import ray_host  # only for the tests that host a child
+    from test_forkserver import _Shared  # a test module: loaded on use
+
+    servers = _Shared(tmp_path / "private" / "node")
+    requester = servers.requester()
+    monkeypatch.setattr(ray_host, "node_fork_server", lambda: requester)
+    monkeypatch.setattr(ray_host, "_node", lambda: ("node-1", "127.0.0.1"))
+    try:
+        yield ray_host.ChildHost()
+    finally:
+        servers.end()

@@ -13,26 +13,29 @@ import io
 import logging
 import os
 import pickle
+import re
 import resource
 import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import time
 from pathlib import Path
+from typing import ClassVar
 
 import anyio
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from gymnasiarch import Backoff, ChildSpec, Event, Supervisor
-from gymnasiarch._backends import ray_host
-from gymnasiarch._backends.base import Launch
-from gymnasiarch._backends.ray_host import ChildHost
+from gymnasiarch._backends.base import ExitStatus, Launch
+from gymnasiarch._backends.ray_host import HOST_LOGGERS, ChildHost, _status_payload
 from gymnasiarch._cli.control import status_rows
 from gymnasiarch._cli.live import LiveStatus
 from gymnasiarch._platform import group_usage
-from gymnasiarch._spec import format_size, parse_size
+from gymnasiarch._process import sampler
+from gymnasiarch._spec import OPEN_FILES_MIN, format_size, parse_size
+from gymnasiarch._wire import logclient
 from gymnasiarch.cli import _status_table
 from gymnasiarch.exceptions import (
     ChildOverLimitError,
@@ -44,7 +47,6 @@ from gymnasiarch.exceptions import (
 from gymnasiarch.ray_backend import _status_from_payload
 from gymnasiarch.testing import wait_for
 from gymnasiarch.treefile import TreeFileError, load_tree
-from test_forkserver import _Shared
 
 T = "targets.limits"
 MIB = 2**20
@@ -189,6 +191,7 @@ async def test_cpu_seconds_ends_a_spinning_child_with_sigxcpu() -> None:
         async with Supervisor([spec]) as sup:
             await sup.wait()
     assert caught.value.signum == signal.SIGXCPU
+    assert "killed by SIGXCPU (over limits.cpu_seconds of 1 s)" in str(caught.value)
 
 
 async def test_a_command_child_runs_under_its_limits(caplog: pytest.LogCaptureFixture) -> None:
@@ -228,6 +231,71 @@ async def test_a_limit_above_the_hard_limit_fails_the_start_not_in_a_loop() -> N
         assert f"limits.open_files = {nr_open * 2} cannot be set" in str(caught.value)
         assert "the hard limit here is" in str(caught.value)
         assert len(starts) == 1
+
+
+def test_limits_setrlimit_cannot_take_or_a_child_cannot_start_with_are_refused() -> None:
+    too_big = r"expected at most 2\*\*62 \(4611686018427387904, as setrlimit takes\)"
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"open_files": 10**30}, rf"limits\.open_files: {too_big}, got 10{{30}}"),
+        ({"cpu_seconds": 1e30}, rf"limits\.cpu_seconds: {too_big}, got 1e\+30"),
+        ({"memory": 2**70}, rf"limits\.memory: {too_big}, got {2**70}"),
+        ({"memory": "8192PiB"}, rf"limits\.memory: {too_big}, got .8192PiB."),
+        ({"memory": 10**5000}, rf"limits\.memory: {too_big}, got an int of about 2\*\*16609"),
+        ({"memory": "1" + "0" * 400 + "PiB"}, r"limits\.memory: expected a size of fewer bytes"),
+        ({"open_files": 15}, r"limits\.open_files: expected at least 16 \(the descriptors"),
+    ]
+    for limits, message in cases:
+        with pytest.raises(FieldValueError, match=rf"child 'x': {message}"):
+            ChildSpec("x", "os:getpid", limits=limits)  # type: ignore[arg-type]
+    ChildSpec("x", "os:getpid", limits={"open_files": 16, "memory": 2**62, "cpu_seconds": 2**62})
+
+
+async def test_a_limit_too_large_for_setrlimit_fails_the_start_with_its_name() -> None:
+    # A spec that got past ChildSpec's check (changed after it): setrlimit's
+    # OverflowError is reported as the limit that cannot be set, once.
+    spec = ChildSpec("huge", f"{T}:spin", limits={"memory": "1GiB"})
+    object.__setattr__(spec, "limits", {"memory": 2**70})
+    sup = Supervisor([spec], backoff=FAST)
+    with sup.events() as events:
+        with pytest.raises(InitializationFailedError) as caught:
+            async with sup:
+                pass
+        starts = [event for event in _drained(events) if event.kind == "started"]
+    assert f"limits.memory = {2**70} cannot be set" in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+    assert len(starts) == 1
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+async def test_an_async_child_starts_and_logs_with_the_fewest_open_files(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # OPEN_FILES_MIN holds the bootstrap (trio's needed 13 descriptors) and
+    # the log connection: the record comes over the wire, not via stderr.
+    caplog.set_level(logging.INFO, "targets")
+    spec = ChildSpec(
+        "few",
+        "targets.basic:async_add",
+        args=(2, 3),
+        async_backend=backend,
+        limits={"open_files": OPEN_FILES_MIN},
+        restart="temporary",
+    )
+    async with Supervisor(
+        [
+            spec,
+            ChildSpec(
+                "lines",
+                "targets.basic:log_lines",
+                args=(1,),
+                limits={"open_files": OPEN_FILES_MIN},
+                restart="temporary",
+            ),
+        ]
+    ) as sup:
+        results = await sup.wait()
+    assert results == {"few": 5, "lines": 1}
+    assert [r.getMessage() for r in caplog.records if r.name == "targets.basic"] == ["line 0"]
 
 
 # -- max_memory, sampled ---------------------------------------------------------------
@@ -357,7 +425,21 @@ def test_the_live_view_shows_memory_and_cpu() -> None:
     text = screen.getvalue()
     assert "150 MiB" in text
     assert "2.5s cpu" in text
-    assert text.count("cpu") == 1
+    assert text.count("s cpu") == 1
+
+
+def test_the_live_view_says_when_memory_and_cpu_were_read() -> None:
+    # The block is redrawn at lifecycle events only: a quiet tree's figures age.
+    screen = io.StringIO()
+    live = LiveStatus(screen, "tree")
+    row = {"name": "a", "pid": 7, "state": "running", "restarts": 0}
+    live.update([{**row, "memory": None, "cpu_seconds": None}])
+    assert "as of" not in screen.getvalue()  # nothing read, no time
+    before = time.strftime("%H:%M:%S")
+    live.update([{**row, "memory": 150 * MIB, "cpu_seconds": 2.5}])
+    after = time.strftime("%H:%M:%S")
+    (title,) = re.findall(r"tree  \(memory/cpu as of (\d\d:\d\d:\d\d)\)", screen.getvalue())
+    assert title in {before, after}  # read at this update
 
 
 def test_group_usage_counts_the_whole_group_and_only_it() -> None:
@@ -468,19 +550,7 @@ def test_check_names_the_bad_limit_and_its_line(
 
 
 # -- on a Ray node: the host actor's process layer samples -----------------------------
-
-
-@pytest.fixture
-def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChildHost]:
-    """A Ray host actor's class (no Ray), its node's fork server a shared server of ours."""
-    servers = _Shared(tmp_path / "private" / "node")
-    requester = servers.requester()
-    monkeypatch.setattr(ray_host, "node_fork_server", lambda: requester)
-    monkeypatch.setattr(ray_host, "_node", lambda: ("node-1", "127.0.0.1"))
-    try:
-        yield ChildHost()
-    finally:
-        servers.end()
+# (``host``: conftest's Ray host actor class, no Ray, on a shared fork server of ours)
 
 
 async def test_a_ray_hosted_child_is_sampled_on_its_node_and_its_limits_set(
@@ -508,3 +578,168 @@ async def test_a_ray_hosted_child_is_sampled_on_its_node_and_its_limits_set(
     assert status.over_limit.limit_bytes == 100 * MIB
     assert "over its max_memory of 100 MiB" in status.describe()
     assert tuple(seen["result"]["nofile"]) == (77, 77)
+
+
+# -- what a stop over a limit shows, and how it is bounded -----------------------------
+
+
+async def test_a_child_being_stopped_over_max_memory_is_shown_stopping() -> None:
+    spec = ChildSpec(
+        "grower",
+        f"{T}:hold_resident_ignoring_sigterm",
+        args=(150 * MIB,),
+        max_memory="100MiB",
+        shutdown=2,
+        restart="temporary",
+    )
+    async with Supervisor([spec]) as sup:
+        with sup.events() as events, anyio.fail_after(30):
+            stopping = await wait_for(sup, "stopping", child="grower", events=events)
+            # It ignores its SIGTERM: it is still being stopped, for its grace.
+            assert sup.child_info("grower").state == "stopping"
+            assert [info.state for info in sup.walk()] == ["stopping"]
+            exited = await wait_for(sup, "exited", child="grower", events=events)
+    assert stopping.pid == exited.pid
+    assert stopping.detail is not None
+    measured = re.fullmatch(
+        r"over max_memory \(measured (.+ MiB) of limit 100 MiB\)", stopping.detail
+    )
+    assert measured is not None, stopping.detail
+    assert parse_size(measured[1].replace(" ", "")) > 150 * MIB
+    assert exited.signum == signal.SIGKILL  # after its grace of 2 s
+
+
+async def test_an_over_limit_stop_is_bounded_when_shutdown_is_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sampler, "OVER_LIMIT_GRACE", 0.5)
+    spec = ChildSpec(
+        "grower",
+        f"{T}:hold_resident_ignoring_sigterm",
+        args=(150 * MIB,),
+        max_memory="100MiB",
+        shutdown=None,  # an ordinary stop may take as long as it needs; this one may not
+        restart="temporary",
+    )
+    async with Supervisor([spec]) as sup:
+        with sup.events() as events, anyio.fail_after(30):
+            exited = await wait_for(sup, "exited", child="grower", events=events)
+    assert exited.signum == signal.SIGKILL
+    assert exited.detail is not None
+    assert "over its max_memory of 100 MiB" in exited.detail
+
+
+async def test_a_thread_refused_under_limits_memory_names_the_limit() -> None:
+    spec = ChildSpec(
+        "threads",
+        f"{T}:start_a_thread_with_a_large_stack",
+        args=(512 * MIB,),  # its stack alone is over the limit
+        limits={"memory": "200MiB"},
+        restart="temporary",
+        significant=True,
+    )
+    with pytest.raises(PrematureTaskDeathError) as caught:
+        async with Supervisor([spec]) as sup:
+            await sup.wait()
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert (
+        "raised RuntimeError: can't start new thread (it ran under limits.memory = 200 MiB; "
+        "RLIMIT_DATA: thread stacks and malloc arenas count)"
+    ) in str(caught.value)
+
+
+async def test_a_thread_refused_without_a_memory_limit_is_left_as_it_was() -> None:
+    spec = ChildSpec(
+        "threads",
+        f"{T}:start_a_thread_with_a_large_stack",
+        args=(512 * MIB,),
+        limits={"open_files": 256},
+        restart="temporary",
+    )
+    async with Supervisor([spec]) as sup:
+        # Without a memory limit the stack is only reserved: the thread starts.
+        assert (await sup.wait())["threads"] == "started"
+
+
+def test_a_signal_cause_is_told_and_crosses_from_a_ray_host() -> None:
+    status = ExitStatus(None, signal.SIGXCPU, signal_cause="over limits.cpu_seconds of 1 s")
+    assert status.describe() == "killed by SIGXCPU (over limits.cpu_seconds of 1 s)"
+    assert ExitStatus(None, signal.SIGXCPU).describe() == "killed by SIGXCPU"
+    back = _status_from_payload(_status_payload(status, False))
+    assert back.describe() == "killed by SIGXCPU (over limits.cpu_seconds of 1 s)"
+
+
+async def test_a_child_killed_at_the_hard_cpu_limit_is_told_so() -> None:
+    spec = ChildSpec(
+        "spinner",
+        f"{T}:spin_ignoring_sigxcpu",
+        limits={"cpu_seconds": 1, "core_dumps": False},
+        restart="temporary",
+        significant=True,
+    )
+    # Spawned: its zombie is ours to reap, so its CPU time is read without a
+    # race (a fork server may reap it first: then the SIGKILL is not named).
+    with pytest.raises(PrematureTaskDeathError) as caught, anyio.fail_after(60):
+        async with Supervisor([spec], start_method="spawn") as sup:
+            await sup.wait()
+    assert caught.value.signum == signal.SIGKILL  # 5 s of CPU after its SIGXCPU
+    told = str(caught.value)
+    assert "killed by SIGKILL (over limits.cpu_seconds of 1 s, and its hard limit of 6 s)" in told
+
+
+async def test_a_sigkill_of_ours_is_not_put_down_to_cpu_seconds() -> None:
+    spec = ChildSpec(
+        "sleeper", f"{T}:hold_resident", args=(MIB,), limits={"cpu_seconds": 30}, shutdown=0
+    )
+    async with Supervisor([spec]) as sup:
+        await sup.wait_ready("sleeper")
+    # Stopped with shutdown=0: SIGKILL at once, ours, with 30 s of CPU left to it.
+    last = sup.child_info("sleeper").last_exit
+    assert last is not None
+    assert last.signum == signal.SIGKILL
+    assert last.describe() == "killed by SIGKILL"
+
+
+class _Collecting(logging.Handler):
+    """Stands in for the relay's LogClientHandler: keeps what would go to the log server."""
+
+    made: ClassVar[list[_Collecting]] = []
+    idle = True
+
+    def __init__(self, config: object, on_connect: object) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        _Collecting.made.append(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_a_ray_hosts_warning_about_its_child_is_relayed_with_its_output(
+    host: ChildHost, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    monkeypatch.setattr(logclient, "LogClientHandler", _Collecting)
+    monkeypatch.setattr(_Collecting, "made", [])
+    over = Launch(
+        "grower",
+        f"{T}:hold_resident",
+        (150 * MIB,),
+        {},
+        {},
+        None,
+        0,
+        max_memory=100 * MIB,
+        shutdown=2,
+    )
+    with anyio.fail_after(30):
+        await host.run(0, over, {"address": "the supervisor's log server"}, True)
+    (relay,) = _Collecting.made
+    said = [r.getMessage() for r in relay.records if r.name == "gymnasiarch.process"]
+    assert any("over its max_memory of 100 MiB: stopping it" in line for line in said), said
+    # Not (also) into the Ray worker's own log, which the driver prints as coloured stdout.
+    assert [r for r in caplog.records if r.name == "gymnasiarch.process"] == []
+    # The run over, the host's loggers are as they were.
+    for name in HOST_LOGGERS:
+        assert logging.getLogger(name).propagate
+        assert relay not in logging.getLogger(name).handlers

@@ -209,6 +209,34 @@ async def test_json_output_of_a_python_child(caplog: pytest.LogCaptureFixture) -
     assert record.created == 1_000_000_000
 
 
+async def test_a_time_no_formatter_can_show_is_not_taken(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, "gymnasiarch.child")
+    lines = [
+        {"message": "seconds far out", "time": 1e20},  # past what localtime() takes
+        {"message": "milliseconds far out", "timestamp": 10**30},
+        {"message": "past year 9999 in UTC", "ts": "9999-12-31T23:59:59-14:00"},
+        {"message": "a time of its own", "time": STARTED},
+    ]
+    script = "".join(f"echo '{json.dumps(line)}'; " for line in lines)
+    before = datetime.now(UTC).timestamp()
+    await _run_to_end(_once("far", ["sh", "-c", script], output="json"))
+    after = datetime.now(UTC).timestamp()
+    records = _by_message(_records(caplog, "far"))
+    with_asctime = logging.Formatter("%(asctime)s %(message)s")
+    for message, raw, key in [
+        ("seconds far out", 1e20, "time"),
+        ("milliseconds far out", 10**30, "json_timestamp"),
+        ("past year 9999 in UTC", "9999-12-31T23:59:59-14:00", "ts"),
+    ]:
+        record = records[message]
+        assert before <= record.created <= after  # the record's own time
+        assert getattr(record, key) == raw  # the value the program wrote, as an extra
+        assert with_asctime.format(record).endswith(message)  # raised OSError before
+    assert records["a time of its own"].created == pytest.approx(STARTED)
+
+
 async def test_the_stderr_tail_keeps_the_lines_as_written() -> None:
     line = json.dumps({"level": "critical", "message": "out of cheese"})
     script = f"echo '{line}' >&2; echo 'plain last words' >&2; exit 3"

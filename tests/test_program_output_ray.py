@@ -4,42 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import anyio
 import pytest
 
+import ray_fixtures
 from gymnasiarch import ChildSpec, RayBackend, Supervisor
 
 # test_ray's leak checks, which allow for Ray's own processes and sockets; importing
 # it skips this module where Ray cannot be installed.
-from test_ray import no_fd_left_open, no_process_left_behind, ray  # noqa: F401
+from test_ray import no_fd_left_open, no_process_left_behind  # noqa: F401
 
-HERE = Path(__file__).parent
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    """A local cluster for this module only (test_ray's session cluster starts after it)."""
-    if ray.is_initialized():  # test_ray's, when run first
-        yield
-        return
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(HERE)}},
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
+ray_cluster = ray_fixtures.ray_cluster  # the Ray test modules' cluster (or the session's)
 
 
 async def test_json_lines_and_stderr_level_on_the_cluster(
-    cluster: None, caplog: pytest.LogCaptureFixture
+    ray_cluster: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, "gymnasiarch.child")
     line = json.dumps({"level": "error", "message": "json on ray", "ts": 1e9 + 0.5, "node": 7})

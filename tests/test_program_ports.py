@@ -7,25 +7,40 @@ there (read from the kernel's tables), and a GET shows it serves.
 
 from __future__ import annotations
 
+import errno
+import logging
+import re
+import socket
 import subprocess
 import sys
 import textwrap
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import TaskGroup, TaskStatus
 
-from gymnasiarch import Backoff, ChildSpec, FromReady, Supervisor, ready
+from gymnasiarch import Backoff, ChildSpec, FromReady, Supervisor, _platform, ready
 from gymnasiarch._cli.control import status_rows
+from gymnasiarch._ports import (
+    ATTEMPTS,
+    HANDED_OUT,
+    fill,
+    fill_command,
+    forget,
+    pick_ports,
+    warn_loopback,
+)
 from gymnasiarch.cli import _status_table
 from gymnasiarch.exceptions import (
     ChildEndedError,
     FieldError,
     FieldTypeError,
     FieldValueError,
+    InitializationFailedError,
     PrematureTaskDeathError,
 )
 from gymnasiarch.testing import kill_child, wait_for
@@ -66,9 +81,9 @@ def proc_strings(pid: int, what: str) -> list[str]:
 async def test_a_picked_port_fills_the_command_the_env_and_the_readiness(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """``{http}`` becomes the port in argv, in env values and in ready.Port; other braces stay."""
+    """``{http}`` becomes the port in argv, in env values and in ready.Port; ``{{x}}``, ``{x}``."""
     spec = web(
-        env={"WEB_PORT": "{http}", "WEB_JSON": '{"port": "{http}", "other": "{nope}"}'},
+        env={"WEB_PORT": "{http}", "WEB_JSON": '{"port": "{http}", "other": "{{nope}}"}'},
     )
     with anyio.fail_after(30):
         async with Supervisor([spec]) as sup:
@@ -89,7 +104,7 @@ async def test_a_picked_port_fills_the_command_the_env_and_the_readiness(
     assert walked["web"].ports == direct.ports == {"http": port}
     assert argv[:-1] == [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
     assert f"WEB_PORT={port}" in environ
-    # Only a declared port's placeholder is filled: JSON and an unknown {nope} stay as they are.
+    # A port's placeholder is filled, JSON's braces stay, the escape {{nope}} is the text {nope}.
     assert f'WEB_JSON={{"port": "{port}", "other": "{{nope}}"}}' in environ
     assert status == 200
     assert rows[0]["ports"] == {"http": port}
@@ -180,6 +195,157 @@ async def test_placeholders_fill_a_line_and_a_path(tmp_path: Path) -> None:
     assert p != q
 
 
+def _ephemeral() -> tuple[int, int]:
+    """The kernel's ephemeral range, read here (not through the code under test)."""
+    first, last = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return int(first), int(last)
+
+
+def _moved(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if "was taken while it was down" in r.getMessage()
+    ]
+
+
+def test_picked_ports_lie_outside_the_ephemeral_range() -> None:
+    """Where connect() takes its local ports, a pick never looks: no client takes one meanwhile."""
+    first, last = _ephemeral()
+    picked = pick_ports({f"p{i}": 0 for i in range(200)})
+    try:
+        assert len(set(picked.values())) == 200
+        for port in picked.values():
+            assert 1024 <= port <= 65535
+            assert not first <= port <= last
+        assert set(picked.values()) <= HANDED_OUT
+        assert pick_ports(picked) == picked  # free still: kept
+    finally:
+        forget(picked.values())
+    assert not set(picked.values()) & HANDED_OUT
+
+
+@pytest.mark.parametrize("holder", ["client", "listener"])
+async def test_a_kept_port_taken_while_the_child_is_down_is_replaced_and_published(
+    holder: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone takes the port during the backoff: the restart gets a new port, and says so.
+
+    ``client``: a connection whose local port is the kept one (the
+    reviewer's r5: before, every restart failed to bind it until the
+    supervisor gave up). ``listener``: another server took it.
+    """
+    slow = Backoff(base=0.5, cap=0.5, jitter=0)
+    peer = socket.socket()
+    peer.bind(("127.0.0.1", 0))
+    peer.listen()
+    taker = socket.socket()
+    with peer, taker, anyio.fail_after(40):
+        async with Supervisor([web()], backoff=slow, max_restarts=3, max_seconds=30) as sup:
+            first = (await sup.wait_ready("web"))["http"]
+            with sup.events() as events:
+                await kill_child(sup, "web")
+                await wait_for(sup, "restarting", child="web", events=events)
+                taker.bind(("127.0.0.1", first))  # within the backoff of 0.5 s
+                if holder == "client":
+                    taker.connect(peer.getsockname())
+                else:
+                    taker.listen()
+                again = await sup.wait_ready("web")
+                ready_event = await wait_for(sup, "ready", child="web", events=events)
+            row = sup.child_info("web")
+            assert row.pid is not None
+            argv = proc_strings(row.pid, "cmdline")
+            status = await anyio.to_thread.run_sync(get, again["http"])
+            sup.stop()
+    port = again["http"]
+    assert port != first
+    assert again == row.ports == row.ready_value == ready_event.value == {"http": port}
+    assert argv[3] == str(port)
+    assert (row.restarts, status) == (1, 200)
+    first_, last = _ephemeral()
+    assert not first_ <= port <= last
+    assert _moved(caplog) == [
+        f"child 'web': its port 'http' ({first}) was taken while it was down; "
+        f"it gets port {port} now"
+    ]
+
+
+async def test_a_kept_port_still_free_is_kept_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Tested again before the restart, found free: the same port, and nothing said."""
+    with anyio.fail_after(40):
+        async with Supervisor([web()]) as sup:
+            first = await sup.wait_ready("web")
+            with sup.events() as events:
+                await kill_child(sup, "web")
+                await wait_for(sup, "exited", child="web", events=events)
+                again = await sup.wait_ready("web")
+            sup.stop()
+    assert again == first
+    assert _moved(caplog) == []
+
+
+async def test_a_childs_ports_are_forgotten_when_it_is_retired() -> None:
+    """HANDED_OUT holds a port while its child may run again, not for the process's life."""
+    with anyio.fail_after(30):
+        async with Supervisor([web()]) as sup:
+            port = (await sup.wait_ready("web"))["http"]
+            during = port in HANDED_OUT
+            sup.stop()
+    assert during
+    assert port not in HANDED_OUT
+
+
+def test_no_room_outside_the_ephemeral_range_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An ephemeral range of every port leaves none to pick: an error that says so."""
+    monkeypatch.setattr(_platform, "ephemeral_port_range", lambda: (1024, 65535))
+    with pytest.raises(OSError, match="no free TCP port for 'http'") as caught:
+        pick_ports({"http": 0})
+    assert caught.value.errno == errno.EADDRINUSE
+    assert "ephemeral range 1024-65535" in str(caught.value)
+    assert "it leaves none" in str(caught.value)
+
+
+async def test_a_pick_that_finds_every_candidate_taken_gives_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One candidate port (65535), held by a listener: bounded tries, then a start error."""
+    monkeypatch.setattr(_platform, "ephemeral_port_range", lambda: (1024, 65534))
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 65535))
+        held.listen()
+        with pytest.raises(OSError, match=f"{ATTEMPTS} ports tried"):
+            pick_ports({"a": 0})
+        with (
+            anyio.fail_after(30),
+            pytest.raises(
+                InitializationFailedError, match=r"'web' could not be started: .*no free TCP port"
+            ),
+        ):
+            async with Supervisor([web()]):
+                pass
+
+
+def test_the_loopback_warning_is_for_a_program_on_another_machine(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Ray node's 127.0.0.1 is not the driver's: warned; the same address here is fine."""
+    log = logging.getLogger("gymnasiarch.supervisor")
+    there = SimpleNamespace(on_this_machine=False, node_ip="10.0.0.5")
+    here = SimpleNamespace(on_this_machine=True, node_ip="10.0.0.5")
+    warn_loopback(log, "web", there, {"host": "127.0.0.1", "port": 8080})
+    warn_loopback(log, "web", there, {"host": "10.0.0.5", "port": 8080})
+    warn_loopback(log, "web", here, {"host": "127.0.0.1", "port": 8080})
+    warn_loopback(log, "web", there, "/run/web.sock")
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith(
+        "child 'web' listens on 127.0.0.1 port 8080 of node 10.0.0.5 only"
+    )
+
+
 @pytest.mark.parametrize(
     ("changes", "kind", "field", "message"),
     [
@@ -189,15 +355,66 @@ async def test_placeholders_fill_a_line_and_a_path(tmp_path: Path) -> None:
         ({"ports": ["a-b"]}, FieldValueError, "ports", "identifier"),
         ({"ports": "http"}, FieldTypeError, "ports", "list of names"),
         ({"ports": [8080]}, FieldTypeError, "ports", "names (strings)"),
+        # A typo anywhere a port is filled in, not only in ready.Port.
+        (
+            {"command": ["python3", "-m", "http.server", "{htp}"]},
+            FieldValueError,
+            "command[3]",
+            "{htp} is not one of the child's ports (declared: 'http'); add 'htp' to ports, "
+            "or write {{htp}} for the text {htp}",
+        ),
+        ({"env": {"PORT": "{htp}"}}, FieldValueError, "env.PORT", "{htp} is not one of"),
+        ({"ready": ready.Path("/tmp/s-{htp}")}, FieldValueError, "ready", "{htp} is not one of"),
+        ({"ready": ready.Line("on {htp}$")}, FieldValueError, "ready", "{htp} is not one of"),
+        # A declared port used nowhere would be published as the child's address.
+        (
+            {"command": ["python3", "-m", "http.server", "8765"], "ready": ready.Port(8765)},
+            FieldValueError,
+            "ports",
+            "'http' is used in none of command, env, ready",
+        ),
+        ({"ports": ["http", "spare"]}, FieldValueError, "ports", "'spare' is used in none of"),
+        # Ray's ready value {"host": address, <name>: port} has a "host" key: refused everywhere.
+        ({"ports": ["http", "host"]}, FieldValueError, "ports", "cannot be named 'host'"),
     ],
 )
 def test_bad_ports_fail_where_the_spec_is_written(
     changes: dict[str, Any], kind: type[FieldError], field: str, message: str
 ) -> None:
-    with pytest.raises(kind, match=f"child 'web': {field}: ") as caught:
+    with pytest.raises(kind, match=re.escape(f"child 'web': {field}: ")) as caught:
         web(**changes)
     assert caught.value.field == field
     assert message in caught.value.message
+
+
+def test_braces_that_name_no_placeholder_are_allowed_and_left_alone() -> None:
+    """JSON, ``{1}``, ``{}`` and the escape ``{{name}}`` are not placeholders; no ports: no fill."""
+    spec = web(env={"J": '{"port": {http}, "n": {1}, "e": {}}', "T": "{{when}}"})
+    assert spec.env == {"J": '{"port": {http}, "n": {1}, "e": {}}', "T": "{{when}}"}
+    assert fill('{"port": {http}, "n": {1}} {{http}} ${{HOME}} {{{x}}}', {"http": 8}) == (
+        '{"port": 8, "n": {1}} {http} ${HOME} {{x}}'
+    )
+    # A child without ports is given its command as written: no placeholder, no escape.
+    plain = ChildSpec("plain", command=["echo", "{api}", "{{api}}"], env={"X": "{typo}"})
+    assert fill_command(plain.command or (), {}) == ("echo", "{api}", "{{api}}")
+
+
+async def test_an_escaped_placeholder_reaches_the_program_as_text() -> None:
+    """``${{HOME}}`` in a child with ports is the shell's ``${HOME}``; ``{p}`` is the port."""
+    spec = ChildSpec(
+        "esc",
+        command=["sh", "-c", 'echo "$J ${{HOME}} {{lit}} {p}"; exec sleep 100'],
+        env={"J": '{"port": {p}}', "HOME": "/home/x"},
+        ports=["p"],
+        ready=ready.Line(r'^\{"port": {p}\} /home/x \{lit\} {p}$'),
+        ready_timeout=10,
+        shutdown=1,
+    )
+    with anyio.fail_after(20):
+        async with Supervisor([spec]) as sup:
+            value = await sup.wait_ready("esc")
+            sup.stop()
+    assert set(value) == {"p"}
 
 
 def test_ports_are_for_programs_only() -> None:
@@ -236,6 +453,10 @@ def test_a_tree_file_takes_ports(tmp_path: Path) -> None:
         ('ports = "api"', "child[0].ports", 4, "expected a list of names"),
         ('ports = ["api", "api"]', "child[0].ports", 4, "duplicate port name 'api'"),
         ('ports = ["api"]\nready = { port = "{web}" }', "child[0].ready", 5, "{web} is not one"),
+        ('ports = ["api"]\nenv = { X = "{apy}" }', "child[0].env.X", 5, "{apy} is not one"),
+        ('ports = ["api"]\nready = { path = "/s-{apy}" }', "child[0].ready", 5, "{apy} is not"),
+        ('ports = ["api", "web"]', "child[0].ports", 4, "'web' is used in none of command"),
+        ('ports = ["host"]', "child[0].ports", 4, "a port cannot be named 'host'"),
     ],
 )
 def test_check_reports_bad_ports_with_key_path_and_line(
@@ -257,6 +478,17 @@ def test_check_reports_bad_ports_with_key_path_and_line(
     assert done.returncode == 2
     assert f"{key} (line {line}): " in done.stderr
     assert message in done.stderr
+
+
+def test_check_points_at_the_line_of_a_command_with_a_typo(tmp_path: Path) -> None:
+    """An item of a list (``command[1]``) is reported on the line of its list."""
+    path = _tree(
+        tmp_path, '[[child]]\nname = "sim"\nports = ["api"]\ncommand = ["sleep", "{apy}"]\n'
+    )
+    with pytest.raises(TreeFileError) as caught:
+        load_tree(path)
+    assert (caught.value.key, caught.value.line) == ("child[0].command[1]", 4)
+    assert "{apy} is not one of the child's ports (declared: 'api')" in str(caught.value)
 
 
 # -- wait_ready -------------------------------------------------------------------------

@@ -31,13 +31,13 @@ ray = pytest.importorskip(
     "ray", reason="Ray cannot be installed here (pip install 'gymnasiarch[ray]')"
 )
 
+import ray_fixtures  # noqa: E402
 import test_ray_programs  # noqa: E402
-from gymnasiarch import ChildSpec, RayBackend, Supervisor, ready  # noqa: E402
+from gymnasiarch import Backoff, ChildSpec, RayBackend, Supervisor, ready  # noqa: E402
 from gymnasiarch._backends.base import Launch  # noqa: E402
 from gymnasiarch._backends.ray_host import with_ports  # noqa: E402
-from gymnasiarch._ports import HANDED_OUT, pick_node_ports  # noqa: E402
+from gymnasiarch._ports import HANDED_OUT, pick_ports  # noqa: E402
 from gymnasiarch._process import subreaper  # noqa: E402
-from gymnasiarch.exceptions import InitializationFailedError  # noqa: E402
 from gymnasiarch.ray_backend import RayChildRun  # noqa: E402
 from test_ray import (  # noqa: E402, F401 - its leak checks are autouse here too
     _wait_gone,
@@ -46,8 +46,8 @@ from test_ray import (  # noqa: E402, F401 - its leak checks are autouse here to
 )
 from test_ray_programs import _cmdline, _next  # noqa: E402
 
-# Its fixtures: its module's cluster (or the session's), its programs' leak check.
-ray_cluster = test_ray_programs.ray_cluster
+# The Ray test modules' cluster (or the session's), test_ray_programs' leak check.
+ray_cluster = ray_fixtures.ray_cluster
 programs = test_ray_programs.programs
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
@@ -115,11 +115,51 @@ async def test_ports_are_picked_on_the_node_filled_there_and_kept_across_restart
     assert set(HANDED_OUT) == handed_out
 
 
+async def test_a_port_taken_on_the_node_during_the_backoff_is_replaced_and_published(
+    ray_cluster: None, programs: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """As on one machine: the actor tests the kept port, picks anew; the driver warns, publishes."""
+    slow = Backoff(base=0.5, cap=0.5, jitter=0)
+    sup = Supervisor([_web()], backend=RayBackend(), backoff=slow, handle_signals=False)
+    with socket.socket() as taker, anyio.fail_after(90):
+        async with sup, sup.events(replay=True) as events:
+            event = await _next(events, "ready", "web")
+            row = sup.child_info("web")
+            assert row.pid is not None
+            programs.append(row.pid)
+            first = row.ports["api"]
+            os.kill(row.pid, signal.SIGKILL)
+            await _next(events, "restarting", "web")
+            taker.bind(("0.0.0.0", first))  # the cluster's one node is this machine
+            taker.listen()
+            again = await _next(events, "ready", "web")
+            second = sup.child_info("web")
+            assert second.pid is not None
+            programs.append(second.pid)
+            argv = _cmdline(second.pid)
+            waited = await sup.wait_ready("web")
+            status = await anyio.to_thread.run_sync(_get, again.value["host"], second.ports["api"])
+    port = second.ports["api"]
+    assert port != first
+    assert again.value == waited == second.ready_value == {"host": event.value["host"], "api": port}
+    assert argv[3] == str(port)
+    assert status == 200
+    moved = [
+        r.getMessage() for r in caplog.records if "was taken while it was down" in r.getMessage()
+    ]
+    assert moved == [
+        f"child 'web': its port 'api' ({first}) was taken while it was down; "
+        f"it gets port {port} now"
+    ]
+
+
 async def test_a_program_with_ports_and_no_ready_kind_is_ready_with_its_address(
     ray_cluster: None, programs: list[int]
 ) -> None:
     """Without a ready kind, the ready value is the ports at its start, with the node's address."""
-    spec = ChildSpec("pinger", command=["sleep", "1000"], ports=["a", "b"])
+    spec = ChildSpec(
+        "pinger", command=["sleep", "1000"], env={"A": "{a}", "B": "{b}"}, ports=["a", "b"]
+    )
     sup = Supervisor([spec], backend=RayBackend(), handle_signals=False)
     with anyio.fail_after(60):
         async with sup:
@@ -132,26 +172,18 @@ async def test_a_program_with_ports_and_no_ready_kind_is_ready_with_its_address(
     assert row.ports["a"] != row.ports["b"]
 
 
-async def test_a_port_named_host_is_refused_on_ray(ray_cluster: None) -> None:
-    """The ready value's "host" key would be ambiguous: one clear error at the start."""
-    spec = ChildSpec("odd", command=["sleep", "1000"], ports=["host"])
-    sup = Supervisor([spec], backend=RayBackend(), handle_signals=False)
-    with anyio.fail_after(60), pytest.raises(InitializationFailedError, match="named 'host'"):
-        async with sup:
-            pass
-
-
 def test_a_kept_port_is_asked_for_again_and_replaced_only_when_taken() -> None:
-    """pick_node_ports keeps a free port, replaces a taken one, gives names different ports."""
-    fresh = pick_node_ports({"a": 0, "b": 0})
+    """pick_ports (the actor's too) keeps a free port, replaces a taken one; names differ."""
+    fresh = pick_ports({"a": 0, "b": 0})
     assert fresh["a"] != fresh["b"]
-    assert pick_node_ports(fresh) == fresh  # free still: kept
+    assert pick_ports(fresh) == fresh  # free still: kept
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", fresh["a"]))
         taken.listen()
-        moved = pick_node_ports(fresh)
+        moved = pick_ports(fresh)
     assert moved["a"] != fresh["a"]
     assert moved["b"] == fresh["b"]
+    HANDED_OUT.difference_update({*fresh.values(), *moved.values()})
 
 
 def test_the_picked_ports_fill_the_launch_and_leave_other_braces() -> None:

@@ -32,6 +32,7 @@ ray = pytest.importorskip(
     "ray", reason="Ray cannot be installed here (pip install 'gymnasiarch[ray]')"
 )
 
+import ray_fixtures  # noqa: E402
 from gymnasiarch import ChildSpec, RayBackend, Supervisor, ready  # noqa: E402
 from gymnasiarch.exceptions import InitializationFailedError  # noqa: E402
 from gymnasiarch.ray_backend import RayChildRun  # noqa: E402
@@ -42,28 +43,10 @@ from test_ray import (  # noqa: E402, F401 - its leak checks are autouse here to
     no_process_left_behind,
 )
 
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    """The Ray tests' session cluster where it runs already; else one like it, for this module.
-
-    (Imported as it is, test_ray's session fixture would start a second
-    cluster in a session that runs both files: a driver has one.)
-    """
-    if ray.is_initialized():
-        yield
-        return
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(HERE)}},
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
+# The Ray test modules' cluster: test_ray's session one where it runs already.
+# (Imported as it is, test_ray's session fixture would start a second cluster
+# in a session that runs both files: a driver has one.)
+ray_cluster = ray_fixtures.ray_cluster
 
 
 @pytest.fixture

@@ -435,7 +435,7 @@ def test_a_notify_message_parses_what_sd_notify_sends() -> None:
     assert ready.NotifyMessage.parse(data, 7) == ready.NotifyMessage(
         7, ready=True, status="a=b", errno=2, extend_timeout_usec=5
     )
-    assert ready.NotifyMessage.parse(b"WATCHDOG=trigger\nRELOADING=1", 1).watchdog
+    assert ready.NotifyMessage.parse(b"WATCHDOG=trigger\nRELOADING=1", 1).watchdog_trigger
     assert ready.NotifyMessage.parse(b"\xff\xfe", 1) == ready.NotifyMessage(1)
 
 

@@ -14,17 +14,15 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gymnasiarch import Backoff, ChildSpec, Supervisor
-from gymnasiarch._backends import ray_host
+from gymnasiarch import Backoff, ChildSpec, Supervisor, exceptions
 from gymnasiarch._backends.base import Launch
 from gymnasiarch._backends.ray_host import ChildHost
 from gymnasiarch._context import BEAT_FRACTION, ChildContext
 from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch.exceptions import ChildHungError, FieldValueError, PrematureTaskDeathError
 from gymnasiarch.ray_backend import _status_from_payload
-from gymnasiarch.ready import Notify
+from gymnasiarch.ready import Notify, NotifyMessage
 from gymnasiarch.treefile import TreeFileError, load_tree
-from test_forkserver import _Shared
 
 FAST = Backoff(base=0.01, cap=0.01, jitter=0)
 WATCHDOG = 0.3
@@ -107,10 +105,34 @@ def test_heartbeat_beats_only_when_armed_and_due() -> None:
     before = time.monotonic()
     context._arm()
     assert len(deadlines) == 1
-    assert before + 4.0 <= deadlines[0] <= time.monotonic() + 4.0
+    # A watchdog and a beat spacing: a call skipped as too recent still counts.
+    assert before + 5.0 <= deadlines[0] <= time.monotonic() + 5.0
     for _ in range(1000):
         context.heartbeat()  # too soon after the last beat: nothing
     assert len(deadlines) == 1
+
+
+def test_the_watchdog_is_disarmed_for_good_once_the_target_ended() -> None:
+    deadlines: list[float] = []
+    disarmed: list[bool] = []
+    context = ChildContext(
+        "x",
+        None,
+        0,
+        RuntimeConfig(),
+        _send=lambda message: None,
+        _watchdog=4.0,
+        _beat_every=0.0,  # every call beats
+        _expire_at=deadlines.append,
+        _disarm_timer=lambda: disarmed.append(True),
+    )
+    context._arm()
+    context._disarm()
+    assert disarmed == [True]
+    context.heartbeat()
+    context._arm()
+    context._beat_if_armed()
+    assert len(deadlines) == 1  # nothing re-arms it
 
 
 # -- hung children ----------------------------------------------------------------
@@ -234,17 +256,41 @@ def both_cores_busy() -> Iterator[None]:
             process.wait()
 
 
+#: A program that beats (sd_notify WATCHDOG=1) four times a period, forever.
+BEATS_FOREVER = textwrap.dedent(
+    """
+    import os, socket, time
+    period = int(os.environ["WATCHDOG_USEC"]) / 1e6
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.connect(os.environ["NOTIFY_SOCKET"])
+    s.send(b"READY=1")
+    while True:
+        time.sleep(period / 4)
+        s.send(b"WATCHDOG=1")
+    """
+)
+#: The watchdog of the children under load: both cores busy with spinners
+#: (four processes of ours beside them on 2 cores) must not make a beat late.
+LOAD_WATCHDOG = 1.0
+
+
 async def test_beating_children_are_never_killed_under_load(both_cores_busy: None) -> None:
     specs = [
-        ChildSpec("async", "targets.watchdog:idles", watchdog=WATCHDOG),
-        ChildSpec("trio", "targets.watchdog:idles", watchdog=WATCHDOG, async_backend="trio"),
-        ChildSpec("sync", "targets.watchdog:beats_forever", watchdog=WATCHDOG),
+        ChildSpec("async", "targets.watchdog:idles", watchdog=LOAD_WATCHDOG),
+        ChildSpec("trio", "targets.watchdog:idles", watchdog=LOAD_WATCHDOG, async_backend="trio"),
+        ChildSpec("sync", "targets.watchdog:beats_forever", watchdog=LOAD_WATCHDOG),
+        ChildSpec(
+            "program",
+            command=[sys.executable, "-c", BEATS_FOREVER],
+            ready=Notify(),
+            watchdog=LOAD_WATCHDOG,
+        ),
     ]
     exits: list[str] = []
     with anyio.fail_after(30):
         async with Supervisor(specs) as sup:
             with sup.events() as events:
-                with anyio.move_on_after(10 * WATCHDOG):  # ten deadlines each
+                with anyio.move_on_after(3 * LOAD_WATCHDOG):  # three deadlines each
                     async for event in events:
                         if event.kind == "exited":
                             exits.append(f"{event.child}: {event.detail}")
@@ -273,26 +319,13 @@ def test_the_hung_error_pickles_with_its_fields() -> None:
     assert str(again) == str(error)
 
 
-@pytest.fixture
-def ray_host_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChildHost]:
-    """The Ray backend's host actor class, with a shared fork server of our own (no Ray)."""
-    servers = _Shared(tmp_path / "private" / "node")
-    requester = servers.requester()
-    monkeypatch.setattr(ray_host, "node_fork_server", lambda: requester)
-    monkeypatch.setattr(ray_host, "_node", lambda: ("node-1", "127.0.0.1"))
-    try:
-        yield ChildHost()
-    finally:
-        servers.end()
-
-
-async def test_the_ray_host_keeps_the_watchdog_on_the_childs_node(ray_host_here: ChildHost) -> None:
+async def test_the_ray_host_keeps_the_watchdog_on_the_childs_node(host: ChildHost) -> None:
     """The deadline is the process layer's: a Ray actor hosting a child keeps it too."""
     launch = Launch(
         "sim", "targets.watchdog:beats_then_stops", (0.1,), {}, {}, None, 0, watchdog=WATCHDOG
     )
     with anyio.fail_after(20):
-        payload = await ray_host_here.run(0, launch, None, True)
+        payload = await host.run(0, launch, None, True)
     status = _status_from_payload(payload)  # as the driver rebuilds it
     assert isinstance(status.error, ChildHungError)
     assert status.error.stack is not None
@@ -339,3 +372,165 @@ async def test_under_output_inherit_the_dump_goes_to_our_stderr(
     error, _ = await _hung(spec)
     assert error.stack is None
     assert "in stop_beating" in capfd.readouterr().err
+
+
+# -- the watchdog's bounds (review of issue 17) -------------------------------------
+
+
+async def _results(spec: ChildSpec) -> dict[str, object]:
+    """Run *spec* alone, no restart left: its results (a hang or a crash raises)."""
+    sup = Supervisor([spec], max_restarts=0, backoff=FAST)
+    with anyio.fail_after(20):
+        async with sup:
+            return await sup.wait()
+
+
+async def test_a_child_whose_target_returned_is_not_watched_while_it_exits() -> None:
+    """A non-daemon thread keeps the interpreter's exit waiting: no hang of its work."""
+    spec = ChildSpec(
+        "thread", "targets.watchdog:returns_with_thread", restart="transient", watchdog=WATCHDOG
+    )
+    assert await _results(spec) == {"thread": "done"}
+
+
+async def test_a_child_whose_target_raised_reports_its_error_not_a_hang() -> None:
+    spec = ChildSpec(
+        "thread", "targets.watchdog:raises_with_thread", restart="transient", watchdog=WATCHDOG
+    )
+    sup = Supervisor([spec], max_restarts=0, backoff=FAST)
+    with pytest.raises(PrematureTaskDeathError) as info:
+        await _run_to_the_end(sup, [])
+    assert isinstance(info.value.__cause__, ValueError)
+    assert str(info.value.__cause__) == "the real error"
+
+
+async def test_heartbeat_calls_never_a_watchdog_apart_keep_a_child_alive() -> None:
+    """Calls in bursts: the calls right after a beat are skipped, and count all the same."""
+    spec = ChildSpec(
+        "bursts",
+        "targets.watchdog:irregular_heartbeats",
+        args=(1.0,),
+        restart="transient",
+        watchdog=1.0,
+    )
+    assert await _results(spec) == {"bursts": "alive"}
+
+
+async def test_an_async_childs_event_loop_start_is_not_its_hang() -> None:
+    """The watchdog starts at the first beat of its loop: a slow loop start (1 s) is no hang."""
+    spec = ChildSpec(
+        "slow",
+        "targets.slow_loop:returns_after_a_slow_loop_start",
+        restart="transient",
+        watchdog=WATCHDOG,
+    )
+    assert await _results(spec) == {"slow": "ok"}
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_programs_queued_beats_count_when_the_supervisor_lags(backend: str) -> None:
+    """WATCHDOG=1 sent in time, queued while the supervisor's loop was busy, is taken first."""
+    spec = ChildSpec(
+        "prog",
+        command=[sys.executable, "-c", BEATS_FOREVER],
+        ready=Notify(),
+        restart="transient",
+        watchdog=0.3,  # a beat every 75 ms
+    )
+
+    async def main() -> list[str]:
+        exits: list[str] = []
+        with anyio.fail_after(30):
+            async with Supervisor([spec], max_restarts=10, backoff=FAST) as sup:
+                with sup.events() as events:
+                    for _ in range(3):
+                        await sup.wait_ready("prog")
+                        await anyio.sleep(0.1)
+                        time.sleep(0.6)  # noqa: ASYNC251 - the loop busy (a sync call, a GC pause)
+                        with anyio.move_on_after(0.3):
+                            async for event in events:
+                                if event.kind == "exited":
+                                    exits.append(event.detail or "")
+                sup.stop()
+        return exits
+
+    assert anyio.run(main, backend=backend) == []
+
+
+async def test_the_seconds_since_the_last_beat_are_measured() -> None:
+    """Found late (the supervisor's loop was busy): the error says how long it really was."""
+    spec = ChildSpec(
+        "sync",
+        "targets.watchdog:beats_then_stops",
+        args=(0.05,),
+        restart="transient",
+        watchdog=WATCHDOG,
+    )
+
+    async def lagging() -> None:
+        async with Supervisor([spec], max_restarts=0, backoff=FAST) as sup:
+            # Started (the entry waits for that): its deadline passes, the loop busy.
+            time.sleep(1.5)  # noqa: ASYNC251
+            await sup.wait()
+
+    with pytest.raises(PrematureTaskDeathError) as info, anyio.fail_after(20):
+        await lagging()
+    error = info.value.__cause__
+    assert isinstance(error, ChildHungError)
+    assert error.seconds is not None
+    assert 1.2 < error.seconds < 2.5, error.seconds  # its last beat ~0.05 s after its start
+    assert f"no beat for {error.seconds:.2f} s" in str(error)
+
+
+TRIGGERS = textwrap.dedent(
+    """
+    import os, socket, time
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.connect(os.environ["NOTIFY_SOCKET"])
+    s.send(b"READY=1")
+    s.send(b"WATCHDOG=1")
+    s.send(b"WATCHDOG=trigger")
+    s.send(b"WATCHDOG=1")  # too late: it said it was hung
+    time.sleep(30)
+    """
+)
+
+
+async def test_watchdog_trigger_is_a_hang_at_once() -> None:
+    spec = ChildSpec(
+        "prog",
+        command=[sys.executable, "-c", TRIGGERS],
+        ready=Notify(),
+        restart="transient",
+        watchdog=30.0,
+    )
+    began = time.monotonic()
+    error, details = await _hung(spec)
+    assert time.monotonic() - began < 10  # not its 30 s deadline
+    assert error.seconds is None
+    assert "WATCHDOG=trigger" in str(error)
+    assert any("WATCHDOG=trigger" in detail for detail in details)
+
+
+def test_watchdog_trigger_is_no_keep_alive() -> None:
+    keep_alive = NotifyMessage.parse(b"WATCHDOG=1", 7)
+    assert (keep_alive.watchdog, keep_alive.watchdog_trigger) == (True, False)
+    trigger = NotifyMessage.parse(b"WATCHDOG=trigger", 7)
+    assert (trigger.watchdog, trigger.watchdog_trigger) == (False, True)
+
+
+def test_only_our_own_modules_make_a_helper_thread() -> None:
+    """A user's path with a ``gymnasiarch/_`` in it is the user's thread, shown."""
+    ours = Path(exceptions.__file__).resolve().parent / "_process" / "output.py"
+    stack = "\n".join(
+        [
+            "Thread 0x2 (most recent call first):",
+            f'  File "{ours}", line 5 in _serve',
+            "Current thread 0x1 (most recent call first):",
+            '  File "/home/u/gymnasiarch/_work/sim.py", line 3 in step',
+        ]
+    )
+    error = ChildHungError("hung", child="x", stack=stack)
+    assert error.stuck_at() == [
+        'Current thread 0x1: File "/home/u/gymnasiarch/_work/sim.py", line 3 in step'
+    ]

@@ -30,15 +30,19 @@ class ChildContext:
     runtime_config: RuntimeConfig
     _send: Callable[[tuple[Any, ...]], None] = field(repr=False)
     _ready_sent: bool = field(default=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    # The watchdog: a beat moves the deadline (_expire_at(now + _watchdog),
-    # a timer the supervisor awaits), at most every _beat_every seconds; the
-    # next one is due at _next_beat: inf until armed (see _arm), and always
-    # without a watchdog.
+    # Re-entrant: a heartbeat() from a signal handler that interrupts a beat
+    # of the same thread must not wait for itself.
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    # The watchdog: a beat moves the deadline (_expire_at(now + _watchdog +
+    # _beat_every), a timer the supervisor awaits), at most every _beat_every
+    # seconds; the next one is due at _next_beat: inf until armed (see _arm),
+    # always without a watchdog, and again once the target has ended (see
+    # _disarm, which stops the timer with _disarm_timer).
     _watchdog: float = field(default=math.inf, repr=False)
     _beat_every: float = field(default=math.inf, repr=False)
     _next_beat: float = field(default=math.inf, repr=False)
     _expire_at: Callable[[float], None] | None = field(default=None, repr=False)
+    _disarm_timer: Callable[[], None] | None = field(default=None, repr=False)
 
     def ready(self, value: Any = None) -> None:
         """Tell the supervisor this child is really serving now.
@@ -60,23 +64,49 @@ class ChildContext:
 
         A plain ``def`` child whose spec sets ``watchdog=`` calls it at
         least that often once it is ready (an ``async def`` child beats by
-        itself while its event loop turns). Cheap enough for a hot loop:
-        while the last beat is recent (less than a quarter of the watchdog
-        ago) it reads the clock and returns, no system call; a beat itself
-        moves the deadline of a kernel timer the supervisor awaits (one
-        system call, which wakes nobody). Without a watchdog, and before
-        the child is ready, it does nothing more than read the clock. Any
-        thread may call it.
+        itself while its event loop turns): calls never more than a
+        watchdog apart keep it alive, however irregular. Cheap enough for a
+        hot loop: while the last beat is recent (less than a quarter of the
+        watchdog ago) it reads the clock and returns, no system call; a
+        beat itself moves the deadline of a kernel timer the supervisor
+        awaits (one system call, which wakes nobody) to a watchdog and a
+        quarter from now, so a call skipped as too recent still counts. A
+        child that stops calling it is found hung within 1.25 watchdogs of
+        its last call. Without a watchdog, before the child is ready, and
+        once its target has returned or raised, it does nothing more than
+        read the clock. Any thread may call it.
         """
         if _monotonic() >= self._next_beat:
             self._beat()
 
     def _beat(self) -> None:
-        """Beat now: the supervisor's deadline for this child moves to a watchdog from now."""
-        now = _monotonic()
-        self._next_beat = now + self._beat_every
-        if self._expire_at is not None:
-            self._expire_at(now + self._watchdog)
+        """Beat now: the deadline moves to a watchdog and a beat spacing from now.
+
+        The spacing: a heartbeat() call up to a spacing after this beat is
+        skipped (see :meth:`heartbeat`), and its promise of a watchdog more
+        must hold all the same. Under the lock: a thread's beat cannot
+        re-arm the timer after :meth:`_disarm` (a beat is rare: at most
+        every spacing).
+        """
+        with self._lock:
+            if self._expire_at is None:
+                return
+            now = _monotonic()
+            self._next_beat = now + self._beat_every
+            self._expire_at(now + self._watchdog + self._beat_every)
+
+    def _disarm(self) -> None:
+        """Stop the watchdog for good: the target has returned or raised.
+
+        What follows (sending the result, the interpreter's exit joining a
+        non-daemon thread, atexit handlers) is not the target's work: a
+        child is not found hung there, and heartbeat() does nothing.
+        """
+        with self._lock:
+            self._next_beat = math.inf
+            self._expire_at = None
+            if self._disarm_timer is not None:
+                self._disarm_timer()
 
     def _arm(self) -> None:
         """Start the watchdog (at the child's start, or its ready): beat now, and from now on."""
@@ -91,8 +121,10 @@ class ChildContext:
 
 _current: ChildContext | None = None
 _monotonic = time.monotonic  # a global's lookup, not a module attribute's, in heartbeat()
-#: A beat is made at most every watchdog * BEAT_FRACTION seconds: three
-#: more chances before the deadline, for a child slowed by a busy machine.
+#: A beat is made at most every watchdog * BEAT_FRACTION seconds, and moves
+#: the deadline to (1 + BEAT_FRACTION) watchdogs from then: an ``async def``
+#: child's beat task has four more chances before it, for a loop slowed by a
+#: busy machine, and a hang is found within 1.25 watchdogs.
 BEAT_FRACTION = 0.25
 
 

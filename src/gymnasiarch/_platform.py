@@ -191,6 +191,22 @@ def zombie_exit_code(pid: int) -> int | None:
     return os.waitstatus_to_exitcode(int(fields[49]))
 
 
+def zombie_cpu_seconds(pid: int) -> float | None:
+    """The CPU seconds (user and system) *pid* used, if it is a zombie now.
+
+    Why: a child SIGKILLed by the kernel at the hard ``RLIMIT_CPU`` (a
+    ``limits.cpu_seconds`` it outran, handling its SIGXCPU) looks like any
+    other SIGKILL; its CPU time, still in ``/proc/PID/stat`` until it is
+    reaped, tells them apart. Its own time only, not its waited-for
+    children's: the limit is per process. None for a living or reaped
+    process, or elsewhere.
+    """
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 13 or fields[0] != b"Z":
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def boot_ticks() -> int:
     """Now, in the unit of :attr:`ProcInfo.start`: clock ticks since boot.
 
@@ -403,6 +419,29 @@ def ensure_private_directory(path: str | os.PathLike[str], *, parents: bool = Fa
         )
 
 
+# -- the ports the kernel gives out itself -----------------------------------------
+
+#: Linux's default ``ip_local_port_range``, for a system that does not say.
+DEFAULT_EPHEMERAL_PORTS = (32768, 60999)
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The first and last port the kernel gives a socket that did not bind one (inclusive).
+
+    Why: a ``connect()`` without a ``bind()``, and a bind to port 0, get
+    their local port from this range (``/proc/sys/net/ipv4/ip_local_port_range``),
+    so a port picked for a program to bind later is picked outside it: no
+    outgoing connection can take it meanwhile. Elsewhere, or unreadable:
+    Linux's default, :data:`DEFAULT_EPHEMERAL_PORTS`.
+    """
+    fields = _read("/proc/sys/net/ipv4/ip_local_port_range").split()
+    try:
+        first, last = (int(field) for field in fields)
+    except ValueError:  # not two numbers (no such file)
+        return DEFAULT_EPHEMERAL_PORTS
+    return first, last
+
+
 # -- who listens where: the kernel's socket tables ----------------------------------
 
 _TCP_LISTEN = "0A"  # include/net/tcp_states.h: TCP_LISTEN, as /proc/net/tcp prints it
@@ -507,8 +546,9 @@ def group_usage(leader: int) -> tuple[int, float] | None:
     child's own processes (about 25 µs for a child of one process, measured),
     not with the machine's, as a scan of every ``/proc/*/stat`` for the
     group would. A member whose parent left the group or died (reparented
-    to the supervisor) is not found. None for a leader that is gone, or
-    elsewhere.
+    to the supervisor) is not found. Summed RSS is an upper bound: a page
+    shared by several members (or, copy-on-write, with the fork server)
+    counts once for each. None for a leader that is gone, or elsewhere.
     """
     fields = _stat_fields(leader)
     if fields is None or len(fields) < 22:
@@ -564,8 +604,10 @@ def set_resource_limits(limits: dict[str, int | bool]) -> None:
 
     Raises:
         ValueError: A limit above the hard limit this process has, which
-            only a privileged process may raise; the message names it as
-            ``limits.<key>``.
+            only a privileged process may raise, or one larger than
+            ``setrlimit`` takes (a C long: ``OverflowError``, from a spec
+            not made by ``ChildSpec``, which refuses such); the message
+            names it as ``limits.<key>``.
     """
     for key, value in limits.items():
         which = RESOURCE_LIMITS[key]
@@ -578,7 +620,7 @@ def set_resource_limits(limits: dict[str, int | bool]) -> None:
             soft, new_hard = int(value), int(value)
         try:
             resource.setrlimit(which, (soft, new_hard))
-        except (ValueError, OSError) as error:
+        except (ValueError, OSError, OverflowError) as error:
             shown = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
             raise ValueError(
                 f"limits.{key} = {value!r} cannot be set: {error} (the hard limit here is {shown})"
@@ -632,14 +674,27 @@ def timerfd_create() -> int:
     return _libc_call("timerfd_create", ctypes.c_int(time.CLOCK_MONOTONIC), ctypes.c_int(flags))
 
 
+#: The step in which an expired timer counts how late its reader is (see
+#: :func:`timerfd_expire_at`): the resolution of a hung child's "no beat for".
+TIMERFD_LATE_STEP = 0.001
+
+
 def timerfd_expire_at(fd: int, when: float) -> None:
-    """Arm the timer *fd* to expire once at *when* (``time.monotonic()`` seconds).
+    """Arm the timer *fd* to expire at *when* (``time.monotonic()`` seconds).
 
     Re-arming moves the deadline and forgets an expiry not yet read. A
-    *when* already past expires at once.
+    *when* already past expires at once. After *when* it counts on in steps
+    of :data:`TIMERFD_LATE_STEP`, so the count that the first read returns
+    says how late the reader was (``(count - 1) * step``). Why: the kernel
+    computes that count at the read (no wake-up per step), where a reader
+    woken late by a busy event loop has no other way to know when the
+    deadline passed.
     """
     seconds = int(when)  # > 0: CLOCK_MONOTONIC counts from the boot (all zero would disarm)
-    value = _Itimerspec(_Timespec(0, 0), _Timespec(seconds, int((when - seconds) * 1e9)))
+    value = _Itimerspec(
+        _Timespec(0, int(TIMERFD_LATE_STEP * 1e9)),
+        _Timespec(seconds, int((when - seconds) * 1e9)),
+    )
     _libc_call(
         "timerfd_settime",
         ctypes.c_int(fd),
@@ -647,6 +702,12 @@ def timerfd_expire_at(fd: int, when: float) -> None:
         ctypes.byref(value),
         None,
     )
+
+
+def timerfd_disarm(fd: int) -> None:
+    """Disarm the timer *fd*: it expires no more (an expiry not yet read is forgotten)."""
+    value = _Itimerspec(_Timespec(0, 0), _Timespec(0, 0))
+    _libc_call("timerfd_settime", ctypes.c_int(fd), ctypes.c_int(0), ctypes.byref(value), None)
 
 
 def inotify_init() -> int:

@@ -365,7 +365,10 @@ def parse_size(text: str) -> int:
     if binary and not prefix:
         raise ValueError(f"expected a size like '512MiB', '2GiB' or '1.5G', got {text!r}")
     base = 1000 if (byte and prefix and not binary) else 1024
-    return int(float(number) * base ** _SIZE_POWERS[prefix.lower()])
+    size = float(number) * base ** _SIZE_POWERS[prefix.lower()]
+    if not math.isfinite(size):  # "1000...000PiB": int() of it would raise OverflowError
+        raise ValueError(f"expected a size of fewer bytes than a float holds, got {text!r}")
+    return int(size)
 
 
 def format_size(size: float) -> str:
@@ -398,6 +401,24 @@ def check_size(field: str, value: object, owner: str = "") -> int:
 
 #: The keys of ``ChildSpec.limits``: what each sets in the child (see docs/supervising.md).
 LIMIT_KEYS = ("memory", "open_files", "cpu_seconds", "core_dumps")
+#: The largest ``memory``, ``open_files`` or ``cpu_seconds``: 2**62 (4 EiB,
+#: 146 billion years). Why: ``setrlimit`` takes a C long (2**63 - 1 and above
+#: raise ``OverflowError`` in the child), and the CPU hard limit is a few
+#: seconds above the soft one.
+LIMIT_MAX = 2**62
+#: The fewest ``open_files`` a child may have. Why: a child's own start opens
+#: descriptors before its target runs, and a lower limit makes every start
+#: fail. Measured (the lowest limit a child started with): 8 for a sync
+#: target that logs (7 and below lose the log connection), 10 for an async
+#: one on asyncio, 13 on trio, 4 for ``sh``, 5 for a ``python`` program.
+OPEN_FILES_MIN = 16
+
+
+def _shown_number(value: object) -> str:
+    """*value* for an error message; a huge int by its size (``repr`` refuses past 4300 digits)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an int of about 2**{value.bit_length() - 1}"
+    return repr(value)
 
 
 def check_limits(limits: object, owner: str = "") -> dict[str, int | bool]:
@@ -405,8 +426,9 @@ def check_limits(limits: object, owner: str = "") -> dict[str, int | bool]:
 
     Raises:
         FieldTypeError: Not a mapping, or a value of the wrong type.
-        FieldValueError: An unknown key, or a value out of range; the
-            field is named ``limits.<key>``.
+        FieldValueError: An unknown key, or a value out of range (above
+            :data:`LIMIT_MAX`; ``open_files`` below :data:`OPEN_FILES_MIN`);
+            the field is named ``limits.<key>``.
     """
     if not isinstance(limits, Mapping):
         raise FieldTypeError("limits", f"expected a mapping, got {limits!r}", owner)
@@ -420,17 +442,34 @@ def check_limits(limits: object, owner: str = "") -> dict[str, int | bool]:
             checked[key] = bool(value)
         elif key in ("open_files", "cpu_seconds"):
             whole = key == "open_files"
-            kinds: tuple[type, ...] = (int,) if whole else (int, float)
-            if isinstance(value, bool) or not isinstance(value, kinds):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or (whole and not isinstance(value, int))
+            ):
                 what = "a whole number" if whole else "a number of seconds"
                 raise FieldTypeError(field, f"expected {what}, got {value!r}", owner)
-            number = float(value)  # type: ignore[arg-type]  # an int or a float, checked above
-            if not math.isfinite(number) or number <= 0:
+            # Compared as they are: float() of a huge int raises OverflowError.
+            if (isinstance(value, float) and not math.isfinite(value)) or value <= 0:
                 raise FieldValueError(field, f"expected a number above 0, got {value!r}", owner)
-            checked[key] = math.ceil(number)  # RLIMIT_CPU counts whole seconds
+            checked[key] = math.ceil(value)  # RLIMIT_CPU counts whole seconds
+            if whole and value < OPEN_FILES_MIN:
+                raise FieldValueError(
+                    field,
+                    f"expected at least {OPEN_FILES_MIN} (the descriptors a child's own "
+                    f"start needs), got {value!r}",
+                    owner,
+                )
         else:
             raise FieldValueError(
                 field, f"unknown limit {key!r} (known: {', '.join(LIMIT_KEYS)})", owner
+            )
+        if not isinstance(checked[key], bool) and checked[key] > LIMIT_MAX:
+            raise FieldValueError(
+                field,
+                f"expected at most 2**62 ({LIMIT_MAX}, as setrlimit takes), "
+                f"got {_shown_number(value)}",
+                owner,
             )
     return checked
 
@@ -511,32 +550,45 @@ class ChildSpec:
             restart counts. Only a permanent child restarts after a normal
             end, so it applies to permanent children only.
         ports: For a *command*: names of TCP ports the supervisor picks for
-            it (``["api"]``): a free port of 127.0.0.1 each, picked at the
-            child's first start and kept across its restarts. ``{api}`` in
+            it (``["api"]``): a free port each, outside the kernel's
+            ephemeral range, picked at the child's first start and kept
+            across its restarts (replaced, with a WARNING, if another
+            process took it while the child was down). ``{api}`` in
             *command*, in the values of *env* and in *ready*
             (``ready.Port("{api}")``, a ``Path`` or a ``Line``) is replaced
-            by the port; other text in braces is left as it is. The ports
-            show in the child's :class:`~gymnasiarch.ChildInfo` and are its
-            ready value (``{"api": 40123}``; ``FromReady("sim", key="api")``
-            passes one to a sibling).
+            by the port, and ``{{name}}`` by the text ``{name}``; other text
+            in braces (JSON) is left as it is. Each ``{name}`` there must be
+            one of the ports, and each port must be used there; no port may
+            be named ``host``. The ports show in the child's
+            :class:`~gymnasiarch.ChildInfo` and are its ready value
+            (``{"api": 40123}``; under the Ray backend with the node's
+            address, ``{"host": "10.0.0.5", "api": 40123}``;
+            ``FromReady("sim", key="api")`` passes one to a sibling).
         limits: Resource limits the kernel enforces in the child, set
             (``setrlimit``) before its target runs or its program is
             exec'd, and inherited by its subprocesses: ``memory`` (a size:
             bytes, or ``"512MiB"``, ``"2GiB"``; ``RLIMIT_DATA``, see
             docs/supervising.md), ``open_files`` (``RLIMIT_NOFILE``),
-            ``cpu_seconds`` (``RLIMIT_CPU``: SIGXCPU once used up) and
+            ``cpu_seconds`` (``RLIMIT_CPU``: SIGXCPU once used up, SIGKILL
+            5 s of CPU later; whole seconds: a fraction is rounded up,
+            ``0.5`` is 1) and
             ``core_dumps`` (``False``: ``RLIMIT_CORE`` 0). A Python child
             over its memory gets :class:`MemoryError`.
         max_memory: A ceiling on the resident memory (RSS) of the child's
             process group, as a size: sampled by the supervisor (every
             second); a child found over it is stopped (its stop signal, its
-            *shutdown* grace, SIGKILL) and its end is abnormal, a
-            :class:`~gymnasiarch.exceptions.ChildOverLimitError`.
+            *shutdown* grace, or 5 s where that is None, SIGKILL; its state
+            ``stopping`` meanwhile) and its end is abnormal, a
+            :class:`~gymnasiarch.exceptions.ChildOverLimitError`. The RSS
+            of the group's processes is summed, so pages they share (with
+            each other, and with the fork server a Python child was forked
+            from) count once per process: an upper bound.
         stdout_level: The level of a plain line of captured stdout: a name
             in any case (``"INFO"``, ``"debug"``) or a number
             (``logging.INFO``, the default).
         stderr_level: The same for stderr (default WARNING). Many programs
-            log everything to stderr: ``stderr_level="INFO"``.
+            log everything to stderr: ``stderr_level="INFO"``. Neither
+            level may be changed with ``output="inherit"``, which reads no lines.
         json_keys: With ``output="json"``: where a line's object holds the
             record's ``level``, ``message`` and ``time`` (each a key path,
             dotted for nested objects, or a list of paths tried in turn, or
@@ -554,7 +606,13 @@ class ChildSpec:
             calls ``child_context().heartbeat()``, an ``async def`` one
             beats by itself while its event loop turns, a program sends
             sd_notify ``WATCHDOG=1`` (it needs ``ready=Notify()``; it finds
-            ``WATCHDOG_USEC`` in its environment). A child that misses its
+            ``WATCHDOG_USEC`` in its environment; ``WATCHDOG=trigger`` has
+            it found hung at once). Beats never more than *watchdog* apart
+            keep it alive; a Python child that stops beating is found hung
+            within 1.25 times *watchdog* of its last beat (its beats are
+            spaced a quarter of it apart), a program within *watchdog*.
+            Once its target has returned or raised, a child is no longer
+            watched. A child that misses its
             deadline is hung: its threads' stacks are dumped to its stderr,
             its process group is killed, and its end is a
             :class:`~gymnasiarch.exceptions.ChildHungError`, restarted like
@@ -657,8 +715,15 @@ class ChildSpec:
     def _check_output(self, where: str) -> None:
         """Check *output* and what reads it: the levels of plain lines, *json_keys*."""
         check_choice("output", self.output, OUTPUT_MODES, where)
-        for name in ("stdout_level", "stderr_level"):
-            object.__setattr__(self, name, check_level(name, getattr(self, name), where))
+        defaults = {"stdout_level": logging.INFO, "stderr_level": logging.WARNING}
+        for name, default in defaults.items():
+            level = check_level(name, getattr(self, name), where)
+            object.__setattr__(self, name, level)
+            # Inherited output is never read as lines: a level there would do nothing.
+            if self.output == "inherit" and level != default:
+                raise FieldValueError(
+                    name, 'applies only to output="capture" or "json", not "inherit"', where
+                )
         if self.json_keys is not None:
             if self.output != "json":
                 raise FieldValueError("json_keys", 'applies only to output="json"', where)
@@ -706,7 +771,14 @@ class ChildSpec:
         )
 
     def _check_ports(self, where: str) -> None:
-        """Check *ports* (names, for a program only) and the placeholder of a ``ready.Port``."""
+        """Check *ports* (names, for a program only) and the placeholders that name them.
+
+        A child with ports: each ``{name}`` in its command, env values and
+        ready kind is one of them, and each of them is used in one of those
+        (a port used nowhere would be published as the child's address while
+        the program listens elsewhere). Without ports only a ``ready.Port``'s
+        placeholder is checked: nothing else is filled in.
+        """
         ports = self.ports
         if isinstance(ports, str | bytes) or not isinstance(ports, Sequence):
             raise FieldTypeError("ports", f"expected a list of names, got {ports!r}", where)
@@ -723,6 +795,13 @@ class ChildSpec:
                 )
             if name in seen:
                 raise FieldValueError("ports", f"duplicate port name {name!r}", where)
+            if name == "host":
+                raise FieldValueError(
+                    "ports",
+                    "a port cannot be named 'host': on a Ray cluster the ready value "
+                    "{'host': node address, <name>: port, ...} has that key already",
+                    where,
+                )
             seen.add(name)
         if ports and self.command is None:
             raise FieldValueError(
@@ -732,15 +811,56 @@ class ChildSpec:
                 where,
             )
         object.__setattr__(self, "ports", tuple(ports))
+        declared = ", ".join(repr(n) for n in ports) or "none"
         wanted = self.ready.placeholder if isinstance(self.ready, _ready.Port) else None
         if wanted is not None and wanted not in seen:
-            declared = ", ".join(repr(n) for n in ports) or "none"
             raise FieldValueError(
                 "ready",
                 f"{self.ready!r}: {{{wanted}}} is not one of the child's ports "
                 f"(declared: {declared}); add {wanted!r} to ports",
                 where,
             )
+        if ports:
+            self._check_placeholders(where)
+
+    def _check_placeholders(self, where: str) -> None:
+        """Each ``{name}`` filled in is one of the ports, and each port is one filled in."""
+        seen = set(self.ports)
+        declared = ", ".join(repr(n) for n in self.ports)
+        used: set[str] = set()
+        for field_name, text in self._filled_texts():
+            for match in _ready.PLACEHOLDER_OR_ESCAPE.finditer(text):
+                name = match.group(2)
+                if name is None:
+                    continue  # {{name}}: the text {name}
+                if name not in seen:
+                    raise FieldValueError(
+                        field_name,
+                        f"{{{name}}} is not one of the child's ports (declared: {declared}); "
+                        f"add {name!r} to ports, or write {{{{{name}}}}} for the text {{{name}}}",
+                        where,
+                    )
+                used.add(name)
+        for name in self.ports:
+            if name not in used:
+                raise FieldValueError(
+                    "ports",
+                    f"{name!r} is used in none of command, env, ready: write {{{name}}} "
+                    "where the program is to be given its port, or drop the name",
+                    where,
+                )
+
+    def _filled_texts(self) -> list[tuple[str, str]]:
+        """The texts ports are filled into, each with its field: ``command[2]``, ``env.X``."""
+        texts = [(f"command[{i}]", part) for i, part in enumerate(self.command or ())]
+        texts += [(f"env.{k}", v) for k, v in (self.env or {}).items() if v is not None]
+        if isinstance(self.ready, _ready.Port) and self.ready.placeholder is not None:
+            texts.append(("ready", str(self.ready.port)))
+        elif isinstance(self.ready, _ready.Path):
+            texts.append(("ready", str(self.ready)))
+        elif isinstance(self.ready, _ready.Line):
+            texts.append(("ready", self.ready.regex))
+        return texts
 
 
 #: What a port of ``ChildSpec.ports`` may be called: what a ``{name}`` placeholder holds.

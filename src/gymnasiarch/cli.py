@@ -115,7 +115,9 @@ def _check(tree: str) -> int:
     try:
         supervisor = load_tree(tree, resolve=True)
     except TreeFileError as error:
-        return _fail(str(error), EXIT_BAD_INPUT)
+        for mistake in error.mistakes:  # every one in one run, one line each
+            _fail(str(mistake), EXIT_BAD_INPUT)
+        return EXIT_BAD_INPUT
     count = sum(1 for info in supervisor.walk() if not info.nested)
     print(f"{tree}: ok ({count} children)")
     return EXIT_OK
@@ -270,6 +272,16 @@ class _Session:
         with anyio.CancelScope() as self._control_scope:
             await ControlServer(self.supervisor, self.control).serve(task_status=task_status)
 
+    def _ports_of(self, event: Event, name: str | None) -> dict[str, Any] | None:
+        """The ports a program's ``ready`` event announces (its ready value), else None."""
+        if event.kind != "ready" or name is None or not isinstance(event.value, dict):
+            return None
+        try:
+            picked = self.supervisor.child_info(name).ports
+        except KeyError:  # removed since: its value is not known to be ports
+            return None
+        return event.value if picked else None
+
     async def _follow(self, events: MemoryObjectReceiveStream[Event]) -> None:
         from gymnasiarch._cli.control import status_rows  # noqa: PLC0415 - fast --help
 
@@ -280,7 +292,7 @@ class _Session:
             if event.kind == "gave_up" and name and "/" in name:
                 self.groups_gave_up.append(event.detail)
             group = name.rpartition("/")[0] if name else event.path
-            _log_event(event, name, group or None)
+            _log_event(event, name, group or None, self._ports_of(event, name))
             if self.live is not None:
                 self.live.update(status_rows(self.supervisor))
 
@@ -319,11 +331,19 @@ def _supervise(
     return EXIT_GAVE_UP
 
 
-def _log_event(event: Event, child: str | None, supervisor: str | None) -> None:
-    """One structured line per lifecycle event, for whoever watches the log."""
+def _log_event(
+    event: Event, child: str | None, supervisor: str | None, ports: dict[str, Any] | None = None
+) -> None:
+    """One structured line per lifecycle event, for whoever watches the log.
+
+    *ports*: a program's picked ports, for its ``ready`` line (``http=40123``,
+    as ``status`` shows them).
+    """
     fields: dict[str, Any] = {"child": child, "pid": event.pid, "supervisor": supervisor}
     if child is not None:
         fields["restarts"] = event.restarts
+    if ports:
+        fields["ports"] = ",".join(f"{name}={port}" for name, port in ports.items())
     if event.detail:
         fields["detail"] = event.detail
     level = (

@@ -52,6 +52,7 @@ keyword-only fields rebuild themselves through :meth:`__reduce__`.
 
 from __future__ import annotations
 
+import os as _os
 import signal as _signal
 from collections.abc import Callable
 from typing import Any
@@ -458,9 +459,24 @@ class ChildOverLimitError(SupervisionError):
         }
 
 
+#: Where our own private modules are: this package's directory here, and
+#: an installed copy's anywhere (a child on a Ray node may have its own).
+_OUR_MODULES = (
+    _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "_"),
+    f"{_os.sep}site-packages{_os.sep}gymnasiarch{_os.sep}_",
+    f"{_os.sep}dist-packages{_os.sep}gymnasiarch{_os.sep}_",
+)
+
+
+def _in_our_modules(frame: str) -> bool:
+    """Whether a dumped frame (``File "PATH", line N in F``) is in one of our private modules."""
+    path = frame.partition('File "')[2].rpartition('", line ')[0]
+    return path.startswith(_OUR_MODULES[0]) or any(where in path for where in _OUR_MODULES[1:])
+
+
 def _our_helper_thread(frames: list[str]) -> bool:
     """Whether a dumped thread is one of gymnasiarch's own in the child (not its main thread)."""
-    ours = any("/gymnasiarch/_" in frame for frame in frames)
+    ours = any(_in_our_modules(frame) for frame in frames)
     return ours and not any(" in child_main" in frame for frame in frames)
 
 
@@ -478,7 +494,10 @@ class ChildHungError(SupervisionError):
     was stuck (:meth:`stuck_at`).
 
     Attributes:
-        seconds: Seconds since the child's last beat when it was found hung.
+        seconds: Seconds since the child's last beat when it was found hung
+            (measured, to a millisecond: more than the period where the
+            supervisor's event loop was busy at the deadline), or ``None``
+            for a program that said it was hung (sd_notify ``WATCHDOG=trigger``).
         watchdog: The child's watchdog period, in seconds.
         stack: The dump of every thread's stack (``faulthandler``'s text,
             each frame followed by its source line where the file could be
@@ -553,8 +572,17 @@ class ChildEndedError(SupervisionError):
 
     :attr:`child` is the child's path, :attr:`exitcode` and :attr:`signum`
     say how its last run ended (where it ran), and ``__cause__`` is the
-    supervisor's own error where it gave up.
+    supervisor's own error where it gave up. The message says why once
+    (gave up, stopped, not restarted, stopped with ``terminate_child()``).
     """
+
+    def _details(self) -> list[str]:
+        # The message names the child already: said once.
+        details = super()._details()
+        said = str(self.args[0]) if self.args else ""
+        if self.child is not None and f"child {self.child!r}" in said:
+            details.remove(f"child {self.child!r}")
+        return details
 
 
 class FieldError(GymnasiarchError):

@@ -206,7 +206,7 @@ class RayBackend:
     checks_program_ready = True
     #: A program's ``ports=`` are picked by its actor, free on its node (not
     #: on the driver's machine), at its first start, and asked for again at
-    #: its restarts (:func:`~gymnasiarch._ports.pick_node_ports`).
+    #: its restarts (:func:`~gymnasiarch._ports.pick_ports`).
     picks_program_ports = True
 
     def __init__(
@@ -298,13 +298,8 @@ class RayBackend:
                 f"child {launch.name!r}: a child on a Ray cluster cannot reach a log "
                 "server on a Unix socket; give the supervisor a TCP LogServer, or none"
             )
-        if launch.node_ports is not None and "host" in launch.node_ports:
-            if ticket is not None:
-                ticket.revoke()
-            raise InitializationFailedError(
-                f"child {launch.name!r}: on a Ray cluster, a port cannot be named 'host': "
-                "its ready value {'host': address, <name>: port, ...} has that key already"
-            )
+        # The spec refuses a port named "host" (the ready value's key for the node address).
+        assert launch.node_ports is None or "host" not in launch.node_ports
         relay = None
         try:
             if ticket is not None and capture_output:
@@ -778,6 +773,7 @@ def _status_from_payload(payload: dict[str, Any]) -> ExitStatus:
         result_error=_load(payload.get("result_error")),
         start_error=_load(payload.get("start_error")),
         over_limit=_load(payload.get("over_limit")),
+        signal_cause=payload.get("signal_cause"),
     )
 
 

@@ -68,7 +68,15 @@ _T = TypeVar("_T")
 _FIRST_LOOK = 0.001
 _LAST_LOOK = 0.05
 
+#: A port's placeholder: ``{name}``, the name an identifier. Braces around
+#: anything else (JSON's ``{"port": 1}``, ``{1}``, ``{}``) are not one.
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+#: A placeholder (group 2), or its escape (group 1): in a child with ports,
+#: ``{{name}}`` is the text ``{name}`` (a shell's ``${{HOME}}``, a format's
+#: ``{{x}}``). Searched left to right, an escape is taken before the
+#: placeholder inside it.
+PLACEHOLDER_OR_ESCAPE = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _UNIX_PATH_MAX = 108  # sizeof(sockaddr_un.sun_path), the terminating NUL included
 
 
@@ -84,7 +92,10 @@ class Notify:
     systemd``, PostgreSQL, and any program that calls ``sd_notify(3)`` or
     runs ``systemd-notify --ready`` (see :class:`NotifySocket` for who is
     believed). ``STATUS=`` lines show as the child's status; ``STOPPING=1``
-    and ``WATCHDOG=1`` are accepted.
+    and ``WATCHDOG=1`` are accepted. With the spec's ``watchdog=``,
+    ``WATCHDOG=1`` is the keep-alive and ``WATCHDOG=trigger`` has the
+    program found hung at once; a ``WATCHDOG_USEC=`` sent at run time is
+    ignored (the spec's period stays).
     """
 
 
@@ -485,7 +496,9 @@ class NotifyMessage:
     status: str | None = None  #: ``STATUS=...``: a line of free text for humans
     stopping: bool = False  #: ``STOPPING=1``: the program is shutting down
     reloading: bool = False  #: ``RELOADING=1``: it is reloading its configuration
-    watchdog: bool = False  #: ``WATCHDOG=1`` (or ``trigger``): a watchdog keep-alive
+    watchdog: bool = False  #: ``WATCHDOG=1``: a watchdog keep-alive
+    #: ``WATCHDOG=trigger``: act as if the watchdog had expired (the program is hung)
+    watchdog_trigger: bool = False
     mainpid: int | None = None  #: ``MAINPID=``: the program's main process, if not the sender
     errno: int | None = None  #: ``ERRNO=``: why it failed, as an errno
     watchdog_usec: int | None = None  #: ``WATCHDOG_USEC=``: a new watchdog interval
@@ -508,7 +521,8 @@ class NotifyMessage:
             if key in values:
                 fields[name] = values[key] == "1"
         if "WATCHDOG" in values:
-            fields["watchdog"] = values["WATCHDOG"] in ("1", "trigger")
+            fields["watchdog"] = values["WATCHDOG"] == "1"
+            fields["watchdog_trigger"] = values["WATCHDOG"] == "trigger"
         if "STATUS" in values:
             fields["status"] = values["STATUS"]
         for key, name in (
@@ -666,6 +680,25 @@ class NotifySocket:
                 continue
             if message is not None:
                 return message
+
+    def pending(self) -> list[NotifyMessage]:
+        """The messages from believed senders queued now, without waiting (others dropped).
+
+        Why: a supervisor whose event loop was busy reads what a program
+        sent in time before it judges the program (its watchdog), in the
+        same step. Not while another task is in :meth:`receive`'s read; a
+        task that awaits the socket to be readable is fine.
+        """
+        found: list[NotifyMessage] = []
+        sock = self._sock
+        while sock is not None:
+            try:
+                message = self._take(sock)
+            except BlockingIOError:
+                break
+            if message is not None:
+                found.append(message)
+        return found
 
     def __aiter__(self) -> Self:
         return self

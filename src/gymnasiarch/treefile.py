@@ -21,13 +21,15 @@ a nested supervisor::
 
 Every mistake is reported with its key path and line:
 ``child[2].restart (line 14): expected one of permanent, transient,
-temporary, got 'sometimes'``. :func:`load_tree` checks structure and types;
+temporary, got 'sometimes'``; the error raised names the first and carries
+them all (:attr:`TreeFileError.mistakes`). :func:`load_tree` checks structure and types;
 ``resolve=True`` also imports every target, so an import error shows up when
 the file is checked, not when the child first starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -35,7 +37,7 @@ import re
 import shutil
 import sys
 import tomllib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -81,6 +83,8 @@ class TreeFileError(GymnasiarchError):
         path: The file.
         key: The key path (``child[2].restart``), or ``None`` for the file.
         line: The 1-based line, where known.
+        mistakes: Every mistake :func:`load_tree` found in the file, in file
+            order, this one first (``gymnasiarch check`` prints one line each).
     """
 
     def __init__(self, message: str, *, path: str, key: str | None = None, line: int | None = None):
@@ -93,6 +97,11 @@ class TreeFileError(GymnasiarchError):
         self.path = path
         self.key = key
         self.line = line
+        self.mistakes: list[TreeFileError] = [self]
+
+
+class _ReportedError(Exception):
+    """The mistakes of this part are already listed: stop building it, go on with the next."""
 
 
 @dataclass
@@ -146,7 +155,9 @@ class _Lines:
         while key:
             if key in self.found:
                 return self.found[key]
-            key = key.rpartition(".")[0]
+            # An item of a list (child[0].command[2]) is on the line of its list.
+            head, dot, last = key.rpartition(".")
+            key = f"{head}{dot}{last.partition('[')[0]}" if "[" in last else head
         return None
 
 
@@ -156,36 +167,77 @@ class _Loader:
         self.lines = lines
         self.resolve = resolve
         self.folder = folder
+        # Every mistake found, so that one check shows them all; a part with a
+        # mistake is not built, its siblings still are (and checked).
+        self.mistakes: list[TreeFileError] = []
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[None]:
+        """A mistake raised inside is listed, and the loader goes on after the block."""
+        try:
+            yield
+        except TreeFileError as error:
+            self.mistakes.append(error)
+        except _ReportedError:
+            pass
 
     def error(self, key: str, message: str) -> TreeFileError:
         return TreeFileError(message, path=self.path, key=key, line=self.lines.line(key))
 
     def check_keys(self, where: str, table: Mapping[str, Any], allowed: Collection[str]) -> None:
-        """Every key of *table* is one of *allowed*; values are checked where they are used."""
+        """Every key of *table* is one of *allowed*; values are checked where they are used.
+
+        Raises:
+            _ReportedError: Some were not (each one is listed).
+        """
+        before = len(self.mistakes)
         for key, value in table.items():
             key_path = f"{where}.{key}" if where else key
             if key not in allowed:
                 known = ", ".join(sorted(allowed))
-                raise self.error(key_path, f"unknown key {key!r} (known keys: {known})")
+                self.mistakes.append(
+                    self.error(key_path, f"unknown key {key!r} (known keys: {known})")
+                )
             # Python's values allow math.inf (wait for ever); a file says so by leaving it out.
-            if isinstance(value, float) and not math.isfinite(value):
-                raise self.error(key_path, f"expected a finite number, got {value!r}")
+            elif isinstance(value, float) and not math.isfinite(value):
+                self.mistakes.append(
+                    self.error(key_path, f"expected a finite number, got {value!r}")
+                )
+        if len(self.mistakes) > before:
+            raise _ReportedError
 
-    def supervisor(self, where: str, table: Mapping[str, Any], children: list[Any]) -> Supervisor:
+    def supervisor(
+        self, where: str, table: Mapping[str, Any], children: list[Any], before: int
+    ) -> Supervisor:
+        """The supervisor of *table*; *before* is how many mistakes were listed before its keys.
+
+        Raises:
+            _ReportedError: It or one of its children has a mistake (each one is listed).
+        """
         options: dict[str, Any] = {k: v for k, v in table.items() if k not in ("child", "backoff")}
-        backend = self.backend(options.pop("backend", "local"), options.pop("address", None))
-        if backend is not None:
-            options["backend"] = backend
+        with self.collecting():
+            backend = self.backend(options.pop("backend", "local"), options.pop("address", None))
+            if backend is not None:
+                options["backend"] = backend
         if "backoff" in table:
             backoff_key = f"{where}.backoff" if where else "supervisor.backoff"
-            if not isinstance(table["backoff"], dict):
-                raise self.error(backoff_key, f"expected a table, got {table['backoff']!r}")
-            self.check_keys(backoff_key, table["backoff"], _BACKOFF_KEYS)
-            options["backoff"] = self.build(backoff_key, Backoff, **table["backoff"])
+            with self.collecting():
+                if not isinstance(table["backoff"], dict):
+                    raise self.error(backoff_key, f"expected a table, got {table['backoff']!r}")
+                self.check_keys(backoff_key, table["backoff"], _BACKOFF_KEYS)
+                options["backoff"] = self.build(backoff_key, Backoff, **table["backoff"])
         if not isinstance(children, list) or not children:
-            raise self.error(f"{where}.child" if where else "child", "expected [[child]] tables")
+            self.mistakes.append(
+                self.error(f"{where}.child" if where else "child", "expected [[child]] tables")
+            )
+            raise _ReportedError
         prefix = f"{where}." if where else ""
-        specs = [self.child(f"{prefix}child[{i}]", c) for i, c in enumerate(children)]
+        specs: list[ChildSpec | Supervisor] = []
+        for index, child in enumerate(children):
+            with self.collecting():
+                specs.append(self.child(f"{prefix}child[{index}]", child))
+        if len(self.mistakes) > before:
+            raise _ReportedError
         # The root's options are under [supervisor], its children at the top.
         at = where or "supervisor"
         return self.build(
@@ -220,8 +272,10 @@ class _Loader:
         if "name" not in table:
             raise self.error(where, "missing key 'name'")
         if "child" in table:  # a nested supervisor
-            self.check_keys(where, table, _NESTED_KEYS)
-            return self.supervisor(where, table, table["child"])
+            before = len(self.mistakes)
+            with self.collecting():  # its children are checked all the same
+                self.check_keys(where, table, _NESTED_KEYS)
+            return self.supervisor(where, table, table["child"], before)
         self.check_keys(where, table, _CHILD_KEYS)
         if "target" not in table and "command" not in table:
             raise self.error(
@@ -230,22 +284,30 @@ class _Loader:
                 "or 'command' (a program and its arguments, as a list)",
             )
         options = {k: v for k, v in table.items() if k not in ("args", "params")}
-        if "ready" in table:
-            options["ready"] = self.ready(f"{where}.ready", table["ready"])
-        spec = self.build(
-            where,
-            ChildSpec,
-            args=table.get("args", ()),
-            kwargs=table.get("params"),
-            **options,
-        )
-        if self.resolve and spec.command is not None:
-            self.find_program(where, spec)
-        elif self.resolve:
-            try:
-                resolve_target(table["target"])
-            except Exception as error:  # any import failure is reported
-                raise self.error(f"{where}.target", str(error)) from None
+        spec: ChildSpec | None = None
+        with self.collecting():
+            if "ready" in table:
+                options["ready"] = self.ready(f"{where}.ready", table["ready"])
+            spec = self.build(
+                where,
+                ChildSpec,
+                args=table.get("args", ()),
+                kwargs=table.get("params"),
+                **options,
+            )
+        # Its target or program is looked for even when a field was wrong: one
+        # check shows both.
+        with self.collecting():
+            if self.resolve and "command" in table:
+                if spec is not None:  # where to look (cwd, PATH) is the spec's
+                    self.find_program(where, spec)
+            elif self.resolve:
+                try:
+                    resolve_target(table["target"])
+                except Exception as error:  # any import failure is reported
+                    raise self.error(f"{where}.target", str(error)) from None
+        if spec is None:
+            raise _ReportedError
         return spec
 
     def ready(self, where: str, table: object) -> ready_kinds.ReadyKind:
@@ -324,7 +386,8 @@ def load_tree(path: str | Path, *, resolve: bool = False, add_to_path: bool = Tr
 
     Raises:
         TreeFileError: The file is missing, not TOML, or describes no valid
-            tree; the message names the key path and line.
+            tree; the message names the key path and line of the first
+            mistake, its ``mistakes`` lists every one found.
     """
     name = str(path)
     try:
@@ -348,8 +411,16 @@ def load_tree(path: str | Path, *, resolve: bool = False, add_to_path: bool = Tr
     settings = document.get("supervisor", {})
     if not isinstance(settings, dict):
         raise loader.error("supervisor", "expected a table ([supervisor])")
-    loader.check_keys("supervisor", settings, _SUPERVISOR_KEYS)
+    with loader.collecting():  # the children are checked all the same
+        loader.check_keys("supervisor", settings, _SUPERVISOR_KEYS)
     children = document.get("child", [])
     if add_to_path and folder not in sys.path:
         sys.path.insert(0, folder)
-    return loader.supervisor("", settings, children)
+    built: Supervisor | None = None
+    with loader.collecting():
+        built = loader.supervisor("", settings, children, 0)
+    if built is None or loader.mistakes:
+        first = loader.mistakes[0]
+        first.mistakes = list(loader.mistakes)
+        raise first
+    return built

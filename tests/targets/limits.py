@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
+import threading
 import time
 from typing import Any
 
@@ -64,3 +66,26 @@ def spin(cap: float = 30.0) -> str:
     while time.process_time() < cap:
         pass
     return "never stopped"
+
+
+def hold_resident_ignoring_sigterm(size: int) -> None:
+    """Make *size* bytes resident with SIGTERM ignored: only SIGKILL ends it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    hog = b"x" * size
+    time.sleep(3600)
+    del hog
+
+
+def start_a_thread_with_a_large_stack(stack: int) -> str:
+    """Start a thread with a *stack*-byte stack (private writable memory, as RLIMIT_DATA counts)."""
+    threading.stack_size(stack)
+    thread = threading.Thread(target=lambda: None)
+    thread.start()
+    thread.join()
+    return "started"
+
+
+def spin_ignoring_sigxcpu(cap: float = 60.0) -> str:
+    """Use the CPU with SIGXCPU ignored: the hard RLIMIT_CPU's SIGKILL ends it."""
+    signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+    return spin(cap)

@@ -82,3 +82,32 @@ async def raises_while_beating() -> None:
     """An async child with a watchdog whose target raises: the error is its own."""
     await anyio.sleep(0.05)
     raise ValueError("from the target")
+
+
+def returns_with_thread(seconds: float = 1.0) -> str:
+    """Returns at once; a non-daemon thread makes the interpreter's exit take *seconds*."""
+    threading.Thread(target=time.sleep, args=(seconds,)).start()
+    return "done"
+
+
+def raises_with_thread(seconds: float = 1.0) -> None:
+    """Raises at once; a non-daemon thread makes the interpreter's exit take *seconds*."""
+    threading.Thread(target=time.sleep, args=(seconds,)).start()
+    raise ValueError("the real error")
+
+
+def irregular_heartbeats(watchdog: float) -> str:
+    """Calls heartbeat() never more than 0.85 watchdogs apart, but in bursts.
+
+    Each burst's calls after its first are skipped as too recent (less than
+    a quarter of the watchdog after the beat): the gap that follows is
+    longer than the watchdog, counted from the last real beat.
+    """
+    context = child_context()
+    for _ in range(3):
+        context.heartbeat()
+        end = time.monotonic() + 0.2 * watchdog
+        while time.monotonic() < end:
+            context.heartbeat()
+        time.sleep(0.85 * watchdog)
+    return "alive"

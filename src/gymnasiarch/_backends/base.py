@@ -178,6 +178,9 @@ class ExitStatus:
             failure that a restart would repeat, not a crash.
         over_limit: Set when the child was stopped for going over its
             ``max_memory``: an abnormal end, whatever its exit code.
+        signal_cause: For a child ended by a signal that one of its
+            ``limits`` made the kernel send: which limit
+            (``over limits.cpu_seconds of 1 s`` for a SIGXCPU).
     """
 
     exitcode: int | None
@@ -191,6 +194,7 @@ class ExitStatus:
     result_error: ResultNotSentError | None = None
     start_error: InitializationFailedError | None = None
     over_limit: ChildOverLimitError | None = None
+    signal_cause: str | None = None
 
     @property
     def normal(self) -> bool:
@@ -223,7 +227,8 @@ class ExitStatus:
                 f"(cannot pickle {self.result_error.type_name})"
             )
         if self.signum is not None:
-            return f"killed by {signal.Signals(self.signum).name}"
+            cause = f" ({self.signal_cause})" if self.signal_cause else ""
+            return f"killed by {signal.Signals(self.signum).name}{cause}"
         return f"exit code {self.exitcode}"
 
 
@@ -287,6 +292,16 @@ class ChildRun(abc.ABC):
         #: Called with a program's ports once its run picked them where it
         #: runs (:attr:`Launch.node_ports`), before :attr:`started` is set.
         self.on_ports: Callable[[dict[str, int]], object] | None = None
+        #: Called (without waiting) when a program's watchdog deadline has
+        #: passed, before it is found hung: it hands the sd_notify messages
+        #: queued for the run to :meth:`beat`, so that a ``WATCHDOG=1`` the
+        #: program sent in time counts although the supervisor's loop was
+        #: busy (the deadline is checked again after it).
+        self.on_watchdog_expiry: Callable[[], object] | None = None
+        #: Called (without waiting) with why, when the run itself begins to
+        #: stop its child (over its ``max_memory``): the supervisor shows the
+        #: child as ``stopping`` and publishes a ``stopping`` event.
+        self.on_stopping: Callable[[str], object] | None = None
 
     @abc.abstractmethod
     async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -315,6 +330,13 @@ class ChildRun(abc.ABC):
         Moves the run's watchdog deadline (and, before the first, starts
         it: the supervisor calls it at a program's ``READY=1`` too). A
         Python child's own beats reach its run directly; by default nothing.
+        """
+
+    def trigger_watchdog(self) -> None:  # noqa: B027 - a default: as beat()
+        """The program sent sd_notify ``WATCHDOG=trigger``: its watchdog expires now.
+
+        As ``sd_notify(3)`` says: act as if the deadline had passed. A run
+        with a watchdog finds the child hung at once; by default nothing.
         """
 
     def usage(self) -> tuple[int, float] | None:

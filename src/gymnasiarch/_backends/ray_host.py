@@ -113,6 +113,7 @@ def _status_payload(status: ExitStatus, log_connected: bool) -> dict[str, Any]:
         "start_error": pickle.dumps(status.start_error) if status.start_error else None,
         # A ChildOverLimitError (max_memory, sampled here on the child's node) pickles too.
         "over_limit": pickle.dumps(status.over_limit) if status.over_limit else None,
+        "signal_cause": status.signal_cause,  # a SIGXCPU of limits.cpu_seconds, say
     }
 
 
@@ -139,6 +140,8 @@ class _HostedRun:
         """Take one sd_notify message of the program (*status*: its socket's last STATUS)."""
         if (message.watchdog or message.ready) and self.child is not None:
             self.child.beat()  # its watchdog's deadline, kept here on its node
+        if message.watchdog_trigger and self.child is not None:
+            self.child.trigger_watchdog()
         if message.ready and not self.notify_ready.is_set():
             self.notify_ready_status = status
             self.notify_ready.set()
@@ -193,7 +196,7 @@ class ChildHost:
         try:
             try:
                 if launch.node_ports is not None:
-                    hosted.ports = _ports.pick_node_ports(launch.node_ports)
+                    hosted.ports = _ports.pick_ports(launch.node_ports)  # free on this node
                     launch = with_ports(launch, hosted.ports)
                 if launch.command is not None:
                     launch, notify = _with_notify_socket(launch)
@@ -410,6 +413,11 @@ async def _watch_notifying(child: ChildProcess, notify: NotifySocket, hosted: _H
         async for message in notify:
             hosted.note(message, notify.status)
 
+    def take_pending() -> None:  # at its watchdog's deadline: what it sent in time
+        for message in notify.pending():
+            hosted.note(message, notify.status)
+
+    child.on_watchdog_expiry = take_pending
     async with anyio.create_task_group() as group:
         group.start_soon(listen)
         await child.watch()
@@ -471,10 +479,23 @@ def published_host(bound: str, node_ip: str) -> str:
     return node_ip if address.is_unspecified else str(address)
 
 
+#: The loggers the host itself says things about its child on (the process
+#: layer's: "over max_memory: stopping it", escapees...; the host's own): while
+#: a run's output is relayed, their records go the same way, to the
+#: supervisor's logging, not to the Ray worker's log (the driver shows that as
+#: Ray's coloured stdout). An actor hosts one child, so they are about it.
+HOST_LOGGERS = ("gymnasiarch.process", "gymnasiarch.ray")
+
+
 def _relay_output(
     name: str, config: dict[str, Any], on_connect: Callable[[], None]
 ) -> LogClientHandler:
-    """Send the records of the child's captured output to the supervisor's log server."""
+    """Send the records of the child's captured output to the supervisor's log server.
+
+    The host's own records about the child (:data:`HOST_LOGGERS`) too: the
+    log server takes them as the child's (``gymnasiarch.child.<name>``), as
+    it takes no ``gymnasiarch.*`` name from a client.
+    """
     from gymnasiarch._process.output import output_logger  # noqa: PLC0415 - see _HOSTING_MODULES
     from gymnasiarch._wire.logclient import LogClientHandler  # noqa: PLC0415 - see _HOSTING_MODULES
 
@@ -483,6 +504,10 @@ def _relay_output(
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False  # not into the Ray worker's own log
+    for host_name in HOST_LOGGERS:
+        host_logger = logging.getLogger(host_name)
+        host_logger.addHandler(handler)
+        host_logger.propagate = False
     return handler
 
 
@@ -497,6 +522,10 @@ async def _end_relay(name: str, handler: LogClientHandler) -> None:
     else:
         await anyio.to_thread.run_sync(handler.close)
     output_logger(name).removeHandler(handler)
+    for host_name in HOST_LOGGERS:
+        host_logger = logging.getLogger(host_name)
+        host_logger.removeHandler(handler)
+        host_logger.propagate = True  # between runs: the worker's log, as before
 
 
 def _node() -> tuple[str, str]:

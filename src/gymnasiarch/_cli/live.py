@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 _UP_AND_CLEAR = "\x1b[{}F\x1b[J"  # cursor up N lines to column 1, clear to the end
 _STATE_COLOURS = {
+    "waiting": "\x1b[2m",
     "running": "\x1b[32m",
     "starting": "\x1b[33m",
     "restarting": "\x1b[33m",
@@ -70,12 +72,16 @@ class LiveStatus:
         """Show *rows* (name, state, pid, memory, cpu, restarts, crashes, last exit).
 
         Memory and CPU time are as read for these rows: the block is made
-        anew at each lifecycle event, not on a timer (nothing polls).
+        anew at each lifecycle event, not on a timer (nothing polls), so the
+        title says when they were read (``memory/cpu as of 05:12:09``).
         """
         width = max((len(str(row["name"])) for row in rows), default=0)
         # A line wider than the terminal would wrap, and the erase would miss it.
         columns = shutil.get_terminal_size().columns - 1
-        lines = [f"\x1b[1m{self._title[:columns]}\x1b[0m"]
+        title = self._title
+        if any(_usage(row) for row in rows):  # a quiet tree's figures may be minutes old
+            title += f"  (memory/cpu as of {time.strftime('%H:%M:%S')})"
+        lines = [f"\x1b[1m{title[:columns]}\x1b[0m"]
         for row in rows:
             state = str(row["state"])
             pid = f"pid {row['pid']}" if row.get("pid") else ""

@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 
 import anyio
 
-from gymnasiarch import _platform
+from gymnasiarch import _context, _platform
 from gymnasiarch._backends.base import Launch
 from gymnasiarch._context import BEAT_FRACTION, ChildContext, child_context, set_child_context
 from gymnasiarch._process.forkserver_main import release_start_slot
@@ -49,6 +49,7 @@ from gymnasiarch._process.output import (
     seal_descriptors,
 )
 from gymnasiarch._runtime_config import RuntimeConfig
+from gymnasiarch._spec import format_size
 from gymnasiarch.dynaloader import resolve
 from gymnasiarch.spawn import forward_structlog, prepare_child, set_log_connect_hook
 
@@ -246,11 +247,27 @@ def _set_limits(limits: dict[str, int | bool] | None, send: _Sender) -> None:
 
 
 def _name_the_limit(error: BaseException) -> None:
-    """Give a bare MemoryError the limit it hit, for the traceback and the report."""
-    if _MEMORY_LIMIT is not None and isinstance(error, MemoryError) and not error.args:
+    """Say which limit a failure to get memory ran into, for the traceback and the report.
+
+    A bare MemoryError gets the limit as its message. A MemoryError with a
+    message of its own, or a thread that could not start (its stack is
+    private writable memory too, so a small ``limits.memory`` refuses it
+    long before the heap is full), gets a note appended to its message.
+    """
+    if _MEMORY_LIMIT is None:
+        return
+    if isinstance(error, MemoryError) and not error.args:
         error.args = (
             f"over limits.memory of {_MEMORY_LIMIT} bytes ({_MEMORY_LIMIT / 2**20:.0f} MiB, "
             "RLIMIT_DATA: the private writable memory of the process)",
+        )
+        return
+    thread = isinstance(error, RuntimeError) and "can't start new thread" in str(error)
+    if (isinstance(error, MemoryError) or thread) and len(error.args) <= 1:
+        said = str(error.args[0]) if error.args else type(error).__name__
+        error.args = (
+            f"{said} (it ran under limits.memory = {format_size(_MEMORY_LIMIT)}; "
+            "RLIMIT_DATA: thread stacks and malloc arenas count)",
         )
 
 
@@ -325,24 +342,28 @@ def _canceller(scope: anyio.CancelScope, backend: str) -> Callable[[], object]:
     return lambda: loop.call_soon_threadsafe(scope.cancel)
 
 
-async def _beat_forever(every: float) -> None:
+async def _beat_forever(every: float, arm: bool) -> None:
     """An ``async def`` child's watchdog beats: one every *every* seconds while its loop turns.
 
     A loop blocked by a synchronous call (or a deadlock) stops them, so the
-    supervisor finds the child hung without any code of the user's.
+    supervisor finds the child hung without any code of the user's. With
+    *arm*, the first beat arms the watchdog: the event loop's start (trio's
+    import under spawn, ~80 ms) is not the target's work.
     """
     context = child_context()
+    if arm:
+        context._arm()
     while True:
         context._beat_if_armed()  # once the child is ready (see ChildContext._arm)
         await anyio.sleep(every)
 
 
-async def _await_with_beats(awaitable: Awaitable[Any], every: float) -> Any:
+async def _await_with_beats(awaitable: Awaitable[Any], every: float, arm: bool) -> Any:
     """Await *awaitable* while :func:`_beat_forever` beats beside it, in the same loop."""
     error: BaseException | None = None
     try:
         async with anyio.create_task_group() as group:
-            group.start_soon(_beat_forever, every)
+            group.start_soon(_beat_forever, every, arm)
             result = await awaitable
             group.cancel_scope.cancel()
     except BaseExceptionGroup as raised:
@@ -357,7 +378,7 @@ async def _await_with_beats(awaitable: Awaitable[Any], every: float) -> Any:
 
 
 async def _await_target(
-    awaitable: Awaitable[Any], backend: str, beat_every: float | None = None
+    awaitable: Awaitable[Any], backend: str, beat_every: float | None = None, arm: bool = False
 ) -> Any:
     """Await an async target in a cancel scope that a SIGTERM cancels (see :class:`_Stop`)."""
     with anyio.CancelScope() as scope:
@@ -365,15 +386,17 @@ async def _await_target(
         if _STOP.requested:  # it came while the loop started
             scope.cancel()
         if beat_every is not None:
-            return await _await_with_beats(awaitable, beat_every)
+            return await _await_with_beats(awaitable, beat_every, arm)
         return await awaitable
     return None  # cancelled: the child ends by SIGTERM
 
 
-def _run_coroutine(awaitable: Awaitable[Any], backend: str, beat_every: float | None = None) -> Any:
+def _run_coroutine(
+    awaitable: Awaitable[Any], backend: str, beat_every: float | None = None, arm: bool = False
+) -> Any:
     _STOP.defer()
     try:
-        return anyio.run(_await_target, awaitable, backend, beat_every, backend=backend)
+        return anyio.run(_await_target, awaitable, backend, beat_every, arm, backend=backend)
     finally:
         _STOP.finish()
 
@@ -385,16 +408,29 @@ def _run_target(launch: Launch, send: _Sender) -> Any:
     target = resolve(launch.target) if isinstance(launch.target, str) else launch.target
     forward_structlog()  # the target's module may have imported structlog just now
     send(("started",))
-    if not launch.watchdog_from_ready:
-        child_context()._arm()  # its watchdog starts now (else at its ready())
+    # Its watchdog starts now (else at its ready()); an async def target's
+    # at the first beat of its beat task, once its event loop runs.
+    arm = not launch.watchdog_from_ready
+    if arm and not inspect.iscoroutinefunction(target):
+        child_context()._arm()
     release_start_slot()  # our fork server may fork the next spare now
     # The caretaking of spawn_wrapper is done already (child_main); a sync
     # target runs without an event loop around it, so it may start its own.
-    result = target(*launch.args, **launch.kwargs)
-    if inspect.isawaitable(result):
-        beat_every = None if launch.watchdog is None else launch.watchdog * BEAT_FRACTION
-        result = _run_coroutine(result, launch.async_backend, beat_every)
+    try:
+        result = target(*launch.args, **launch.kwargs)
+        if inspect.isawaitable(result):
+            beat_every = None if launch.watchdog is None else launch.watchdog * BEAT_FRACTION
+            result = _run_coroutine(result, launch.async_backend, beat_every, arm)
+    finally:
+        _disarm_watchdog()  # the target's work is over: no hang from here on
     return result
+
+
+def _disarm_watchdog() -> None:
+    """Stop this child's watchdog (if it has one): its target returned or raised."""
+    context = _context._current
+    if context is not None:
+        context._disarm()
 
 
 def _watchdog_beats(launch: Launch) -> dict[str, Any]:
@@ -410,6 +446,7 @@ def _watchdog_beats(launch: Launch) -> dict[str, Any]:
         "_watchdog": launch.watchdog,
         "_beat_every": launch.watchdog * BEAT_FRACTION,
         "_expire_at": functools.partial(_platform.timerfd_expire_at, fd),
+        "_disarm_timer": functools.partial(_platform.timerfd_disarm, fd),
     }
 
 

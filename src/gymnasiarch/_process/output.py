@@ -29,8 +29,9 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import anyio
@@ -47,6 +48,10 @@ DUMP_FRAMES = 10
 _DUMP_HEADER = "Fatal Python error: "
 _DUMP_THREADS = ("Current thread ", "Thread ", "Stack (most recent call first)")
 MAX_LINE = 64 * 1024  # bytes: a longer line is cut into records of this size
+#: With output="json", a line that starts a JSON object may grow to this many
+#: bytes before it is cut (a record with a long traceback or payload keeps its
+#: level); the bound is per stream, what one child can make its parent hold.
+MAX_JSON_LINE = 1024 * 1024
 _READ_SIZE = 65536
 
 
@@ -259,14 +264,36 @@ def _epoch(value: object) -> float | None:
             value = float(text)
         except ValueError:
             try:  # a time without an offset is local time
-                return datetime.fromisoformat(text).timestamp()
+                seconds = datetime.fromisoformat(text).timestamp()
             except (ValueError, OverflowError, OSError):  # not a time; year 1 in local time
                 return None
+            return seconds if _formattable(seconds) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if not math.isfinite(value) or value < 0:
         return None
-    return value / 1000 if value > _MILLISECONDS else float(value)
+    seconds = value / 1000 if value > _MILLISECONDS else float(value)
+    return seconds if _formattable(seconds) else None
+
+
+def _formattable(seconds: float) -> bool:
+    """Whether a record created at *seconds* can be shown: a calendar time, local and UTC.
+
+    Why: ``record.created`` goes to every formatter's ``asctime``
+    (``time.localtime``, or ``time.gmtime``) and to handlers that use
+    ``datetime.fromtimestamp``; one that raises for a time past year 9999,
+    or past what the C library takes (``{"time": 1e20}``), makes ``logging``
+    print "--- Logging error ---" instead of the line. Such a time is not
+    taken: the record keeps its own, the raw value stays an extra.
+    """
+    try:
+        time.localtime(seconds)
+        time.gmtime(seconds)
+        datetime.fromtimestamp(seconds)
+        datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return False
+    return True
 
 
 class OutputCapture:
@@ -337,12 +364,20 @@ class OutputCapture:
                 *lines, partial = (partial + data).split(b"\n")
                 for line in lines:
                     self._emit(stream, line)
-                while len(partial) > MAX_LINE:  # a progress bar never ends its line
-                    self._emit(stream, partial[:MAX_LINE])
-                    partial = partial[MAX_LINE:]
+                limit = self._limit(partial)
+                while len(partial) > limit:  # a progress bar never ends its line
+                    self._emit(stream, partial[:limit])
+                    partial = partial[limit:]
+                    limit = MAX_LINE  # the rest of a cut line is no JSON object
         finally:  # at the end, or when the wait for the end was given up
             if partial:
                 self._emit(stream, partial)
+
+    def _limit(self, partial: bytes) -> int:
+        """How long the line begun in *partial* may grow before it is cut."""
+        if self._json is not None and partial[:64].lstrip().startswith(b"{"):
+            return MAX_JSON_LINE
+        return MAX_LINE
 
     def _emit(self, stream: str, raw: bytes) -> None:
         line = raw.decode(errors="replace").rstrip("\r")

@@ -21,6 +21,7 @@ import os
 import pickle
 import re
 import signal
+import sys
 import time
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,8 @@ from gymnasiarch._backends.base import (
     StartMethod,
     rebuild_error,
 )
-from gymnasiarch._process import cpython
+from gymnasiarch._context import BEAT_FRACTION
+from gymnasiarch._process import cpython, sampler
 from gymnasiarch._process.child import child_main
 from gymnasiarch._process.forkserver import SERVER, Requester
 from gymnasiarch._process.launcher import Started, start_forkserver, start_spawn
@@ -100,6 +102,10 @@ ESCAPEE_GRACE = 1.0
 #: Seconds a hung Python child has to write its stack dump (it ends itself
 #: right after it, see output.enable_stack_dumps) before it is SIGKILLed.
 DUMP_WAIT = 0.05
+#: Seconds of CPU time below its hard ``RLIMIT_CPU`` at which a SIGKILLed
+#: child is still taken to have been killed by the kernel for it (a child
+#: killed at a hard limit of 2 s showed 1.98 s in its zombie's stat).
+CPU_SLACK = 0.25
 _FRAME = re.compile(r'  File "(?P<file>.+)", line (?P<line>\d+) in ')
 #: The pids of this process's children that run now (never a child's escapee).
 _LIVE: set[int] = set()
@@ -172,12 +178,16 @@ class WatchdogTimer:
 
     def __init__(self) -> None:
         self.fd = -1
+        # A Python child's deadline is its last beat plus the watchdog plus
+        # this (a beat spacing, see ChildContext._beat); a program's, plus nothing.
+        self.margin = 0.0
 
     def attach(self, launch: Launch) -> Launch:
         """Make the timer where *launch* has a watchdog; *launch*, handing it to a Python child."""
         if launch.watchdog is None:
             return launch
         self.fd = _platform.timerfd_create()
+        self.margin = 0.0 if launch.command is not None else launch.watchdog * BEAT_FRACTION
         if launch.command is not None:
             return launch  # a program's beats come by sd_notify, to us
         return dataclasses.replace(launch, beats=InheritedFd(self.fd))
@@ -187,15 +197,25 @@ class WatchdogTimer:
         if self.fd >= 0:
             _platform.timerfd_expire_at(self.fd, when)
 
-    async def expired(self) -> None:
-        """Return once the deadline has passed without a beat (the timer's expiry is read)."""
+    async def expired(self) -> float:
+        """Once the deadline has passed without a beat: how long ago it passed, in seconds.
+
+        The timer's expiry is read: its count says how late this read is
+        (see ``_platform.timerfd_expire_at``), to a millisecond, however
+        busy the event loop was when the deadline passed.
+        """
         while True:
             await anyio.wait_readable(self.fd)
             try:
-                os.read(self.fd, 8)
+                count = int.from_bytes(os.read(self.fd, 8), sys.byteorder)
             except BlockingIOError:
                 continue  # a beat moved the deadline between the wake-up and the read
-            return
+            return max(0, count - 1) * _platform.TIMERFD_LATE_STEP
+
+    def disarm(self) -> None:
+        """Stop the timer (the run is found hung, or its child's work is over)."""
+        if self.fd >= 0:
+            _platform.timerfd_disarm(self.fd)
 
     def close(self) -> None:
         """Close the descriptor."""
@@ -256,8 +276,11 @@ class ChildProcess(ChildRun):
     # the child was once found hung.
     _watchdog: float | None = None
     _timer: WatchdogTimer | None = None
-    _hung: tuple[float, float] | None = None
+    _hung: tuple[float | None, float] | None = None  # (None: it sent WATCHDOG=trigger)
     _dumps_stacks = False  # a Python child: it dumps its stacks on DUMP_SIGNAL
+    _beats = 0  # a program's beats counted (see _keep_watch)
+    _triggered = False  # a program sent WATCHDOG=trigger
+    _watchdog_scope: anyio.CancelScope | None = None
 
     def __init__(
         self,
@@ -292,6 +315,10 @@ class ChildProcess(ChildRun):
         self._max_memory: int | None = None
         self._grace: float | None = 5.0
         self._over_limit: ChildOverLimitError | None = None
+        # limits.cpu_seconds, and the CPU time the child had used at its end:
+        # they name the limit behind a SIGXCPU or SIGKILL (see _signal_cause).
+        self._cpu_seconds: int | None = None
+        self._cpu_at_exit: float | None = None
         self._exec_pending = False
         self._zombie_code: int | None = None  # the exit code, read before the fork server reaps
         self._watch_scope: anyio.CancelScope | None = None
@@ -373,6 +400,8 @@ class ChildProcess(ChildRun):
                     child._watchdog, child._timer = launch.watchdog, timer
                     child._dumps_stacks = launch.command is None
                 child._max_memory, child._grace = launch.max_memory, launch.shutdown
+                cpu_seconds = (launch.limits or {}).get("cpu_seconds")
+                child._cpu_seconds = None if isinstance(cpu_seconds, bool) else cpu_seconds
             except BaseException:  # out of descriptors for the pidfd, say
                 with contextlib.suppress(OSError):
                     os.kill(started.pid, signal.SIGKILL)
@@ -424,7 +453,7 @@ class ChildProcess(ChildRun):
                     group.start_soon(self._read_messages, reading)
                     if self._max_memory is not None:
                         group.start_soon(self._keep_under_ceiling, self._max_memory)
-                    watchdog = anyio.CancelScope()
+                    watchdog = self._watchdog_scope = anyio.CancelScope()
                     if self._watchdog is not None:
                         group.start_soon(self._keep_watch, self._watchdog, watchdog)
                     await self._wait_gone()
@@ -436,6 +465,9 @@ class ChildProcess(ChildRun):
                 self.status = await self._collect_status()
                 if self._over_limit is not None:
                     self.status = dataclasses.replace(self.status, over_limit=self._over_limit)
+                cause = self._signal_cause(self.status.signum)
+                if cause is not None:
+                    self.status = dataclasses.replace(self.status, signal_cause=cause)
                 if self._hung is not None and not self.status.normal:
                     self.status = self._hung_status(self.status)
             finally:
@@ -476,6 +508,8 @@ class ChildProcess(ChildRun):
         try:
             if self._pidfd is not None:
                 await anyio.wait_readable(self._pidfd)
+                if self._cpu_seconds is not None:  # read before anyone reaps it
+                    self._cpu_at_exit = _platform.zombie_cpu_seconds(self.pid)
                 if self._method == "forkserver":
                     self._zombie_code = _zombie_exit_code(self.pid)
                     # If its fork server died, the child was reparented to us
@@ -592,6 +626,10 @@ class ChildProcess(ChildRun):
             self.ready.set()
         elif kind in ("result", "error", "exit", "result_error"):
             self._outcome = (kind, message[1:])
+            if self._watchdog_scope is not None:
+                # Its target is over (the child disarmed its timer too): what
+                # is left (a non-daemon thread, atexit) is no hang of its work.
+                self._watchdog_scope.cancel()
         else:
             logger.warning("child %r sent an unknown message %r", self.name, kind)
 
@@ -658,11 +696,21 @@ class ChildProcess(ChildRun):
         (which arms the watchdog) and each ``WATCHDOG=1``. A Python child
         moves the deadline itself: it holds the timer too.
         """
-        if self._timer is not None and self._watchdog is not None:
+        if self._timer is not None and self._watchdog is not None and not self._triggered:
+            self._beats += 1
             self._timer.expire_at(time.monotonic() + self._watchdog)
 
+    def trigger_watchdog(self) -> None:
+        """The program sent ``WATCHDOG=trigger``: it is hung now (later beats do not count)."""
+        if self._timer is not None and self._watchdog is not None and not self._triggered:
+            self._triggered = True
+            self._timer.expire_at(time.monotonic())
+
     async def _keep_watch(self, period: float, scope: anyio.CancelScope) -> None:
-        """Find the child hung once it has not beaten for *period* seconds; then end it.
+        """Find the child hung once it has not beaten in time; then end it.
+
+        In time: within *period* seconds for a program, and a beat spacing
+        more for a Python child (see ``ChildContext._beat``).
 
         One timer per run, which the beats move, and which wakes the
         supervisor only when the child is late: a beat of a Python child is
@@ -672,22 +720,40 @@ class ChildProcess(ChildRun):
         beat cost the supervisor ~0.15 ms of CPU each, and a timer of its
         own that wakes once a period ~0.1 ms a wake-up, measured: 50
         children with ``watchdog=1.0`` took 3 %, then 1 %, of a core.)
-        Cancelled by :meth:`watch` once the process is gone. A child being
-        stopped is left to its stop (its grace, then SIGKILL).
+        Cancelled by :meth:`watch` once the process is gone, or once its
+        result, error or exit message came (its target is over). A child
+        being stopped is left to its stop (its grace, then SIGKILL). A
+        program's beats that wait on its notify socket are taken at the
+        deadline (:attr:`on_watchdog_expiry`) before it is judged.
         """
         with scope:
-            assert self._timer is not None
-            await self._timer.expired()
-            late = period  # it expired: a period since the last beat (and we woke at once)
+            timer = self._timer
+            assert timer is not None
+            while True:
+                overdue = await timer.expired()
+                if self._triggered or self.on_watchdog_expiry is None:
+                    break
+                # A program's WATCHDOG=1 may be queued on its notify socket,
+                # sent in time, while our loop was busy: take it first.
+                beats = self._beats
+                self.on_watchdog_expiry()
+                if self._beats == beats or self._triggered:
+                    break
+            timer.disarm()
             if self.stop_requested:
                 return
-            self._hung = (late, period)
-            logger.warning(
-                "child %r hung: no beat for %.2f s (its watchdog is %g s): killing it",
-                self.name,
-                late,
-                period,
-            )
+            if self._triggered:
+                self._hung = (None, period)
+                logger.warning("child %r sent WATCHDOG=trigger: killing it", self.name)
+            else:
+                late = period + timer.margin + overdue  # since its last beat
+                self._hung = (late, period)
+                logger.warning(
+                    "child %r hung: no beat for %.2f s (its watchdog is %g s): killing it",
+                    self.name,
+                    late,
+                    period,
+                )
             if self._dumps_stacks and self._pidfd is not None:
                 # Its stacks to its stderr first; then it ends by itself, and
                 # its end cancels this wait (see enable_stack_dumps).
@@ -704,8 +770,9 @@ class ChildProcess(ChildRun):
         late, period = self._hung
         recorded = self._output.recorded if self._output is not None else None
         stack = _with_source_lines(recorded) if recorded else None
+        what = "it sent WATCHDOG=trigger" if late is None else f"no beat for {late:.2f} s"
         error = ChildHungError(
-            f"hung: no beat for {late:.2f} s, its watchdog is {period:g} s",
+            f"hung: {what}, its watchdog is {period:g} s",
             child=self.name,
             pid=self.pid,
             seconds=late,
@@ -726,11 +793,42 @@ class ChildProcess(ChildRun):
             return None
         return _platform.group_usage(self.pid)
 
+    def _signal_cause(self, signum: int | None) -> str | None:
+        """Which of the child's ``limits`` made the kernel send *signum*, which ended it (or None).
+
+        SIGXCPU: its ``cpu_seconds``. SIGKILL: the hard limit above it, if the
+        child had used that much CPU (it handled its SIGXCPU and spun on),
+        read from the zombie (:func:`_platform.zombie_cpu_seconds`), and if
+        no stop of ours sent it. Best effort: a fork server may reap the
+        zombie before it is read (a spawned child is ours to reap: never);
+        then the SIGKILL is told as it is.
+        """
+        seconds = self._cpu_seconds
+        if seconds is None:
+            return None
+        if signum == signal.SIGXCPU:
+            return f"over limits.cpu_seconds of {seconds} s"
+        hard = seconds + _platform.CPU_HARD_MARGIN
+        used = self._cpu_at_exit
+        if (
+            signum == signal.SIGKILL
+            and used is not None
+            # The kernel's CPU accounting, in ticks, may show a little less.
+            and used >= hard - CPU_SLACK
+            and self._over_limit is None
+            and self._hung is None
+        ):
+            return f"over limits.cpu_seconds of {seconds} s, and its hard limit of {hard} s"
+        return None
+
     async def _keep_under_ceiling(self, limit: int) -> None:
         """Stop the child (stop signal, grace, SIGKILL) once its group is over *limit* bytes.
 
         Runs in the watcher's task group, which is cancelled once the child
-        has exited: the grace ends there too.
+        has exited: the grace ends there too. The grace is the child's
+        ``shutdown``, or :data:`~gymnasiarch._process.sampler.OVER_LIMIT_GRACE`
+        where that is None: a child that ignores its stop signal while it
+        grows is SIGKILLed all the same. :attr:`on_stopping` hears of the stop.
         """
         ceiling = Ceiling(self.pid, limit)
         await enforce(ceiling)
@@ -744,10 +842,13 @@ class ChildProcess(ChildRun):
             measured=measured,
         )
         logger.warning("child %r: %s: stopping it", self.name, self._over_limit.args[0])
+        if self.on_stopping is not None:
+            self.on_stopping(
+                f"over max_memory (measured {format_size(measured)} of limit {format_size(limit)})"
+            )
         self.terminate()
-        if self._grace is None:
-            return  # it may take as long as it needs, as with any stop
-        await anyio.sleep(self._grace)
+        # Looked up here, not bound at import: a test shortens it.
+        await anyio.sleep(sampler.OVER_LIMIT_GRACE if self._grace is None else self._grace)
         self.kill()
 
     def send_signal(self, signum: int) -> None:

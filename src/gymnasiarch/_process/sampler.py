@@ -28,6 +28,11 @@ from gymnasiarch import _platform
 #: bound); each sample costs about 25 µs per child of one process (see
 #: docs/benchmarks.md and benchmarks/bench_limits.py).
 INTERVAL = 1.0
+#: Seconds a child found over its ``max_memory`` has between its stop signal
+#: and SIGKILL when its ``shutdown`` is None (it may take as long as it needs
+#: for an ordinary stop, but a child that grows while it ignores its stop
+#: signal must not grow for ever); otherwise its ``shutdown`` is its grace.
+OVER_LIMIT_GRACE = 5.0
 
 
 @dataclass(eq=False)

@@ -78,7 +78,9 @@ from gymnasiarch.seeding import derive_seed
 
 logger = logging.getLogger("gymnasiarch.supervisor")
 
-ChildState = Literal["starting", "running", "restarting", "stopping", "exited", "terminated"]
+ChildState = Literal[
+    "waiting", "starting", "running", "restarting", "stopping", "exited", "terminated"
+]
 _SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Where a supervisor is in its life: idle (before __aenter__, after __aexit__),
 # starting (in __aenter__), running, shutting_down (its children are being
@@ -118,8 +120,10 @@ class ChildInfo:
         name: The child's name.
         pid: Its process id while it runs (``None`` for a nested supervisor
             or a child that is not running).
-        state: ``starting``, ``running``, ``restarting``, ``stopping``,
-            ``exited`` or ``terminated``.
+        state: ``waiting`` (not started yet: in a sequential start, behind
+            an earlier sibling still starting, or never started because the
+            tree ended first), ``starting``, ``running``, ``restarting``,
+            ``stopping``, ``exited`` or ``terminated``.
         restarts: How often it has been restarted by its supervisor's
             current run (OTP's count: it starts again at 0 when a nested
             supervisor is itself restarted).
@@ -143,8 +147,10 @@ class ChildInfo:
             ``STATUS=`` line it sent (``None`` before any).
         ports: For a program with ``ports=``: the port the supervisor
             picked for each name (``{"api": 40123}``), from its first start
-            on, the same across its restarts (empty before its first start).
-            Under the Ray backend, picked by its actor on its node.
+            on, the same across its restarts unless another process took
+            it while the child was down (then a new one; a WARNING says so)
+            (empty before its first start). Under the Ray backend, picked
+            by its actor on its node.
         memory: The resident memory (RSS) of its process group in bytes,
             read from ``/proc`` when the row is made (``which_children()``,
             ``walk()``, not sampled); ``None`` when it is not running, or
@@ -220,7 +226,7 @@ class _Child:
         # The latest run, kept after its end: the backend may start the next
         # one where it ran (a Ray backend reuses its actor), until retired.
         self.last_run: ChildRun | None = None
-        self.state: ChildState = "exited"
+        self.state: ChildState = "waiting"  # not "exited": it has not run yet
         self.restarts = 0
         self.last_exit: ExitStatus | None = None
         self.started_at = 0.0
@@ -234,7 +240,8 @@ class _Child:
         self.notify_status: str | None = None
         self.notify_ready_status: str | None = None  # the STATUS as READY=1 came
         self.line_matcher: ready_kinds.LineMatcher | None = None  # a program's ready=Line
-        # A program's ports=: picked at its first start, kept across its restarts.
+        # A program's ports=: picked at its first start, kept across its restarts
+        # (tested again before each: replaced if taken meanwhile).
         self.ports: dict[str, int] = {}
         # For wait_ready(): set (and renewed) when the child becomes ready or
         # ends for good; and why it ended for good (None while it runs or will
@@ -263,10 +270,15 @@ class _Child:
             self.ended = why
         self.wake()
 
-    def retire(self) -> None:
-        """No run of this child follows its last one (unless asked for anew)."""
-        last = f" ({self.last_exit.describe()})" if self.last_exit is not None else ""
-        self.end_for_good(f"it ended and is not run again{last}")
+    def retire(self, why: str | None = None) -> None:
+        """No run of this child follows its last one (unless asked for anew), for *why*.
+
+        By default: its restart type does not restart it. How its last run
+        ended is not said here: a waiter's error carries it once.
+        """
+        self.end_for_good(why or f"it ended and, as a {self.restart} child, is not restarted")
+        # Its ports may go to another child (kept, they come back with its next pick).
+        _ports.forget(self.ports.values())
         if self.last_run is not None:
             self.last_run.retire()
             self.last_run = None
@@ -575,6 +587,13 @@ class Supervisor:
         if isinstance(source, Supervisor):
             raise TypeError(f"{where}: {ref.source!r} is a supervisor, which has no ready value")
         # A program's ready kind will do, and so will its ports (its value from its start).
+        if source.command is not None and source.ready is None and not source.ports:
+            # A program cannot call child_context().ready(): say what it can do.
+            raise ValueError(
+                f"{where}: program {ref.source!r} has no ready value for {spec.name!r}: give it "
+                "ready= (ready.Port, ready.Path, ready.Line or ready.Notify) or ports=[...], "
+                f"so that {spec.name!r} starts once it is ready"
+            )
         if source.ready_timeout is None and source.ready is None and not source.ports:
             raise ValueError(
                 f"{where}: child {ref.source!r} needs a ready_timeout, so that {spec.name!r} "
@@ -1017,10 +1036,14 @@ class Supervisor:
         # A backend whose programs run on other nodes picks their ports there
         # (free on the node, not here): it gets the names and the ports they had.
         node_ports = bool(spec.ports) and getattr(self.backend, "picks_program_ports", False)
-        if set(child.ports) != set(spec.ports) and not node_ports:
+        if spec.ports and not node_ports:
             # Picked at the first start, then kept: whoever learned the port
-            # (a sibling, the orchestrator) finds the restarted program there.
-            child.ports = _ports.pick_ports(spec.ports)
+            # (a sibling, the orchestrator) finds the restarted program there;
+            # unless someone took it while the program was down: a new one
+            # then, not a bind that fails at every restart.
+            kept = child.ports
+            child.ports = _ports.pick_ports({n: kept.get(n, 0) for n in spec.ports})
+            _ports.warn_moved(logger, self._prefix + spec.name, kept, child.ports)
         ports = {} if node_ports else child.ports
         seed = None if self.seed is None else derive_seed(self.seed, spec.name)
         args, kwargs = self._substitute_ready_values(spec)
@@ -1127,7 +1150,17 @@ class Supervisor:
                     f"child {spec.name!r} needs the ready value of {ref.source!r}, "
                     "which has not called child_context().ready(value) yet"
                 )
-            return source.ready_value
+            value = source.ready_value
+            if ref.key is not None:  # checked here, where the source and key are known
+                try:
+                    value[ref.key]
+                except (KeyError, IndexError, TypeError):
+                    raise InitializationFailedError(
+                        f"child {spec.name!r}: FromReady({ref.source!r}, key={ref.key!r}): the "
+                        f"ready value of {ref.source!r} has no key {ref.key!r}; "
+                        f"{_what_it_has(value)}"
+                    ) from None
+            return value
 
         args, kwargs = tuple(spec.args), dict(spec.kwargs or {})
         if not any(True for _ in (*references(args), *references(kwargs))):
@@ -1214,6 +1247,7 @@ class Supervisor:
         found = await self._await_program_ready(child, run, initial)
         if found is None:
             return
+        _ports.warn_loopback(logger, self._prefix + child.name, run, found[0])
         # A program with ports: its ready value is where to reach it, by name.
         run.ready_value = run.published_ports(child.ports) if child.ports else found[0]
         if child.run is run and child.state == "starting":
@@ -1243,6 +1277,9 @@ class Supervisor:
 
             def took(ports: dict[str, int]) -> None:  # picked on its node (Launch.node_ports)
                 if run in (child.run, child.last_run):
+                    # The node replaced a kept port that was taken there (as
+                    # _launch does on this machine).
+                    _ports.warn_moved(logger, self._prefix + child.name, child.ports, ports)
                     child.ports = dict(ports)
 
             run.on_ports = took
@@ -1266,6 +1303,8 @@ class Supervisor:
         def note(message: ready_kinds.NotifyMessage) -> None:
             if message.watchdog or message.ready:
                 run.beat()  # its watchdog's deadline, in the run (none: ignored)
+            if message.watchdog_trigger:
+                run.trigger_watchdog()
             if run in (child.run, child.last_run):
                 child.notify_status = notify.status
             if message.ready and not ready.is_set():
@@ -1276,6 +1315,11 @@ class Supervisor:
             async for message in notify:
                 note(message)
 
+        def take_pending() -> None:  # at its watchdog's deadline: what it sent in time
+            for message in notify.pending():
+                note(message)
+
+        run.on_watchdog_expiry = take_pending
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(listen)
@@ -1368,6 +1412,12 @@ class Supervisor:
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
+        def stopping(why: str) -> None:  # the run stops its child itself (over max_memory)
+            if child.run is run and child.state in ("starting", "running"):
+                child.state = "stopping"
+                self._publish("stopping", child, pid=run.pid, detail=why)
+
+        run.on_stopping = stopping
         await run.watch(task_status=task_status)
         status = run.status
         if status is None:
@@ -1406,7 +1456,7 @@ class Supervisor:
         if status.start_error is not None:
             # A program that cannot be exec'd now will not be at the next
             # try either: give up at once, as for a restart that cannot launch.
-            child.retire()
+            child.retire(self._giving_up(str(status.start_error)))
             self._give_up(child, status, str(status.start_error), cause=status.start_error)
             return
         if status.result_error is not None:
@@ -1450,7 +1500,8 @@ class Supervisor:
             child.failures_in_row = in_row
             await self._restart(child, decision)
             return
-        child.retire()  # not restarted: what a backend kept of its run goes
+        # Not restarted: what a backend kept of its run goes; a waiter hears why.
+        child.retire(self._giving_up(decision.reason) if isinstance(decision, GiveUp) else None)
         if isinstance(decision, StopTree):
             await self._shutdown()
         elif isinstance(decision, GiveUp):
@@ -1488,10 +1539,13 @@ class Supervisor:
             output=status.output,
         )
         error.__cause__ = cause or status.error or status.over_limit
-        where = f"supervisor {self._prefix.rstrip('/') or self.name!r} gave up"
-        self._publish("gave_up", child, detail=f"{where}: {why}")
+        self._publish("gave_up", child, detail=self._giving_up(why))
         self._fail(error)
-        child.end_for_good(f"{where}: {why}")
+        child.end_for_good(self._giving_up(why))
+
+    def _giving_up(self, why: str) -> str:
+        """The words for this supervisor giving up, for *why* (an event's, a waiter's)."""
+        return f"supervisor {self._prefix.rstrip('/') or self.name!r} gave up: {why}"
 
     def _fail(self, error: GymnasiarchError) -> None:
         if self._error is None:
@@ -1746,7 +1800,7 @@ class Supervisor:
         owner._require_running()
         async with owner._lock:
             await owner._stop_children([child], why="terminate_child")
-            child.retire()
+            child.retire("it was stopped with terminate_child()")
         owner._check_done()
 
     async def restart_child(self, name: str) -> None:
@@ -1772,11 +1826,15 @@ class Supervisor:
         publishes its ``ready`` event, or ends for good. The value is what
         the child passed to ``child_context().ready(value)``, what a
         program's ready kind found, or, for a program with ``ports``, its
-        ports (``{"api": 40123}``).
+        ports (``{"api": 40123}``; on the Ray backend with the address of
+        its node: ``{"host": "10.0.0.5", "api": 40123}``).
 
         Args:
             path: The child's name, or its path from this supervisor
-                (``"agents/agent-1"``), as for :meth:`child_info`.
+                (``"agents/agent-1"``), as for :meth:`child_info`: slashes
+                at either end are ignored, and ``"agents/"`` is the nested
+                supervisor ``agents`` itself, ready (value ``None``) once
+                its children have started, as a later sibling sees it.
 
         Raises:
             KeyError: No child is at *path* (a :class:`LookupError`).
@@ -1823,7 +1881,8 @@ class Supervisor:
             signum=None if last is None else last.signum,
             restarts=child.restarts,
         )
-        error.__cause__ = group._error or self._error
+        # The supervisor's error where it gave up, else what the child raised, if it did.
+        error.__cause__ = group._error or self._error or (None if last is None else last.error)
         raise error
 
 
@@ -1831,6 +1890,17 @@ def _is_directory(path: str) -> bool:
     # One stat, at a program's launch: a missing cwd is a clear start failure here
     # rather than an exec failure in the child.
     return os.path.isdir(path)
+
+
+def _what_it_has(value: Any) -> str:
+    """What a ready value offers a FromReady key that did not fit it."""
+    if isinstance(value, Mapping):
+        keys = ", ".join(repr(key) for key in value)
+        return f"its keys are {keys}" if keys else "it is an empty mapping"
+    if isinstance(value, list | tuple):
+        return f"it is a {type(value).__name__} of {len(value)} item(s)"
+    shown = repr(value)
+    return f"it is {shown[:80] + '...' if len(shown) > 80 else shown}"
 
 
 def _ended_before_ready(name: str, status: ExitStatus) -> InitializationFailedError:
