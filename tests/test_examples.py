@@ -71,3 +71,18 @@ def test_training_ground_agents_in_a_group_find_the_port_the_environment_chose()
     assert "exited         agents" in lines
     env = next(line for line in lines if line.startswith("env "))
     assert "ready value: {'port': " in env
+
+
+def test_hung_and_runaway_example_finds_both_and_finishes() -> None:
+    """examples/hung_and_runaway.py: the hang is reported at its line, the leak at its size."""
+    run = _run_example(str(EXAMPLES / "hung_and_runaway.py"))
+    lines = run.stdout.splitlines()
+    hung = next(line for line in lines if line.startswith("simulator: hung"))
+    assert "watchdog is 0.5 s" in hung
+    assert "hung_and_runaway.py" in hung
+    assert "time.sleep(3600)" in hung  # the line it was stuck at
+    over = next(line for line in lines if line.startswith("agent: "))
+    assert "over its max_memory of 150 MiB" in over
+    assert (
+        lines[-1] == "results: {'agent': 'played 40 episodes', 'simulator': 'simulated 50 steps'}"
+    )
