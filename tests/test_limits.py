@@ -45,6 +45,7 @@ from gymnasiarch.exceptions import (
     PrematureTaskDeathError,
 )
 from gymnasiarch.ray_backend import _status_from_payload
+from gymnasiarch.ready import Notify
 from gymnasiarch.testing import wait_for
 from gymnasiarch.treefile import TreeFileError, load_tree
 
@@ -743,3 +744,42 @@ async def test_a_ray_hosts_warning_about_its_child_is_relayed_with_its_output(
     for name in HOST_LOGGERS:
         assert logging.getLogger(name).propagate
         assert relay not in logging.getLogger(name).handlers
+
+
+_SLOW_TO_STOP = textwrap.dedent(
+    """
+    import os, signal, socket, time
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.connect(os.environ["NOTIFY_SOCKET"])
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    notify.send(b"READY=1")
+    hog = bytearray(120 * 2**20)
+    for page in range(0, len(hog), 4096):
+        hog[page] = 1  # resident
+    while not stop:
+        notify.send(b"WATCHDOG=1")
+        time.sleep(0.05)
+    time.sleep(1.0)  # an orderly shutdown (flushing its data): no beats meanwhile
+    print("clean exit", flush=True)
+    """
+)
+
+
+async def test_a_child_stopped_over_max_memory_is_not_then_found_hung() -> None:
+    """Its stop takes longer than its watchdog: it is left to its grace, and over its limit."""
+    spec = ChildSpec(
+        "prog",
+        command=[sys.executable, "-c", _SLOW_TO_STOP],
+        ready=Notify(),
+        restart="transient",
+        watchdog=0.3,
+        max_memory="60MiB",
+        shutdown=5.0,
+    )
+    with anyio.fail_after(30), pytest.raises(PrematureTaskDeathError) as caught:
+        async with Supervisor([spec], max_restarts=0) as supervisor:
+            await supervisor.wait()
+    error = caught.value
+    assert isinstance(error.__cause__, ChildOverLimitError), repr(error.__cause__)
+    assert error.exitcode == 0  # its own orderly end, not the watchdog's SIGKILL

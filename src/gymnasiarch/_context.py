@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +44,10 @@ class ChildContext:
     _next_beat: float = field(default=math.inf, repr=False)
     _expire_at: Callable[[float], None] | None = field(default=None, repr=False)
     _disarm_timer: Callable[[], None] | None = field(default=None, repr=False)
+    # The child's own process: a process forked from it (multiprocessing's
+    # fork context) has a copy of this context, and its beats must not keep
+    # a stuck child alive (see _beat).
+    _pid: int = field(default_factory=os.getpid, repr=False)
 
     def ready(self, value: Any = None) -> None:
         """Tell the supervisor this child is really serving now.
@@ -72,9 +77,12 @@ class ChildContext:
         awaits (one system call, which wakes nobody) to a watchdog and a
         quarter from now, so a call skipped as too recent still counts. A
         child that stops calling it is found hung within 1.25 watchdogs of
-        its last call. Without a watchdog, before the child is ready, and
-        once its target has returned or raised, it does nothing more than
-        read the clock. Any thread may call it.
+        its last call. Without a watchdog, before the child is ready, once
+        its target has returned or raised, and in a process forked from the
+        child (a ``multiprocessing`` worker), it does nothing more than read
+        the clock. Any thread of the child may call it, but a beat proves
+        only that the calling thread is alive: call it from the loop you
+        want watched, not from a helper thread of its own.
         """
         if _monotonic() >= self._next_beat:
             self._beat()
@@ -88,6 +96,12 @@ class ChildContext:
         re-arm the timer after :meth:`_disarm` (a beat is rare: at most
         every spacing).
         """
+        if os.getpid() != self._pid:
+            # A forked worker's copy: it never beats, and its heartbeat()
+            # calls stay a clock read. Before the lock, which a thread of the
+            # child may have held at the fork.
+            self._next_beat = math.inf
+            return
         with self._lock:
             if self._expire_at is None:
                 return

@@ -25,13 +25,24 @@ from gymnasiarch import ready as ready_kinds
 #: address of the machine keeps from being bound.
 WILDCARD = "0.0.0.0"  # noqa: S104 - a test bind, never listened on
 
-#: Picked ports are this one or above where the ephemeral range leaves room:
-#: below are the ports servers are commonly set up on (5432, 6379, 8080, ...)
-#: and Ray's worker ports (10002-19999 by default).
+#: Picked ports are this one or above where the ephemeral range leaves room
+#: (:data:`ENOUGH` ports): below are the ports servers are commonly set up on
+#: (5432, 6379, 8080, ...) and Ray's worker ports (10002-19999 by default).
 LOWEST = 20000
+
+#: Where the range leaves fewer than :data:`ENOUGH` ports from :data:`LOWEST`
+#: up, the ports from this one up are candidates too (clear of most servers'
+#: usual ports), and where it leaves fewer from here, every port from 1024 up.
+LOWER = 10000
+
+#: How many candidate ports a floor must leave to be kept to.
+ENOUGH = 1000
 
 #: Ports tried at random for one name before the pick gives up.
 ATTEMPTS = 100
+
+# The process layer's: a Ray host relays it to the supervisor with its child's output.
+logger = logging.getLogger("gymnasiarch.process.ports")
 
 # Not the module's generator: a caller's random.seed() must not make two
 # processes pick alike.
@@ -44,15 +55,21 @@ def candidate_ports() -> list[range]:
     The kernel gives a ``connect()`` its local port from the ephemeral range
     (:func:`gymnasiarch._platform.ephemeral_port_range`): a port picked there
     could be taken by any outgoing connection while its program is down.
-    From 1024 up if the range leaves nothing above :data:`LOWEST`; empty if it
-    leaves nothing at all.
+    Where the range leaves fewer than :data:`ENOUGH` ports from
+    :data:`LOWEST` up (a range of 15000-65000 leaves 535), the ports from
+    :data:`LOWER` up are candidates too, and where that still leaves fewer,
+    every port from 1024 up outside the range; empty if it leaves none at
+    all (``1024 65535``, a common tuning: :func:`pick_ports` then lets the
+    kernel choose).
     """
     first, last = _platform.ephemeral_port_range()
-    for floor in (LOWEST, 1024):
-        ranges = [range(floor, min(first, 65536)), range(max(last + 1, floor), 65536)]
-        if any(ranges):
-            return [r for r in ranges if r]
-    return []
+    ranges: list[range] = []
+    for floor in (LOWEST, LOWER, 1024):
+        below = range(floor, max(floor, min(first, 65536)))
+        ranges = [r for r in (below, range(max(last + 1, floor), 65536)) if r]
+        if sum(len(r) for r in ranges) >= ENOUGH:
+            break
+    return ranges
 
 
 def _draw(ranges: list[range]) -> int:
@@ -78,17 +95,46 @@ def _held(port: int, address: str) -> socket.socket | None:
     return sock
 
 
-def pick_ports(wanted: Mapping[str, int], *, address: str = WILDCARD) -> dict[str, int]:
+def _new_port(name: str, ranges: list[range], address: str, taken: set[int]) -> socket.socket:
+    """A socket bound to a free port of *ranges* not *taken* (the kernel's pick without ranges)."""
+    for _ in range(ATTEMPTS):
+        port = _draw(ranges) if ranges else 0  # 0: the kernel picks, in the ephemeral range
+        if port in taken:
+            continue
+        sock = _held(port, address)
+        if sock is not None and sock.getsockname()[1] not in taken:
+            return sock
+        if sock is not None:  # the kernel's pick, but handed to a child whose program is down
+            sock.close()
+    first, last = _platform.ephemeral_port_range()
+    raise OSError(
+        errno.EADDRINUSE,
+        f"no free TCP port for {name!r} {'outside' if ranges else 'in'} the ephemeral range "
+        f"{first}-{last} (ip_local_port_range): {ATTEMPTS} ports tried",
+    )
+
+
+def pick_ports(
+    wanted: Mapping[str, int], *, address: str = WILDCARD, holder: object = None
+) -> dict[str, int]:
     """A free TCP port for each name of *wanted*: its port there if still free.
 
     *wanted* maps each name to the port it had (0 for none yet). A port is
     free when a socket with ``SO_REUSEADDR`` binds it on *address* (by
     default the wildcard: free for whichever address the program binds);
     a kept port that is not free (another process listens there, or holds
-    it) is replaced, so a restart does not fail on it again and again. A
-    new port is drawn at random from :func:`candidate_ports`, outside the
-    kernel's ephemeral range, so no outgoing ``connect()`` is given it
-    while its program is down; not one :data:`HANDED_OUT` already.
+    it), or that was handed out to another *holder* meanwhile (its own
+    were forgotten, and the other's program is down), is replaced, so a
+    restart does not fail on it again and again. A new port is drawn at
+    random from :func:`candidate_ports`, outside the kernel's ephemeral
+    range, so no outgoing ``connect()`` is given it while its program is
+    down; not one :data:`HANDED_OUT` already. Where the range leaves no
+    port outside it, the kernel picks one (a bind to port 0), with a
+    WARNING: such a port is in the range.
+
+    *holder* is who the ports are for (a supervisor's child): a kept port
+    :data:`HANDED_OUT` holds for another is not kept. Without one, a kept
+    port handed out without one counts as the caller's.
 
     The test sockets of one pick are held together (the names get different
     ports) and closed before the program starts, for it to bind the ports
@@ -97,39 +143,46 @@ def pick_ports(wanted: Mapping[str, int], *, address: str = WILDCARD) -> dict[st
 
     Raises:
         OSError: ``EADDRINUSE``, naming the name and the range, when
-            :data:`ATTEMPTS` ports drawn for one name were all taken, or
-            the ephemeral range leaves no port outside it.
+            :data:`ATTEMPTS` ports tried for one name were all taken.
     """
     ranges: list[range] | None = None
     held: list[socket.socket] = []
     ports: dict[str, int] = {}
+    by_kernel: list[str] = []
     try:
         for name, kept in wanted.items():
-            sock = _held(kept, address) if kept else None
-            tries = 0
-            while sock is None:
+            mine = bool(kept) and (kept not in HANDED_OUT or _HOLDERS.get(kept) is holder)
+            sock = _held(kept, address) if mine else None
+            if sock is None:
                 if ranges is None:
                     ranges = candidate_ports()
-                if not ranges or tries == ATTEMPTS:
-                    first, last = _platform.ephemeral_port_range()
-                    raise OSError(
-                        errno.EADDRINUSE,
-                        f"no free TCP port for {name!r} outside the ephemeral range "
-                        f"{first}-{last} (ip_local_port_range): "
-                        + (f"{ATTEMPTS} ports tried" if ranges else "it leaves none"),
-                    )
-                tries += 1
-                port = _draw(ranges)
-                if port not in HANDED_OUT and port not in ports.values():
-                    sock = _held(port, address)
+                sock = _new_port(name, ranges, address, HANDED_OUT | set(ports.values()))
+                if not ranges:
+                    by_kernel.append(name)
             held.append(sock)
             ports[name] = sock.getsockname()[1]
-            if kept and ports[name] != kept:
-                HANDED_OUT.discard(kept)  # someone else's now
+            if mine and ports[name] != kept:
+                forget([kept])  # someone else's now
     finally:
         for sock in held:
             sock.close()
     HANDED_OUT.update(ports.values())
+    for port in ports.values():
+        if holder is None:
+            _HOLDERS.pop(port, None)
+        else:
+            _HOLDERS[port] = holder
+    if by_kernel:
+        first, last = _platform.ephemeral_port_range()
+        logger.warning(
+            "the ephemeral port range %d-%d (net.ipv4.ip_local_port_range) leaves no port "
+            "outside it: the kernel picked %s, in that range, where an outgoing connection "
+            "may be given the port while its program is down (a restart then moves it); "
+            "narrow the range to leave room",
+            first,
+            last,
+            ", ".join(f"{ports[name]} for {name!r}" for name in by_kernel),
+        )
     return ports
 
 
@@ -138,10 +191,15 @@ def pick_ports(wanted: Mapping[str, int], *, address: str = WILDCARD) -> dict[st
 #: (:func:`forget`); a kept port comes back with its child's next pick.
 HANDED_OUT: set[int] = set()
 
+# Who each port of HANDED_OUT is held for, where a pick said (see pick_ports).
+_HOLDERS: dict[int, object] = {}
+
 
 def forget(ports: Iterable[int]) -> None:
     """*ports* may be handed out again: their child will not run (unless started anew)."""
-    HANDED_OUT.difference_update(ports)
+    for port in ports:
+        HANDED_OUT.discard(port)
+        _HOLDERS.pop(port, None)
 
 
 def warn_moved(

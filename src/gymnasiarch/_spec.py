@@ -399,6 +399,11 @@ def check_size(field: str, value: object, owner: str = "") -> int:
     return size
 
 
+#: The shortest ``watchdog``, in seconds. Why: a child beats from its own
+#: code, and a deadline shorter than a start's own steps (fork, the log
+#: connection, an event loop's first turn: milliseconds on a busy machine)
+#: finds a healthy child hung inside gymnasiarch's start-up.
+WATCHDOG_MIN = 0.01
 #: The keys of ``ChildSpec.limits``: what each sets in the child (see docs/supervising.md).
 LIMIT_KEYS = ("memory", "open_files", "cpu_seconds", "core_dumps")
 #: The largest ``memory``, ``open_files`` or ``cpu_seconds``: 2**62 (4 EiB,
@@ -696,14 +701,19 @@ class ChildSpec:
             object.__setattr__(self, "max_memory", check_size("max_memory", self.max_memory, where))
 
     def _check_watchdog(self, where: str) -> None:
-        """*watchdog*: seconds > 0 or None; a program needs a way to beat (sd_notify)."""
+        """*watchdog*: seconds, at least WATCHDOG_MIN; a program needs a way to beat (sd_notify)."""
         value = self.watchdog
         if value is None:
             return
-        check_seconds("watchdog", value, allow_none=False, owner=where)
-        if not 0 < value < math.inf:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise FieldTypeError("watchdog", f"expected a number of seconds, got {value!r}", where)
+        # One message for -1, nan, 0 and 1e-9 alike; no "or None": a tree
+        # file has no None (it leaves the key out), and the default says it.
+        if not WATCHDOG_MIN <= value < math.inf:
             raise FieldValueError(
-                "watchdog", f"expected a number of seconds > 0, or None, got {value!r}", where
+                "watchdog",
+                f"expected a number of seconds > 0 (at least {WATCHDOG_MIN:g}), got {value!r}",
+                where,
             )
         if self.command is not None and not isinstance(self.ready, _ready.Notify):
             raise FieldValueError(

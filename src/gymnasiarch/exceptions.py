@@ -53,6 +53,7 @@ keyword-only fields rebuild themselves through :meth:`__reduce__`.
 from __future__ import annotations
 
 import os as _os
+import re as _re
 import signal as _signal
 from collections.abc import Callable
 from typing import Any
@@ -181,7 +182,7 @@ class SupervisionError(GymnasiarchError):
         if self.exitcode is not None:
             details.append(f"exit code {self.exitcode}")
         if self.signum is not None:
-            details.append(f"signal {self.signal_name}")
+            details.append(f"signal {self.signal_name}{_hung_signal_note(self)}")
         if self.restarts is not None:
             details.append(f"{self.restarts} restart(s)")
         return details
@@ -480,6 +481,125 @@ def _our_helper_thread(frames: list[str]) -> bool:
     return ours and not any(" in child_main" in frame for frame in frames)
 
 
+def _hung_signal_note(error: SupervisionError) -> str:
+    """Why a hung child ended by its signal: the watchdog's (not a signal someone sent)."""
+    if not isinstance(error.__cause__, ChildHungError) and not isinstance(error, ChildHungError):
+        return ""
+    if error.signum == _signal.SIGKILL:
+        return ": the watchdog's kill"
+    # The other way a hung child ends: by the signal that asks it for its
+    # stacks (output.DUMP_SIGNAL), whose default action follows the dump.
+    return ": the watchdog's stack dump request, which ends it"
+
+
+#: How many places :meth:`ChildHungError.stuck_at` names in the error's text
+#: (the first ones: the main thread's first); ``stuck_at()`` has them all.
+_STUCK_SHOWN = 5
+_THREAD_HEADERS = ("Current thread ", "Thread ")
+#: The standard library's files, here and (a Ray node) anywhere: not the user's code.
+_STDLIB = _re.compile(r"""(^<frozen |[/\\]lib[/\\]python3\.\d+[/\\](?!.*-packages[/\\]))""")
+#: Frames of how a child process starts (multiprocessing's bootstrap, the
+#: fork server's, runpy), left out of the stack an error shows (``stack`` keeps them).
+_BOOTSTRAP = _re.compile(r"""[/\\](multiprocessing[/\\][^"]*|runpy\.py)", line """)
+
+
+class _DumpedThread:
+    """One thread of a faulthandler dump: its label and frames (source line joined)."""
+
+    def __init__(self, header: str, main: bool) -> None:
+        self.header = header
+        self.main = main
+        ident = header.split(" (most recent call first)", maxsplit=1)[0].rpartition(" ")[2]
+        self.label = "main thread" if main else f"thread {ident}"
+        self.frames: list[str] = []  # 'File "PATH", line N in F: source'
+        self.lines: list[str] = []  # as dumped: each frame, then its source line
+
+
+def _dumped_threads(stack: str) -> list[_DumpedThread]:
+    """The threads of a dump, in its order (newest first).
+
+    The main thread is the oldest, dumped last (a dump that faulthandler
+    cut after 100 threads, with a line ``...``, has lost it); else the one
+    that took the dump, "Current thread" (Linux hands a process's signal to
+    its main thread unless that blocks it).
+    """
+    threads: list[_DumpedThread] = []
+    lines = stack.splitlines()
+    cut = "..." in lines
+    for number, line in enumerate(lines):
+        if line.startswith(_THREAD_HEADERS):
+            threads.append(_DumpedThread(line, main=False))
+        elif threads and line.startswith("  File "):
+            frame = line.strip()
+            following = lines[number + 1] if number + 1 < len(lines) else ""
+            if following.startswith("    "):  # its source line (see the process layer)
+                frame = f"{frame}: {following.strip()}"
+            threads[-1].frames.append(frame)
+            threads[-1].lines.append(line)
+        elif threads and line.startswith("    "):
+            threads[-1].lines.append(line)
+    main: _DumpedThread | None
+    if threads and not cut:
+        main = threads[-1]
+    else:
+        main = next((t for t in threads if t.header.startswith("Current thread ")), None)
+    if main is not None:
+        main.main, main.label = True, "main thread"
+    return threads
+
+
+def _frame_path(frame: str) -> str:
+    return frame.partition('File "')[2].rpartition('", line ')[0]
+
+
+def _short_frame(frame: str) -> str:
+    """A frame, short: ``threading.py:327 in wait: x``.
+
+    From ``File "/usr/lib/python3.11/threading.py", line 327 in wait: x``.
+    """
+    path = _frame_path(frame)
+    rest = frame.partition('", line ')[2]  # "327 in wait: x"
+    line, _, where = rest.partition(" in ")
+    parent, name = _os.path.split(path)
+    if name == "__init__.py":
+        name = f"{_os.path.basename(parent)}/{name}"
+    return f"{name}:{line} in {where}"
+
+
+def _stuck_where(frames: list[str]) -> str:
+    """Where a thread was stuck: its innermost frame of the user's code, or its top frame."""
+    for depth, frame in enumerate(frames):
+        if not _STDLIB.search(_frame_path(frame)) and not _in_our_modules(frame):
+            if depth == 0:
+                return frame
+            inner = _short_frame(frames[0]).partition(": ")[0]  # without its source line
+            return f"{frame} [in {inner}]"
+    return _short_frame(frames[0])
+
+
+def _shown_stack(stack: str) -> str:
+    """*stack* as an error shows it: the user's threads, without the frames of a child's start.
+
+    Left out: gymnasiarch's own helper threads, and the frames of
+    multiprocessing's and the fork server's bootstrap and of gymnasiarch's
+    child bootstrap, which every child has under its target. The main
+    thread comes first, labelled so.
+    """
+    shown: list[str] = []
+    for thread in sorted(_dumped_threads(stack), key=lambda t: not t.main):
+        if not thread.frames or _our_helper_thread(thread.frames):
+            continue
+        shown.append(f"{thread.label} (most recent call first):")
+        keep = True
+        for line in thread.lines:
+            if line.startswith("  File "):
+                keep = not (_BOOTSTRAP.search(line) or _in_our_modules(line.strip()))
+            if keep:
+                shown.append(line)
+        shown.append("")
+    return "\n".join(shown).rstrip()
+
+
 class ChildHungError(SupervisionError):
     """A child missed its watchdog deadline: it was hung, and was killed.
 
@@ -501,9 +621,12 @@ class ChildHungError(SupervisionError):
         watchdog: The child's watchdog period, in seconds.
         stack: The dump of every thread's stack (``faulthandler``'s text,
             each frame followed by its source line where the file could be
-            read), or ``None``: a program child, a child whose output is not
-            captured (``output="inherit"``: the dump went to the
-            supervisor's own stderr), or one that did not answer in time.
+            read), capped: at most 1000 lines (each thread's top 20 and
+            bottom 10 frames; the main thread and the one that dumped always
+            kept) and faulthandler's 100 threads. Or ``None``: a program
+            child, a child whose output is not captured
+            (``output="inherit"``: the dump went to the supervisor's own
+            stderr), or one that did not answer in time (its text says so).
     """
 
     def __init__(
@@ -528,27 +651,24 @@ class ChildHungError(SupervisionError):
         }
 
     def stuck_at(self) -> list[str]:
-        """Where each thread was stuck: its top frame (with its source line), one per thread.
+        """Where each thread was stuck, the main thread first; one line per place.
 
-        The threads gymnasiarch itself runs in a child (its log client's)
-        are left out: they wait where they always wait. :attr:`stack` has
-        them all.
+        A thread's place is its innermost frame of the user's code (with its
+        source line), the standard library's frames above it named after it
+        (``[in re/__init__.py:166 in match]``); a thread only in the
+        standard library shows its top frame, short. Threads stuck at the
+        same place are one line (``98 threads: threading.py:327 in wait:
+        waiter.acquire()``). The threads gymnasiarch itself runs in a child
+        (its log client's) are left out: they wait where they always wait.
+        :attr:`stack` has them all.
         """
-        threads: list[tuple[str, list[str]]] = []
-        lines = (self.stack or "").splitlines()
-        for number, line in enumerate(lines):
-            if line.startswith(("Current thread ", "Thread ")):
-                threads.append((line.split(" (most recent call first)")[0], []))
-            elif line.startswith("  File ") and threads:
-                frame = line.strip()
-                following = lines[number + 1] if number + 1 < len(lines) else ""
-                if following.startswith("    "):  # its source line (see the process layer)
-                    frame = f"{frame}: {following.strip()}"
-                threads[-1][1].append(frame)
+        places: dict[str, list[str]] = {}  # where -> the threads stuck there
+        for thread in sorted(_dumped_threads(self.stack or ""), key=lambda t: not t.main):
+            if thread.frames and not _our_helper_thread(thread.frames):
+                places.setdefault(_stuck_where(thread.frames), []).append(thread.label)
         return [
-            f"{thread}: {frames[0]}"
-            for thread, frames in threads
-            if frames and not _our_helper_thread(frames)
+            f"{labels[0] if len(labels) == 1 else f'{len(labels)} threads'}: {where}"
+            for where, labels in places.items()
         ]
 
     def __str__(self) -> str:
@@ -556,7 +676,22 @@ class ChildHungError(SupervisionError):
         stuck = self.stuck_at()
         if not stuck:
             return text
-        return "\n".join([text, "stuck at:", *(f"  {where}" for where in stuck)])
+        shown = [f"  {where}" for where in stuck[:_STUCK_SHOWN]]
+        if len(stuck) > _STUCK_SHOWN:
+            shown.append(f"  ... {len(stuck) - _STUCK_SHOWN} more places (see .stack)")
+        if "..." in (self.stack or "").splitlines():
+            # faulthandler's own cap: it dumps the newest 100 threads, the main one last.
+            shown.append("  ... and more than 100 threads not dumped (the main thread among them)")
+        return "\n".join([text, "stuck at:", *shown])
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={value!r}"
+            for name, value in (("child", self.child), ("pid", self.pid), ("seconds", self.seconds))
+            if value is not None
+        )
+        message = repr(self.args[0]) if self.args else ""
+        return f"{type(self).__name__}({', '.join(part for part in (message, fields) if part)})"
 
 
 class ChildEndedError(SupervisionError):

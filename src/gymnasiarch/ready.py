@@ -34,6 +34,7 @@ import shutil
 import socket
 import struct
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -479,6 +480,15 @@ class LineMatcher:
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _NOTIFY_MAX = 4096  # systemd's own limit for one notification (NOTIFY_BUFFER_MAX)
+#: ``SO_TIMESTAMPNS`` (and its message, ``SCM_TIMESTAMPNS``), which the
+#: socket module does not name: the kernel stamps each datagram with the
+#: realtime clock when it is sent (queued to us), as a ``struct timespec``
+#: (two C longs). 35 on Linux's generic and x86 ABIs; where the option is
+#: refused, messages are timed by their read (see NotifySocket._take).
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@ll")
+#: Room for the ancillary data of one datagram: its stamp, then its sender.
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(_UCRED.size)
 
 
 @dataclass(frozen=True)
@@ -503,10 +513,18 @@ class NotifyMessage:
     errno: int | None = None  #: ``ERRNO=``: why it failed, as an errno
     watchdog_usec: int | None = None  #: ``WATCHDOG_USEC=``: a new watchdog interval
     extend_timeout_usec: int | None = None  #: ``EXTEND_TIMEOUT_USEC=``: more time to start
+    #: When the kernel received it, in ``time.monotonic()`` seconds (from
+    #: its ``SO_TIMESTAMPNS`` stamp; when it was read, where the kernel gave
+    #: none): a watchdog keep-alive counts when it was sent, not when a busy
+    #: supervisor read it. None for a message parsed by hand. Not compared.
+    received_at: float | None = field(default=None, compare=False)
 
     @classmethod
-    def parse(cls, data: bytes, sender: int) -> NotifyMessage:
-        """The message that the datagram *data* from process *sender* carries."""
+    def parse(cls, data: bytes, sender: int, received_at: float | None = None) -> NotifyMessage:
+        """The message that the datagram *data* from process *sender* carries.
+
+        *received_at*: when it arrived (``time.monotonic()`` seconds), if known.
+        """
         values: dict[str, str] = {}
         for line in data.decode(errors="replace").split("\n"):
             key, equals, value = line.partition("=")
@@ -533,7 +551,7 @@ class NotifyMessage:
         ):
             with contextlib.suppress(KeyError, ValueError):
                 fields[name] = int(values[key])
-        return cls(sender, **fields)  # type: ignore[arg-type]
+        return cls(sender, **fields, received_at=received_at)  # type: ignore[arg-type]
 
 
 def _bind_notify_socket(path: str) -> tuple[socket.socket, str]:
@@ -548,12 +566,28 @@ def _bind_notify_socket(path: str) -> tuple[socket.socket, str]:
     try:
         # Before bind: every datagram that can arrive carries its sender.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        # And when it was sent: a watchdog beat is timed by it (NotifyMessage.received_at).
+        with contextlib.suppress(OSError):  # refused (another ABI's number): timed by the read
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         sock.setblocking(False)
         sock.bind(path)
     except BaseException:
         sock.close()
         raise
     return sock, path
+
+
+def _monotonic_from(stamp: float | None) -> float:
+    """The realtime *stamp* of a datagram on the monotonic clock; now if None.
+
+    The kernel stamps with the realtime clock only; the two clocks' offset
+    is read now, a microsecond apart. A stamp is never later than now (a
+    realtime clock stepped back since it was taken).
+    """
+    now = time.monotonic()
+    if stamp is None:
+        return now
+    return min(now, now - (time.time() - stamp))
 
 
 class NotifySocket:
@@ -575,6 +609,9 @@ class NotifySocket:
     :attr:`rejected`. The private directory keeps other users from sending
     at all. Datagrams longer than *max_size* bytes are dropped (counted
     too), and file descriptors sent along (``FDSTORE=1``) are closed.
+    Each message says when the kernel received it
+    (:attr:`NotifyMessage.received_at`, from ``SO_TIMESTAMPNS``), however
+    late it is read.
 
     Args:
         pgid: The program's process group, if known already (see :meth:`believe`).
@@ -640,13 +677,17 @@ class NotifySocket:
 
     def _take(self, sock: socket.socket) -> NotifyMessage | None:
         """The next datagram queued, parsed if believed; None if it was dropped."""
-        data, ancillary, flags, _ = sock.recvmsg(self.max_size, socket.CMSG_SPACE(_UCRED.size))
+        data, ancillary, flags, _ = sock.recvmsg(self.max_size, _ANCILLARY)
         sender: int | None = None
+        stamp: float | None = None
         for level, kind, payload in ancillary:
             if level != socket.SOL_SOCKET:
                 continue
             if kind == socket.SCM_CREDENTIALS and len(payload) >= _UCRED.size:
                 sender = _UCRED.unpack_from(payload)[0]
+            elif kind == _SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+                stamp = seconds + nanoseconds / 1e9
             elif kind == socket.SCM_RIGHTS:  # descriptors handed to us: not ours to keep
                 count = len(payload) // 4
                 for fd in struct.unpack(f"{count}i", payload[: count * 4]):
@@ -655,7 +696,7 @@ class NotifySocket:
         if sender is None or flags & socket.MSG_TRUNC or not self._believed(sender):
             self.rejected += 1
             return None
-        message = NotifyMessage.parse(data, sender)
+        message = NotifyMessage.parse(data, sender, _monotonic_from(stamp))
         if message.status is not None:
             self.status = message.status
         if message.ready:

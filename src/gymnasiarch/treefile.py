@@ -84,7 +84,8 @@ class TreeFileError(GymnasiarchError):
         key: The key path (``child[2].restart``), or ``None`` for the file.
         line: The 1-based line, where known.
         mistakes: Every mistake :func:`load_tree` found in the file, in file
-            order, this one first (``gymnasiarch check`` prints one line each).
+            order (one of no known line last), this one first
+            (``gymnasiarch check`` prints one line each). It pickles with them.
     """
 
     def __init__(self, message: str, *, path: str, key: str | None = None, line: int | None = None):
@@ -98,6 +99,27 @@ class TreeFileError(GymnasiarchError):
         self.key = key
         self.line = line
         self.mistakes: list[TreeFileError] = [self]
+        self._message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Its keyword-only arguments are not in args, which the default passes
+        # alone; mistakes (itself among them: pickle keeps the cycle) as state.
+        return (
+            _rebuild_tree_file_error,
+            (self._message, self.path, self.key, self.line),
+            {"mistakes": self.mistakes, **self._own_state()},
+        )
+
+    def _own_state(self) -> dict[str, Any]:
+        """What else is set on it (``__notes__``, say), for its copy."""
+        skip = {"path", "key", "line", "mistakes", "_message"}
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+
+def _rebuild_tree_file_error(
+    message: str, path: str, key: str | None, line: int | None
+) -> TreeFileError:
+    return TreeFileError(message, path=path, key=key, line=line)
 
 
 class _ReportedError(Exception):
@@ -215,10 +237,12 @@ class _Loader:
             _ReportedError: It or one of its children has a mistake (each one is listed).
         """
         options: dict[str, Any] = {k: v for k, v in table.items() if k not in ("child", "backoff")}
-        with self.collecting():
-            backend = self.backend(options.pop("backend", "local"), options.pop("address", None))
-            if backend is not None:
-                options["backend"] = backend
+        if not where:  # the root's: a nested one's backend is an unknown key, listed already
+            with self.collecting():
+                kind, address = options.pop("backend", "local"), options.pop("address", None)
+                backend = self.backend(kind, address)
+                if backend is not None:
+                    options["backend"] = backend
         if "backoff" in table:
             backoff_key = f"{where}.backoff" if where else "supervisor.backoff"
             with self.collecting():
@@ -420,7 +444,10 @@ def load_tree(path: str | Path, *, resolve: bool = False, add_to_path: bool = Tr
     with loader.collecting():
         built = loader.supervisor("", settings, children, 0)
     if built is None or loader.mistakes:
-        first = loader.mistakes[0]
-        first.mistakes = list(loader.mistakes)
+        # In file order (found order is the order of the checks); a mistake
+        # of no known line (the file's own) last. sorted() is stable.
+        mistakes = sorted(loader.mistakes, key=lambda m: (m.line is None, m.line or 0))
+        first = mistakes[0]
+        first.mistakes = mistakes
         raise first
     return built

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import anyio
 
@@ -111,3 +112,76 @@ def irregular_heartbeats(watchdog: float) -> str:
             context.heartbeat()
         time.sleep(0.85 * watchdog)
     return "alive"
+
+
+async def leaves_an_executor_thread(seconds: float = 1.0, fail: bool = False) -> str:
+    """Returns (or raises) at once; asyncio's shutdown then joins an executor thread: *seconds*."""
+    import asyncio  # an asyncio child only
+
+    asyncio.get_running_loop().run_in_executor(None, time.sleep, seconds)
+    if fail:
+        raise ValueError("the real error")
+    return "done"
+
+
+async def finalizes_slowly(seconds: float = 1.0) -> str:
+    """Returns; its async generator's ``finally`` blocks for *seconds* at the loop's shutdown."""
+
+    async def numbers() -> AsyncIterator[int]:
+        try:
+            yield 1
+        finally:
+            time.sleep(seconds)  # noqa: ASYNC251 - a sync cleanup, run at the loop's end
+
+    async for _ in numbers():
+        break
+    return "done"
+
+
+def _beats_for(seconds: float) -> None:
+    context = child_context()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        context.heartbeat()
+        time.sleep(0.02)
+
+
+def stuck_while_a_fork_beats() -> None:
+    """Stuck itself, while a worker forked from it calls heartbeat() (killed with its group)."""
+    import multiprocessing
+
+    child_context().heartbeat()
+    worker = multiprocessing.get_context("fork").Process(target=_beats_for, args=(30,))
+    worker.start()
+    time.sleep(30)
+
+
+def systemd_environ() -> dict[str, str | None]:
+    """The sd_notify and watchdog variables this child sees."""
+    import os
+
+    return {key: os.environ.get(key) for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+
+
+def _deep(depth: int, event: threading.Event) -> None:
+    if depth:
+        _deep(depth - 1, event)
+    else:
+        event.wait()
+
+
+def many_deep_threads(count: int = 60, depth: int = 60) -> None:
+    """*count* threads *depth* calls deep, all waiting; its main thread stuck elsewhere."""
+    event = threading.Event()
+    for _ in range(count):
+        threading.Thread(target=_deep, args=(depth, event), daemon=True).start()
+    child_context().heartbeat()
+    stop_beating()
+
+
+def ignores_the_dump_request() -> None:
+    """Stuck, with the watchdog's dump signal ignored: it cannot answer with its stacks."""
+    import signal
+
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    stop_beating()

@@ -324,12 +324,15 @@ class ChildRun(abc.ABC):
     def abandon(self) -> None:
         """Stop following a child that would not go away (it is reported as a zombie)."""
 
-    def beat(self) -> None:  # noqa: B027 - a default: a run without a watchdog ignores it
+    def beat(self, at: float | None = None) -> None:  # noqa: B027 - a default: ignored
         """The child showed from outside that it is alive (a program's sd_notify ``WATCHDOG=1``).
 
-        Moves the run's watchdog deadline (and, before the first, starts
-        it: the supervisor calls it at a program's ``READY=1`` too). A
-        Python child's own beats reach its run directly; by default nothing.
+        Moves the run's watchdog deadline to *at* (when the message was
+        received, ``time.monotonic()`` seconds; None: now) plus the watchdog
+        (and, before the first, starts it: the supervisor calls it at a
+        program's ``READY=1`` too); a beat at a time after the deadline does
+        not count. A Python child's own beats reach its run directly; by
+        default nothing.
         """
 
     def trigger_watchdog(self) -> None:  # noqa: B027 - a default: as beat()

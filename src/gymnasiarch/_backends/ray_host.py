@@ -139,7 +139,8 @@ class _HostedRun:
     def note(self, message: NotifyMessage, status: str | None) -> None:
         """Take one sd_notify message of the program (*status*: its socket's last STATUS)."""
         if (message.watchdog or message.ready) and self.child is not None:
-            self.child.beat()  # its watchdog's deadline, kept here on its node
+            # Its watchdog's deadline, kept here on its node, from when it was sent.
+            self.child.beat(message.received_at)
         if message.watchdog_trigger and self.child is not None:
             self.child.trigger_watchdog()
         if message.ready and not self.notify_ready.is_set():
@@ -186,12 +187,13 @@ class ChildHost:
         hosted = self._run(number)
         assert hosted is not None
         handler = None
+        propagates: dict[str, bool] = {}
         if capture_output and relay:
 
             def connected() -> None:  # in the relay's sender thread, before its first frame
                 hosted.relayed = True
 
-            handler = _relay_output(launch.name, relay, on_connect=connected)
+            handler, propagates = _relay_output(launch.name, relay, on_connect=connected)
         notify = None
         try:
             try:
@@ -215,7 +217,7 @@ class ChildHost:
             if notify is not None:
                 notify.close()
             if handler is not None:
-                await _end_relay(launch.name, handler)
+                await _end_relay(launch.name, handler, propagates)
         return {
             **_status_payload(child.status, child.log_connected),
             "relayed": hosted.relayed,
@@ -348,8 +350,14 @@ def node_fork_server() -> SharedForkServer:
 
 
 async def _start_child(launch: Launch, capture_output: bool) -> ChildProcess:
-    """Start the child through the node's fork server, or with spawn if that fails."""
+    """Start the child through the node's fork server, or with spawn if that fails.
+
+    Its captured output travels to the supervisor as records of a bounded
+    size: a JSON line longer than what one carries whole is cut into plain
+    pieces here, rather than arrive without its fields, its message cut.
+    """
     from gymnasiarch._process.run import ChildProcess  # noqa: PLC0415 - see _HOSTING_MODULES
+    from gymnasiarch._wire.logclient import RELAYED_LINE_BYTES  # noqa: PLC0415 - see _HOSTING_MODULES
 
     module = target_module(launch.target)
     preload = [module] if module else []
@@ -362,6 +370,7 @@ async def _start_child(launch: Launch, capture_output: bool) -> ChildProcess:
             preload,
             capture_output=capture_output,
             fork_server=node_fork_server(),
+            max_json_line=RELAYED_LINE_BYTES,
         )
     except OSError as error:
         logger.warning(
@@ -373,7 +382,11 @@ async def _start_child(launch: Launch, capture_output: bool) -> ChildProcess:
         # A program runs in this actor's environment, not the driver's.
         launch = dataclasses.replace(launch, environ=dict(os.environ))
     return await ChildProcess.start(
-        launch, "spawn", capture_output=capture_output, main_module=False
+        launch,
+        "spawn",
+        capture_output=capture_output,
+        main_module=False,
+        max_json_line=RELAYED_LINE_BYTES,
     )
 
 
@@ -489,12 +502,13 @@ HOST_LOGGERS = ("gymnasiarch.process", "gymnasiarch.ray")
 
 def _relay_output(
     name: str, config: dict[str, Any], on_connect: Callable[[], None]
-) -> LogClientHandler:
+) -> tuple[LogClientHandler, dict[str, bool]]:
     """Send the records of the child's captured output to the supervisor's log server.
 
     The host's own records about the child (:data:`HOST_LOGGERS`) too: the
     log server takes them as the child's (``gymnasiarch.child.<name>``), as
-    it takes no ``gymnasiarch.*`` name from a client.
+    it takes no ``gymnasiarch.*`` name from a client. Returns the handler,
+    and whether each of those loggers propagated before (for :func:`_end_relay`).
     """
     from gymnasiarch._process.output import output_logger  # noqa: PLC0415 - see _HOSTING_MODULES
     from gymnasiarch._wire.logclient import LogClientHandler  # noqa: PLC0415 - see _HOSTING_MODULES
@@ -504,15 +518,22 @@ def _relay_output(
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False  # not into the Ray worker's own log
+    propagates: dict[str, bool] = {}
     for host_name in HOST_LOGGERS:
         host_logger = logging.getLogger(host_name)
         host_logger.addHandler(handler)
+        propagates[host_name] = host_logger.propagate
         host_logger.propagate = False
-    return handler
+    return handler, propagates
 
 
-async def _end_relay(name: str, handler: LogClientHandler) -> None:
-    """Send what is left of the run's output; take the relay off (the actor hosts more runs)."""
+async def _end_relay(name: str, handler: LogClientHandler, propagates: dict[str, bool]) -> None:
+    """Send what is left of the run's output; take the relay off (the actor hosts more runs).
+
+    *propagates* is what :func:`_relay_output` found: each host logger
+    propagates again as it did before the run (one the worker's own logging
+    set up not to is left so).
+    """
     from gymnasiarch._process.output import output_logger  # noqa: PLC0415 - see _HOSTING_MODULES
 
     # The last output lines are out before the exit is reported (a child
@@ -525,7 +546,7 @@ async def _end_relay(name: str, handler: LogClientHandler) -> None:
     for host_name in HOST_LOGGERS:
         host_logger = logging.getLogger(host_name)
         host_logger.removeHandler(handler)
-        host_logger.propagate = True  # between runs: the worker's log, as before
+        host_logger.propagate = propagates.get(host_name, True)  # between runs: as before
 
 
 def _node() -> tuple[str, str]:

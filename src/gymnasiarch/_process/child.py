@@ -364,7 +364,13 @@ async def _await_with_beats(awaitable: Awaitable[Any], every: float, arm: bool) 
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(_beat_forever, every, arm)
-            result = await awaitable
+            try:
+                result = await awaitable
+            finally:
+                # The target's work is over here, not when anyio.run returns:
+                # the backend's shutdown after it (asyncio joins its default
+                # executor's threads, finalizes async generators) is no hang.
+                _disarm_watchdog()
             group.cancel_scope.cancel()
     except BaseExceptionGroup as raised:
         # The target's own exception, not the task group's wrapping of it:
@@ -430,7 +436,10 @@ def _disarm_watchdog() -> None:
     """Stop this child's watchdog (if it has one): its target returned or raised."""
     context = _context._current
     if context is not None:
-        context._disarm()
+        # A target that closed the timer's fd (closerange, say) must not have
+        # the disarm's OSError hide its own result or exception.
+        with contextlib.suppress(OSError):
+            context._disarm()
 
 
 def _watchdog_beats(launch: Launch) -> dict[str, Any]:
@@ -450,8 +459,24 @@ def _watchdog_beats(launch: Launch) -> dict[str, Any]:
     }
 
 
+#: What systemd gives a service it notifies and watches (sd_notify(3),
+#: sd_watchdog_enabled(3)). A child gets them only from its own run (a
+#: program's ready=Notify() and watchdog), never the supervisor's own: a
+#: supervisor run by systemd must not have its children ping systemd, nor
+#: tell a child without a watchdog that it has one.
+_SYSTEMD_KEYS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def _drop_systemd_environ(environ: dict[str, str] | os._Environ[str]) -> None:
+    """Remove the supervisor's own sd_notify and watchdog variables from *environ*."""
+    for key in _SYSTEMD_KEYS:
+        if key in environ:
+            del environ[key]
+
+
 def _program_environ(launch: Launch) -> dict[str, str]:
     environ = dict(os.environ)
+    _drop_systemd_environ(environ)  # the spec's env and our watchdog's set them below
     for key, value in (launch.env or {}).items():
         if value is None:
             environ.pop(key, None)
@@ -567,6 +592,7 @@ def child_main(launch: Launch, channel: Connection) -> None:
     _set_limits(launch.limits, send)
     if launch.command is not None:
         _exec_program(launch, send)
+    _drop_systemd_environ(os.environ)  # a Python child beats on its own timer, not by sd_notify
     handler = None
     result: Any = None
     exit_: SystemExit | None = None

@@ -51,6 +51,9 @@ MAX_LINE = 64 * 1024  # bytes: a longer line is cut into records of this size
 #: With output="json", a line that starts a JSON object may grow to this many
 #: bytes before it is cut (a record with a long traceback or payload keeps its
 #: level); the bound is per stream, what one child can make its parent hold.
+#: A longer one is cut into pieces of MAX_LINE, as a plain line is. A Ray host
+#: sets a lower bound (:data:`gymnasiarch._wire.logclient.RELAYED_LINE_BYTES`):
+#: its records travel to the supervisor in frames of a limited size.
 MAX_JSON_LINE = 1024 * 1024
 _READ_SIZE = 65536
 
@@ -97,8 +100,16 @@ def enable_crash_dumps() -> None:
 #: The signal that asks a child with a watchdog for its threads' stacks (see
 #: :func:`enable_stack_dumps`): SIGUSR2, which nothing else of ours uses.
 DUMP_SIGNAL = signal.SIGUSR2
-#: At most this many lines of a hung child's stack dump are kept.
+#: At most this many lines of a hung child's stack dump are kept in its
+#: error's ``stack``: each thread's top and bottom frames, and always the
+#: main thread and the one that dumped (see ``run._with_source_lines``).
 HUNG_DUMP_LINES = 1000
+#: At most this many of its stderr lines are read for it. Why: faulthandler
+#: writes up to 100 threads of up to 100 frames (~10,300 lines), the main
+#: thread last; a cap at the head alone lost it.
+HUNG_DUMP_RAW_LINES = 20_000
+#: How a faulthandler dump's threads begin (``all_threads=True``).
+DUMP_THREADS = ("Current thread ", "Thread ")
 
 
 def enable_stack_dumps() -> None:
@@ -307,8 +318,12 @@ class OutputCapture:
         stdout_level: int = logging.INFO,
         stderr_level: int = logging.WARNING,
         json_keys: Mapping[str, Sequence[str]] | None = None,
+        max_json_line: int = MAX_JSON_LINE,
     ) -> None:
         self.logger = output_logger(name)
+        #: How long a JSON line may grow and still be one record with its fields (see
+        #: :data:`MAX_JSON_LINE`): less where the records travel on (a Ray host's relay).
+        self.max_json_line = max_json_line
         self.name = path or name  # records are tagged with the child's path in the tree
         self._levels = {"stdout": stdout_level, "stderr": stderr_level}  # of a plain line
         self._json = JsonLines(json_keys) if json_keys is not None else None
@@ -318,6 +333,9 @@ class OutputCapture:
         self._dump_frames: int | None = None  # frames kept of the thread, while in a dump
         #: Once made a list: the stderr lines from then on (a hung child's stack dump).
         self.recorded: list[str] | None = None
+        self._in_hung_dump = False  # its lines are the error's, not a WARNING record each
+        #: Set at each line recorded (the supervisor waits while a dump keeps coming).
+        self.dump_progress: anyio.Event | None = None
         self._read_fds: dict[str, int] = {}
         self._write_fds: list[int] = []
         #: Called with each line, stdout's and stderr's (a program's ready=Line).
@@ -352,6 +370,7 @@ class OutputCapture:
         """Turn the lines of *stream* into records until its pipe is at its end."""
         fd = self._read_fds[stream]
         partial = b""
+        cut = False  # partial is the rest of a line already cut into pieces
         try:
             while True:
                 await anyio.wait_readable(fd)
@@ -363,32 +382,57 @@ class OutputCapture:
                     break
                 *lines, partial = (partial + data).split(b"\n")
                 for line in lines:
-                    self._emit(stream, line)
-                limit = self._limit(partial)
-                while len(partial) > limit:  # a progress bar never ends its line
-                    self._emit(stream, partial[:limit])
-                    partial = partial[limit:]
-                    limit = MAX_LINE  # the rest of a cut line is no JSON object
+                    self._emit_line(stream, line, cut)
+                    cut = False
+                if len(partial) > self._limit(partial, cut):  # a progress bar never ends its line
+                    while len(partial) > MAX_LINE:
+                        self._emit(stream, partial[:MAX_LINE])
+                        partial = partial[MAX_LINE:]
+                    cut = True
         finally:  # at the end, or when the wait for the end was given up
             if partial:
-                self._emit(stream, partial)
+                self._emit_line(stream, partial, cut)
 
-    def _limit(self, partial: bytes) -> int:
-        """How long the line begun in *partial* may grow before it is cut."""
-        if self._json is not None and partial[:64].lstrip().startswith(b"{"):
-            return MAX_JSON_LINE
+    def _limit(self, partial: bytes, cut: bool) -> int:
+        """How long the line begun in *partial* may grow before it is cut.
+
+        Once cut, a line is cut into pieces of :data:`MAX_LINE` only, its
+        JSON start included: no piece is larger than a plain line's, which
+        every path a record takes carries whole (a Ray host's relay cuts a
+        record of half a frame, and the message with it).
+        """
+        if not cut and self._json is not None and partial[:64].lstrip().startswith(b"{"):
+            return self.max_json_line
         return MAX_LINE
+
+    def _emit_line(self, stream: str, line: bytes, cut: bool) -> None:
+        """Emit a whole *line* (or a cut line's end): one record if it fits, else in pieces."""
+        if len(line) <= self._limit(line, cut):
+            self._emit(stream, line)
+            return
+        for start in range(0, len(line), MAX_LINE):
+            self._emit(stream, line[start : start + MAX_LINE])
 
     def _emit(self, stream: str, raw: bytes) -> None:
         line = raw.decode(errors="replace").rstrip("\r")
         if self.on_line is not None:
             self.on_line(line)
+        if stream == "stderr" and self.recorded is not None:
+            if len(self.recorded) < HUNG_DUMP_RAW_LINES:
+                self.recorded.append(line)
+                if self.dump_progress is not None:
+                    self.dump_progress.set()
+            # The stack dump of a hung child (from its first thread on: the
+            # child ends right after it) is its error's stack, and one DEBUG
+            # record (log_dump); not a WARNING record each (~35 a hang
+            # flooded the app's log), nor its stderr's last words.
+            self._in_hung_dump = self._in_hung_dump or line.startswith(DUMP_THREADS)
+            if self._in_hung_dump:
+                return
         if stream == "stderr":
             self.tail.append(line)
             self._note_dump(line)
             self._lines += 1
-            if self.recorded is not None and len(self.recorded) < HUNG_DUMP_LINES:
-                self.recorded.append(line)
         level, message, created = self._levels[stream], line, None
         extra = {"child": self.name, "stream": stream}
         if self._json is not None and (found := self._json.read(line)) is not None:
@@ -412,6 +456,13 @@ class OutputCapture:
                 record.created = created
                 record.msecs = (created - int(created)) * 1000
             self.logger.handle(record)
+
+    def log_dump(self, stack: str, message: str) -> None:
+        """Log a hung child's stack dump as one DEBUG record: *message*, then *stack*."""
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug(
+                "%s\n%s", message, stack, extra={"child": self.name, "stream": "stderr"}
+            )
 
     def _note_dump(self, line: str) -> None:
         """Keep the start of a faulthandler dump: the tail alone shows only its bottom."""

@@ -44,7 +44,14 @@ from gymnasiarch._process import cpython, sampler
 from gymnasiarch._process.child import child_main
 from gymnasiarch._process.forkserver import SERVER, Requester
 from gymnasiarch._process.launcher import Started, start_forkserver, start_spawn
-from gymnasiarch._process.output import DUMP_SIGNAL, InheritedFd, OutputCapture
+from gymnasiarch._process.output import (
+    DUMP_SIGNAL,
+    DUMP_THREADS,
+    HUNG_DUMP_LINES,
+    MAX_JSON_LINE,
+    InheritedFd,
+    OutputCapture,
+)
 from gymnasiarch._process.sampler import Ceiling, enforce
 from gymnasiarch._process.subreaper import (
     Escapees,
@@ -62,6 +69,7 @@ from gymnasiarch.exceptions import (
     ChildOverLimitError,
     InitializationFailedError,
     ResultNotSentError,
+    _shown_stack,
 )
 
 if TYPE_CHECKING:
@@ -99,9 +107,13 @@ PRELOAD = [
 #: Seconds a child's escaped daemons have, after SIGTERM, to end on their own
 #: once the child has exited, before they are SIGKILLed.
 ESCAPEE_GRACE = 1.0
-#: Seconds a hung Python child has to write its stack dump (it ends itself
-#: right after it, see output.enable_stack_dumps) before it is SIGKILLed.
+#: Seconds a hung Python child has to begin its stack dump, and of quiet in
+#: it, before it is SIGKILLed (it ends itself right after the dump, see
+#: output.enable_stack_dumps).
 DUMP_WAIT = 0.05
+#: Seconds a hung Python child's dump may take in all while it keeps coming
+#: (see ChildProcess._await_dump): a hundred deep threads took ~0.3 s.
+DUMP_WAIT_MAX = 2.0
 #: Seconds of CPU time below its hard ``RLIMIT_CPU`` at which a SIGKILLed
 #: child is still taken to have been killed by the kernel for it (a child
 #: killed at a hard limit of 2 s showed 1.98 s in its zombie's stat).
@@ -224,29 +236,93 @@ class WatchdogTimer:
             self.fd = -1
 
 
-def _with_source_lines(lines: list[str]) -> str | None:
-    """A faulthandler dump with each frame's source line under it, as a traceback shows it.
+#: Of each thread in a hung child's stack dump, its top and bottom frames are
+#: kept (where it waits, and the code that led there); the frames between
+#: are one line. Why: 98 threads 150 calls deep made a 13 KB error whose
+#: main thread, dumped last, was cut off.
+HUNG_TOP_FRAMES = 20
+HUNG_BOTTOM_FRAMES = 10
+#: Where a dump is longer than HUNG_DUMP_LINES even so, the other threads
+#: keep this many top frames: where each waits (and how many wait there).
+HUNG_BRIEF_FRAMES = 3
 
-    faulthandler names only the file, line and function (it runs in a
-    signal handler); the line's text says what the thread was doing
-    (``time.sleep(30)``, ``lock.acquire()``). Read here, in the process
-    that started the child, which has the same files. Lines before the
-    dump's first thread are the child's own output, left out.
-    """
-    start = next(
-        (i for i, line in enumerate(lines) if line.startswith(("Current thread ", "Thread "))),
-        None,
-    )
-    if start is None:
-        return None
+
+def _shape_thread(block: list[str], top: int, bottom: int) -> list[str]:
+    """One dumped thread (its header, its lines), its frames past the cap left out, sourced."""
+    frames = [i for i, line in enumerate(block) if line.startswith("  File ")]
+    left_out = len(frames) - top - bottom
+    dropped = set(frames[top : len(frames) - bottom] if left_out > 0 else ())
     shown: list[str] = []
-    for line in lines[start:]:
+    for i, line in enumerate(block):
+        if i in dropped:
+            if i == frames[top]:
+                shown.append(f"  ... ({left_out} frames left out)")
+            continue
         shown.append(line)
         frame = _FRAME.match(line)
         if frame is not None:
             source = linecache.getline(frame["file"], int(frame["line"])).strip()
             if source:
                 shown.append(f"    {source}")
+    return shown
+
+
+def _with_source_lines(lines: list[str]) -> str | None:
+    """A faulthandler dump with each frame's source line under it, as a traceback shows it; capped.
+
+    faulthandler names only the file, line and function (it runs in a
+    signal handler); the line's text says what the thread was doing
+    (``time.sleep(30)``, ``lock.acquire()``). Read here, in the process
+    that started the child, which has the same files. Lines before the
+    dump's first thread are the child's own output, left out.
+
+    Capped at :data:`~gymnasiarch._process.output.HUNG_DUMP_LINES`: each
+    thread's frames past :data:`HUNG_TOP_FRAMES` and
+    :data:`HUNG_BOTTOM_FRAMES` are left out; where that is not enough, the
+    other threads keep only their top :data:`HUNG_BRIEF_FRAMES`, and then
+    whole threads go, from the middle of the dump: never the thread that
+    dumped ("Current thread") nor the last one (the main thread, the
+    oldest: faulthandler writes the newest first).
+    """
+    start = next((i for i, line in enumerate(lines) if line.startswith(DUMP_THREADS)), None)
+    if start is None:
+        return None
+    blocks: list[list[str]] = []
+    cut = False  # faulthandler stopped after 100 threads ("...")
+    for line in lines[start:]:
+        if line.startswith(DUMP_THREADS):
+            blocks.append([line])
+        elif line == "...":
+            cut = True
+        elif line.strip():
+            blocks[-1].append(line)
+    return _fit_threads(blocks, cut)
+
+
+def _fit_threads(blocks: list[list[str]], cut: bool) -> str:
+    """The dumped threads *blocks*, sourced and shaped to fit HUNG_DUMP_LINES (see there)."""
+    shaped = [_shape_thread(block, HUNG_TOP_FRAMES, HUNG_BOTTOM_FRAMES) for block in blocks]
+    pinned = {i for i, block in enumerate(blocks) if block[0].startswith("Current thread ")}
+    if not cut:
+        pinned.add(len(blocks) - 1)
+    if sum(len(thread) + 1 for thread in shaped) > HUNG_DUMP_LINES:
+        for i, block in enumerate(blocks):
+            if i not in pinned:
+                shaped[i] = _shape_thread(block, HUNG_BRIEF_FRAMES, 0)
+    budget = HUNG_DUMP_LINES - sum(len(shaped[i]) + 1 for i in pinned) - 2
+    kept: set[int] = set(pinned)
+    for i, thread in enumerate(shaped):
+        if i not in pinned and len(thread) + 1 <= budget:
+            kept.add(i)
+            budget -= len(thread) + 1
+    shown: list[str] = []
+    for i, thread in enumerate(shaped):
+        if i == len(shaped) - 1 and len(kept) < len(shaped):
+            shown += [f"[{len(shaped) - len(kept)} threads left out]", ""]
+        if i in kept:
+            shown += [*thread, ""]
+    if cut:
+        shown.append("...")  # as faulthandler says it: more than 100 threads, the rest unknown
     return "\n".join(shown).rstrip()
 
 
@@ -277,8 +353,13 @@ class ChildProcess(ChildRun):
     _watchdog: float | None = None
     _timer: WatchdogTimer | None = None
     _hung: tuple[float | None, float] | None = None  # (None: it sent WATCHDOG=trigger)
+    _hung_since: str | None = None  # "it started", "it was ready": it never beat after that
+    _watchdog_from_ready = False  # its watchdog starts at its ready, not its start
+    _started_at: float | None = None  # time.monotonic() of its "started", "ready" messages
+    _ready_at: float | None = None
     _dumps_stacks = False  # a Python child: it dumps its stacks on DUMP_SIGNAL
     _beats = 0  # a program's beats counted (see _keep_watch)
+    _deadline: float | None = None  # a program's, set by its beats (see beat)
     _triggered = False  # a program sent WATCHDOG=trigger
     _watchdog_scope: anyio.CancelScope | None = None
 
@@ -344,6 +425,7 @@ class ChildProcess(ChildRun):
         capture_output: bool = True,
         main_module: bool | None = None,
         fork_server: Requester = SERVER,
+        max_json_line: int = MAX_JSON_LINE,
     ) -> ChildProcess:
         """Start a child process running :func:`gymnasiarch._process.child.child_main`.
 
@@ -354,7 +436,9 @@ class ChildProcess(ChildRun):
         arguments refer to it). Must run in the event loop's thread: the
         parent-death signal belongs to the thread that forks (with the
         spawn method). *fork_server* is the server the forkserver method
-        asks (this process's own by default).
+        asks (this process's own by default). *max_json_line* bounds a
+        JSON output line kept as one record (a Ray host's is lower: see
+        :class:`~gymnasiarch._process.output.OutputCapture`).
         """
         context: Any = multiprocessing.get_context(method)
         path = ticket.name if ticket is not None else None
@@ -365,6 +449,7 @@ class ChildProcess(ChildRun):
                 stdout_level=launch.stdout_level,
                 stderr_level=launch.stderr_level,
                 json_keys=launch.json_keys,
+                max_json_line=max_json_line,
             )
             if capture_output
             else None
@@ -399,6 +484,7 @@ class ChildProcess(ChildRun):
                 if launch.watchdog is not None:
                     child._watchdog, child._timer = launch.watchdog, timer
                     child._dumps_stacks = launch.command is None
+                    child._watchdog_from_ready = launch.watchdog_from_ready
                 child._max_memory, child._grace = launch.max_memory, launch.shutdown
                 cpu_seconds = (launch.limits or {}).get("cpu_seconds")
                 child._cpu_seconds = None if isinstance(cpu_seconds, bool) else cpu_seconds
@@ -616,12 +702,14 @@ class ChildProcess(ChildRun):
         if kind == "log_connected":
             self._log_connected = True
         elif kind == "started":
+            self._started_at = time.monotonic()
             self.started.set()
         elif kind == "exec":
             self._exec_pending = True
         elif kind in ("exec_failed", "limit_failed"):
             self._outcome = (kind, message[1:])
         elif kind == "ready":
+            self._ready_at = time.monotonic()
             self.ready_value = message[1]
             self.ready.set()
         elif kind in ("result", "error", "exit", "result_error"):
@@ -689,16 +777,28 @@ class ChildProcess(ChildRun):
 
     # -- the watchdog ---------------------------------------------------------
 
-    def beat(self) -> None:
+    def beat(self, at: float | None = None) -> None:
         """The child is alive: arm its watchdog, or move the deadline (see :meth:`_keep_watch`).
 
         For a program: the supervisor calls it at its sd_notify ``READY=1``
-        (which arms the watchdog) and each ``WATCHDOG=1``. A Python child
-        moves the deadline itself: it holds the timer too.
+        (which arms the watchdog) and each ``WATCHDOG=1``, with *at* when
+        the kernel received it (``NotifyMessage.received_at``; None: now).
+        The deadline is *at* plus the watchdog. Why *at*: a beat read late,
+        queued while the supervisor's loop was busy, counts when it was
+        sent; a beat sent after the deadline had passed does not count at
+        all (the program was hung by then, however lively it is now), so
+        the timer expires as it was set and the child is found hung. A
+        Python child moves the deadline itself: it holds the timer too.
         """
-        if self._timer is not None and self._watchdog is not None and not self._triggered:
-            self._beats += 1
-            self._timer.expire_at(time.monotonic() + self._watchdog)
+        if self._timer is None or self._watchdog is None or self._triggered:
+            return
+        now = time.monotonic()
+        at = now if at is None else min(at, now)
+        if self._deadline is not None and at > self._deadline:
+            return  # late: its deadline passed first (the timer has expired)
+        self._beats += 1
+        self._deadline = at + self._watchdog
+        self._timer.expire_at(self._deadline)
 
     def trigger_watchdog(self) -> None:
         """The program sent ``WATCHDOG=trigger``: it is hung now (later beats do not count)."""
@@ -740,18 +840,19 @@ class ChildProcess(ChildRun):
                 if self._beats == beats or self._triggered:
                     break
             timer.disarm()
-            if self.stop_requested:
-                return
+            if self.stop_requested or self._over_limit is not None:
+                return  # being stopped (by us, or over its max_memory): left to its stop
             if self._triggered:
                 self._hung = (None, period)
-                logger.warning("child %r sent WATCHDOG=trigger: killing it", self.name)
+                logger.warning("child %r sent WATCHDOG=trigger: killing it", self._title_name)
             else:
                 late = period + timer.margin + overdue  # since its last beat
                 self._hung = (late, period)
+                self._hung_since = self._never_beat_since(time.monotonic() - late, period)
                 logger.warning(
-                    "child %r hung: no beat for %.2f s (its watchdog is %g s): killing it",
-                    self.name,
-                    late,
+                    "child %r hung: %s (its watchdog is %g s): killing it",
+                    self._title_name,
+                    self._no_beat(late),
                     period,
                 )
             if self._dumps_stacks and self._pidfd is not None:
@@ -761,8 +862,29 @@ class ChildProcess(ChildRun):
                     self._output.recorded = []
                 with contextlib.suppress(ProcessLookupError):
                     _platform.pidfd_send_signal(self._pidfd, DUMP_SIGNAL)
-                await anyio.sleep(DUMP_WAIT)
+                await self._await_dump()
             self.kill()
+
+    async def _await_dump(self) -> None:
+        """Give a hung child's stack dump time to come: :data:`DUMP_WAIT` of quiet ends it.
+
+        Its end (right after the dump) cancels this wait. A long dump (a
+        hundred threads, ~10,000 lines) takes longer than one wait to pass
+        through the pipe: each of its lines gives it :data:`DUMP_WAIT` more,
+        up to :data:`DUMP_WAIT_MAX` in all. Without captured output (the
+        dump goes to our own stderr) one :data:`DUMP_WAIT`.
+        """
+        output = self._output
+        if output is None:
+            await anyio.sleep(DUMP_WAIT)
+            return
+        with anyio.move_on_after(DUMP_WAIT_MAX):
+            while True:
+                output.dump_progress = progress = anyio.Event()
+                with anyio.move_on_after(DUMP_WAIT) as quiet:
+                    await progress.wait()
+                if quiet.cancelled_caught:
+                    return
 
     def _hung_status(self, status: ExitStatus) -> ExitStatus:
         """*status* of a run found hung: a :class:`ChildHungError` with its stack dump."""
@@ -770,18 +892,55 @@ class ChildProcess(ChildRun):
         late, period = self._hung
         recorded = self._output.recorded if self._output is not None else None
         stack = _with_source_lines(recorded) if recorded else None
-        what = "it sent WATCHDOG=trigger" if late is None else f"no beat for {late:.2f} s"
+        what = "it sent WATCHDOG=trigger" if late is None else self._no_beat(late)
+        if stack is None and self._dumps_stacks and self._output is not None:
+            # Asked, and not answered in time (a DUMP_SIGNAL handler of its own,
+            # the signal blocked, a machine too busy): say so, not nothing.
+            what += (
+                f"; no stack dump: it did not answer the watchdog's dump request "
+                f"within {DUMP_WAIT:g} s"
+            )
         error = ChildHungError(
             f"hung: {what}, its watchdog is {period:g} s",
-            child=self.name,
+            child=self._title_name,
             pid=self.pid,
             seconds=late,
             watchdog=period,
             stack=stack,
         )
+        shown = None
         if stack is not None:
-            error.__cause__ = RemoteTraceback(stack)
-        return dataclasses.replace(status, error=error, traceback=stack)
+            assert self._output is not None
+            self._output.log_dump(stack, f"stack dump of hung child {self._title_name!r}:")
+            # What a traceback shows: the user's threads, not our start's frames.
+            shown = _shown_stack(stack) or stack
+            error.__cause__ = RemoteTraceback(shown)
+        return dataclasses.replace(status, error=error, traceback=shown)
+
+    def _no_beat(self, late: float) -> str:
+        """``no beat for 1.25 s``; ``no beat in 0.62 s since it started`` where it never beat."""
+        if self._hung_since is not None:
+            return f"no beat in {late:.2f} s since {self._hung_since}"
+        return f"no beat for {late:.2f} s"
+
+    def _never_beat_since(self, last_beat: float, period: float) -> str | None:
+        """Since when the child did not beat at all, if its last beat was its watchdog's start.
+
+        A Python child's watchdog starts (a beat) at its start or its ready,
+        and a heartbeat() within a beat spacing of a beat does not beat: a
+        last beat less than a spacing after the start was that start. A
+        program's first beat is its READY=1.
+        """
+        if not self._dumps_stacks:
+            return "it was ready" if self._beats <= 1 else None
+        since, what = (
+            (self._ready_at, "it was ready")
+            if self._watchdog_from_ready
+            else (self._started_at, "it started")
+        )
+        if since is not None and last_beat < since + period * BEAT_FRACTION:
+            return what
+        return None
 
     # -- stopping -------------------------------------------------------------
 
@@ -817,6 +976,7 @@ class ChildProcess(ChildRun):
             and used >= hard - CPU_SLACK
             and self._over_limit is None
             and self._hung is None
+            and not self.stop_requested  # our own SIGKILL, after the stop's grace
         ):
             return f"over limits.cpu_seconds of {seconds} s, and its hard limit of {hard} s"
         return None

@@ -1042,7 +1042,9 @@ class Supervisor:
             # unless someone took it while the program was down: a new one
             # then, not a bind that fails at every restart.
             kept = child.ports
-            child.ports = _ports.pick_ports({n: kept.get(n, 0) for n in spec.ports})
+            # As its holder: a kept port another child was handed since
+            # (after terminate_child, say) is not kept.
+            child.ports = _ports.pick_ports({n: kept.get(n, 0) for n in spec.ports}, holder=child)
             _ports.warn_moved(logger, self._prefix + spec.name, kept, child.ports)
         ports = {} if node_ports else child.ports
         seed = None if self.seed is None else derive_seed(self.seed, spec.name)
@@ -1302,7 +1304,9 @@ class Supervisor:
 
         def note(message: ready_kinds.NotifyMessage) -> None:
             if message.watchdog or message.ready:
-                run.beat()  # its watchdog's deadline, in the run (none: ignored)
+                # Its watchdog's deadline, in the run (none: ignored), from
+                # when it was sent: it may be read late, our loop busy.
+                run.beat(message.received_at)
             if message.watchdog_trigger:
                 run.trigger_watchdog()
             if run in (child.run, child.last_run):
@@ -1462,8 +1466,9 @@ class Supervisor:
         if status.result_error is not None:
             # The target did its work; only its answer could not travel.
             # Running it again would do the work again (train the model
-            # again) and fail the same way: stop the tree and say why.
-            child.retire()
+            # again) and fail the same way: stop the tree and say why (not
+            # retire()'s default: its restart type is not why it stays down).
+            child.retire(self._giving_up(str(status.result_error)))
             status.result_error.restarts = child.restarts
             self._publish("gave_up", child, detail=str(status.result_error))
             self._fail(status.result_error)

@@ -33,6 +33,11 @@ LOG_CONFIG_KEY = "gymnasiarch.logserver"
 _RECORD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=repr)
 _BATCH_BYTES = 256 * 1024  # a sender's frames stay well under the cap
 _RECORD_BYTES = frames.MAX_FRAME // 2  # a bigger record has its message cut
+#: The longest captured JSON line a Ray host keeps whole (with its fields): its
+#: record holds its text at most twice (a line without a message field is the
+#: message, its fields the extras), and must stay under the size at which this
+#: handler cuts a record's message and drops its extras.
+RELAYED_LINE_BYTES = _RECORD_BYTES // 2 - 16 * 1024
 _MAX_QUEUED_BYTES = 16 * 2**20  # ~150,000 typical records waiting to be sent
 # Seconds a handler that follows the parent's levels waits before it
 # connects without a record to send (see _send_forever).

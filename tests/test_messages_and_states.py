@@ -1,4 +1,4 @@
-"""The paths a newcomer took through the docs, and what they found on the way."""
+"""What users are told on ordinary paths: every mistake of a tree file, FromReady keys, states."""
 
 from __future__ import annotations
 
