@@ -119,7 +119,7 @@ def _check(tree: str) -> int:
             _fail(str(mistake), EXIT_BAD_INPUT)
         return EXIT_BAD_INPUT
     count = sum(1 for info in supervisor.walk() if not info.nested)
-    print(f"{tree}: ok ({count} children)")
+    print(f"{tree}: ok ({count} {'child' if count == 1 else 'children'})")
     return EXIT_OK
 
 
