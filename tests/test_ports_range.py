@@ -82,3 +82,25 @@ def test_a_kept_port_of_the_same_holder_is_kept() -> None:
         assert port not in HANDED_OUT  # given up: it may go to another
     finally:
         forget([port, moved])
+
+
+async def test_a_range_that_leaves_one_port_gives_the_second_child_the_kernels_pick(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``1024 65534`` leaves only 65535: the first child gets it, the next the kernel's port.
+
+    Before, the second child's pick drew 65535 a hundred times and failed
+    ("100 ports tried"): the one candidate was taken, never the kernel's pick.
+    """
+    monkeypatch.setattr(_platform, "ephemeral_port_range", lambda: (1024, 65534))
+    caplog.set_level(logging.WARNING, "gymnasiarch")
+    with anyio.fail_after(30):
+        async with Supervisor([web("one"), web("two")]) as sup:
+            one = (await sup.wait_ready("one"))["http"]
+            two = (await sup.wait_ready("two"))["http"]
+            assert (get(one), get(two)) == (200, 200)
+            sup.stop()
+    assert one == 65535
+    (warning,) = [r for r in caplog.records if "leaves no free port (of 1)" in r.getMessage()]
+    assert f"the kernel picked {two} for 'http'" in warning.getMessage()
+    assert 1024 <= two <= 65534

@@ -30,9 +30,11 @@ WILDCARD = "0.0.0.0"  # noqa: S104 - a test bind, never listened on
 #: (5432, 6379, 8080, ...) and Ray's worker ports (10002-19999 by default).
 LOWEST = 20000
 
-#: Where the range leaves fewer than :data:`ENOUGH` ports from :data:`LOWEST`
-#: up, the ports from this one up are candidates too (clear of most servers'
-#: usual ports), and where it leaves fewer from here, every port from 1024 up.
+#: Only where the range leaves fewer than :data:`ENOUGH` ports from
+#: :data:`LOWEST` up, the ports from this one up are candidates too: clear of
+#: most servers' usual ports, though not of Ray's worker ports (a port one of
+#: them holds is found taken, and another drawn). Where it leaves fewer from
+#: here too, every port from 1024 up.
 LOWER = 10000
 
 #: How many candidate ports a floor must leave to be kept to.
@@ -72,8 +74,7 @@ def candidate_ports() -> list[range]:
     return ranges
 
 
-def _draw(ranges: list[range]) -> int:
-    index = _RANDOM.randrange(sum(len(r) for r in ranges))
+def _port_at(ranges: list[range], index: int) -> int:
     for candidates in ranges:
         if index < len(candidates):
             return candidates[index]
@@ -95,22 +96,32 @@ def _held(port: int, address: str) -> socket.socket | None:
     return sock
 
 
-def _new_port(name: str, ranges: list[range], address: str, taken: set[int]) -> socket.socket:
-    """A socket bound to a free port of *ranges* not *taken* (the kernel's pick without ranges)."""
-    for _ in range(ATTEMPTS):
-        port = _draw(ranges) if ranges else 0  # 0: the kernel picks, in the ephemeral range
-        if port in taken:
-            continue
-        sock = _held(port, address)
-        if sock is not None and sock.getsockname()[1] not in taken:
-            return sock
-        if sock is not None:  # the kernel's pick, but handed to a child whose program is down
-            sock.close()
+def _new_port(
+    name: str, ranges: list[range], address: str, taken: set[int]
+) -> tuple[socket.socket, bool]:
+    """A socket bound to a free port of *ranges* not *taken*, and whether the kernel picked it.
+
+    Up to :data:`ATTEMPTS` candidates are tried, each once; where that is
+    all of them (a range that leaves only a few ports outside it, say one)
+    and none was free, the kernel picks instead, as where there are none.
+    """
+    total = sum(len(r) for r in ranges)
+    for index in _RANDOM.sample(range(total), min(total, ATTEMPTS)):
+        port = _port_at(ranges, index)
+        if port not in taken and (sock := _held(port, address)) is not None:
+            return sock, False
+    if total <= ATTEMPTS:  # every candidate was tried
+        for _ in range(ATTEMPTS):
+            sock = _held(0, address)  # 0: the kernel picks, in the ephemeral range
+            if sock is not None and sock.getsockname()[1] not in taken:
+                return sock, True
+            if sock is not None:  # the kernel's pick, but handed to a child whose program is down
+                sock.close()
     first, last = _platform.ephemeral_port_range()
     raise OSError(
         errno.EADDRINUSE,
-        f"no free TCP port for {name!r} {'outside' if ranges else 'in'} the ephemeral range "
-        f"{first}-{last} (ip_local_port_range): {ATTEMPTS} ports tried",
+        f"no free TCP port for {name!r} {'in' if total <= ATTEMPTS else 'outside'} the "
+        f"ephemeral range {first}-{last} (ip_local_port_range): {ATTEMPTS} ports tried",
     )
 
 
@@ -129,8 +140,9 @@ def pick_ports(
     random from :func:`candidate_ports`, outside the kernel's ephemeral
     range, so no outgoing ``connect()`` is given it while its program is
     down; not one :data:`HANDED_OUT` already. Where the range leaves no
-    port outside it, the kernel picks one (a bind to port 0), with a
-    WARNING: such a port is in the range.
+    port outside it, or only a few (at most :data:`ATTEMPTS`), all tried
+    and taken, the kernel picks one (a bind to port 0), with a WARNING:
+    such a port is in the range.
 
     *holder* is who the ports are for (a supervisor's child): a kept port
     :data:`HANDED_OUT` holds for another is not kept. Without one, a kept
@@ -156,8 +168,8 @@ def pick_ports(
             if sock is None:
                 if ranges is None:
                     ranges = candidate_ports()
-                sock = _new_port(name, ranges, address, HANDED_OUT | set(ports.values()))
-                if not ranges:
+                sock, kernels = _new_port(name, ranges, address, HANDED_OUT | set(ports.values()))
+                if kernels:
                     by_kernel.append(name)
             held.append(sock)
             ports[name] = sock.getsockname()[1]
@@ -175,12 +187,13 @@ def pick_ports(
     if by_kernel:
         first, last = _platform.ephemeral_port_range()
         logger.warning(
-            "the ephemeral port range %d-%d (net.ipv4.ip_local_port_range) leaves no port "
+            "the ephemeral port range %d-%d (net.ipv4.ip_local_port_range) leaves %s "
             "outside it: the kernel picked %s, in that range, where an outgoing connection "
             "may be given the port while its program is down (a restart then moves it); "
             "narrow the range to leave room",
             first,
             last,
+            f"no free port (of {sum(len(r) for r in ranges)})" if ranges else "no port",
             ", ".join(f"{ports[name]} for {name!r}" for name in by_kernel),
         )
     return ports

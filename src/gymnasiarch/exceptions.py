@@ -488,14 +488,20 @@ def _hung_signal_note(error: SupervisionError) -> str:
     if error.signum == _signal.SIGKILL:
         return ": the watchdog's kill"
     # The other way a hung child ends: by the signal that asks it for its
-    # stacks (output.DUMP_SIGNAL), whose default action follows the dump.
-    return ": the watchdog's stack dump request, which ends it"
+    # stacks (output.DUMP_SIGNAL, SIGUSR2), whose default action follows
+    # the dump. Any other signal was someone else's: no note.
+    if error.signum == _signal.SIGUSR2:
+        return ": the watchdog's stack dump request, which ends it"
+    return ""
 
 
 #: How many places :meth:`ChildHungError.stuck_at` names in the error's text
 #: (the first ones: the main thread's first); ``stuck_at()`` has them all.
 _STUCK_SHOWN = 5
-_THREAD_HEADERS = ("Current thread ", "Thread ")
+#: A thread's header in a faulthandler dump (``all_threads=True``), exactly:
+#: a child's own line that merely starts so ("Thread pool: ...") is none.
+#: The one definition: the process layer matches its children's stderr by it.
+_THREAD_HEADER = _re.compile(r"(Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):")
 #: The standard library's files, here and (a Ray node) anywhere: not the user's code.
 _STDLIB = _re.compile(r"""(^<frozen |[/\\]lib[/\\]python3\.\d+[/\\](?!.*-packages[/\\]))""")
 #: Frames of how a child process starts (multiprocessing's bootstrap, the
@@ -527,7 +533,7 @@ def _dumped_threads(stack: str) -> list[_DumpedThread]:
     lines = stack.splitlines()
     cut = "..." in lines
     for number, line in enumerate(lines):
-        if line.startswith(_THREAD_HEADERS):
+        if _THREAD_HEADER.fullmatch(line):
             threads.append(_DumpedThread(line, main=False))
         elif threads and line.startswith("  File "):
             frame = line.strip()

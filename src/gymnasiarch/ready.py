@@ -484,7 +484,7 @@ _NOTIFY_MAX = 4096  # systemd's own limit for one notification (NOTIFY_BUFFER_MA
 #: socket module does not name: the kernel stamps each datagram with the
 #: realtime clock when it is sent (queued to us), as a ``struct timespec``
 #: (two C longs). 35 on Linux's generic and x86 ABIs; where the option is
-#: refused, messages are timed by their read (see NotifySocket._take).
+#: refused, messages are untimed (NotifyMessage.received_at None).
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TIMESPEC = struct.Struct("@ll")
 #: Room for the ancillary data of one datagram: its stamp, then its sender.
@@ -514,9 +514,11 @@ class NotifyMessage:
     watchdog_usec: int | None = None  #: ``WATCHDOG_USEC=``: a new watchdog interval
     extend_timeout_usec: int | None = None  #: ``EXTEND_TIMEOUT_USEC=``: more time to start
     #: When the kernel received it, in ``time.monotonic()`` seconds (from
-    #: its ``SO_TIMESTAMPNS`` stamp; when it was read, where the kernel gave
-    #: none): a watchdog keep-alive counts when it was sent, not when a busy
-    #: supervisor read it. None for a message parsed by hand. Not compared.
+    #: its ``SO_TIMESTAMPNS`` stamp, never before the socket's previous read
+    #: found its queue empty): a watchdog keep-alive counts when it was
+    #: sent, not when a busy supervisor read it. None where the kernel gave
+    #: no stamp (or a nonsense one), and for a message parsed by hand: when
+    #: it was sent is unknown then (its read is no bound of it). Not compared.
     received_at: float | None = field(default=None, compare=False)
 
     @classmethod
@@ -567,7 +569,7 @@ def _bind_notify_socket(path: str) -> tuple[socket.socket, str]:
         # Before bind: every datagram that can arrive carries its sender.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         # And when it was sent: a watchdog beat is timed by it (NotifyMessage.received_at).
-        with contextlib.suppress(OSError):  # refused (another ABI's number): timed by the read
+        with contextlib.suppress(OSError):  # refused (another ABI's number): untimed
             sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         sock.setblocking(False)
         sock.bind(path)
@@ -577,17 +579,28 @@ def _bind_notify_socket(path: str) -> tuple[socket.socket, str]:
     return sock, path
 
 
-def _monotonic_from(stamp: float | None) -> float:
-    """The realtime *stamp* of a datagram on the monotonic clock; now if None.
+#: A kernel stamp further than this from the realtime clock's now, either
+#: way, is no stamp (0, garbage): its datagram is taken as unstamped.
+_STAMP_SANE = 24 * 3600.0
+
+
+def _monotonic_from(stamp: float | None, floor: float) -> float | None:
+    """The realtime *stamp* of a datagram on the monotonic clock; None without a sane one.
 
     The kernel stamps with the realtime clock only; the two clocks' offset
     is read now, a microsecond apart. A stamp is never later than now (a
-    realtime clock stepped back since it was taken).
+    realtime clock stepped back since it was taken), nor earlier than
+    *floor*: when a read last found the queue empty, so the datagram came
+    after it (a realtime clock stepped forward since it was taken, by NTP
+    or a VM's resume, makes the stamp look that much older).
     """
-    now = time.monotonic()
     if stamp is None:
-        return now
-    return min(now, now - (time.time() - stamp))
+        return None
+    now = time.monotonic()
+    age = time.time() - stamp
+    if stamp <= 0 or abs(age) > _STAMP_SANE:
+        return None
+    return max(floor, min(now, now - age))
 
 
 class NotifySocket:
@@ -611,7 +624,7 @@ class NotifySocket:
     too), and file descriptors sent along (``FDSTORE=1``) are closed.
     Each message says when the kernel received it
     (:attr:`NotifyMessage.received_at`, from ``SO_TIMESTAMPNS``), however
-    late it is read.
+    late it is read (where the kernel stamps).
 
     Args:
         pgid: The program's process group, if known already (see :meth:`believe`).
@@ -644,6 +657,9 @@ class NotifySocket:
         self.status: str | None = None
         #: Whether a believed sender has said ``READY=1``.
         self.ready = False
+        #: When a read last found no datagram queued (``time.monotonic()``):
+        #: one read later arrived after it, whatever its stamp says.
+        self._empty_at = time.monotonic()
         self._own_directory = directory is None
         if directory is None:
             folder = tempfile.mkdtemp(prefix="gymnasiarch-notify-")
@@ -696,7 +712,7 @@ class NotifySocket:
         if sender is None or flags & socket.MSG_TRUNC or not self._believed(sender):
             self.rejected += 1
             return None
-        message = NotifyMessage.parse(data, sender, _monotonic_from(stamp))
+        message = NotifyMessage.parse(data, sender, _monotonic_from(stamp, self._empty_at))
         if message.status is not None:
             self.status = message.status
         if message.ready:
@@ -717,6 +733,7 @@ class NotifySocket:
             try:
                 message = self._take(sock)
             except BlockingIOError:
+                self._empty_at = time.monotonic()  # what comes next came after this
                 await anyio.wait_readable(sock)
                 continue
             if message is not None:
@@ -736,6 +753,7 @@ class NotifySocket:
             try:
                 message = self._take(sock)
             except BlockingIOError:
+                self._empty_at = time.monotonic()  # what comes next came after this
                 break
             if message is not None:
                 found.append(message)

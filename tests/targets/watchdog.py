@@ -185,3 +185,22 @@ def ignores_the_dump_request() -> None:
 
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     stop_beating()
+
+
+def _chatters(line: str) -> None:
+    """Writes *line* to stderr every 2 ms, forever: a thread's own output."""
+    import sys
+
+    while True:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        time.sleep(0.002)
+
+
+def chatters_with_its_own_dump_signal(line: str = "tick\n") -> None:
+    """Stuck, SIGUSR2 its own (a library's), while a thread writes *line* to stderr."""
+    import signal
+
+    signal.signal(signal.SIGUSR2, lambda *_: None)
+    threading.Thread(target=_chatters, args=(line,), daemon=True).start()
+    stop_beating()

@@ -353,11 +353,15 @@ async def _start_child(launch: Launch, capture_output: bool) -> ChildProcess:
     """Start the child through the node's fork server, or with spawn if that fails.
 
     Its captured output travels to the supervisor as records of a bounded
-    size: a JSON line longer than what one carries whole is cut into plain
-    pieces here, rather than arrive without its fields, its message cut.
+    size: a JSON line longer than what one carries whole (its length, or its
+    record's once encoded) is cut into plain pieces here, rather than arrive
+    without its fields, its message cut.
     """
     from gymnasiarch._process.run import ChildProcess  # noqa: PLC0415 - see _HOSTING_MODULES
-    from gymnasiarch._wire.logclient import RELAYED_LINE_BYTES  # noqa: PLC0415 - see _HOSTING_MODULES
+    from gymnasiarch._wire.logclient import (  # noqa: PLC0415 - see _HOSTING_MODULES
+        RELAYED_LINE_BYTES,
+        carried_whole,
+    )
 
     module = target_module(launch.target)
     preload = [module] if module else []
@@ -371,6 +375,7 @@ async def _start_child(launch: Launch, capture_output: bool) -> ChildProcess:
             capture_output=capture_output,
             fork_server=node_fork_server(),
             max_json_line=RELAYED_LINE_BYTES,
+            json_record_fits=carried_whole,
         )
     except OSError as error:
         logger.warning(
@@ -387,6 +392,7 @@ async def _start_child(launch: Launch, capture_output: bool) -> ChildProcess:
         capture_output=capture_output,
         main_module=False,
         max_json_line=RELAYED_LINE_BYTES,
+        json_record_fits=carried_whole,
     )
 
 

@@ -39,6 +39,7 @@ import anyio
 from gymnasiarch import _platform
 from gymnasiarch._process import cpython
 from gymnasiarch._spec import level_number
+from gymnasiarch.exceptions import _THREAD_HEADER
 
 TAIL_LINES = 20
 #: At most this many lines of a faulthandler dump's start are kept besides the tail:
@@ -46,7 +47,8 @@ DUMP_LINES = 60
 #: its header, and of each thread this many frames from the top (the crash site first).
 DUMP_FRAMES = 10
 _DUMP_HEADER = "Fatal Python error: "
-_DUMP_THREADS = ("Current thread ", "Thread ", "Stack (most recent call first)")
+#: A fatal error's dump of its one thread (``all_threads=False``) begins so.
+_DUMP_STACK = "Stack (most recent call first):"
 MAX_LINE = 64 * 1024  # bytes: a longer line is cut into records of this size
 #: With output="json", a line that starts a JSON object may grow to this many
 #: bytes before it is cut (a record with a long traceback or payload keeps its
@@ -108,8 +110,8 @@ HUNG_DUMP_LINES = 1000
 #: writes up to 100 threads of up to 100 frames (~10,300 lines), the main
 #: thread last; a cap at the head alone lost it.
 HUNG_DUMP_RAW_LINES = 20_000
-#: How a faulthandler dump's threads begin (``all_threads=True``).
-DUMP_THREADS = ("Current thread ", "Thread ")
+#: How a faulthandler dump's threads begin (``all_threads=True``): the whole line.
+DUMP_THREAD = _THREAD_HEADER
 
 
 def enable_stack_dumps() -> None:
@@ -307,6 +309,22 @@ def _formattable(seconds: float) -> bool:
     return True
 
 
+def _piece_end(data: bytes, start: int) -> int:
+    """Where the piece of *data* from *start* ends: at most MAX_LINE on, not inside a character.
+
+    The cut moves back (at most 3 bytes) off UTF-8 continuation bytes, so
+    that no character is split into two replacement characters.
+    """
+    end = start + MAX_LINE
+    if end >= len(data):
+        return len(data)
+    for _ in range(3):
+        if data[end] & 0xC0 != 0x80:
+            break
+        end -= 1
+    return end
+
+
 class OutputCapture:
     """The parent's ends of one child run's stdout and stderr pipes."""
 
@@ -319,11 +337,17 @@ class OutputCapture:
         stderr_level: int = logging.WARNING,
         json_keys: Mapping[str, Sequence[str]] | None = None,
         max_json_line: int = MAX_JSON_LINE,
+        json_record_fits: Callable[[logging.LogRecord], bool] | None = None,
     ) -> None:
         self.logger = output_logger(name)
         #: How long a JSON line may grow and still be one record with its fields (see
         #: :data:`MAX_JSON_LINE`): less where the records travel on (a Ray host's relay).
         self.max_json_line = max_json_line
+        #: Where set (a Ray host's relay), a JSON line longer than MAX_LINE is one
+        #: record only if this says its record travels whole; else it is cut into
+        #: plain pieces. No line length alone ensures that: encoding can grow a
+        #: record to 6x its line (see gymnasiarch._wire.logclient.carried_whole).
+        self.json_record_fits = json_record_fits
         self.name = path or name  # records are tagged with the child's path in the tree
         self._levels = {"stdout": stdout_level, "stderr": stderr_level}  # of a plain line
         self._json = JsonLines(json_keys) if json_keys is not None else None
@@ -386,8 +410,9 @@ class OutputCapture:
                     cut = False
                 if len(partial) > self._limit(partial, cut):  # a progress bar never ends its line
                     while len(partial) > MAX_LINE:
-                        self._emit(stream, partial[:MAX_LINE])
-                        partial = partial[MAX_LINE:]
+                        end = _piece_end(partial, 0)
+                        self._emit(stream, partial[:end])
+                        partial = partial[end:]
                     cut = True
         finally:  # at the end, or when the wait for the end was given up
             if partial:
@@ -407,11 +432,21 @@ class OutputCapture:
 
     def _emit_line(self, stream: str, line: bytes, cut: bool) -> None:
         """Emit a whole *line* (or a cut line's end): one record if it fits, else in pieces."""
-        if len(line) <= self._limit(line, cut):
+        if len(line) <= self._limit(line, cut) and self._fits(stream, line):
             self._emit(stream, line)
             return
-        for start in range(0, len(line), MAX_LINE):
-            self._emit(stream, line[start : start + MAX_LINE])
+        start = 0
+        while start < len(line):
+            end = _piece_end(line, start)
+            self._emit(stream, line[start:end])
+            start = end
+
+    def _fits(self, stream: str, line: bytes) -> bool:
+        """Whether *line*'s record travels whole where it goes (see :attr:`json_record_fits`)."""
+        if self.json_record_fits is None or len(line) <= MAX_LINE:
+            return True  # a piece's size: what every path carries whole
+        record = self._record(stream, line.decode(errors="replace").rstrip("\r"))
+        return record is None or self.json_record_fits(record)
 
     def _emit(self, stream: str, raw: bytes) -> None:
         line = raw.decode(errors="replace").rstrip("\r")
@@ -420,19 +455,27 @@ class OutputCapture:
         if stream == "stderr" and self.recorded is not None:
             if len(self.recorded) < HUNG_DUMP_RAW_LINES:
                 self.recorded.append(line)
-                if self.dump_progress is not None:
-                    self.dump_progress.set()
             # The stack dump of a hung child (from its first thread on: the
             # child ends right after it) is its error's stack, and one DEBUG
             # record (log_dump); not a WARNING record each (~35 a hang
             # flooded the app's log), nor its stderr's last words.
-            self._in_hung_dump = self._in_hung_dump or line.startswith(DUMP_THREADS)
+            self._in_hung_dump = self._in_hung_dump or bool(DUMP_THREAD.fullmatch(line))
+            # Only a dump's lines are its progress: a chatty child's own
+            # lines would keep it alive (DUMP_WAIT each) without a dump.
+            if self._in_hung_dump and self.dump_progress is not None:
+                self.dump_progress.set()
             if self._in_hung_dump:
                 return
         if stream == "stderr":
             self.tail.append(line)
             self._note_dump(line)
             self._lines += 1
+        record = self._record(stream, line)
+        if record is not None:
+            self.logger.handle(record)
+
+    def _record(self, stream: str, line: str) -> logging.LogRecord | None:
+        """The record of *line* (its fields, where JSON), or None if its level is not logged."""
         level, message, created = self._levels[stream], line, None
         extra = {"child": self.name, "stream": stream}
         if self._json is not None and (found := self._json.read(line)) is not None:
@@ -440,22 +483,23 @@ class OutputCapture:
             message = line if found.message is None else found.message
             created = found.created
             extra = {**found.extra, **extra}  # no field is named child or stream: see _TAKEN
-        if self.logger.isEnabledFor(level):
-            record = self.logger.makeRecord(
-                self.logger.name,
-                level,
-                "(child output)",
-                0,
-                message,
-                (),
-                None,
-                extra=extra,
-            )
-            if created is not None:  # when the program says it logged the line
-                record.relativeCreated += (created - record.created) * 1000
-                record.created = created
-                record.msecs = (created - int(created)) * 1000
-            self.logger.handle(record)
+        if not self.logger.isEnabledFor(level):
+            return None
+        record = self.logger.makeRecord(
+            self.logger.name,
+            level,
+            "(child output)",
+            0,
+            message,
+            (),
+            None,
+            extra=extra,
+        )
+        if created is not None:  # when the program says it logged the line
+            record.relativeCreated += (created - record.created) * 1000
+            record.created = created
+            record.msecs = (created - int(created)) * 1000
+        return record
 
     def log_dump(self, stack: str, message: str) -> None:
         """Log a hung child's stack dump as one DEBUG record: *message*, then *stack*."""
@@ -470,7 +514,7 @@ class OutputCapture:
             self._dump_frames = 0
         elif self._dump_frames is None:
             return
-        elif line.startswith(_DUMP_THREADS):
+        elif line == _DUMP_STACK or DUMP_THREAD.fullmatch(line):
             self._dump_frames = 0
         elif line.startswith("  File "):
             self._dump_frames += 1

@@ -23,6 +23,7 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,7 @@ from gymnasiarch._process.forkserver import SERVER, Requester
 from gymnasiarch._process.launcher import Started, start_forkserver, start_spawn
 from gymnasiarch._process.output import (
     DUMP_SIGNAL,
-    DUMP_THREADS,
+    DUMP_THREAD,
     HUNG_DUMP_LINES,
     MAX_JSON_LINE,
     InheritedFd,
@@ -284,13 +285,13 @@ def _with_source_lines(lines: list[str]) -> str | None:
     dumped ("Current thread") nor the last one (the main thread, the
     oldest: faulthandler writes the newest first).
     """
-    start = next((i for i, line in enumerate(lines) if line.startswith(DUMP_THREADS)), None)
+    start = next((i for i, line in enumerate(lines) if DUMP_THREAD.fullmatch(line)), None)
     if start is None:
         return None
     blocks: list[list[str]] = []
     cut = False  # faulthandler stopped after 100 threads ("...")
     for line in lines[start:]:
-        if line.startswith(DUMP_THREADS):
+        if DUMP_THREAD.fullmatch(line):
             blocks.append([line])
         elif line == "...":
             cut = True
@@ -309,7 +310,8 @@ def _fit_threads(blocks: list[list[str]], cut: bool) -> str:
         for i, block in enumerate(blocks):
             if i not in pinned:
                 shaped[i] = _shape_thread(block, HUNG_BRIEF_FRAMES, 0)
-    budget = HUNG_DUMP_LINES - sum(len(shaped[i]) + 1 for i in pinned) - 2
+    # Room for the "[N threads left out]" line, its blank line, and "...".
+    budget = HUNG_DUMP_LINES - sum(len(shaped[i]) + 1 for i in pinned) - 3
     kept: set[int] = set(pinned)
     for i, thread in enumerate(shaped):
         if i not in pinned and len(thread) + 1 <= budget:
@@ -360,6 +362,8 @@ class ChildProcess(ChildRun):
     _dumps_stacks = False  # a Python child: it dumps its stacks on DUMP_SIGNAL
     _beats = 0  # a program's beats counted (see _keep_watch)
     _deadline: float | None = None  # a program's, set by its beats (see beat)
+    _last_beat: float | None = None  # when a program's last beat counted from (see beat)
+    _dump_waited: float | None = None  # seconds a hung child's stack dump was awaited
     _triggered = False  # a program sent WATCHDOG=trigger
     _watchdog_scope: anyio.CancelScope | None = None
 
@@ -426,6 +430,7 @@ class ChildProcess(ChildRun):
         main_module: bool | None = None,
         fork_server: Requester = SERVER,
         max_json_line: int = MAX_JSON_LINE,
+        json_record_fits: Callable[[logging.LogRecord], bool] | None = None,
     ) -> ChildProcess:
         """Start a child process running :func:`gymnasiarch._process.child.child_main`.
 
@@ -438,7 +443,8 @@ class ChildProcess(ChildRun):
         spawn method). *fork_server* is the server the forkserver method
         asks (this process's own by default). *max_json_line* bounds a
         JSON output line kept as one record (a Ray host's is lower: see
-        :class:`~gymnasiarch._process.output.OutputCapture`).
+        :class:`~gymnasiarch._process.output.OutputCapture`), and where
+        given, *json_record_fits* must also pass a long line's record.
         """
         context: Any = multiprocessing.get_context(method)
         path = ticket.name if ticket is not None else None
@@ -450,6 +456,7 @@ class ChildProcess(ChildRun):
                 stderr_level=launch.stderr_level,
                 json_keys=launch.json_keys,
                 max_json_line=max_json_line,
+                json_record_fits=json_record_fits,
             )
             if capture_output
             else None
@@ -782,21 +789,30 @@ class ChildProcess(ChildRun):
 
         For a program: the supervisor calls it at its sd_notify ``READY=1``
         (which arms the watchdog) and each ``WATCHDOG=1``, with *at* when
-        the kernel received it (``NotifyMessage.received_at``; None: now).
+        the kernel received it (``NotifyMessage.received_at``; None: unknown).
         The deadline is *at* plus the watchdog. Why *at*: a beat read late,
         queued while the supervisor's loop was busy, counts when it was
         sent; a beat sent after the deadline had passed does not count at
         all (the program was hung by then, however lively it is now), so
         the timer expires as it was set and the child is found hung. A
-        Python child moves the deadline itself: it holds the timer too.
+        beat whose sending is unknown (no kernel stamp) counts from now,
+        and is never late: read at the deadline, it may have been sent in
+        time. Nor does a beat count from before the one before it (a stamp
+        made to look old by a step of the realtime clock). A Python child
+        moves the deadline itself: it holds the timer too.
         """
         if self._timer is None or self._watchdog is None or self._triggered:
             return
         now = time.monotonic()
-        at = now if at is None else min(at, now)
-        if self._deadline is not None and at > self._deadline:
-            return  # late: its deadline passed first (the timer has expired)
+        if at is not None:
+            at = min(at, now)
+            if self._deadline is not None and at > self._deadline:
+                return  # late: its deadline passed first (the timer has expired)
+        at = now if at is None else at
+        if self._last_beat is not None:
+            at = max(at, self._last_beat)
         self._beats += 1
+        self._last_beat = at
         self._deadline = at + self._watchdog
         self._timer.expire_at(self._deadline)
 
@@ -872,19 +888,26 @@ class ChildProcess(ChildRun):
         hundred threads, ~10,000 lines) takes longer than one wait to pass
         through the pipe: each of its lines gives it :data:`DUMP_WAIT` more,
         up to :data:`DUMP_WAIT_MAX` in all. Without captured output (the
-        dump goes to our own stderr) one :data:`DUMP_WAIT`.
+        dump goes to our own stderr) one :data:`DUMP_WAIT`. Only the dump's
+        lines count (from its first thread's header on), not the child's own
+        output. How long it waited is kept for the error's text.
         """
         output = self._output
         if output is None:
             await anyio.sleep(DUMP_WAIT)
             return
-        with anyio.move_on_after(DUMP_WAIT_MAX):
-            while True:
-                output.dump_progress = progress = anyio.Event()
-                with anyio.move_on_after(DUMP_WAIT) as quiet:
-                    await progress.wait()
-                if quiet.cancelled_caught:
-                    return
+        began = time.monotonic()
+        try:
+            with anyio.move_on_after(DUMP_WAIT_MAX):
+                while True:
+                    output.dump_progress = progress = anyio.Event()
+                    with anyio.move_on_after(DUMP_WAIT) as quiet:
+                        await progress.wait()
+                    if quiet.cancelled_caught:
+                        return
+        finally:
+            output.dump_progress = None
+            self._dump_waited = time.monotonic() - began
 
     def _hung_status(self, status: ExitStatus) -> ExitStatus:
         """*status* of a run found hung: a :class:`ChildHungError` with its stack dump."""
@@ -896,9 +919,10 @@ class ChildProcess(ChildRun):
         if stack is None and self._dumps_stacks and self._output is not None:
             # Asked, and not answered in time (a DUMP_SIGNAL handler of its own,
             # the signal blocked, a machine too busy): say so, not nothing.
+            waited = DUMP_WAIT if self._dump_waited is None else self._dump_waited
             what += (
                 f"; no stack dump: it did not answer the watchdog's dump request "
-                f"within {DUMP_WAIT:g} s"
+                f"within {waited:.2f} s"
             )
         error = ChildHungError(
             f"hung: {what}, its watchdog is {period:g} s",

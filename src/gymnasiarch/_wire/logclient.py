@@ -33,10 +33,11 @@ LOG_CONFIG_KEY = "gymnasiarch.logserver"
 _RECORD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=repr)
 _BATCH_BYTES = 256 * 1024  # a sender's frames stay well under the cap
 _RECORD_BYTES = frames.MAX_FRAME // 2  # a bigger record has its message cut
-#: The longest captured JSON line a Ray host keeps whole (with its fields): its
-#: record holds its text at most twice (a line without a message field is the
-#: message, its fields the extras), and must stay under the size at which this
-#: handler cuts a record's message and drops its extras.
+#: The longest captured JSON line a Ray host keeps whole (with its fields), if
+#: its record fits (:func:`carried_whole`): no size of line is enough alone, as
+#: a record holds the line's text up to twice (a line without a message field
+#: is the message, its fields the extras) and encoding grows it (escaped
+#: quotes: 3x the line in JSON; bytes that are not UTF-8: 6x).
 RELAYED_LINE_BYTES = _RECORD_BYTES // 2 - 16 * 1024
 _MAX_QUEUED_BYTES = 16 * 2**20  # ~150,000 typical records waiting to be sent
 # Seconds a handler that follows the parent's levels waits before it
@@ -309,6 +310,24 @@ def _encode_record(record: logging.LogRecord) -> bytes:
     if len(item) > _RECORD_BYTES:
         item = _RECORD_ENCODER.encode(_shortened(row, len(item))).encode()
     return item
+
+
+def carried_whole(record: logging.LogRecord) -> bool:
+    """Whether this handler sends *record* whole, its message uncut and its extras kept.
+
+    True only if it fits in JSON and, where msgpack is installed, in
+    msgpack too (whichever the connection uses). A Ray host asks this of a
+    long JSON output line's record before it sends it: one that does not
+    fit goes as plain pieces of the line instead, nothing cut off.
+    """
+    if len(_RECORD_ENCODER.encode(record_to_row(record)).encode()) > _RECORD_BYTES:
+        return False
+    if not frames.reads_msgpack():
+        return True
+    try:
+        return len(_pack_row(record_to_row(record))) <= _RECORD_BYTES
+    except (OverflowError, TypeError, ValueError):
+        return False
 
 
 def _pack_row(row: list[Any]) -> bytes:
