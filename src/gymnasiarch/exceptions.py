@@ -55,7 +55,7 @@ from __future__ import annotations
 import os as _os
 import re as _re
 import signal as _signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = [
@@ -521,36 +521,56 @@ class _DumpedThread:
         self.lines: list[str] = []  # as dumped: each frame, then its source line
 
 
-def _dumped_threads(stack: str) -> list[_DumpedThread]:
-    """The threads of a dump, in its order (newest first).
+def _split_dump(lines: Iterable[str]) -> tuple[list[list[str]], bool]:
+    """A faulthandler dump's threads, each its header and then its lines; and whether it was cut.
 
-    The main thread is the oldest, dumped last (a dump that faulthandler
-    cut after 100 threads, with a line ``...``, has lost it); else the one
-    that took the dump, "Current thread" (Linux hands a process's signal to
-    its main thread unless that blocks it).
+    Lines before the first thread (the child's own output) are left out;
+    *cut* says faulthandler stopped after 100 threads (its line ``...``).
     """
-    threads: list[_DumpedThread] = []
-    lines = stack.splitlines()
-    cut = "..." in lines
-    for number, line in enumerate(lines):
+    blocks: list[list[str]] = []
+    cut = False
+    for line in lines:
         if _THREAD_HEADER.fullmatch(line):
-            threads.append(_DumpedThread(line, main=False))
-        elif threads and line.startswith("  File "):
-            frame = line.strip()
-            following = lines[number + 1] if number + 1 < len(lines) else ""
-            if following.startswith("    "):  # its source line (see the process layer)
-                frame = f"{frame}: {following.strip()}"
-            threads[-1].frames.append(frame)
-            threads[-1].lines.append(line)
-        elif threads and line.startswith("    "):
-            threads[-1].lines.append(line)
-    main: _DumpedThread | None
-    if threads and not cut:
-        main = threads[-1]
-    else:
-        main = next((t for t in threads if t.header.startswith("Current thread ")), None)
+            blocks.append([line])
+        elif line == "...":
+            cut = True
+        elif blocks and line.strip():
+            blocks[-1].append(line)
+    return blocks, cut
+
+
+def _main_thread_index(blocks: list[list[str]], cut: bool) -> int | None:
+    """Which of a dump's threads (see :func:`_split_dump`) is the main thread, if any is.
+
+    The oldest, dumped last, unless faulthandler cut the dump after 100
+    threads; else the one that took the dump, "Current thread" (Linux hands
+    a process's signal to its main thread unless that blocks it).
+    """
+    if blocks and not cut:
+        return len(blocks) - 1
+    return next((i for i, b in enumerate(blocks) if b[0].startswith("Current thread ")), None)
+
+
+def _dumped_threads(stack: str) -> list[_DumpedThread]:
+    """The threads of a dump, in its order (newest first); its main thread marked."""
+    blocks, cut = _split_dump(stack.splitlines())
+    threads: list[_DumpedThread] = []
+    for header, *lines in blocks:
+        thread = _DumpedThread(header, main=False)
+        for number, line in enumerate(lines):
+            if line.startswith("  File "):
+                frame = line.strip()
+                following = lines[number + 1] if number + 1 < len(lines) else ""
+                if following.startswith("    "):  # its source line (see the process layer)
+                    frame = f"{frame}: {following.strip()}"
+                thread.frames.append(frame)
+                thread.lines.append(line)
+            elif line.startswith("    "):
+                thread.lines.append(line)
+        threads.append(thread)
+    main = _main_thread_index(blocks, cut)
     if main is not None:
-        main.main, main.label = True, "main thread"
+        threads[main].main, threads[main].label = True, "main thread"
     return threads
 
 

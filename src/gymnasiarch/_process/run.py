@@ -47,7 +47,6 @@ from gymnasiarch._process.forkserver import SERVER, Requester
 from gymnasiarch._process.launcher import Started, start_forkserver, start_spawn
 from gymnasiarch._process.output import (
     DUMP_SIGNAL,
-    DUMP_THREAD,
     HUNG_DUMP_LINES,
     MAX_JSON_LINE,
     InheritedFd,
@@ -70,7 +69,9 @@ from gymnasiarch.exceptions import (
     ChildOverLimitError,
     InitializationFailedError,
     ResultNotSentError,
+    _main_thread_index,
     _shown_stack,
+    _split_dump,
 )
 
 if TYPE_CHECKING:
@@ -285,27 +286,18 @@ def _with_source_lines(lines: list[str]) -> str | None:
     dumped ("Current thread") nor the last one (the main thread, the
     oldest: faulthandler writes the newest first).
     """
-    start = next((i for i, line in enumerate(lines) if DUMP_THREAD.fullmatch(line)), None)
-    if start is None:
-        return None
-    blocks: list[list[str]] = []
-    cut = False  # faulthandler stopped after 100 threads ("...")
-    for line in lines[start:]:
-        if DUMP_THREAD.fullmatch(line):
-            blocks.append([line])
-        elif line == "...":
-            cut = True
-        elif line.strip():
-            blocks[-1].append(line)
-    return _fit_threads(blocks, cut)
+    blocks, cut = _split_dump(lines)
+    return _fit_threads(blocks, cut) if blocks else None
 
 
 def _fit_threads(blocks: list[list[str]], cut: bool) -> str:
     """The dumped threads *blocks*, sourced and shaped to fit HUNG_DUMP_LINES (see there)."""
     shaped = [_shape_thread(block, HUNG_TOP_FRAMES, HUNG_BOTTOM_FRAMES) for block in blocks]
+    # Never left out: the thread that dumped ("Current thread") and the main thread.
     pinned = {i for i, block in enumerate(blocks) if block[0].startswith("Current thread ")}
-    if not cut:
-        pinned.add(len(blocks) - 1)
+    main = _main_thread_index(blocks, cut)
+    if main is not None:
+        pinned.add(main)
     if sum(len(thread) + 1 for thread in shaped) > HUNG_DUMP_LINES:
         for i, block in enumerate(blocks):
             if i not in pinned:
