@@ -12,6 +12,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -43,13 +44,20 @@ async def _run_to_the_end(sup: Supervisor, details: list[str]) -> None:
             await sup.wait()
 
 
+async def _given_up(
+    spec: ChildSpec, details: list[str] | None = None, **options: Any
+) -> PrematureTaskDeathError:
+    """Run *spec* alone with no restart left, to the supervisor's give-up: its error."""
+    sup = Supervisor([spec], max_restarts=0, backoff=FAST, **options)
+    with pytest.raises(PrematureTaskDeathError) as info:
+        await _run_to_the_end(sup, [] if details is None else details)
+    return info.value
+
+
 async def _hung(spec: ChildSpec) -> tuple[ChildHungError, list[str]]:
     """Run *spec* alone with no restart left: its hung error, and the exited events' details."""
     details: list[str] = []
-    sup = Supervisor([spec], max_restarts=0, backoff=FAST)
-    with pytest.raises(PrematureTaskDeathError) as info:
-        await _run_to_the_end(sup, details)
-    error = info.value.__cause__
+    error = (await _given_up(spec, details)).__cause__
     assert isinstance(error, ChildHungError), repr(error)
     return error, details
 
@@ -345,21 +353,17 @@ async def test_an_async_childs_own_error_is_reported_as_it_is() -> None:
     spec = ChildSpec(
         "raises", "targets.watchdog:raises_while_beating", restart="transient", watchdog=WATCHDOG
     )
-    sup = Supervisor([spec], max_restarts=0, backoff=FAST)
-    with pytest.raises(PrematureTaskDeathError) as info:
-        await _run_to_the_end(sup, [])
-    assert isinstance(info.value.__cause__, ValueError)
-    assert str(info.value.__cause__) == "from the target"
+    given_up = await _given_up(spec)
+    assert isinstance(given_up.__cause__, ValueError)
+    assert str(given_up.__cause__) == "from the target"
 
 
 async def test_a_spawned_child_has_the_watchdog_too() -> None:
     spec = ChildSpec(
         "sync", "targets.watchdog:beats_then_stops", restart="transient", watchdog=WATCHDOG
     )
-    sup = Supervisor([spec], max_restarts=0, backoff=FAST, start_method="spawn")
-    with pytest.raises(PrematureTaskDeathError) as info:
-        await _run_to_the_end(sup, [])
-    error = info.value.__cause__
+    given_up = await _given_up(spec, start_method="spawn")
+    error = given_up.__cause__
     assert isinstance(error, ChildHungError)
     assert error.stack is not None
     assert "in stop_beating" in error.stack
@@ -404,11 +408,9 @@ async def test_a_child_whose_target_raised_reports_its_error_not_a_hang() -> Non
     spec = ChildSpec(
         "thread", "targets.watchdog:raises_with_thread", restart="transient", watchdog=WATCHDOG
     )
-    sup = Supervisor([spec], max_restarts=0, backoff=FAST)
-    with pytest.raises(PrematureTaskDeathError) as info:
-        await _run_to_the_end(sup, [])
-    assert isinstance(info.value.__cause__, ValueError)
-    assert str(info.value.__cause__) == "the real error"
+    given_up = await _given_up(spec)
+    assert isinstance(given_up.__cause__, ValueError)
+    assert str(given_up.__cause__) == "the real error"
 
 
 async def test_heartbeat_calls_never_a_watchdog_apart_keep_a_child_alive() -> None:
@@ -570,11 +572,9 @@ async def test_an_async_childs_error_is_not_lost_while_its_event_loop_shuts_down
         restart="transient",
         watchdog=WATCHDOG,
     )
-    sup = Supervisor([spec], max_restarts=0, backoff=FAST)
-    with pytest.raises(PrematureTaskDeathError) as info:
-        await _run_to_the_end(sup, [])
-    assert isinstance(info.value.__cause__, ValueError)
-    assert str(info.value.__cause__) == "the real error"
+    given_up = await _given_up(spec)
+    assert isinstance(given_up.__cause__, ValueError)
+    assert str(given_up.__cause__) == "the real error"
 
 
 def test_a_watchdog_has_a_minimum_and_one_message(tmp_path: Path) -> None:
@@ -770,21 +770,19 @@ async def test_the_hung_errors_traceback_is_the_users_threads_without_bootstrap(
     spec = ChildSpec(
         "sync", "targets.watchdog:beats_then_stops", restart="transient", watchdog=WATCHDOG
     )
-    sup = Supervisor([spec], max_restarts=0, backoff=FAST)
-    with pytest.raises(PrematureTaskDeathError) as info:
-        await _run_to_the_end(sup, [])
-    shown = info.value.remote_traceback
+    given_up = await _given_up(spec)
+    shown = given_up.remote_traceback
     assert shown is not None
     assert shown.startswith("main thread (most recent call first):")
     assert "in stop_beating" in shown
     assert "multiprocessing" not in shown
     assert "child_main" not in shown
-    error = info.value.__cause__
+    error = given_up.__cause__
     assert isinstance(error, ChildHungError)
     assert error.stack is not None
     assert "child_main" in error.stack  # complete (but capped) for who wants it
     # Its end: the watchdog's doing, not a signal someone sent.
-    assert "signal SIGUSR2: the watchdog's stack dump request" in str(info.value)
+    assert "signal SIGUSR2: the watchdog's stack dump request" in str(given_up)
 
 
 def test_the_hung_errors_repr_names_the_child() -> None:
