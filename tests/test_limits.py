@@ -554,10 +554,9 @@ def test_check_names_the_bad_limit_and_its_line(
 # (``host``: conftest's Ray host actor class, no Ray, on a shared fork server of ours)
 
 
-async def test_a_ray_hosted_child_is_sampled_on_its_node_and_its_limits_set(
-    host: ChildHost,
-) -> None:
-    over = Launch(
+def _grower_over_100_mib() -> Launch:
+    """A launch as the Ray host gets it: 150 MiB resident under a max_memory of 100 MiB."""
+    return Launch(
         "grower",
         f"{T}:hold_resident",
         (150 * MIB,),
@@ -568,6 +567,12 @@ async def test_a_ray_hosted_child_is_sampled_on_its_node_and_its_limits_set(
         max_memory=100 * MIB,
         shutdown=2,
     )
+
+
+async def test_a_ray_hosted_child_is_sampled_on_its_node_and_its_limits_set(
+    host: ChildHost,
+) -> None:
+    over = _grower_over_100_mib()
     seer = Launch("seer", f"{T}:limits_seen", (), {}, {}, None, 0, limits={"open_files": 77})
     with anyio.fail_after(30):
         stopped = await host.run(0, over, None, False)
@@ -722,17 +727,7 @@ async def test_a_ray_hosts_warning_about_its_child_is_relayed_with_its_output(
     caplog.set_level(logging.WARNING)
     monkeypatch.setattr(logclient, "LogClientHandler", _Collecting)
     monkeypatch.setattr(_Collecting, "made", [])
-    over = Launch(
-        "grower",
-        f"{T}:hold_resident",
-        (150 * MIB,),
-        {},
-        {},
-        None,
-        0,
-        max_memory=100 * MIB,
-        shutdown=2,
-    )
+    over = _grower_over_100_mib()
     with anyio.fail_after(30):
         await host.run(0, over, {"address": "the supervisor's log server"}, True)
     (relay,) = _Collecting.made
