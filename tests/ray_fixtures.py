@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from test_ray import HERE, ray
+from test_ray import ray, start_test_cluster
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,7 @@ def ray_cluster() -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(HERE)}},
-    )
+    start_test_cluster()
     try:
         yield
     finally:

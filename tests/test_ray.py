@@ -46,9 +46,8 @@ B = "targets.basic"
 R = "targets.remote"
 
 
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[None]:
-    """One local Ray cluster for the session, with this folder on the workers' path.
+def start_test_cluster() -> None:
+    """Start the tests' local Ray cluster, with this folder on the workers' path.
 
     Our own (``address="local"``): never a cluster that happens to run on
     the machine, nor the one ``RAY_ADDRESS`` names.
@@ -60,6 +59,12 @@ def ray_cluster() -> Iterator[None]:
         log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(HERE)}},
     )
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One local Ray cluster for the session (see :func:`start_test_cluster`)."""
+    start_test_cluster()
     try:
         yield
     finally:
