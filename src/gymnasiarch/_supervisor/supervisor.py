@@ -586,15 +586,17 @@ class Supervisor:
             source = next(s for s in source._specs if s.name == name)
         if isinstance(source, Supervisor):
             raise TypeError(f"{where}: {ref.source!r} is a supervisor, which has no ready value")
-        # A program's ready kind will do, and so will its ports (its value from its start).
-        if source.command is not None and source.ready is None and not source.ports:
-            # A program cannot call child_context().ready(): say what it can do.
+        # A program's ready kind will do, and so will its ports (its value from its start);
+        # it cannot call child_context().ready(): say what it can do.
+        if source.command is not None:
+            if source.ready is not None or source.ports:
+                return True
             raise ValueError(
                 f"{where}: program {ref.source!r} has no ready value for {spec.name!r}: give it "
                 "ready= (ready.Port, ready.Path, ready.Line or ready.Notify) or ports=[...], "
                 f"so that {spec.name!r} starts once it is ready"
             )
-        if source.ready_timeout is None and source.ready is None and not source.ports:
+        if source.ready_timeout is None:
             raise ValueError(
                 f"{where}: child {ref.source!r} needs a ready_timeout, so that {spec.name!r} "
                 "starts only once it has announced its value with child_context().ready(value)"
@@ -1287,7 +1289,8 @@ class Supervisor:
             run.on_ports = took
             return
         if isinstance(spec.ready, ready_kinds.Line):
-            line = ready_kinds.Line(_ports.fill(spec.ready.regex, child.ports))  # its {ports} in
+            line = _ports.fill_ready(spec.ready, child.ports)  # its {ports} in
+            assert isinstance(line, ready_kinds.Line)
             matcher = ready_kinds.LineMatcher(line)
             run.on_output_line = matcher.feed
             child.line_matcher = matcher
