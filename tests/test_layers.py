@@ -43,6 +43,7 @@ PARENT_HALF = {
     "_process.forkserver",
     "_process.subreaper",
     "_process.sampler",
+    "_process.hung",
 }
 #: How a child is started on one machine, heard and stopped (both halves, and what they
 #: share: the fork server's process, the CPython internals it relies on, captured output).

@@ -975,7 +975,7 @@ def test_only_the_dump_signal_is_called_the_watchdogs_dump_request() -> None:
 
 
 def test_a_cut_dump_with_threads_left_out_fits_its_line_budget() -> None:
-    from gymnasiarch._process.run import _fit_threads
+    from gymnasiarch._process.hung import fit_threads
 
     blocks = [
         [
@@ -985,7 +985,7 @@ def test_a_cut_dump_with_threads_left_out_fits_its_line_budget() -> None:
         ]
         for t in range(18)
     ]
-    shown = _fit_threads(blocks, cut=True).splitlines()
+    shown = fit_threads(blocks, cut=True).splitlines()
     assert shown[-1] == "..."
     assert any(line.endswith("threads left out]") for line in shown)
     assert len(shown) <= HUNG_DUMP_LINES

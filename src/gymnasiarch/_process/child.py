@@ -445,7 +445,7 @@ def _disarm_watchdog() -> None:
 def _watchdog_beats(launch: Launch) -> dict[str, Any]:
     """The child context's watchdog: none without one; else the timer its beats move.
 
-    The timer is the supervisor's (see ``_process.run.WatchdogTimer``): a
+    The timer is the supervisor's (see ``_process.hung.WatchdogTimer``): a
     beat moves its deadline, armed when the child starts or is ready.
     """
     if launch.watchdog is None or launch.beats is None:

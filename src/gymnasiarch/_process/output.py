@@ -104,7 +104,7 @@ def enable_crash_dumps() -> None:
 DUMP_SIGNAL = signal.SIGUSR2
 #: At most this many lines of a hung child's stack dump are kept in its
 #: error's ``stack``: each thread's top and bottom frames, and always the
-#: main thread and the one that dumped (see ``run._with_source_lines``).
+#: main thread and the one that dumped (see ``hung.with_source_lines``).
 HUNG_DUMP_LINES = 1000
 #: At most this many of its stderr lines are read for it. Why: faulthandler
 #: writes up to 100 threads of up to 100 frames (~10,300 lines), the main

@@ -14,14 +14,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
-import linecache
 import logging
 import multiprocessing
 import os
 import pickle
-import re
 import signal
-import sys
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -44,10 +41,10 @@ from gymnasiarch._context import BEAT_FRACTION
 from gymnasiarch._process import cpython, sampler
 from gymnasiarch._process.child import child_main
 from gymnasiarch._process.forkserver import SERVER, Requester
+from gymnasiarch._process.hung import WatchdogTimer, with_source_lines
 from gymnasiarch._process.launcher import Started, start_forkserver, start_spawn
 from gymnasiarch._process.output import (
     DUMP_SIGNAL,
-    HUNG_DUMP_LINES,
     MAX_JSON_LINE,
     InheritedFd,
     OutputCapture,
@@ -69,9 +66,7 @@ from gymnasiarch.exceptions import (
     ChildOverLimitError,
     InitializationFailedError,
     ResultNotSentError,
-    _main_thread_index,
     _shown_stack,
-    _split_dump,
 )
 
 if TYPE_CHECKING:
@@ -120,7 +115,6 @@ DUMP_WAIT_MAX = 2.0
 #: child is still taken to have been killed by the kernel for it (a child
 #: killed at a hard limit of 2 s showed 1.98 s in its zombie's stat).
 CPU_SLACK = 0.25
-_FRAME = re.compile(r'  File "(?P<file>.+)", line (?P<line>\d+) in ')
 #: The pids of this process's children that run now (never a child's escapee).
 _LIVE: set[int] = set()
 
@@ -176,148 +170,6 @@ def _status_from_code(code: int | None) -> tuple[int | None, int | None]:
     if code < 0:
         return None, -code
     return code, None
-
-
-class WatchdogTimer:
-    """A run's watchdog deadline: one kernel timer, moved by each beat of the child's.
-
-    A ``timerfd`` on ``CLOCK_MONOTONIC`` (the clock of ``time.monotonic()``,
-    one for every process of a machine). A Python child holds the
-    descriptor too (handed over as the output pipes are, so it works
-    through the fork server) and moves the deadline itself at each beat;
-    a program's beats (sd_notify) are moved here (:meth:`ChildProcess.beat`).
-    The supervisor awaits the descriptor: it becomes readable only once the
-    deadline passed without a beat. Empty (no descriptor) until :meth:`attach`.
-    """
-
-    def __init__(self) -> None:
-        self.fd = -1
-        # A Python child's deadline is its last beat plus the watchdog plus
-        # this (a beat spacing, see ChildContext._beat); a program's, plus nothing.
-        self.margin = 0.0
-
-    def attach(self, launch: Launch) -> Launch:
-        """Make the timer where *launch* has a watchdog; *launch*, handing it to a Python child."""
-        if launch.watchdog is None:
-            return launch
-        self.fd = _platform.timerfd_create()
-        self.margin = 0.0 if launch.command is not None else launch.watchdog * BEAT_FRACTION
-        if launch.command is not None:
-            return launch  # a program's beats come by sd_notify, to us
-        return dataclasses.replace(launch, beats=InheritedFd(self.fd))
-
-    def expire_at(self, when: float) -> None:
-        """Move the deadline to *when* (``time.monotonic()`` seconds)."""
-        if self.fd >= 0:
-            _platform.timerfd_expire_at(self.fd, when)
-
-    async def expired(self) -> float:
-        """Once the deadline has passed without a beat: how long ago it passed, in seconds.
-
-        The timer's expiry is read: its count says how late this read is
-        (see ``_platform.timerfd_expire_at``), to a millisecond, however
-        busy the event loop was when the deadline passed.
-        """
-        while True:
-            await anyio.wait_readable(self.fd)
-            try:
-                count = int.from_bytes(os.read(self.fd, 8), sys.byteorder)
-            except BlockingIOError:
-                continue  # a beat moved the deadline between the wake-up and the read
-            return max(0, count - 1) * _platform.TIMERFD_LATE_STEP
-
-    def disarm(self) -> None:
-        """Stop the timer (the run is found hung, or its child's work is over)."""
-        if self.fd >= 0:
-            _platform.timerfd_disarm(self.fd)
-
-    def close(self) -> None:
-        """Close the descriptor."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-#: Of each thread in a hung child's stack dump, its top and bottom frames are
-#: kept (where it waits, and the code that led there); the frames between
-#: are one line. Why: 98 threads 150 calls deep made a 13 KB error whose
-#: main thread, dumped last, was cut off.
-HUNG_TOP_FRAMES = 20
-HUNG_BOTTOM_FRAMES = 10
-#: Where a dump is longer than HUNG_DUMP_LINES even so, the other threads
-#: keep this many top frames: where each waits (and how many wait there).
-HUNG_BRIEF_FRAMES = 3
-
-
-def _shape_thread(block: list[str], top: int, bottom: int) -> list[str]:
-    """One dumped thread (its header, its lines), its frames past the cap left out, sourced."""
-    frames = [i for i, line in enumerate(block) if line.startswith("  File ")]
-    left_out = len(frames) - top - bottom
-    dropped = set(frames[top : len(frames) - bottom] if left_out > 0 else ())
-    shown: list[str] = []
-    for i, line in enumerate(block):
-        if i in dropped:
-            if i == frames[top]:
-                shown.append(f"  ... ({left_out} frames left out)")
-            continue
-        shown.append(line)
-        frame = _FRAME.match(line)
-        if frame is not None:
-            source = linecache.getline(frame["file"], int(frame["line"])).strip()
-            if source:
-                shown.append(f"    {source}")
-    return shown
-
-
-def _with_source_lines(lines: list[str]) -> str | None:
-    """A faulthandler dump with each frame's source line under it, as a traceback shows it; capped.
-
-    faulthandler names only the file, line and function (it runs in a
-    signal handler); the line's text says what the thread was doing
-    (``time.sleep(30)``, ``lock.acquire()``). Read here, in the process
-    that started the child, which has the same files. Lines before the
-    dump's first thread are the child's own output, left out.
-
-    Capped at :data:`~gymnasiarch._process.output.HUNG_DUMP_LINES`: each
-    thread's frames past :data:`HUNG_TOP_FRAMES` and
-    :data:`HUNG_BOTTOM_FRAMES` are left out; where that is not enough, the
-    other threads keep only their top :data:`HUNG_BRIEF_FRAMES`, and then
-    whole threads go, from the middle of the dump: never the thread that
-    dumped ("Current thread") nor the last one (the main thread, the
-    oldest: faulthandler writes the newest first).
-    """
-    blocks, cut = _split_dump(lines)
-    return _fit_threads(blocks, cut) if blocks else None
-
-
-def _fit_threads(blocks: list[list[str]], cut: bool) -> str:
-    """The dumped threads *blocks*, sourced and shaped to fit HUNG_DUMP_LINES (see there)."""
-    shaped = [_shape_thread(block, HUNG_TOP_FRAMES, HUNG_BOTTOM_FRAMES) for block in blocks]
-    # Never left out: the thread that dumped ("Current thread") and the main thread.
-    pinned = {i for i, block in enumerate(blocks) if block[0].startswith("Current thread ")}
-    main = _main_thread_index(blocks, cut)
-    if main is not None:
-        pinned.add(main)
-    if sum(len(thread) + 1 for thread in shaped) > HUNG_DUMP_LINES:
-        for i, block in enumerate(blocks):
-            if i not in pinned:
-                shaped[i] = _shape_thread(block, HUNG_BRIEF_FRAMES, 0)
-    # Room for the "[N threads left out]" line, its blank line, and "...".
-    budget = HUNG_DUMP_LINES - sum(len(shaped[i]) + 1 for i in pinned) - 3
-    kept: set[int] = set(pinned)
-    for i, thread in enumerate(shaped):
-        if i not in pinned and len(thread) + 1 <= budget:
-            kept.add(i)
-            budget -= len(thread) + 1
-    shown: list[str] = []
-    for i, thread in enumerate(shaped):
-        if i == len(shaped) - 1 and len(kept) < len(shaped):
-            shown += [f"[{len(shaped) - len(kept)} threads left out]", ""]
-        if i in kept:
-            shown += [*thread, ""]
-    if cut:
-        shown.append("...")  # as faulthandler says it: more than 100 threads, the rest unknown
-    return "\n".join(shown).rstrip()
 
 
 def _zombie_exit_code(pid: int) -> int | None:
@@ -906,7 +758,7 @@ class ChildProcess(ChildRun):
         assert self._hung is not None
         late, period = self._hung
         recorded = self._output.recorded if self._output is not None else None
-        stack = _with_source_lines(recorded) if recorded else None
+        stack = with_source_lines(recorded) if recorded else None
         what = "it sent WATCHDOG=trigger" if late is None else self._no_beat(late)
         if stack is None and self._dumps_stacks and self._output is not None:
             # Asked, and not answered in time (a DUMP_SIGNAL handler of its own,
