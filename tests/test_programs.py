@@ -69,7 +69,7 @@ async def test_a_program_runs_under_its_own_name_and_stops_with_its_group(
 ) -> None:
     # Ready once the shell has started its grandchild (and said so in a file).
     flag = tmp_path / "forked"
-    script = f"sleep 1000 & touch {flag}; wait"
+    script = f"sleep 1000 & : > {flag}; wait"  # a builtin: no short-lived grandchild
     spec = ChildSpec("s", command=["sh", "-c", script], ready=Path_(str(flag)), shutdown=5)
     async with Supervisor([spec]) as sup:
         (row,) = [r for r in sup.walk() if r.name == "s"]
@@ -543,14 +543,17 @@ def test_the_status_table_shows_a_programs_status_where_there_is_one(
 
 async def test_a_daemon_that_left_the_programs_group_is_stopped_with_it(tmp_path: Path) -> None:
     flag = tmp_path / "escaped"
-    script = f"setsid sh -c 'touch {flag}; exec sleep 1000' & wait"  # flagged once it left
+    # The escapee writes its own pid (kept by the exec) and renames it into place, so the flag
+    # appears whole; reading descendants instead raced with short-lived helpers like `touch`.
+    leave = f"echo $$ > {flag}.new && mv {flag}.new {flag}; exec sleep 1000"
+    script = f"setsid sh -c '{leave}' & wait"
     spec = ChildSpec("leaver", command=["sh", "-c", script], ready=Path_(str(flag)), shutdown=2)
     async with Supervisor([spec]) as sup:
         (row,) = sup.walk()
         assert row.pid is not None
-        escaped = [pid for pid in _descendants(row.pid) if os.getsid(pid) != os.getsid(row.pid)]
-        assert escaped  # setsid: a session (and a group) of its own
-    assert _gone_within(escaped, 2) == []
+        escaped = int(flag.read_text())
+        assert os.getsid(escaped) != os.getsid(row.pid)  # setsid: a session (and group) of its own
+    assert _gone_within([escaped], 2) == []
 
 
 async def test_a_cwd_gone_before_a_restart_gives_up_with_the_reason(tmp_path: Path) -> None:
