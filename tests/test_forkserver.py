@@ -222,3 +222,37 @@ def test_a_directory_other_users_may_enter_is_refused(tmp_path: Path) -> None:
             server.ensure_running([])
     finally:
         server.close()
+
+
+def _autogroup(pid: int) -> str | None:
+    """The scheduler's autogroup of *pid* ("/autogroup-N nice 0"), None where there is none."""
+    try:
+        return Path(f"/proc/{pid}/autogroup").read_text().split()[0]
+    except OSError:
+        return None
+
+
+async def test_children_share_a_session_apart_from_the_supervisors() -> None:
+    """Children booting at once weigh on the caller's loop as one session (issue 13, E1).
+
+    Where the kernel shares CPU time among sessions (autogroups), twenty
+    busy children then take half the CPU from the application's event loop,
+    not twenty twenty-oneths of it.
+    """
+    specs = [
+        ChildSpec("python", "targets.basic:ready_then_sleep"),
+        ChildSpec("program", command=["sleep", "1000"]),
+    ]
+    with anyio.fail_after(30):
+        async with Supervisor(specs, start_order="parallel") as sup:
+            pids = [row.pid for row in sup.walk()]
+            assert None not in pids
+            sessions = {os.getsid(pid) for pid in pids if pid is not None}
+            assert len(sessions) == 1
+            assert os.getsid(0) not in sessions
+            for pid in pids:
+                assert pid is not None
+                assert os.getpgid(pid) == pid  # each still leads a group of its own
+            if (mine := _autogroup(os.getpid())) is not None:
+                assert {_autogroup(pid) for pid in pids if pid is not None} != {mine}
+            sup.stop()
