@@ -60,3 +60,32 @@ def test_two_supervisors_whose_lives_overlap_give_the_handlers_back(
     report = json.loads(done.stdout)
     for order in ("first-leaves-first", "first-leaves-last"):
         assert report[order] == {"restored": True, "heard": 1}, order
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_one_sigterm_stops_every_supervisor_of_the_application(
+    backend: str, tmp_path: Path
+) -> None:
+    """Two supervisors whose lives overlap: a SIGTERM is the application's stop, both stop.
+
+    Before, only the one that started last heard it; the other ran on.
+    """
+    done = embedded(backend, "overlap-signal", tmp_path / "journal")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report == {"ended": {"A": "SIGTERM", "B": "SIGTERM"}, "app_heard": 0}
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_signal_while_the_targets_are_imported_stops_the_start(
+    backend: str, tmp_path: Path
+) -> None:
+    """The signals are the supervisor's from its start, before its targets' slow imports.
+
+    Before, the SIGTERM met the application's handler and the tree ran as if
+    none had come (or, without one, killed the process with a traceback).
+    """
+    done = embedded(backend, "signal-during-import", tmp_path / "journal")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report == {"error": "SIGTERM", "app_heard": 0, "import_still_running": True}

@@ -96,8 +96,11 @@ async def test_crashes_past_the_restart_intensity_give_up_with_premature_task_de
     assert backend.calls("prepare", "aclose") == [("prepare", ""), ("aclose", "")]
 
 
-async def test_a_run_that_never_becomes_ready_fails_the_start_and_is_killed() -> None:
-    """No ready() within ready_timeout: InitializationFailedError; later siblings never start."""
+async def test_a_run_that_never_becomes_ready_fails_the_start_and_is_stopped() -> None:
+    """No ready() within ready_timeout: InitializationFailedError; later siblings never start.
+
+    The run is stopped as any stop does it (terminate, then its grace), not killed at once.
+    """
     backend = FakeBackend({"slow": [Script(ready=False)]})
     sup = Supervisor(
         [_spec("first"), _spec("slow", ready_timeout=0.05), _spec("later")],
@@ -106,7 +109,8 @@ async def test_a_run_that_never_becomes_ready_fails_the_start_and_is_killed() ->
     )
     with anyio.fail_after(5), pytest.raises(InitializationFailedError, match="ready_timeout"):
         await sup.run()
-    assert ("kill", "slow") in backend.log
+    assert backend.log.index(("terminate", "slow")) < backend.log.index(("exited", "slow"))
+    assert ("kill", "slow") not in backend.log  # it went on its stop signal
     assert ("start", "later") not in backend.log
     assert ("terminate", "first") in backend.log  # what had started is stopped
 

@@ -58,14 +58,21 @@ def check_choice(field: str, value: object, choices: Sequence[str], owner: str =
         raise FieldValueError(field, f"expected one of {', '.join(choices)}, got {value!r}", owner)
 
 
-def check_seconds(field: str, value: object, *, allow_none: bool, owner: str = "") -> None:
-    """Raise unless *value* is a non-negative number of seconds (or None if allowed)."""
+def check_seconds(
+    field: str, value: object, *, allow_none: bool, positive: bool = False, owner: str = ""
+) -> None:
+    """Raise unless *value* is a number of seconds >= 0 (> 0 if *positive*), or None if allowed.
+
+    The message says the bound that is checked: one check, so that -5 and 0
+    are not told two different rules.
+    """
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FieldTypeError(field, f"expected a number of seconds, got {value!r}", owner)
-    if math.isnan(value) or value < 0:
-        raise FieldValueError(field, f"expected a number of seconds >= 0, got {value!r}", owner)
+    if math.isnan(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise FieldValueError(field, f"expected a number of seconds {bound}, got {value!r}", owner)
 
 
 def check_bool(field: str, value: object, owner: str = "") -> None:
@@ -75,12 +82,32 @@ def check_bool(field: str, value: object, owner: str = "") -> None:
 
 
 def check_name(field: str, name: object, owner: str = "") -> None:
-    """A child's name appears in process titles and logs: printable and non-empty."""
+    """A child's or a supervisor's name: non-empty, printable, no '/', no space at either end.
+
+    It appears in process titles and logs, and it is one step of a child's
+    path in the tree (``agents/agent-1``: ``child_info``, ``wait_ready``,
+    ``gymnasiarch restart``): a '/' in it would make that path name another
+    child, and a space at an end would not show in ``gymnasiarch status``.
+    """
     if not isinstance(name, str) or not name:
         raise FieldTypeError(field, f"expected a non-empty string, got {name!r}", owner)
     if not name.isprintable():
         raise FieldValueError(
             field, f"must be printable (no control characters), got {name!r}", owner
+        )
+    if "/" in name:
+        raise FieldValueError(
+            field,
+            f"may not contain '/' ('/' separates the names of a path, as in "
+            f"'agents/agent-1'), got {name!r}",
+            owner,
+        )
+    if name != name.strip():
+        raise FieldValueError(
+            field,
+            f"may not begin or end with a space (unseen in `gymnasiarch status`, "
+            f"yet every path to it would need it), got {name!r}",
+            owner,
         )
 
 
@@ -485,7 +512,9 @@ class ChildSpec:
 
     Args:
         name: Unique among its siblings; shown in the process title
-            (``gymnasiarch[name]``), logs, events and errors.
+            (``gymnasiarch[name]``), logs, events and errors. It is one step
+            of the child's path in the tree (``agents/agent-1``), so it has
+            no ``/`` and no space at either end (nor a control character).
         target: The function to run in the child: a callable (sync or
             ``async def``; it must be importable by reference, i.e. defined at
             module level) or a dotted path ``"package.module:function"``,
@@ -894,15 +923,21 @@ class Backoff:
     reset_after: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("base", "cap", "reset_after", "jitter", "factor"):
+        for name in ("base", "cap", "reset_after"):
             check_seconds(name, getattr(self, name), allow_none=False, owner="Backoff")
-        if self.factor < 1:
+        # Not seconds, and with bounds of their own: one message each, for -1
+        # as for 0.5 (a factor) or 2 (a jitter), NaN included.
+        for name in ("factor", "jitter"):
+            value: Any = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise FieldTypeError(name, f"expected a number, got {value!r}", "Backoff")
+        if not self.factor >= 1:
             raise FieldValueError(
                 "factor", f"expected a number >= 1, got {self.factor!r}", "Backoff"
             )
-        if self.jitter > 1:
+        if not 0 <= self.jitter <= 1:
             raise FieldValueError(
-                "jitter", f"expected a fraction 0..1, got {self.jitter!r}", "Backoff"
+                "jitter", f"expected a fraction from 0 to 1, got {self.jitter!r}", "Backoff"
             )
 
     def delay(self, attempt: int, *, rng: Rng = random) -> float:

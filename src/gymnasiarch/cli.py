@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 from collections import Counter
@@ -100,7 +101,7 @@ def _positive_int(text: str) -> int:
 def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text}")
     return value
 
 
@@ -413,4 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def console_main() -> None:
     """The console script's entry point."""
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # A Ctrl-C before the supervisor's own handling began (while the
+        # tree file's targets were imported): no traceback, the shell's code.
+        print("gymnasiarch: interrupted", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)

@@ -35,10 +35,15 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
 def _rebuild_error_during_import(
-    filename: str, exc: type[BaseException], value: BaseException, text: str
+    filename: str,
+    exc: type[BaseException],
+    value: BaseException,
+    text: str,
+    child: str | None = None,
 ) -> ErrorDuringImport:
     error = ErrorDuringImport(filename, (exc, value, None))
     error.traceback_text = text
+    error.child = child
     return error
 
 
@@ -58,6 +63,10 @@ class ErrorDuringImport(GymnasiarchError):  # noqa: N818 - the seed's name
         tb: The original traceback (``None`` after unpickling).
         traceback_text: The original traceback, formatted; it survives
             pickling, so a parent can show where a child's import failed.
+        child: The path in the tree of the child whose target it is
+            (``"agents/agent-1"``), where a supervisor's check of the targets
+            raised it, else ``None``. The message then begins with it:
+            ``child 'agents/agent-1': problem in ...``.
     """
 
     def __init__(self, filename: str, exc_info: ExcInfo) -> None:
@@ -66,9 +75,11 @@ class ErrorDuringImport(GymnasiarchError):  # noqa: N818 - the seed's name
         self.exc, self.value, self.tb = exc_info
         self.traceback_text = "".join(traceback.format_exception(self.exc, self.value, self.tb))
         self.__cause__ = self.value
+        self.child: str | None = None
 
     def __str__(self) -> str:
-        return f"problem in {self.filename} - {self.exc.__name__}: {self.value}"
+        where = f"child {self.child!r}: " if self.child is not None else ""
+        return f"{where}problem in {self.filename} - {self.exc.__name__}: {self.value}"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A traceback never pickles, and the original exception may not
@@ -80,7 +91,7 @@ class ErrorDuringImport(GymnasiarchError):  # noqa: N818 - the seed's name
             exc, value = RuntimeError, RuntimeError(f"{self.exc.__name__}: {self.value}")
         return (
             _rebuild_error_during_import,
-            (self.filename, exc, value, self.traceback_text),
+            (self.filename, exc, value, self.traceback_text, self.child),
         )
 
 

@@ -11,6 +11,14 @@ many signals its handlers saw.
 MODE ``overlap``: two supervisors whose lives overlap, left in either order;
 afterwards the handlers are the application's and a SIGTERM reaches them.
 
+MODE ``overlap-signal``: two supervisors whose lives overlap; one SIGTERM to
+the process stops both (it is the whole application's stop).
+
+MODE ``signal-during-import``: a SIGTERM arrives while the supervisor imports
+its targets (the module sends it as it is imported, then takes 3 s): the
+supervisor stops the start at once, and the application's handler does not
+see the signal.
+
 MODE ``double-sigint``: one Ctrl-C forwarded twice, 10 ms apart (as ``timeout
 --foreground`` does). The children journal their stop: a graceful stop lets
 them finish their 0.3 s of cleanup; a kill would not.
@@ -97,6 +105,48 @@ async def overlapping(journal: str) -> dict[str, object]:
     return results
 
 
+async def overlap_signal(journal: str) -> dict[str, object]:
+    """A and B run; one SIGTERM: each says how it ended."""
+    ended: dict[str, object] = {}
+
+    async def run(name: str, sup: Supervisor) -> None:
+        try:
+            await sup.run()
+        except SignalInterruptError as error:
+            ended[name] = error.signal_name
+        else:
+            ended[name] = "ran to its end"
+
+    first, second = tree(journal), tree(journal)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            for name, sup in (("A", first), ("B", second)):
+                with sup.events() as events:
+                    group.start_soon(run, name, sup)
+                    async for event in events:  # entered: its handlers are in
+                        if event.kind == "ready" and event.child == "b":
+                            break
+            os.kill(os.getpid(), signal.SIGTERM)
+    return {"ended": ended, "app_heard": len(seen)}
+
+
+async def signal_during_import(journal: str) -> dict[str, object]:
+    os.environ["GYMNASIARCH_TEST_APP_PID"] = str(os.getpid())
+    sup = Supervisor([ChildSpec("a", "targets.signals_its_app_on_import:never_started")])
+    error = None
+    try:
+        with anyio.fail_after(20):
+            await sup.run()
+    except SignalInterruptError as caught:
+        error = caught.signal_name
+    module = sys.modules.get("targets.signals_its_app_on_import")
+    return {
+        "error": error,
+        "app_heard": len(seen),
+        "import_still_running": module is not None and not hasattr(module, "imported"),
+    }
+
+
 def press_forwarded_twice() -> None:
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.01)
@@ -132,6 +182,10 @@ def main() -> None:
         print(json.dumps({"restored": restored, "seen": len(seen)}), flush=True)
     elif mode == "overlap":
         print(json.dumps(anyio.run(overlapping, journal, backend=backend)), flush=True)
+    elif mode == "overlap-signal":
+        print(json.dumps(anyio.run(overlap_signal, journal, backend=backend)), flush=True)
+    elif mode == "signal-during-import":
+        print(json.dumps(anyio.run(signal_during_import, journal, backend=backend)), flush=True)
     else:
         result = anyio.run(double_sigint, journal, backend=backend)
         print(json.dumps(result), flush=True)

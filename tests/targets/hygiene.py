@@ -69,9 +69,15 @@ def start_daemon(pidfile: str) -> None:
     if middle == 0:
         try:
             os.setsid()
+            # Returned only once the daemon has exec'd: until then it is a
+            # copy of this child, with its mark and title, and a look for
+            # escapees at this child's exit would rightly stop it as ours.
+            exec_done, exec_pending = os.pipe2(os.O_CLOEXEC)
             daemon = os.fork()
             if daemon == 0:
                 os.execve("/bin/sleep", ["sleep", "3600"], {})
+            os.close(exec_pending)
+            os.read(exec_done, 1)  # EOF: its copy of the pipe closed with the exec
             with open(pidfile, "w") as file:
                 file.write(str(daemon))
         finally:

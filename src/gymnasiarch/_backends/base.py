@@ -181,6 +181,8 @@ class ExitStatus:
         signal_cause: For a child ended by a signal that one of its
             ``limits`` made the kernel send: which limit
             (``over limits.cpu_seconds of 1 s`` for a SIGXCPU).
+        not_ready: Set when the supervisor stopped the child for missing
+            its ``ready_timeout``: an abnormal end, whatever its exit code.
     """
 
     exitcode: int | None
@@ -195,6 +197,7 @@ class ExitStatus:
     start_error: InitializationFailedError | None = None
     over_limit: ChildOverLimitError | None = None
     signal_cause: str | None = None
+    not_ready: InitializationFailedError | None = None
 
     @property
     def normal(self) -> bool:
@@ -205,6 +208,7 @@ class ExitStatus:
             and self.result_error is None
             and self.start_error is None
             and self.over_limit is None
+            and self.not_ready is None
         )
 
     def describe(self) -> str:  # noqa: PLR0911 - one return per way a run ends
@@ -213,6 +217,8 @@ class ExitStatus:
             return f"lost with its host: {self.lost}"
         if self.over_limit is not None:
             return f"stopped over its limit: {self.over_limit.args[0]}"
+        if self.not_ready is not None:
+            return f"stopped: {self.not_ready.args[0]}"
         if self.start_error is not None:
             return str(self.start_error)
         if isinstance(self.error, ChildHungError):  # "hung: ...", and where it was stuck
@@ -283,6 +289,9 @@ class ChildRun(abc.ABC):
         self.exited = anyio.Event()
         self.status: ExitStatus | None = None
         self.stop_requested = False
+        #: Set by the supervisor when it stops the child for missing its
+        #: ``ready_timeout``: the run's :attr:`status` then says so.
+        self.not_ready: InitializationFailedError | None = None
         #: Called with each line of captured output, where the backend
         #: captures it here (a program's ``ready=Line``); set before watch().
         self.on_output_line: Callable[[str], object] | None = None

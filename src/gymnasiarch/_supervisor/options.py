@@ -74,11 +74,7 @@ class SupervisorOptions:
         max_restarts: Any = self.max_restarts
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise FieldValueError("max_restarts", f"expected an int >= 0, got {max_restarts!r}")
-        check_seconds("max_seconds", self.max_seconds, allow_none=False)
-        if self.max_seconds <= 0:
-            raise FieldValueError(
-                "max_seconds", f"expected a number of seconds > 0, got {self.max_seconds!r}"
-            )
+        check_seconds("max_seconds", self.max_seconds, allow_none=False, positive=True)
         seed: Any = self.seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | str)):
             raise FieldTypeError("seed", f"expected an int, a str or None, got {seed!r}")

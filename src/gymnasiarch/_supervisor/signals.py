@@ -77,6 +77,13 @@ class SignalCatcher:
         # Only a write here, the decision is made by the event loop's task.
         with contextlib.suppress(OSError):  # full (a storm): dropped
             self._writer.send(bytes([signum]))
+        # A supervisor whose life overlaps ours went in before us: the
+        # signal is for the whole process (a systemd stop, a Ctrl-C), so it
+        # stops that tree too. What it found itself is not called: while a
+        # catcher is open, the signal is the supervisors', not the application's.
+        found = _behind_closed_catchers(signum, self._saved.get(signum))
+        if isinstance(owner := getattr(found, "__self__", None), SignalCatcher):
+            owner._handle(signum, frame)
 
     async def received(self) -> AsyncIterator[int]:
         """Each caught signal's number, in the order they arrived."""

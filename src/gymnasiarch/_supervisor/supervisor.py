@@ -62,7 +62,7 @@ from gymnasiarch._supervisor.policy import (
     decide,
 )
 from gymnasiarch._supervisor.signals import SignalCatcher
-from gymnasiarch.dynaloader import resolve
+from gymnasiarch.dynaloader import ErrorDuringImport, resolve
 from gymnasiarch.exceptions import (
     ChildEndedError,
     DeadChildrenRisingAsZombiesError,
@@ -248,6 +248,8 @@ class _Child:
         # run again).
         self.changed = anyio.Event()
         self.ended: str | None = None
+        # The restart due for it after a backoff (see Supervisor._restart).
+        self.pending_restart: object | None = None
 
     @property
     def name(self) -> str:
@@ -314,8 +316,10 @@ class Supervisor:
     derived seed, the backend; no signals).
 
     Args:
-        children: :class:`ChildSpec` objects, or supervisors to nest (a
-            supervision tree), in start order. Names must be unique.
+        children: A list of :class:`ChildSpec` objects, or supervisors to
+            nest (a supervision tree), in start order (one child too:
+            ``[spec]``). Names must be unique among siblings; a name has no
+            ``/`` (it separates the names of a path) and no space at an end.
         strategy: Which children to restart when one must be restarted:
             ``"one_for_one"`` just that one, ``"one_for_all"`` all of them,
             ``"rest_for_one"`` it and the ones started after it. Siblings are
@@ -359,8 +363,9 @@ class Supervisor:
         FieldValueError: A bad strategy, restart intensity, duplicate child
             name... (a ``ValueError``; its ``field`` names the argument, or
             ``children[i]``).
-        FieldTypeError: A child that is neither a ChildSpec nor a Supervisor,
-            an option of the wrong type (a ``TypeError``).
+        FieldTypeError: *children* is not a list of them (a single spec, a
+            text, a mapping), a child that is neither a ChildSpec nor a
+            Supervisor, an option of the wrong type (a ``TypeError``).
     """
 
     def __init__(
@@ -508,6 +513,18 @@ class Supervisor:
         # enclosing supervisors may start it (see _check_references).
         self._pending_refs: list[tuple[ChildSpec, FromReady]] = []
         self._specs: list[ChildSpec | Supervisor] = []
+        # A single spec, a text or a mapping would fail in the loop below, if
+        # at all, with an error that does not say what was meant.
+        if isinstance(children, ChildSpec | Supervisor | str | bytes | Mapping) or not isinstance(
+            children, Iterable
+        ):
+            single = isinstance(children, ChildSpec | Supervisor | Mapping)
+            raise FieldTypeError(
+                "children",
+                "expected a list of ChildSpec or Supervisor objects, got "
+                f"{f'a {type(children).__name__}' if single else repr(children)} "
+                "(one child goes in a list too: Supervisor([spec]))",
+            )
         for child in children:
             self._add_spec(child)
         self._check_references()
@@ -652,6 +669,7 @@ class Supervisor:
         self._grace_scopes: set[anyio.CancelScope] = set()
         self._pending_exits = 0
         self._log_server: LogServer | None = None
+        self._log_scope: anyio.CancelScope | None = None
         self._last_sigint = -math.inf
         self._signal_monitor: anyio.CancelScope | None = None
         self._signal_monitor_done = anyio.Event()
@@ -667,15 +685,21 @@ class Supervisor:
         return self._phase == "shutting_down"
 
     @staticmethod
-    def _check_target(spec: ChildSpec) -> str | None:
+    def _check_target(spec: ChildSpec, path: str | None = None) -> str | None:
         """Fail before any process starts if *spec*'s target cannot run in a child.
 
         Returns the module to preload for a target given as a dotted path.
+        *path* is the child's path in the tree, which the errors name.
         """
-        where = f"child {spec.name!r}"
+        path = path or spec.name
+        where = f"child {path!r}"
         if spec.command is not None:
             return None  # a program: exec'd in the child, where a failure is told back
-        target = resolve(spec.target) if isinstance(spec.target, str) else spec.target
+        try:
+            target = resolve(spec.target) if isinstance(spec.target, str) else spec.target
+        except ErrorDuringImport as error:  # its type and fields kept; its message names whose
+            error.child = path
+            raise
         if not callable(target):
             raise InitializationFailedError(
                 f"{where}: target {spec.target!r} is a {type(target).__name__}, not a callable"
@@ -700,7 +724,7 @@ class Supervisor:
         # A cluster's workers may have code this machine has not (a
         # runtime_env, an image): such a backend's children check their own.
         if getattr(self.backend, "resolves_targets_here", True):
-            module = self._check_target(spec)
+            module = self._check_target(spec, self._prefix + spec.name)
             if module:
                 self.backend.preload(module)
 
@@ -721,7 +745,9 @@ class Supervisor:
         supervisor was checked with its parent's tree (or by ``start_child``).
         """
         if not self._nested:
-            await anyio.to_thread.run_sync(self._check_all)
+            # A signal that stops the start does not wait for a slow import
+            # to end: the thread is left to finish it on its own.
+            await anyio.to_thread.run_sync(self._check_all, abandon_on_cancel=True)
 
     @property
     def _programs_here(self) -> bool:
@@ -751,11 +777,6 @@ class Supervisor:
         # on once the body's scope exists (see the end).
         self._phase = "starting"
         self._async_backend = _current_async_backend()
-        try:
-            await self._check_tree()
-        except BaseException:
-            self._phase = "idle"
-            raise
         self._tg: TaskGroup = anyio.create_task_group()
         await self._tg.__aenter__()
         # The body of ``async with`` runs in this scope: giving up or a signal
@@ -770,8 +791,14 @@ class Supervisor:
                 await self._prepare_backend()
             if self.handle_signals and threading.current_thread() is threading.main_thread():
                 await self._tg.start(self._monitor_signals)
+                _shield_once_started(self._signal_monitor)
             else:
                 self._signal_monitor_done.set()
+            # Imported with the signals already ours: a Ctrl-C or SIGTERM
+            # during a slow import stops the start (a stop() too, once the
+            # import is done), instead of meeting the application's handler
+            # or killing the process with a traceback.
+            await self._check_tree()
             if uses_backend:
                 await self._prepare_backend()
             if any(isinstance(s, ChildSpec) for s in self._specs):
@@ -806,7 +833,9 @@ class Supervisor:
             try:
                 child.retire()  # every child has stopped: what a backend kept of them goes
             except Exception:  # one backend's failure must not keep the others'
-                logger.exception("child %r: its backend failed to free its last run", child.name)
+                logger.exception(
+                    "child %r: its backend failed to free its last run", self._prefix + child.name
+                )
         ours = bool(self._host_scope.__exit__(exc_type, exc, tb))
         if ours:
             exc = None  # the body was cancelled by us: we raise the reason below
@@ -820,7 +849,9 @@ class Supervisor:
             self._backend_prepared = False
             with anyio.CancelScope(shield=True):
                 await self.backend.aclose()
-        self._tg.cancel_scope.cancel()  # the signal monitor
+        self._tg.cancel_scope.cancel()
+        if self._log_scope is not None:  # shielded from the line above (stopped by now, normally)
+            self._log_scope.cancel()
         try:
             # The body's exception is ours to pass on, not the task group's:
             # handed to it, anyio would wrap it in an exception group.
@@ -1181,10 +1212,23 @@ class Supervisor:
             self._log_server = self._given_log_server or self._parent_log_server
         if self._log_server is None:
             self._log_server = self.backend.log_server()
-            await self._tg.start(self._log_server.serve)
+            await self._tg.start(self._serve_logs, self._log_server)
+            _shield_once_started(self._log_scope)
         return self._log_server
 
+    async def _serve_logs(
+        self, server: LogServer, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        # Shielded once started: a cancel scope around the supervisor
+        # (anyio's move_on_after, a trio nursery cancelled) cancels our task
+        # group at once, while __aexit__ still stops the children in order;
+        # cut off, their last records (what their finally blocks log) would
+        # be lost. __aexit__ stops the server once every child is gone.
+        with anyio.CancelScope() as self._log_scope:
+            await server.serve(task_status=task_status)
+
     async def _start(self, child: _Child, initial: bool) -> None:
+        child.pending_restart = None  # whatever restart was due for it, this is it
         try:
             run = await self._launch_closing_notify(child)
         except (OSError, InitializationFailedError) as error:
@@ -1238,14 +1282,15 @@ class Supervisor:
                 raise _ended_before_ready(child.name, run.status or ExitStatus(None, None))
             return  # a restart that failed at once: its watcher judges the exit
         if not awaited.is_set():
+            missed = await self._stop_unready(
+                child,
+                run,
+                initial,
+                f"child {self._prefix + child.name!r} did not call child_context().ready() "
+                f"within its ready_timeout of {timeout} s",
+            )
             if initial:
-                run.stop_requested = True
-            run.kill()
-            if initial:
-                raise InitializationFailedError(
-                    f"child {child.name!r} did not call child_context().ready() "
-                    f"within its ready_timeout of {timeout} s"
-                )
+                raise missed
             return
         # Exec'd; now what a program is to show before it counts as ready.
         found = await self._await_program_ready(child, run, initial)
@@ -1397,18 +1442,56 @@ class Supervisor:
             return (found[0],)
         if self._stopping.is_set() and not run.exited.is_set():
             return None  # the shutdown that follows stops it
-        if initial:
-            run.stop_requested = True
         if run.exited.is_set():
             if not initial:
                 return None  # its watcher judges the exit
+            run.stop_requested = True
             raise _ended_before_ready(spec.name, run.status or ExitStatus(None, None))
-        run.kill()
-        if not initial:
-            return None
-        raise InitializationFailedError(
-            f"child {spec.name!r} was not ready ({ready!r}) within its ready_timeout of {timeout} s"
+        error = await self._stop_unready(
+            child,
+            run,
+            initial,
+            f"child {self._prefix + spec.name!r} was not ready ({ready!r}) "
+            f"within its ready_timeout of {timeout} s",
         )
+        if initial:
+            raise error
+        return None
+
+    async def _stop_unready(
+        self, child: _Child, run: ChildRun, initial: bool, why: str
+    ) -> InitializationFailedError:
+        """Stop a child that missed its ready_timeout, as any stop: its stop signal, grace, SIGKILL.
+
+        Not a SIGKILL at once: a child stuck in its start still gets to run
+        its ``finally`` blocks and send its last records. Its exit is then
+        judged (at a restart) as one that says why it was stopped; the
+        error returned (raised by a first start) has the child's last
+        stderr lines.
+        """
+        logger.warning("%s: stopping it", why)
+        error = InitializationFailedError(why)
+        run.not_ready = error
+        if initial:
+            run.stop_requested = True  # the first start fails: no restart follows
+        if child.shutdown == 0 or self._kill_immediately:
+            run.kill()
+        else:
+            run.terminate()
+        grace = child.shutdown
+        with anyio.move_on_after(math.inf if grace is None else grace) as scope:
+            self._grace_scopes.add(scope)  # a second Ctrl-C kills now
+            try:
+                await run.exited.wait()
+            finally:
+                self._grace_scopes.discard(scope)
+        if not run.exited.is_set():
+            run.kill()
+            with anyio.move_on_after(self.kill_timeout):
+                await run.exited.wait()
+        if run.status is not None:
+            error.output = run.status.output
+        return error
 
     # -- watching and deciding --------------------------------------------------
 
@@ -1429,6 +1512,8 @@ class Supervisor:
         status = run.status
         if status is None:
             return  # abandoned: reported as a zombie by whoever gave up on it
+        if run.not_ready is not None:  # we stopped it for missing its ready_timeout
+            status = replace(status, not_ready=run.not_ready)
         if child.run is run:
             child.run, child.last_exit = None, status
             child.state = "exited"
@@ -1522,15 +1607,28 @@ class Supervisor:
             self._children[name].retire()  # a temporary sibling, stopped for good
         group = [self._children[n] for n in decision.start]
         delay = decision.delay
+        token = object()  # this restart's: a later one (or a stop) takes it away
         for member in group:
             member.restarts += 1
             member.state = "restarting"
+            member.pending_restart = token
             self._publish("restarting", member, detail=f"after {delay:.3f} s" if delay else "now")
         if delay:
-            await anyio.sleep(delay)
+            # Each child's backoff is its own: while this one waits, another
+            # child's exit is judged (and restart_child, terminate_child
+            # act) at once, not after this delay. Held, the lock made every
+            # sibling wait out this child's backoff, one after the other.
+            self._lock.release()
+            try:
+                await anyio.sleep(delay)
+            finally:
+                with anyio.CancelScope(shield=True):  # held again, or `async with` fails
+                    await self._lock.acquire()
         for member in group:
             if self._shutting_down:
                 return
+            if member.pending_restart is not token or member.run is not None:
+                continue  # started, stopped or restarted by another decision meanwhile
             await self._start(member, initial=False)
 
     def _give_up(
@@ -1546,7 +1644,7 @@ class Supervisor:
             remote_traceback=status.traceback,
             output=status.output,
         )
-        error.__cause__ = cause or status.error or status.over_limit
+        error.__cause__ = cause or status.error or status.over_limit or status.not_ready
         self._publish("gave_up", child, detail=self._giving_up(why))
         self._fail(error)
         child.end_for_good(self._giving_up(why))
@@ -1572,6 +1670,10 @@ class Supervisor:
     ) -> None:
         try:
             with (
+                # Shielded once started, as the log server: a cancellation
+                # from outside still stops the children in order, and a
+                # second Ctrl-C during that stop is ours (kill now), not the
+                # application's. __aexit__ ends it once the children are stopped.
                 anyio.CancelScope() as self._signal_monitor,
                 SignalCatcher(_SHUTDOWN_SIGNALS) as caught,
             ):
@@ -1664,6 +1766,8 @@ class Supervisor:
         """Ask each of *runs* to stop, then wait for them all (grace, SIGKILL, zombie bound)."""
         for child, run in runs:
             run.stop_requested = True
+            if run.exited.is_set():
+                continue  # gone already (a second Ctrl-C killed it): nothing to stop
             child.state = "stopping"
             self._publish("stopping", child, pid=run.pid, detail=why)
             if child.shutdown == 0 or self._kill_immediately:
@@ -1688,7 +1792,12 @@ class Supervisor:
                 finally:
                     self._grace_scopes.discard(scope)
         if not run.exited.is_set():
-            logger.warning("child %r did not stop in time: sending SIGKILL", child.name)
+            if self._kill_immediately:  # a second Ctrl-C: no timeout ran out
+                logger.warning("child %r: killing it now (SIGKILL)", self._prefix + child.name)
+            else:
+                logger.warning(
+                    "child %r did not stop in time: sending SIGKILL", self._prefix + child.name
+                )
             run.kill()
             with anyio.move_on_after(self.kill_timeout):
                 await run.exited.wait()
@@ -1706,9 +1815,9 @@ class Supervisor:
         then = "SIGKILL follows" if grace is not None else "no SIGKILL follows (shutdown=None)"
         remaining = "" if grace is None else f" in {max(0.0, grace - _PATIENCE):.1f} s"
         logger.warning(
-            "waiting for child %r (pid %s) to stop after SIGTERM; %s%s (Ctrl-C kills now)",
-            child.name,
-            run.pid,
+            "waiting for child %r%s to stop after SIGTERM; %s%s (Ctrl-C kills now)",
+            self._prefix + child.name,
+            "" if run.pid is None else f" (pid {run.pid})",  # a nested group has none
             then,
             remaining,
         )
@@ -1751,10 +1860,13 @@ class Supervisor:
 
         Raises:
             ValueError: The name is taken.
+            FieldTypeError: *spec* is neither a ChildSpec nor a Supervisor.
             KeyError: *under* names no nested supervisor.
             RuntimeError: The supervisor (or the one *under* names) is not running.
             InitializationFailedError: The child could not be started.
         """
+        if not isinstance(spec, ChildSpec | Supervisor):  # not an AttributeError further on
+            raise FieldTypeError("spec", f"expected a ChildSpec or a Supervisor, got {spec!r}")
         if under is not None:
             owner, _ = self._owner(f"{under.strip('/')}/-")
             await owner.start_child(spec)
@@ -1807,6 +1919,8 @@ class Supervisor:
         owner, child = self._find(name)
         owner._require_running()
         async with owner._lock:
+            if child.pending_restart is not None:  # one due after a backoff is called off
+                child.pending_restart, child.state = None, "terminated"
             await owner._stop_children([child], why="terminate_child")
             child.retire("it was stopped with terminate_child()")
         owner._check_done()
@@ -1892,6 +2006,18 @@ class Supervisor:
         # The supervisor's error where it gave up, else what the child raised, if it did.
         error.__cause__ = group._error or self._error or (None if last is None else last.error)
         raise error
+
+
+def _shield_once_started(scope: anyio.CancelScope | None) -> None:
+    """Shield a helper task's scope from the caller's cancellation, now that it has started.
+
+    Not before: a start that is cancelled (a signal, a cancel scope around
+    the supervisor) cancels the task it was starting and waits for it to
+    end; shielded from the beginning, it would never end, and the start
+    would hang.
+    """
+    if scope is not None:
+        scope.shield = True
 
 
 def _is_directory(path: str) -> bool:

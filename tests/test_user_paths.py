@@ -1,0 +1,204 @@
+"""Paths users take that the first round's tests did not: found by trying it as a newcomer.
+
+A cancel scope around the supervisor, a sibling's exit during a child's
+backoff, a child that misses its ready_timeout at its first start and at a
+restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from gymnasiarch import Backoff, ChildSpec, Supervisor
+from gymnasiarch.exceptions import InitializationFailedError, PrematureTaskDeathError
+from gymnasiarch.ready import Path as ReadyPath
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def sim_logger() -> Iterator[_Collect]:
+    """The application's own logging: root left at WARNING, the ``sim`` subsystem at INFO."""
+    handler = _Collect()
+    sim = logging.getLogger("sim")
+    sim.setLevel(logging.INFO)
+    sim.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        sim.removeHandler(handler)
+        sim.setLevel(logging.NOTSET)
+
+
+async def _cancel_once_ready() -> None:
+    sup = Supervisor([ChildSpec("env", "targets.user_paths:log_until_stopped", ready_timeout=20)])
+    with anyio.move_on_after(30) as outer:  # the application's own deadline, say
+        with sup.events() as events:
+            async with sup:
+                async for event in events:
+                    if event.kind == "ready":
+                        outer.cancel()  # as if its deadline had come now
+                        await anyio.sleep_forever()
+    assert outer.cancelled_caught
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_cancel_scope_around_the_supervisor_loses_no_record(
+    backend: str, sim_logger: _Collect
+) -> None:
+    """The children are stopped in order, and what their finally blocks log arrives, as records.
+
+    Before, the cancellation cut the log server off at once: the cleanup
+    records came as stderr lines ("lost the log server"), or not at all.
+    """
+    anyio.run(_cancel_once_ready, backend=backend)
+    assert sim_logger.messages == ["env working", "cleanup begins", "cleanup done"]
+
+
+async def test_one_childs_backoff_does_not_hold_up_a_siblings_restart(tmp_path: Path) -> None:
+    """Each child's backoff is its own: a sibling's exit is judged while one waits.
+
+    Before, ``a``'s 2 s backoff held the supervisor's lock: ``b``'s crash
+    0.3 s later was judged (and its own backoff begun) only once ``a`` had
+    been started again, so with N siblings the delays added up.
+    """
+    sup = Supervisor(
+        [
+            ChildSpec("a", "targets.user_paths:crash_once_after", args=(str(tmp_path / "a"), 0)),
+            ChildSpec("b", "targets.user_paths:crash_once_after", args=(str(tmp_path / "b"), 0.3)),
+        ],
+        backoff=Backoff(base=2, factor=1, cap=2, jitter=0),
+    )
+    seen: list[tuple[str, str | None]] = []
+    with anyio.fail_after(30), sup.events() as events:
+        async with sup:
+            async for event in events:
+                seen.append((event.kind, event.child))
+                if seen.count(("ready", "a")) == 2 and seen.count(("ready", "b")) == 2:
+                    break  # both restarted
+    b_restarting = seen.index(("restarting", "b"))
+    a_started_again = [i for i, e in enumerate(seen) if e == ("started", "a")][1]
+    assert b_restarting < a_started_again, seen
+
+
+async def test_terminate_child_during_a_backoff_calls_the_restart_off(tmp_path: Path) -> None:
+    """terminate_child() acts at once, and the restart that was due does not come.
+
+    Before, it waited for the backoff to end, and the child was started
+    again (and then stopped) first.
+    """
+    sup = Supervisor(
+        [ChildSpec("a", "targets.user_paths:crash_once_after", args=(str(tmp_path / "a"), 0))],
+        backoff=Backoff(base=1, factor=1, cap=1, jitter=0),
+    )
+    seen: list[str] = []
+
+    async def follow() -> None:
+        with sup.events() as events:
+            async for event in events:  # until the supervisor has stopped
+                seen.append(event.kind)
+                if event.kind == "restarting":
+                    await sup.terminate_child("a")
+                    seen.append("terminated")
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(follow)
+            await anyio.lowlevel.checkpoint()  # subscribed before the start
+            async with sup:
+                await sup.wait()  # done once the backoff is over: nothing is due
+                assert sup.child_info("a").state == "terminated"
+    assert seen.count("started") == 1, seen
+    assert seen.index("terminated") < seen.index("stopped"), seen
+
+
+async def test_a_child_that_misses_its_ready_timeout_is_stopped_in_order(tmp_path: Path) -> None:
+    """SIGTERM first, as for any stop: its finally block runs; the error has its stderr tail.
+
+    Before, it was SIGKILLed at once and the error carried no output.
+    """
+    marker = tmp_path / "cleaned"
+    spec = ChildSpec(
+        "env",
+        "targets.user_paths:never_ready_but_cleans_up",
+        args=(str(marker),),
+        ready_timeout=0.5,
+    )
+    with anyio.fail_after(30), pytest.raises(InitializationFailedError) as info:
+        async with Supervisor([spec]):
+            pass
+    assert "ready_timeout of 0.5 s" in str(info.value)
+    assert marker.read_text() == "cleaned up"
+    assert info.value.output is not None
+    assert "still loading the scenario" in info.value.output
+
+
+async def test_a_restart_that_misses_its_ready_timeout_says_so(tmp_path: Path) -> None:
+    """The give-up names the missed ready_timeout, not just "killed by SIGKILL"."""
+    spec = ChildSpec(
+        "env",
+        "targets.user_paths:ready_once_then_never",
+        args=(str(tmp_path / "ran"),),
+        ready_timeout=0.5,
+    )
+    with anyio.fail_after(30), pytest.raises(PrematureTaskDeathError) as info:
+        await Supervisor([spec], max_restarts=1).run()
+    assert "did not call child_context().ready() within its ready_timeout of 0.5 s" in str(
+        info.value
+    )
+    assert isinstance(info.value.__cause__, InitializationFailedError)
+
+
+async def test_a_program_not_ready_in_time_brings_its_stderr_tail(tmp_path: Path) -> None:
+    """As the docs promise: the error has the program's last stderr lines."""
+    spec = ChildSpec(
+        "server",
+        command=["sh", "-c", "echo 'still loading' >&2; exec sleep 1000"],
+        ready=ReadyPath(str(tmp_path / "never")),
+        ready_timeout=0.5,
+    )
+    with anyio.fail_after(30), pytest.raises(InitializationFailedError) as info:
+        async with Supervisor([spec]):
+            pass
+    assert info.value.output is not None
+    assert "still loading" in info.value.output
+
+
+def test_ctrl_c_while_the_cli_imports_the_tree_files_targets(tmp_path: Path) -> None:
+    """Exit 130 and one line, as after a Ctrl-C later on: no KeyboardInterrupt traceback."""
+    tree = tmp_path / "tree.toml"
+    tree.write_text(
+        '[[child]]\nname = "a"\ntarget = "targets.signals_its_app_on_import:never_started"\n'
+    )
+    control = tmp_path / "control"
+    control.mkdir(mode=0o700)
+    command = (
+        "exec env GYMNASIARCH_TEST_APP_PID=$$ GYMNASIARCH_TEST_SIGNAL=SIGINT "
+        f'"{sys.executable}" -m gymnasiarch run --control "{control / "sock"}" "{tree}"'
+    )
+    done = subprocess.run(
+        ["sh", "-c", command],
+        cwd=Path(__file__).parent,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "gymnasiarch: interrupted\n"
