@@ -8,6 +8,7 @@ restart.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -18,8 +19,14 @@ import anyio
 import pytest
 
 from gymnasiarch import Backoff, ChildSpec, Supervisor
-from gymnasiarch.exceptions import InitializationFailedError, PrematureTaskDeathError
+from gymnasiarch.exceptions import (
+    ChildHungError,
+    InitializationFailedError,
+    PrematureTaskDeathError,
+)
+from gymnasiarch.logserver import LogServer
 from gymnasiarch.ready import Path as ReadyPath
+from gymnasiarch.testing import freeze_child, stubborn
 
 
 class _Collect(logging.Handler):
@@ -202,3 +209,103 @@ def test_ctrl_c_while_the_cli_imports_the_tree_files_targets(tmp_path: Path) -> 
     )
     assert done.returncode == 130, done.stderr
     assert done.stderr == "gymnasiarch: interrupted\n"
+
+
+async def test_a_child_frozen_as_soon_as_it_is_ready_is_found_hung() -> None:
+    """Its watchdog is armed before the supervisor hears ready(), not just after.
+
+    Before, a child stopped between the two (the supervisor often ran
+    first on a busy machine) had no watchdog at all, and stayed frozen.
+    """
+    spec = ChildSpec(
+        "env",
+        "targets.user_paths:ready_then_beat_until_frozen",
+        ready_timeout=10,
+        watchdog=0.3,
+        restart="temporary",
+    )
+    sup = Supervisor([spec])
+    with anyio.fail_after(30), sup.events() as events:
+        async with sup:
+            async for event in events:
+                if event.kind == "ready":
+                    freeze_child(sup, "env")  # as soon as the supervisor hears it
+                if event.kind == "exited":
+                    break
+            await sup.wait()
+        last = sup.child_info("env").last_exit
+    assert last is not None
+    assert isinstance(last.error, ChildHungError), last
+
+
+@pytest.mark.parametrize("kind", ["python", "program"])
+async def test_stubborn_ignores_a_stop_right_after_its_start(kind: str) -> None:
+    """Only the SIGKILL after the grace ends it, also when stopped at once (and for programs).
+
+    Before, SIGTERM was ignored only once the target ran: a stop right
+    after the start ended it by SIGTERM about every other time, and a
+    program could not be made stubborn at all.
+    """
+    spec = (
+        ChildSpec("s", "targets.basic:sleep_forever", shutdown=0.3)
+        if kind == "python"
+        else ChildSpec("s", command=["sleep", "1000"], shutdown=0.3)
+    )
+    for _ in range(3):
+        sup = Supervisor([stubborn(spec)])
+        with anyio.fail_after(30):
+            async with sup:
+                await sup.terminate_child("s")
+                last = sup.child_info("s").last_exit
+        assert last is not None
+        assert last.describe() == "killed by SIGKILL"
+
+
+def test_structlog_reaches_the_log_server_from_spawn_wrapper_in_the_callers_process(
+    sim_logger: _Collect,
+) -> None:
+    """A target that imports structlog lazily, in a process of the caller's own (the seed's use).
+
+    Before, structlog was routed only where it was loaded before the
+    target ran: its events were printed on the process's own stdout.
+    """
+
+    async def serve() -> None:
+        async with LogServer.unix() as server:
+            ticket = server.admit("worker")
+            process = multiprocessing.get_context("spawn").Process(
+                target=_spawn_wrapper_process, args=(ticket.client_config(logging.INFO),)
+            )
+            process.start()
+            try:
+                with anyio.fail_after(30):
+                    await ticket.finished.wait()
+                    await anyio.wait_readable(process.sentinel)
+            finally:
+                process.join()
+                process.close()
+
+    anyio.run(serve)
+    assert sim_logger.messages == ["step", "step", "step"]
+
+
+def _spawn_wrapper_process(config: dict[str, object]) -> None:
+    from targets.user_paths import spawn_wrapper_in_a_process_of_its_own
+
+    spawn_wrapper_in_a_process_of_its_own(config)
+
+
+async def test_a_nested_groups_replayed_events_carry_paths_from_the_root() -> None:
+    """As its live events do: a subscriber that filters by path sees both."""
+    agents = Supervisor(
+        [ChildSpec("a1", "targets.basic:sleep_forever")], name="agents", restart="permanent"
+    )
+    sup = Supervisor([agents])
+    with anyio.fail_after(30):
+        async with sup:
+            with agents.events(replay=True) as events:
+                replayed = await events.receive()
+                await sup.restart_child("agents/a1")
+                live = await events.receive()
+    assert (replayed.path, live.path) == ("agents/a1", "agents/a1")
+    assert replayed.detail == "replayed: running"

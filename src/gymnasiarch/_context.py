@@ -61,8 +61,11 @@ class ChildContext:
             if self._ready_sent:
                 return
             self._ready_sent = True
-        self._send(("ready", value))
+        # Armed before it is told: the supervisor may stop (or freeze) the
+        # child as soon as it hears, and a child stopped in between would
+        # have no watchdog at all.
         self._arm()  # a child whose watchdog starts at its ready (or a beat more)
+        self._send(("ready", value))
 
     def heartbeat(self) -> None:
         """Tell the supervisor this child is alive (for a child with a ``watchdog``).
@@ -132,6 +135,11 @@ class ChildContext:
         if self._next_beat < math.inf:
             self._beat()
 
+
+#: A target function with this attribute set true ignores SIGTERM from its
+#: first line: the child ignores it before the supervisor hears "started"
+#: (:func:`gymnasiarch.testing.stubborn`'s wrapper has it).
+IGNORES_SIGTERM = "__gymnasiarch_ignores_sigterm__"
 
 _current: ChildContext | None = None
 _monotonic = time.monotonic  # a global's lookup, not a module attribute's, in heartbeat()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -48,11 +47,14 @@ def set_log_connect_hook(hook: Callable[[], None] | None) -> None:
 def forward_structlog() -> None:
     """Route structlog through stdlib logging, so its events travel to the parent.
 
-    Only where structlog is loaded already (the fork server preloads it) and
-    nobody configured it: a child's own ``structlog.configure()`` wins.
+    Only where nobody configured it: a child's own ``structlog.configure()``
+    wins. Imported here if need be (a dependency of ours; the fork server
+    preloads it): a target that imports it only inside its function, in a
+    process of the caller's own, must find it routed already.
     """
-    structlog = sys.modules.get("structlog")
-    if structlog is None or structlog.is_configured():
+    import structlog  # noqa: PLC0415 - preloaded where it matters; cheap after
+
+    if structlog.is_configured():
         return
     structlog.configure(
         processors=[

@@ -44,6 +44,7 @@ import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from gymnasiarch import ChildSpec, Event, Supervisor, _platform
+from gymnasiarch._context import IGNORES_SIGTERM
 from gymnasiarch._process.run import library_helper_pids
 from gymnasiarch.dynaloader import resolve
 
@@ -262,6 +263,8 @@ def _pid(sup: Supervisor, name: str) -> int:
         info = sup.child_info(name)
     except KeyError:
         raise LookupError(f"supervisor {sup.name!r} has no child at {name!r}") from None
+    if info.nested:
+        raise LookupError(f"{name!r} is a nested supervisor: it has no process of its own")
     if info.pid is None:
         raise LookupError(f"child {name!r} is not running ({info.state})")
     if not info.on_this_machine:
@@ -286,14 +289,25 @@ def thaw_child(sup: Supervisor, name: str) -> None:
 
 
 def _ignoring_sigterm(target: Any, *args: Any, **kwargs: Any) -> Any:
-    """Runs in the child: SIGTERM is ignored, then the real target runs."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """Runs in the child, SIGTERM ignored since before its start was reported: the real target."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # already, see IGNORES_SIGTERM
     function = resolve(target) if isinstance(target, str) else target
     return function(*args, **kwargs)
 
 
+setattr(_ignoring_sigterm, IGNORES_SIGTERM, True)
+
+
 def stubborn(spec: ChildSpec) -> ChildSpec:
-    """The same child, but it ignores SIGTERM: only its shutdown's SIGKILL stops it."""
+    """The same child, but it ignores its stop: only its shutdown's SIGKILL stops it.
+
+    A Python child ignores SIGTERM from before the supervisor hears that it
+    started, so a stop right after its start meets the ignore too. A
+    program is sent SIGWINCH instead of its stop signal, which programs
+    ignore by default (a SIGTERM sent to it some other way still ends it).
+    """
+    if spec.command is not None:
+        return dataclasses.replace(spec, stop_signal="SIGWINCH")
     return dataclasses.replace(spec, target=_ignoring_sigterm, args=(spec.target, *spec.args))
 
 

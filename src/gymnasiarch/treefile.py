@@ -22,8 +22,10 @@ a nested supervisor::
 Every mistake is reported with its key path and line:
 ``child[2].restart (line 14): expected one of permanent, transient,
 temporary, got 'sometimes'``; the error raised names the first and carries
-them all (:attr:`TreeFileError.mistakes`). :func:`load_tree` checks structure and types;
-``resolve=True`` also imports every target, so an import error shows up when
+them all (:attr:`TreeFileError.mistakes`): each key of each table is
+checked whatever else is wrong, by the same checks as in Python.
+:func:`load_tree` checks structure and types; ``resolve=True`` also imports
+every target (and looks for every program), so an import error shows up when
 the file is checked, not when the child first starts.
 """
 
@@ -31,16 +33,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import re
 import shutil
 import sys
 import tomllib
+import types
+import typing
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, Union
 
 from gymnasiarch import ready as ready_kinds
 from gymnasiarch._spec import Backoff, ChildSpec
@@ -74,6 +79,49 @@ _SUPERVISOR_KEYS = (_OPTION_KEYS - _NESTED_ONLY) | {"backend", "address"}
 _NESTED_KEYS = (_OPTION_KEYS - _TOP_ONLY) | {"child"}
 _CHILD_KEYS = frozenset(_RENAMED.get(name, name) for name in _names(ChildSpec))
 _BACKOFF_KEYS = _names(Backoff)
+_FROM_FILE = {spelled: name for name, spelled in _RENAMED.items()}
+# Tried in place of a wrong field besides the values of its type (see
+# _Loader._caused_by_others): a ready kind and a program that need nothing else.
+_STAND_IN_TARGET = "placeholder.module:target"  # for checks of other fields: never imported
+_LINE_KEY = {"regex": "line"}  # ready.Line's field, as a file spells it
+_ALSO_TRIED: dict[str, tuple[Any, ...]] = {
+    "ready": (ready_kinds.Notify(),),
+    "command": (("program",),),
+}
+
+
+def _field_head(field: str) -> str:
+    """The argument *field* is in: ``command`` of ``command[2]`` or ``env`` of ``env.X``."""
+    return re.split(r"[.\[]", field, maxsplit=1)[0]
+
+
+def _values_of(hint: Any) -> tuple[Any, ...]:
+    """Every value of a type of few values (a Literal, bool, or a union of them), else none."""
+    if hint is bool:
+        return (False, True)
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return tuple(value for arg in typing.get_args(hint) for value in _values_of(arg))
+    return ()
+
+
+@functools.cache
+def _choices(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The fields of *cls* of few values, and those values (read from its annotations)."""
+    # A name imported only for type checkers (SupervisorOptions' Backend) is
+    # no type of few values: stand anything in for it.
+    stand_ins: dict[str, Any] = {}
+    for _ in range(len(dataclasses.fields(cls)) + 1):
+        try:
+            hints = typing.get_type_hints(cls, localns=stand_ins)
+        except NameError as error:
+            if error.name is None or error.name in stand_ins:
+                return {}
+            stand_ins[error.name] = object
+        else:
+            return {name: values for name, hint in hints.items() if (values := _values_of(hint))}
+    return {}
 
 
 class TreeFileError(GymnasiarchError):
@@ -189,8 +237,9 @@ class _Loader:
         self.lines = lines
         self.resolve = resolve
         self.folder = folder
-        # Every mistake found, so that one check shows them all; a part with a
-        # mistake is not built, its siblings still are (and checked).
+        # Every mistake found, so that one check shows them all: each field of
+        # a part is checked whatever else of it is wrong (see checked()); a
+        # part with a mistake is not built, its siblings still are (and checked).
         self.mistakes: list[TreeFileError] = []
 
     @contextlib.contextmanager
@@ -206,13 +255,15 @@ class _Loader:
     def error(self, key: str, message: str) -> TreeFileError:
         return TreeFileError(message, path=self.path, key=key, line=self.lines.line(key))
 
-    def check_keys(self, where: str, table: Mapping[str, Any], allowed: Collection[str]) -> None:
-        """Every key of *table* is one of *allowed*; values are checked where they are used.
+    def check_keys(
+        self, where: str, table: Mapping[str, Any], allowed: Collection[str]
+    ) -> set[str]:
+        """List each key of *table* that is not one of *allowed*, or is no finite number.
 
-        Raises:
-            _ReportedError: Some were not (each one is listed).
+        Returns:
+            Those keys: their values are not checked again (one mistake, one line).
         """
-        before = len(self.mistakes)
+        wrong: set[str] = set()
         for key, value in table.items():
             key_path = f"{where}.{key}" if where else key
             if key not in allowed:
@@ -220,57 +271,107 @@ class _Loader:
                 self.mistakes.append(
                     self.error(key_path, f"unknown key {key!r} (known keys: {known})")
                 )
+                wrong.add(key)
             # Python's values allow math.inf (wait for ever); a file says so by leaving it out.
             elif isinstance(value, float) and not math.isfinite(value):
                 self.mistakes.append(
                     self.error(key_path, f"expected a finite number, got {value!r}")
                 )
-        if len(self.mistakes) > before:
-            raise _ReportedError
+                wrong.add(key)
+        return wrong
 
     def supervisor(
-        self, where: str, table: Mapping[str, Any], children: list[Any], before: int
+        self,
+        where: str,
+        table: Mapping[str, Any],
+        children: list[Any],
+        before: int,
+        wrong_keys: Collection[str] = (),
     ) -> Supervisor:
-        """The supervisor of *table*; *before* is how many mistakes were listed before its keys.
+        """The supervisor of *table*, its options checked whatever its children's mistakes.
+
+        *before* is how many mistakes were listed before its keys; *wrong_keys*
+        are those of its keys already listed (unknown ones, say).
 
         Raises:
             _ReportedError: It or one of its children has a mistake (each one is listed).
         """
-        options: dict[str, Any] = {k: v for k, v in table.items() if k not in ("child", "backoff")}
-        if not where:  # the root's: a nested one's backend is an unknown key, listed already
-            with self.collecting():
-                kind, address = options.pop("backend", "local"), options.pop("address", None)
-                backend = self.backend(kind, address)
-                if backend is not None:
-                    options["backend"] = backend
-        if "backoff" in table:
-            backoff_key = f"{where}.backoff" if where else "supervisor.backoff"
-            with self.collecting():
-                if not isinstance(table["backoff"], dict):
-                    raise self.error(backoff_key, f"expected a table, got {table['backoff']!r}")
-                self.check_keys(backoff_key, table["backoff"], _BACKOFF_KEYS)
-                options["backoff"] = self.build(backoff_key, Backoff, **table["backoff"])
-        if not isinstance(children, list) or not children:
-            self.mistakes.append(
-                self.error(f"{where}.child" if where else "child", "expected [[child]] tables")
-            )
-            raise _ReportedError
-        prefix = f"{where}." if where else ""
-        specs: list[ChildSpec | Supervisor] = []
-        for index, child in enumerate(children):
-            with self.collecting():
-                specs.append(self.child(f"{prefix}child[{index}]", child))
-        if len(self.mistakes) > before:
-            raise _ReportedError
         # The root's options are under [supervisor], its children at the top.
         at = where or "supervisor"
+        prefix = f"{where}." if where else ""
+        options: dict[str, Any] = {
+            k: v
+            for k, v in table.items()
+            if k not in ("child", "backoff", "backend", "address") and k not in wrong_keys
+        }
+        wrong = set(wrong_keys)
+        backend: Any = None
+        if not where:  # the root's: a nested one's backend is an unknown key, listed already
+            with self.collecting():
+                backend = self.backend(table.get("backend", "local"), table.get("address"))
+        if "backoff" in table and "backoff" not in wrong_keys:
+            backoff = self.backoff(f"{at}.backoff", table["backoff"])
+            if backoff is None:
+                wrong.add("backoff")
+            else:
+                options["backoff"] = backoff
+        self.checked(at, SupervisorOptions, options, wrong=wrong, key=lambda f: f"{at}.{f}")
+        if not isinstance(children, list) or not children:
+            self.mistakes.append(self.error(f"{prefix}child", "expected [[child]] tables"))
+            raise _ReportedError
+        specs: list[tuple[int, ChildSpec | Supervisor]] = []
+        for index, child in enumerate(children):
+            with self.collecting():
+                specs.append((index, self.child(f"{prefix}child[{index}]", child)))
+        # A child with a mistake has a name all the same (unless it is the mistake).
+        names = [(i, c.get("name")) for i, c in enumerate(children) if isinstance(c, dict)]
+        self.check_names(prefix, names)
+        if len(self.mistakes) > before:
+            raise _ReportedError
+        if backend is not None:
+            options["backend"] = backend
+        # What only the whole supervisor can check (its children's names, each unique).
         return self.build(
             at,
             Supervisor,
-            specs,
+            [spec for _, spec in specs],
             key=lambda field: prefix + field if field.startswith("child[") else f"{at}.{field}",
             **options,
         )
+
+    def check_names(self, prefix: str, names: list[tuple[int, object]]) -> None:
+        """List each child (of *names*: its place and name) whose name an earlier one has.
+
+        The Supervisor's own check judges, which stops at the first: it is
+        given stand-ins of the same names (a nested supervisor is adopted by
+        the one it is given to, once), and asked again without each one found.
+        A name that is itself wrong (or missing) is listed already: left out.
+        """
+        left: list[tuple[int, ChildSpec]] = []
+        for index, name in names:
+            with contextlib.suppress(FieldError):
+                left.append((index, ChildSpec(name, target=_STAND_IN_TARGET)))  # type: ignore[arg-type]
+        while left:
+            try:
+                Supervisor([stand_in for _, stand_in in left])
+            except FieldError as error:
+                number = error.field.removeprefix("children[").removesuffix("]")
+                if not number.isdigit():  # no one child's: the final build tells it
+                    return
+                index, _ = left.pop(int(number))
+                self.mistakes.append(self.error(f"{prefix}child[{index}]", error.message))
+            else:
+                return
+
+    def backoff(self, where: str, table: object) -> Backoff | None:
+        """A ``backoff = {...}`` table as a Backoff, or None once its mistakes are listed."""
+        if not isinstance(table, dict):
+            self.mistakes.append(self.error(where, f"expected a table, got {table!r}"))
+            return None
+        wrong = self.check_keys(where, table, _BACKOFF_KEYS)
+        given = {k: v for k, v in table.items() if k not in wrong}
+        built, wrong = self.checked(where, Backoff, given, wrong=wrong)
+        return None if wrong else built
 
     def backend(self, kind: object, address: object) -> Any:
         """The ``[supervisor]`` table's ``backend`` (and ``address``), built."""
@@ -291,85 +392,275 @@ class _Loader:
         )
 
     def child(self, where: str, table: Any) -> ChildSpec | Supervisor:
+        """The child of *table*: each of its keys checked, its target or program looked for.
+
+        Raises:
+            TreeFileError: It is no table.
+            _ReportedError: It has mistakes (each one is listed).
+        """
         if not isinstance(table, dict):
             raise self.error(where, "expected a table ([[child]])")
+        before = len(self.mistakes)
+        wrong: set[str] = set()
         if "name" not in table:
-            raise self.error(where, "missing key 'name'")
-        if "child" in table:  # a nested supervisor
-            before = len(self.mistakes)
-            with self.collecting():  # its children are checked all the same
-                self.check_keys(where, table, _NESTED_KEYS)
-            return self.supervisor(where, table, table["child"], before)
-        self.check_keys(where, table, _CHILD_KEYS)
-        if "target" not in table and "command" not in table:
-            raise self.error(
-                where,
-                "missing key 'target' (a dotted path like 'pkg.mod:function') "
-                "or 'command' (a program and its arguments, as a list)",
-            )
-        options = {k: v for k, v in table.items() if k not in ("args", "params")}
-        spec: ChildSpec | None = None
-        with self.collecting():
-            if "ready" in table:
-                options["ready"] = self.ready(f"{where}.ready", table["ready"])
-            spec = self.build(
-                where,
-                ChildSpec,
-                args=table.get("args", ()),
-                kwargs=table.get("params"),
-                **options,
-            )
-        # Its target or program is looked for even when a field was wrong: one
-        # check shows both.
-        with self.collecting():
-            if self.resolve and "command" in table:
-                if spec is not None:  # where to look (cwd, PATH) is the spec's
-                    self.find_program(where, spec)
-            elif self.resolve:
-                try:
-                    resolve_target(table["target"])
-                except Exception as error:  # any import failure is reported
-                    raise self.error(f"{where}.target", str(error)) from None
-        if spec is None:
+            self.mistakes.append(self.error(where, "missing key 'name'"))
+            wrong.add("name")
+        if "child" in table:  # a nested supervisor, its children checked all the same
+            wrong |= self.check_keys(where, table, _NESTED_KEYS)
+            return self.supervisor(where, table, table["child"], before, wrong)
+        wrong |= {_FROM_FILE.get(k, k) for k in self.check_keys(where, table, _CHILD_KEYS)}
+        # A placeholder of its kind stands in for a wrong name, target or
+        # command, so that the other fields are checked (it is never looked for).
+        fallback: dict[str, Any] = {"name": "child"}
+        if "command" in table:
+            fallback["command"] = ("program",)
+        else:
+            fallback["target"] = _STAND_IN_TARGET
+            if "target" not in table:
+                self.mistakes.append(
+                    self.error(
+                        where,
+                        "missing key 'target' (a dotted path like 'pkg.mod:function') "
+                        "or 'command' (a program and its arguments, as a list)",
+                    )
+                )
+                wrong |= {"target", "command"}  # a program's fields are not told off for it
+        given: dict[str, Any] = {_FROM_FILE.get(str(k), str(k)): v for k, v in table.items()}
+        given = {k: v for k, v in given.items() if k not in wrong}
+        if "ready" in given:
+            ready = self.ready(f"{where}.ready", given["ready"])
+            if ready is None:
+                wrong.add("ready")
+                del given["ready"]
+            else:
+                given["ready"] = ready
+        spec, wrong = self.checked(
+            where, ChildSpec, given, wrong=wrong, fallback=fallback, also=_ALSO_TRIED
+        )
+        # Its target or program is looked for whatever else is wrong: one check
+        # shows both (unless it is itself what is wrong).
+        if self.resolve:
+            with self.collecting():
+                self.look_for(where, table, given, wrong)
+        if spec is None or wrong or len(self.mistakes) > before:
             raise _ReportedError
         return spec
 
-    def ready(self, where: str, table: object) -> ready_kinds.ReadyKind:
-        """A ``ready = {...}`` table as the ready kind it names: notify, port, path or line."""
+    def look_for(
+        self, where: str, table: Mapping[str, Any], given: Mapping[str, Any], wrong: set[str]
+    ) -> None:
+        """``gymnasiarch check``: the child's program is found, or its target imports."""
+        if "command" in table:
+            if "command" not in wrong:
+                env = given.get("env") if "env" not in wrong else None
+                cwd = given.get("cwd") if "cwd" not in wrong else None
+                self.find_program(where, given["command"], env, cwd)
+        elif "target" not in wrong:
+            try:
+                resolve_target(table["target"])
+            except Exception as error:  # any import failure is reported
+                raise self.error(f"{where}.target", str(error)) from None
+
+    def ready(self, where: str, table: object) -> ready_kinds.ReadyKind | None:
+        """A ``ready = {...}`` table as the ready kind it names: notify, port, path or line.
+
+        None once its mistakes are listed.
+        """
         kinds = {"notify", "port", "path", "line"}
         if not isinstance(table, dict) or len(kinds & set(table)) != 1:
-            raise self.error(
-                where,
-                'expected one of {notify = true}, {port = 6390}, {path = "..."}, '
-                f'{{line = "regex"}}, got {table!r}',
+            self.mistakes.append(
+                self.error(
+                    where,
+                    'expected one of {notify = true}, {port = 6390}, {path = "..."}, '
+                    f'{{line = "regex"}}, got {table!r}',
+                )
             )
+            return None
         if "notify" in table:
-            self.check_keys(where, table, {"notify"})
-            if table["notify"] is not True:
-                raise self.error(f"{where}.notify", f"expected true, got {table['notify']!r}")
-            return ready_kinds.Notify()
+            wrong = self.check_keys(where, table, {"notify"})
+            if "notify" not in wrong and table["notify"] is not True:
+                self.mistakes.append(
+                    self.error(f"{where}.notify", f"expected true, got {table['notify']!r}")
+                )
+                return None
+            return None if wrong else ready_kinds.Notify()
+        factory: type[ready_kinds.Port | ready_kinds.Path | ready_kinds.Line]
         if "port" in table:
-            self.check_keys(where, table, {"port", "host"})
-            return self.build(where, ready_kinds.Port, **table)
-        if "path" in table:
-            self.check_keys(where, table, {"path"})
-            return self.build(where, ready_kinds.Path, **table)
-        self.check_keys(where, table, {"line"})
-        return self.build(where, ready_kinds.Line, table["line"], key=lambda _: f"{where}.line")
+            factory, allowed = ready_kinds.Port, {"port", "host"}
+        elif "path" in table:
+            factory, allowed = ready_kinds.Path, {"path"}
+        else:
+            factory, allowed = ready_kinds.Line, {"line"}
+        wrong = self.check_keys(where, table, allowed)
+        # Line's field is its regex, which a file calls line.
+        given = {"regex" if k == "line" else k: v for k, v in table.items() if k not in wrong}
+        kind: ready_kinds.ReadyKind | None
+        kind, wrong = self.checked(
+            where, factory, given, wrong=wrong, key=lambda f: f"{where}.{_LINE_KEY.get(f, f)}"
+        )
+        return None if wrong else kind
 
-    def find_program(self, where: str, spec: ChildSpec) -> None:
-        """``gymnasiarch check``: the program of *spec* can be found and run."""
-        assert spec.command is not None
-        program = spec.command[0]
-        env = spec.env or {}
-        search = env["PATH"] if "PATH" in env else os.environ.get("PATH")
+    def find_program(
+        self, where: str, command: Any, env: Mapping[str, Any] | None, cwd: Any
+    ) -> None:
+        """``gymnasiarch check``: the program of a *command* (checked) can be found and run."""
+        program = command[0]
+        env = env or {}
+        search = env["PATH"] if isinstance(env.get("PATH"), str) else os.environ.get("PATH")
         if os.sep in program:
-            where_it_is = os.path.join(os.fspath(spec.cwd or "."), program)
+            where_it_is = os.path.join(os.fspath(cwd or "."), program)
             found = where_it_is if os.access(where_it_is, os.X_OK) else None
         else:
             found = shutil.which(program, path=search)
         if found is None:
             raise self.error(f"{where}.command", f"program {program!r} not found or not executable")
+
+    def checked(
+        self,
+        where: str,
+        factory: Callable[..., _T],
+        given: Mapping[str, Any],
+        *,
+        wrong: Collection[str] = (),
+        fallback: Mapping[str, Any] | None = None,
+        key: Callable[[str], str] | None = None,
+        also: Mapping[str, tuple[Any, ...]] | None = None,
+    ) -> tuple[_T | None, set[str]]:
+        """Call *factory* with *given*, listing every field of it that is wrong.
+
+        The factory's own checks judge (each error a FieldError naming its
+        field); they stop at the first, so each field found wrong is left out
+        (at its default, or its *fallback*) and the factory called again,
+        until it builds. *wrong* are fields already listed (and left out).
+
+        A field found wrong only because another one is (``significant``
+        next to ``restart = "sometimes"``) is not listed: the root cause is
+        (see :meth:`_caused_by_others`).
+
+        Returns:
+            What the factory built with the fields that are right (None if it
+            cannot be built without the others), and every wrong field.
+        """
+        fallback = fallback or {}
+        left_out = set(wrong)
+        failed: dict[str, FieldError] = {}  # in the order found
+        built: _T | None = None
+        other: Exception | None = None  # about no one field
+        while True:
+            arguments = self._arguments(given, left_out, fallback)
+            try:
+                built = factory(**arguments)
+                break
+            except FieldError as error:
+                head = _field_head(error.field)
+                if head not in arguments or head in left_out:
+                    # A default's or a fallback's: it only follows from a field left out.
+                    other = error if not left_out else None
+                    break
+                failed[head] = error
+                left_out.add(head)
+            except (ValueError, TypeError) as error:
+                other = error if not left_out else None
+                break
+        if other is not None:  # nothing else said what it was
+            self.mistakes.append(self.error(where, str(other)))
+        roots = [
+            head
+            for number, head in enumerate(failed)
+            if not self._caused_by_others(
+                factory=factory,
+                given=given,
+                head=head,
+                wrong=left_out,
+                earlier=list(failed)[:number],
+                fallback=fallback,
+                also=also or {},
+            )
+        ]
+        if failed and not roots and not set(wrong):
+            roots = [next(iter(failed))]  # the others' alternatives do not all fit at once
+        for head in roots:
+            self.mistakes.append(self.field_error(where, failed[head], key))
+        return (built if not left_out else None), left_out
+
+    def _caused_by_others(
+        self,
+        *,
+        factory: Callable[..., Any],
+        given: Mapping[str, Any],
+        head: str,
+        wrong: set[str],
+        earlier: list[str],
+        fallback: Mapping[str, Any],
+        also: Mapping[str, tuple[Any, ...]],
+    ) -> bool:
+        """Whether *head* is wrong only because another field is.
+
+        It is when its given value passes once some other wrong field is
+        given a right one. Only fields of few values are tried in place of a
+        wrong one: each value of a Literal type (``restart``, ``output``),
+        True and False, and the values in *also*. It is too when a field
+        found wrong before it (*earlier*) is right once *head* is left out:
+        the two disagree (``command = ["sleep", "{apy}"]`` and ``ports =
+        ["api"]``), which the first one found says. A check across fields
+        that none of this satisfies is listed as it is found.
+        """
+        right = {k: v for k, v in given.items() if k not in wrong}
+        choices = _choices(factory) if isinstance(factory, type) else {}
+        for other in sorted(wrong - {head}):
+            for value in (*choices.get(other, ()), *also.get(other, ())):
+                tried = {**right, head: given[head], other: value}
+                if self._passes(factory, tried, head, wrong, fallback):
+                    return True
+        return any(
+            self._passes(factory, {**right, other: given[other]}, other, wrong, fallback)
+            for other in earlier
+        )
+
+    def _passes(
+        self,
+        factory: Callable[..., Any],
+        given: dict[str, Any],
+        head: str,
+        wrong: set[str],
+        fallback: Mapping[str, Any],
+    ) -> bool:
+        """Whether *factory* finds *head* in *given* right (others left out as they are found)."""
+        left_out = set(wrong) - set(given)
+        fallback = dict(fallback)
+        while True:
+            arguments = self._arguments(given, left_out, fallback)
+            try:
+                factory(**arguments)
+            except FieldError as error:
+                other = _field_head(error.field)
+                if other == head or other not in arguments:
+                    return False
+                if other in left_out:  # its placeholder stands in the way of the value tried
+                    del fallback[other]
+                left_out.add(other)
+            except (ValueError, TypeError):
+                return False
+            else:
+                return True
+
+    @staticmethod
+    def _arguments(
+        given: Mapping[str, Any], left_out: Collection[str], fallback: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """*given* but *left_out*, each of those that has a *fallback* at it."""
+        arguments = {k: v for k, v in given.items() if k not in left_out}
+        arguments.update({k: v for k, v in fallback.items() if k in left_out})
+        return arguments
+
+    def field_error(
+        self, where: str, error: FieldError, key: Callable[[str], str] | None = None
+    ) -> TreeFileError:
+        """*error* at its key: *where* and the field as a file spells it, or *key* of that."""
+        head, bracket, rest = error.field.partition("[")
+        field = _RENAMED.get(head, head) + bracket + rest
+        path = key(field) if key is not None else f"{where}.{field}"
+        return self.error(path, error.message)
 
     def build(
         self,
@@ -388,10 +679,7 @@ class _Loader:
         try:
             return factory(*args, **kwargs)
         except FieldError as error:
-            head, bracket, rest = error.field.partition("[")
-            field = _RENAMED.get(head, head) + bracket + rest
-            path = key(field) if key is not None else f"{where}.{field}"
-            raise self.error(path, error.message) from None
+            raise self.field_error(where, error, key) from None
         except (ValueError, TypeError) as error:  # about no one field
             raise self.error(where, str(error)) from None
 
@@ -426,23 +714,22 @@ def load_tree(path: str | Path, *, resolve: bool = False, add_to_path: bool = Tr
         raise TreeFileError(f"is not valid TOML: {error}", path=name) from None
     folder = str(Path(path).resolve().parent)
     loader = _Loader(name, _Lines.of(text), resolve, folder)
-    unknown = set(document) - {"supervisor", "child"}
-    if unknown:
-        key = sorted(unknown)[0]
-        raise loader.error(
-            key, f"unknown top-level key {key!r} (expected [supervisor] and [[child]])"
+    for key in sorted(set(document) - {"supervisor", "child"}):
+        loader.mistakes.append(
+            loader.error(
+                key, f"unknown top-level key {key!r} (expected [supervisor] and [[child]])"
+            )
         )
     settings = document.get("supervisor", {})
     if not isinstance(settings, dict):
         raise loader.error("supervisor", "expected a table ([supervisor])")
-    with loader.collecting():  # the children are checked all the same
-        loader.check_keys("supervisor", settings, _SUPERVISOR_KEYS)
+    wrong = loader.check_keys("supervisor", settings, _SUPERVISOR_KEYS)
     children = document.get("child", [])
     if add_to_path and folder not in sys.path:
         sys.path.insert(0, folder)
     built: Supervisor | None = None
     with loader.collecting():
-        built = loader.supervisor("", settings, children, 0)
+        built = loader.supervisor("", settings, children, 0, wrong)
     if built is None or loader.mistakes:
         # In file order (found order is the order of the checks); a mistake
         # of no known line (the file's own) last. sorted() is stable.

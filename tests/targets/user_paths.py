@@ -54,3 +54,31 @@ def ready_once_then_never(marker: str) -> None:
         sys.exit(1)
     while True:
         time.sleep(3600)
+
+
+def structlog_inside(count: int) -> None:
+    """Import structlog only inside the function (as a lazy module does), then log with it."""
+    import structlog
+
+    log = structlog.get_logger("sim.chatty")
+    for i in range(count):
+        log.info("step", i=i)
+
+
+def spawn_wrapper_in_a_process_of_its_own(config: dict[str, object]) -> None:
+    """The seed's use: a process of the caller's own runs spawn_wrapper (the log config given)."""
+    import anyio
+
+    from gymnasiarch.logserver import LOG_CONFIG_KEY
+    from gymnasiarch.spawn import spawn_wrapper
+
+    target = "targets.user_paths:structlog_inside"
+    anyio.run(spawn_wrapper, "worker", {LOG_CONFIG_KEY: config}, target, [3])
+
+
+def ready_then_beat_until_frozen() -> None:
+    """Get ready, then beat (the watchdog's heartbeat) for ever: only a freeze stops the beats."""
+    child_context().ready()
+    while True:
+        child_context().heartbeat()
+        time.sleep(0.01)

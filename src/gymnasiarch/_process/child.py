@@ -38,7 +38,13 @@ import anyio
 
 from gymnasiarch import _context, _platform
 from gymnasiarch._backends.base import Launch
-from gymnasiarch._context import BEAT_FRACTION, ChildContext, child_context, set_child_context
+from gymnasiarch._context import (
+    BEAT_FRACTION,
+    IGNORES_SIGTERM,
+    ChildContext,
+    child_context,
+    set_child_context,
+)
 from gymnasiarch._process.forkserver_main import release_start_slot
 from gymnasiarch._process.marks import mark_descendants
 from gymnasiarch._process.output import (
@@ -413,12 +419,18 @@ def _run_target(launch: Launch, send: _Sender) -> Any:
         enable_stack_dumps()  # a hung child's stacks, on the supervisor's request
     target = resolve(launch.target) if isinstance(launch.target, str) else launch.target
     forward_structlog()  # the target's module may have imported structlog just now
-    send(("started",))
-    # Its watchdog starts now (else at its ready()); an async def target's
-    # at the first beat of its beat task, once its event loop runs.
+    if getattr(target, IGNORES_SIGTERM, False):
+        # Ignored from before the supervisor hears "started" (gymnasiarch.
+        # testing.stubborn): a stop right after it must meet the ignore.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Its watchdog starts now (else at its ready()), armed before the
+    # supervisor hears of the start (a child stopped right after it is still
+    # watched); an async def target's at the first beat of its beat task,
+    # once its event loop runs.
     arm = not launch.watchdog_from_ready
     if arm and not inspect.iscoroutinefunction(target):
         child_context()._arm()
+    send(("started",))
     release_start_slot()  # our fork server may fork the next spare now
     # The caretaking of spawn_wrapper is done already (child_main); a sync
     # target runs without an event loop around it, so it may start its own.

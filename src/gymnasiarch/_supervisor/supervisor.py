@@ -924,10 +924,13 @@ class Supervisor:
         :attr:`~gymnasiarch.Event.path`. A subscription lasts until this
         supervisor stops (for a nested one: until the root stops, across
         restarts of its group); subscribe before ``async with`` and nothing
-        is missed. With *replay*, the stream starts with one event per child
+        is missed. A subscription made while the supervisor is not running
+        (before it starts, or after it stopped) lasts until the end of its
+        next run. With *replay*, the stream starts with one event per child
         that says its current state (``ready`` for a running child,
         ``started`` for one starting, ``exited`` for one that is not running),
-        so a subscriber that comes late still sees the whole tree.
+        so a subscriber that comes late still sees the whole tree; their
+        paths are from the root, as those of live events.
 
         Each call gives an independent subscription; events are buffered, so
         a slow reader never slows the supervisor down.
@@ -940,7 +943,7 @@ class Supervisor:
                     Event(
                         kind,  # type: ignore[arg-type]
                         child=info.name,
-                        path=info.path,
+                        path=self._prefix + info.path,  # from the root, as live events
                         pid=info.pid,
                         restarts=info.restarts,
                         value=info.ready_value,
