@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from multiprocessing import forkserver
@@ -77,6 +78,19 @@ def no_thread_left_running() -> Iterator[None]:
 def no_process_left_behind() -> Iterator[None]:
     """Fail the test if it leaves a child process (or a zombie) of ours behind."""
     with _no_leftovers():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def own_control_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Give the ``gymnasiarch run`` of each test a default control socket of its own.
+
+    The default is one per user and machine: any other run there (a developer's, another
+    test session's) holds it, and the test's run is refused ("another gymnasiarch run is
+    serving at ..."). A short directory: a socket's path has at most 107 bytes.
+    """
+    with tempfile.TemporaryDirectory(prefix="gymnasiarch-test-") as runtime:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
         yield
 
 

@@ -192,8 +192,12 @@ async def test_child_ended_error_says_not_restarted_and_terminated_once() -> Non
         ChildSpec("once", f"{B}:exit_with", args=(3,), restart="temporary"),
         ChildSpec("slow", f"{B}:sleep_forever"),
     ]
-    with anyio.fail_after(30):
-        async with Supervisor(children) as sup:
+    sup = Supervisor(children)
+    with anyio.fail_after(30), sup.events() as events:
+        async with sup:
+            # Ready once started (no ready_timeout), and running until it has exited: under
+            # load it had not yet when the supervisor had started the next child.
+            await wait_for(sup, "exited", child="once", events=events)
             with pytest.raises(ChildEndedError) as once:
                 await sup.wait_ready("once")
             await sup.terminate_child("slow")

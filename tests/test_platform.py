@@ -31,14 +31,25 @@ NOBODY = 65534
 
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    """A child of ours that sleeps, with a mark in its environment; reaped at the end."""
+    """A child of ours that waits, with a mark in its environment; reaped at the end.
+
+    Given once it has said so: Popen returns when the exec has begun, and until the
+    kernel has set the new program up, /proc shows neither its environment nor its name.
+    """
     env = {**os.environ, "GYMNASIARCH_TEST_MARK": "here"}
-    child = subprocess.Popen(["sleep", "60"], env=env)
+    child = subprocess.Popen(
+        ["sh", "-c", "echo up; read line"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
     try:
+        assert child.stdout.readline() == b"up\n"
         yield child
     finally:
         child.kill()
         child.wait()
+        child.stdin.close()
+        child.stdout.close()
 
 
 def test_proc_reads_describe_a_living_child(sleeper: subprocess.Popen[bytes]) -> None:
@@ -51,8 +62,8 @@ def test_proc_reads_describe_a_living_child(sleeper: subprocess.Popen[bytes]) ->
     assert sleeper.pid in _platform.proc_children(os.getpid())
     assert _platform.proc_environ(sleeper.pid, "GYMNASIARCH_TEST_MARK") == "here"
     assert _platform.proc_environ(sleeper.pid, "GYMNASIARCH_NO_SUCH_MARK") is None
-    assert _platform.proc_cmdline(sleeper.pid) == "sleep 60"
-    assert _platform.proc_comm(sleeper.pid) == "sleep"
+    assert _platform.proc_cmdline(sleeper.pid) == "sh -c echo up; read line"
+    assert _platform.proc_comm(sleeper.pid) == "sh"
     assert _platform.zombie_exit_code(sleeper.pid) is None  # alive: no status to read
     assert sleeper.pid in _platform.proc_pids()
     assert _platform.proc_uid(sleeper.pid) == os.getuid()
@@ -71,7 +82,7 @@ def test_a_zombie_shows_its_status_until_its_pidfd_reaps_it(
         assert info is not None
         assert info.state == "Z"
         assert _platform.zombie_exit_code(sleeper.pid) == -signal.SIGKILL
-        assert _platform.proc_comm(sleeper.pid) == "sleep"  # a zombie keeps its name
+        assert _platform.proc_comm(sleeper.pid) == "sh"  # a zombie keeps its name
         assert _platform.proc_cmdline(sleeper.pid) == ""  # but not its command line
         assert _platform.reap_pidfd(pidfd) == -signal.SIGKILL
         assert _platform.proc_stat(sleeper.pid) is None

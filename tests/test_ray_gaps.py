@@ -243,11 +243,16 @@ async def test_memory_and_cpu_seconds_of_a_ray_child_are_fetched_while_someone_a
 
 # -- 3. a program's escaped daemons on a Ray node ------------------------------------------
 
+# The daemon tells its pid (kept by the exec) once setsid has run: `$!` is there before the
+# daemon has left the group, and the test could read the group it had not yet left.
 _FORMS = {
     # The shell waits: the daemon is its child, outside the group, until the stop.
-    "setsid cmd &": "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > {file}.new",
-    # A double fork: the middle process is gone, the daemon an orphan.
-    "double fork": "(setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > {file}.new)",
+    "setsid cmd &": "setsid sh -c 'echo $$ > {file}.new && mv {file}.new {file}; "
+    "exec sleep 1000' </dev/null >/dev/null 2>&1 &",
+    # A double fork: the middle process (the command substitution's) is gone, waited for,
+    # when the daemon's pid it carried is written; the daemon an orphan.
+    "double fork": "echo $(setsid sh -c 'echo $$; exec sleep 1000 >/dev/null' "
+    "</dev/null 2>/dev/null &) > {file}.new && mv {file}.new {file};",
 }
 
 
@@ -257,7 +262,7 @@ async def test_a_programs_setsid_daemon_is_stopped_with_it_on_its_node(
 ) -> None:
     """The daemon that left the program's group ends with the program, as on one machine."""
     file = tmp_path / "daemon.pid"
-    script = f"{_FORMS[form].format(file=file)}; mv {file}.new {file}; sleep 1000"
+    script = f"{_FORMS[form].format(file=file)} sleep 1000"
     spec = ChildSpec("daemonizer", command=["sh", "-c", script], ready=ready.Path(str(file)))
     sup = Supervisor([spec], backend=RayBackend(), handle_signals=False)
     daemon = None

@@ -309,3 +309,47 @@ async def test_a_nested_groups_replayed_events_carry_paths_from_the_root() -> No
                 live = await events.receive()
     assert (replayed.path, live.path) == ("agents/a1", "agents/a1")
     assert replayed.detail == "replayed: running"
+
+
+async def test_rest_for_one_restarts_a_waiting_sibling_after_the_one_it_depends_on(
+    tmp_path: Path,
+) -> None:
+    """A sibling waiting out its backoff when the one before it crashes is restarted after it.
+
+    While ``b`` waits for its restart, ``a`` (which ``b`` depends on) crashes:
+    ``a``'s restart takes ``b`` in, so ``b`` comes back after ``a``, not
+    before it against a dead ``a`` (it did, once backoffs stopped holding
+    the supervisor's lock, until a waiting child counted as running).
+    """
+    sup = Supervisor(
+        [
+            ChildSpec("a", "targets.user_paths:crash_once_after", args=(str(tmp_path / "a"), 0.3)),
+            ChildSpec("b", "targets.user_paths:crash_once_after", args=(str(tmp_path / "b"), 0)),
+        ],
+        strategy="rest_for_one",
+        backoff=Backoff(base=1, factor=1, cap=1, jitter=0),
+    )
+    seen: list[tuple[str, str | None]] = []
+    with anyio.fail_after(30), sup.events() as events:
+        async with sup:
+            async for event in events:
+                seen.append((event.kind, event.child))
+                if seen.count(("ready", "a")) == 2 and seen.count(("ready", "b")) == 2:
+                    break
+    starts = [child for kind, child in seen if kind == "started"]
+    assert starts == ["a", "b", "a", "b"], seen
+    assert sup.child_info("b").restarts == 1  # one restart, counted once
+
+
+async def test_a_child_stuck_before_ready_with_no_shutdown_limit_is_still_stopped() -> None:
+    """``shutdown=None`` waits for ever for an ordinary stop, not for a child that never got ready.
+
+    It gets a bounded grace (5 s), then SIGKILL: the start fails instead of hanging.
+    """
+    # Its target ignores SIGTERM from its first line, well before its ready_timeout.
+    spec = ChildSpec(
+        "env", "targets.user_paths:ignore_sigterm_never_ready", ready_timeout=1, shutdown=None
+    )
+    with anyio.fail_after(30), pytest.raises(InitializationFailedError, match="ready_timeout"):
+        async with Supervisor([spec]):
+            pass

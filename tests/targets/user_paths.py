@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -82,3 +83,10 @@ def ready_then_beat_until_frozen() -> None:
     while True:
         child_context().heartbeat()
         time.sleep(0.01)
+
+
+def ignore_sigterm_never_ready() -> None:
+    """Ignore SIGTERM from the first line and never call ready(): only SIGKILL ends it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(3600)

@@ -280,6 +280,10 @@ class ChildHost:
                 return  # the leader exited before it listened: child.exited follows
             seen.set()
 
+        if _already_seen(kind, hosted):
+            # Its READY=1 (or its line) came before it exited, perhaps before
+            # this question reached the actor: it was ready, whatever followed.
+            return True, await _look_for(kind, child, hosted)
         async with anyio.create_task_group() as group:
             group.start_soon(look)
             await first_of(seen, child.exited)
@@ -446,6 +450,17 @@ async def _watch_notifying(child: ChildProcess, notify: NotifySocket, hosted: _H
     with anyio.move_on_after(0):
         while True:
             hosted.note(await notify.receive(), notify.status)
+
+
+def _already_seen(kind: Any, hosted: _HostedRun) -> bool:
+    """Whether *hosted*'s program already said it was ready, by *kind* (Notify or Line)."""
+    from gymnasiarch import ready  # noqa: PLC0415 - a leaf; only programs need it
+
+    if isinstance(kind, ready.Notify):
+        return hosted.notify_ready.is_set()
+    if isinstance(kind, ready.Line):
+        return hosted.line_matcher is not None and hosted.line_matcher.match is not None
+    return False
 
 
 async def _look_for(kind: Any, child: ChildProcess, hosted: _HostedRun) -> Any:

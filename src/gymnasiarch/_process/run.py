@@ -248,6 +248,7 @@ class ChildProcess(ChildRun):
         # they name the limit behind a SIGXCPU or SIGKILL (see _signal_cause).
         self._cpu_seconds: int | None = None
         self._cpu_at_exit: float | None = None
+        self._cpu_soft_limit_at_exit: int | None = None
         self._exec_pending = False
         self._zombie_code: int | None = None  # the exit code, read before the fork server reaps
         self._watch_scope: anyio.CancelScope | None = None
@@ -447,6 +448,7 @@ class ChildProcess(ChildRun):
                 await anyio.wait_readable(self._pidfd)
                 if self._cpu_seconds is not None:  # read before anyone reaps it
                     self._cpu_at_exit = _platform.zombie_cpu_seconds(self.pid)
+                    self._cpu_soft_limit_at_exit = _platform.zombie_cpu_soft_limit(self.pid)
                 if self._method == "forkserver":
                     self._zombie_code = _zombie_exit_code(self.pid)
                     # If its fork server died, the child was reparented to us
@@ -825,10 +827,12 @@ class ChildProcess(ChildRun):
 
         SIGXCPU: its ``cpu_seconds``. SIGKILL: the hard limit above it, if the
         child had used that much CPU (it handled its SIGXCPU and spun on),
-        read from the zombie (:func:`_platform.zombie_cpu_seconds`), and if
-        no stop of ours sent it. Best effort: a fork server may reap the
-        zombie before it is read (a spawned child is ours to reap: never);
-        then the SIGKILL is told as it is.
+        read from the zombie (:func:`_platform.zombie_cpu_seconds`, or the
+        soft limit the kernel raised to the hard one,
+        :func:`_platform.zombie_cpu_soft_limit`), and if no stop of ours sent
+        it. Best effort: a fork server may reap the zombie before it is read
+        (a spawned child is ours to reap: never); then the SIGKILL is told as
+        it is.
         """
         seconds = self._cpu_seconds
         if seconds is None:
@@ -837,11 +841,15 @@ class ChildProcess(ChildRun):
             return f"over limits.cpu_seconds of {seconds} s"
         hard = seconds + _platform.CPU_HARD_MARGIN
         used = self._cpu_at_exit
+        # The kernel kills by its CPU time in ticks, which may read a little less than the
+        # exact time, or under load a lot more: then its soft limit, which it raised by a
+        # second at each SIGXCPU, tells that it had counted up to the hard limit's last second.
+        near = (used is not None and used >= hard - CPU_SLACK) or (
+            self._cpu_soft_limit_at_exit is not None and self._cpu_soft_limit_at_exit >= hard
+        )
         if (
             signum == signal.SIGKILL
-            and used is not None
-            # The kernel's CPU accounting, in ticks, may show a little less.
-            and used >= hard - CPU_SLACK
+            and near
             and self._over_limit is None
             and self._hung is None
             and not self.stop_requested  # our own SIGKILL, after the stop's grace

@@ -9,6 +9,7 @@ the restart to finish and is then judged on its own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -217,6 +218,11 @@ class _NestedRun(ChildRun):
         """Nothing to abandon: the inner supervisor bounds its own waits."""
 
 
+#: The grace of a child stopped for missing its ready_timeout, where its
+#: ``shutdown`` is None (as _process.sampler.OVER_LIMIT_GRACE for max_memory).
+_UNREADY_GRACE = 5.0
+
+
 class _Child:
     """The supervisor's record of one child across its runs."""
 
@@ -248,8 +254,17 @@ class _Child:
         # run again).
         self.changed = anyio.Event()
         self.ended: str | None = None
-        # The restart due for it after a backoff (see Supervisor._restart).
+        # The restart due for it after a backoff (see Supervisor._restart), and when.
         self.pending_restart: object | None = None
+        self.due_at = 0.0
+
+    def call_off_restart(self) -> bool:
+        """Forget the restart due for it (not done: not counted); whether one was due."""
+        if self.pending_restart is None:
+            return False
+        self.pending_restart = None
+        self.restarts -= 1
+        return True
 
     @property
     def name(self) -> str:
@@ -744,10 +759,29 @@ class Supervisor:
         which an application embedding us needs for its own work. A nested
         supervisor was checked with its parent's tree (or by ``start_child``).
         """
-        if not self._nested:
-            # A signal that stops the start does not wait for a slow import
-            # to end: the thread is left to finish it on its own.
-            await anyio.to_thread.run_sync(self._check_all, abandon_on_cancel=True)
+        if self._nested:
+            return
+        # A daemon thread of its own, not anyio's worker: a signal that
+        # stops the start does not wait for a slow import to end, and the
+        # thread, left to finish it on its own, does not hold up the
+        # process's exit either (anyio's asyncio workers are joined at exit).
+        done = anyio.Event()
+        failure: list[BaseException] = []
+        token = anyio.lowlevel.current_token()
+
+        def check() -> None:
+            try:
+                self._check_all()
+            except BaseException as error:  # raised on the caller's loop below
+                failure.append(error)
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop is gone (abandoned)
+                    anyio.from_thread.run_sync(done.set, token=token)
+
+        threading.Thread(target=check, name="gymnasiarch-target-check", daemon=True).start()
+        await done.wait()
+        if failure:
+            raise failure[0]
 
     @property
     def _programs_here(self) -> bool:
@@ -1481,7 +1515,10 @@ class Supervisor:
             run.kill()
         else:
             run.terminate()
-        grace = child.shutdown
+        # Bounded even with shutdown=None, as a stop over max_memory is: a
+        # child that never got ready may well ignore its stop, and the start
+        # (or, at a restart, every other exit) waits for this one.
+        grace = _UNREADY_GRACE if child.shutdown is None else child.shutdown
         with anyio.move_on_after(math.inf if grace is None else grace) as scope:
             self._grace_scopes.add(scope)  # a second Ctrl-C kills now
             try:
@@ -1577,7 +1614,10 @@ class Supervisor:
                 c.name,
                 c.restart,
                 c.significant,
-                running=c.run is not None,
+                # Waiting for its restart counts as running: a strategy's
+                # group takes it in (rest_for_one: restarted after the one
+                # it depends on), as when exits were judged one at a time.
+                running=c.run is not None or c.pending_restart is not None,
                 count_normal_exits=getattr(c.spec, "count_normal_exits", True),
             )
             for c in self._children.values()
@@ -1609,14 +1649,22 @@ class Supervisor:
         for name in decision.retire:
             self._children[name].retire()  # a temporary sibling, stopped for good
         group = [self._children[n] for n in decision.start]
-        delay = decision.delay
+        # A member already waiting for its own restart (it ended just
+        # before) is taken into this one, in the group's order, and keeps
+        # its own delay: the group starts once the longest is over.
+        due = time.monotonic() + decision.delay
+        due = max([due, *(m.due_at for m in group if m.pending_restart is not None)])
+        delay = due - time.monotonic()
         token = object()  # this restart's: a later one (or a stop) takes it away
         for member in group:
+            member.call_off_restart()  # replaced by this one: counted once
             member.restarts += 1
             member.state = "restarting"
-            member.pending_restart = token
-            self._publish("restarting", member, detail=f"after {delay:.3f} s" if delay else "now")
-        if delay:
+            member.pending_restart, member.due_at = token, due
+            self._publish(
+                "restarting", member, detail=f"after {delay:.3f} s" if delay > 0 else "now"
+            )
+        if delay > 0:
             # Each child's backoff is its own: while this one waits, another
             # child's exit is judged (and restart_child, terminate_child
             # act) at once, not after this delay. Held, the lock made every
@@ -1922,8 +1970,8 @@ class Supervisor:
         owner, child = self._find(name)
         owner._require_running()
         async with owner._lock:
-            if child.pending_restart is not None:  # one due after a backoff is called off
-                child.pending_restart, child.state = None, "terminated"
+            if child.call_off_restart():  # one due after a backoff
+                child.state = "terminated"
             await owner._stop_children([child], why="terminate_child")
             child.retire("it was stopped with terminate_child()")
         owner._check_done()
@@ -1937,6 +1985,7 @@ class Supervisor:
         owner._require_running()
         async with owner._lock:
             await owner._stop_children([child], why="restart_child")
+            child.call_off_restart()  # one due after a backoff: this is it, counted once
             child.restarts += 1
             owner._publish("restarting", child, detail="asked")
             await owner._start(child, initial=False)
