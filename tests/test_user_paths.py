@@ -77,6 +77,18 @@ def test_a_cancel_scope_around_the_supervisor_loses_no_record(
     assert sim_logger.messages == ["env working", "cleanup begins", "cleanup done"]
 
 
+async def _events_until_both_restarted(sup: Supervisor) -> list[tuple[str, str | None]]:
+    """Run *sup* until its children ``a`` and ``b`` are both ready a second time; what happened."""
+    seen: list[tuple[str, str | None]] = []
+    with anyio.fail_after(30), sup.events() as events:
+        async with sup:
+            async for event in events:
+                seen.append((event.kind, event.child))
+                if seen.count(("ready", "a")) == 2 and seen.count(("ready", "b")) == 2:
+                    break  # both restarted
+    return seen
+
+
 async def test_one_childs_backoff_does_not_hold_up_a_siblings_restart(tmp_path: Path) -> None:
     """Each child's backoff is its own: a sibling's exit is judged while one waits.
 
@@ -91,13 +103,7 @@ async def test_one_childs_backoff_does_not_hold_up_a_siblings_restart(tmp_path: 
         ],
         backoff=Backoff(base=2, factor=1, cap=2, jitter=0),
     )
-    seen: list[tuple[str, str | None]] = []
-    with anyio.fail_after(30), sup.events() as events:
-        async with sup:
-            async for event in events:
-                seen.append((event.kind, event.child))
-                if seen.count(("ready", "a")) == 2 and seen.count(("ready", "b")) == 2:
-                    break  # both restarted
+    seen = await _events_until_both_restarted(sup)
     b_restarting = seen.index(("restarting", "b"))
     a_started_again = [i for i, e in enumerate(seen) if e == ("started", "a")][1]
     assert b_restarting < a_started_again, seen
@@ -329,13 +335,7 @@ async def test_rest_for_one_restarts_a_waiting_sibling_after_the_one_it_depends_
         strategy="rest_for_one",
         backoff=Backoff(base=1, factor=1, cap=1, jitter=0),
     )
-    seen: list[tuple[str, str | None]] = []
-    with anyio.fail_after(30), sup.events() as events:
-        async with sup:
-            async for event in events:
-                seen.append((event.kind, event.child))
-                if seen.count(("ready", "a")) == 2 and seen.count(("ready", "b")) == 2:
-                    break
+    seen = await _events_until_both_restarted(sup)
     starts = [child for kind, child in seen if kind == "started"]
     assert starts == ["a", "b", "a", "b"], seen
     assert sup.child_info("b").restarts == 1  # one restart, counted once
