@@ -284,6 +284,11 @@ async def test_terminate_restart_and_start_reach_nested_children_by_path(tmp_pat
                 await sup.terminate_child("agents/nobody")
             with pytest.raises(KeyError, match="is a child, not a nested supervisor"):
                 await sup.terminate_child("env/x")
+            with pytest.raises(KeyError) as under_a_child:
+                await sup.start_child(journal("agent-4", log), under="env")
+            assert under_a_child.value.args[0] == (
+                "'env' in 'env' is a child, not a nested supervisor"
+            )
             sup.stop()
     assert rows["agents/agent-1"].state == "terminated"
     assert rows["agents/agent-2"].pid not in (None, old["agents/agent-2"])

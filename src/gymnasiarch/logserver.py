@@ -367,7 +367,10 @@ class LogServer:
             except anyio.IncompleteRead:
                 logger.warning("log connection from %s closed: it ended inside a frame", peer)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
-                logger.warning("log connection from %s failed: %s", peer, error)
+                # anyio's errors say nothing in their text: their name does.
+                logger.warning(
+                    "log connection from %s failed: %s", peer, str(error) or type(error).__name__
+                )
             except Exception:  # a filter or handler of the parent's raised, say
                 # One connection's trouble must not take the server down.
                 logger.exception("log connection from %s closed: handling it failed", peer)

@@ -1882,16 +1882,20 @@ class Supervisor:
         except KeyError:
             raise KeyError(f"supervisor {self.name!r} has no child named {name!r}") from None
 
+    def _group_at(self, path: str) -> Supervisor:
+        """The nested supervisor at *path* (``agents``, ``world/agents``)."""
+        group: Supervisor = self
+        for name in path.strip("/").split("/"):
+            spec = group._get(name).spec
+            if not isinstance(spec, Supervisor):
+                raise KeyError(f"{name!r} in {path!r} is a child, not a nested supervisor")
+            group = spec
+        return group
+
     def _owner(self, path: str) -> tuple[Supervisor, str]:
         """The supervisor that owns the child at *path* (``group/child``), and its name."""
         *groups, name = path.strip("/").split("/")
-        owner: Supervisor = self
-        for group in groups:
-            spec = owner._get(group).spec
-            if not isinstance(spec, Supervisor):
-                raise KeyError(f"{group!r} in {path!r} is a child, not a nested supervisor")
-            owner = spec
-        return owner, name
+        return (self._group_at("/".join(groups)) if groups else self), name
 
     def _find(self, path: str) -> tuple[Supervisor, _Child]:
         owner, name = self._owner(path)
@@ -1919,8 +1923,7 @@ class Supervisor:
         if not isinstance(spec, ChildSpec | Supervisor):  # not an AttributeError further on
             raise FieldTypeError("spec", f"expected a ChildSpec or a Supervisor, got {spec!r}")
         if under is not None:
-            owner, _ = self._owner(f"{under.strip('/')}/-")
-            await owner.start_child(spec)
+            await self._group_at(under).start_child(spec)
             return
         self._require_running()
         if isinstance(spec, Supervisor):
