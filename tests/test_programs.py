@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -263,7 +264,8 @@ def test_programs_die_with_a_sigkilled_supervisor(tmp_path: Path, method: str) -
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         for pid in _gone_within(pids, 0):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may end (be reaped) meanwhile
+                os.kill(pid, signal.SIGKILL)
 
 
 def _free_port() -> int:

@@ -137,11 +137,16 @@ def _wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
             fds[pid] = _platform.pidfd_open(pid)
     deadline = time.monotonic() + timeout
     try:
-        while fds and (remaining := deadline - time.monotonic()) > 0:
+        while fds:
+            # At least one look, also with no time left (timeout 0): a pid
+            # that has exited (a zombie not reaped yet) is not "alive".
+            remaining = max(0.0, deadline - time.monotonic())
             ready, _, _ = select.select(list(fds.values()), [], [], remaining)
             for pid, fd in list(fds.items()):
                 if fd in ready:
                     os.close(fds.pop(pid))
+            if remaining == 0:
+                break
         return sorted(fds)
     finally:
         for fd in fds.values():
