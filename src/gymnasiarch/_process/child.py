@@ -57,7 +57,7 @@ from gymnasiarch._process.output import (
 from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch._spec import format_size
 from gymnasiarch.dynaloader import resolve
-from gymnasiarch.spawn import forward_structlog, prepare_child, set_log_connect_hook
+from gymnasiarch.spawn import prepare_child, set_log_connect_hook
 
 
 class _Sender:
@@ -418,7 +418,6 @@ def _run_target(launch: Launch, send: _Sender) -> Any:
     if launch.watchdog is not None:
         enable_stack_dumps()  # a hung child's stacks, on the supervisor's request
     target = resolve(launch.target) if isinstance(launch.target, str) else launch.target
-    forward_structlog()  # the target's module may have imported structlog just now
     if getattr(target, IGNORES_SIGTERM, False):
         # Ignored from before the supervisor hears "started" (gymnasiarch.
         # testing.stubborn): a stop right after it must meet the ignore.
