@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,17 @@ import pytest
 from gymnasiarch._process.forkserver import SERVER
 from gymnasiarch._process.run import PRELOAD
 from gymnasiarch.testing import _no_leftovers
+
+# A supervisor leaves a signal alone that is ignored when it starts (nohup's
+# SIGHUP, a background job's SIGINT), and processes inherit ignored signals:
+# a test run started that way gets them back, so that the tests that send
+# them do not depend on how the run was started.
+for _signum, _handler in (
+    (signal.SIGINT, signal.default_int_handler),
+    (signal.SIGHUP, signal.SIG_DFL),
+):
+    if signal.getsignal(_signum) == signal.SIG_IGN:
+        signal.signal(_signum, _handler)
 
 if TYPE_CHECKING:
     from gymnasiarch._backends.ray_host import ChildHost

@@ -89,3 +89,19 @@ def test_a_signal_while_the_targets_are_imported_stops_the_start(
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report == {"error": "SIGTERM", "app_heard": 0, "import_still_running": True}
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_signals_the_application_ignores_stay_ignored(backend: str, tmp_path: Path) -> None:
+    """An application under ``nohup`` (SIGHUP ignored) or a background job (SIGINT ignored).
+
+    SIGINT and SIGHUP while the tree runs change nothing; SIGTERM stops it,
+    and the two are still ignored afterwards.
+    """
+    done = embedded(backend, "ignored", tmp_path / "journal")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "stopped_by": "SIGTERM",
+        "still_ignored": [True, True],
+        "app_heard": 0,
+    }

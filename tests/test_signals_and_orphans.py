@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,10 +24,15 @@ TESTS = Path(__file__).parent
 
 
 @contextmanager
-def tree_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
-    """Start tests/targets/tree_script.py in its own session; yield it and its children's pids."""
+def tree_process(
+    *args: str, under: tuple[str, ...] = ()
+) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """Start tests/targets/tree_script.py in its own session; yield it and its children's pids.
+
+    *under* is a command that runs it (``("nohup",)``), which must exec it.
+    """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "targets.tree_script", *args],
+        [*under, sys.executable, "-m", "targets.tree_script", *args],
         cwd=TESTS,
         stdout=subprocess.PIPE,
         text=True,
@@ -78,6 +84,16 @@ def test_ctrl_c_to_the_foreground_group_is_one_orderly_shutdown() -> None:
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
     assert_stopped_by(signal.SIGINT, proc, out, pids)
+
+
+@pytest.mark.skipif(shutil.which("nohup") is None, reason="needs nohup (coreutils)")
+def test_a_tree_under_nohup_outlives_its_terminals_hangup() -> None:
+    """Under ``nohup`` a closed terminal's SIGHUP changes nothing; a SIGTERM stops the tree."""
+    with tree_process("3", under=("nohup",)) as (proc, pids):
+        os.killpg(proc.pid, signal.SIGHUP)
+        proc.send_signal(signal.SIGTERM)  # caught after the SIGHUP, had that been caught
+        out, _ = proc.communicate(timeout=20)
+    assert_stopped_by(signal.SIGTERM, proc, out, pids)
 
 
 def test_second_ctrl_c_during_shutdown_kills_at_once() -> None:

@@ -19,6 +19,10 @@ its targets (the module sends it as it is imported, then takes 3 s): the
 supervisor stops the start at once, and the application's handler does not
 see the signal.
 
+MODE ``ignored``: the application ignores SIGINT and SIGHUP (as under
+``nohup``, or as a shell's background job); SIGINT, SIGHUP, then SIGTERM come
+while the supervisor runs: only the SIGTERM stops it, and the two stay ignored.
+
 MODE ``double-sigint``: one Ctrl-C forwarded twice, 10 ms apart (as ``timeout
 --foreground`` does). The children journal their stop: a graceful stop lets
 them finish their 0.3 s of cleanup; a kill would not.
@@ -166,6 +170,23 @@ async def double_sigint(journal: str) -> dict[str, object]:
     return {"error": None}
 
 
+async def ignored(journal: str) -> dict[str, object]:
+    sup = tree(journal)
+    try:
+        with anyio.fail_after(20):
+            async with sup:
+                await sup.wait_ready("b")
+                for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+                    os.kill(os.getpid(), signum)  # delivered in order, before the call returns
+                await sup.wait()
+    except SignalInterruptError as error:
+        stopped_by: str | None = error.signal_name
+    else:
+        stopped_by = None
+    still_ignored = [signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGINT, signal.SIGHUP)]
+    return {"stopped_by": stopped_by, "still_ignored": still_ignored, "app_heard": len(seen)}
+
+
 def main() -> None:
     backend, mode, journal = sys.argv[1:4]
     for signum in SIGNALS:
@@ -184,6 +205,10 @@ def main() -> None:
         print(json.dumps(anyio.run(overlapping, journal, backend=backend)), flush=True)
     elif mode == "overlap-signal":
         print(json.dumps(anyio.run(overlap_signal, journal, backend=backend)), flush=True)
+    elif mode == "ignored":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        print(json.dumps(anyio.run(ignored, journal, backend=backend)), flush=True)
     elif mode == "signal-during-import":
         print(json.dumps(anyio.run(signal_during_import, journal, backend=backend)), flush=True)
     else:

@@ -83,6 +83,20 @@ ChildState = Literal[
     "waiting", "starting", "running", "restarting", "stopping", "exited", "terminated"
 ]
 _SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _not_ignored(signums: tuple[int, ...]) -> list[int]:
+    """Those of *signums* this process does not ignore.
+
+    A signal ignored when the supervisor starts was ignored on purpose by
+    whoever started us or by the application: ``nohup`` ignores SIGHUP so
+    that closing the terminal does not end a long run, a shell ignores
+    SIGINT for a job it runs in the background. Python itself leaves SIGINT
+    alone when it starts ignored; so do we, for each of the three.
+    """
+    return [signum for signum in signums if signal.getsignal(signum) != signal.SIG_IGN]
+
+
 # Where a supervisor is in its life: idle (before __aenter__, after __aexit__),
 # starting (in __aenter__), running, shutting_down (its children are being
 # stopped, until __aexit__ ends). One value, so no two flags can disagree.
@@ -358,7 +372,9 @@ class Supervisor:
         handle_signals: Turn SIGINT, SIGTERM and SIGHUP into an orderly
             shutdown and :class:`~gymnasiarch.exceptions.SignalInterruptError`
             (only possible in the main thread; nested supervisors leave
-            signals to the outermost one).
+            signals to the outermost one). A signal the process ignores
+            when the supervisor starts stays ignored (``nohup``'s SIGHUP,
+            the SIGINT of a shell's background job), as Python does with SIGINT.
         name: The supervisor's name, when it is nested in another.
         restart: Its restart type, when it is nested in another.
         significant: Whether it is significant, when nested in another.
@@ -1726,7 +1742,7 @@ class Supervisor:
                 # second Ctrl-C during that stop is ours (kill now), not the
                 # application's. __aexit__ ends it once the children are stopped.
                 anyio.CancelScope() as self._signal_monitor,
-                SignalCatcher(_SHUTDOWN_SIGNALS) as caught,
+                SignalCatcher(_not_ignored(_SHUTDOWN_SIGNALS)) as caught,
             ):
                 task_status.started()
                 async for signum in caught.received():
