@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gymnasiarch import ChildSpec, Supervisor
+from gymnasiarch import ChildSpec, Supervisor, _platform
 from gymnasiarch._process import forkserver
 from gymnasiarch._process.child import Launch
 from gymnasiarch._process.forkserver import SERVER, SharedForkServer
@@ -198,6 +199,7 @@ async def test_a_shared_server_outlives_its_anchor_until_its_last_child_ends(
     assert child.status is not None
     assert child.status.signum == signal.SIGTERM
     await _exited(server_pid)  # and then it goes
+    assert not shared.directory.exists()  # with its directory
 
 
 async def test_an_idle_shared_server_ends_and_the_next_request_starts_another(
@@ -208,8 +210,55 @@ async def test_an_idle_shared_server_ends_and_the_next_request_starts_another(
     server_pid, _ = (await _run(first, "targets.basic:parent_and_env", "X")).result
     await _exited(server_pid)
     assert not second.running()  # it took its socket along
+    assert not shared.directory.exists()  # and its directory: a node keeps no trace
     assert (await _run(second, "targets.basic:add", 3, 4)).result == 7
     assert second.started_server
+
+
+async def test_a_request_that_waited_for_a_removed_lock_makes_the_directory_again(
+    shared: _Shared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle server removes its directory while a requester waits for the lock in it.
+
+    The requester then holds the lock of a file nobody else finds: it sees
+    that, makes the directory again and starts a server there.
+    """
+    requester = shared.requester()
+    real_flock = fcntl.flock
+    removals = []
+
+    def removed_while_waiting(fd: int, operation: int) -> None:
+        if not removals:  # what the ending server does, under its lock, while we wait
+            removals.append(True)
+            os.unlink(shared.directory / "lock")
+            os.rmdir(shared.directory)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", removed_while_waiting)
+    assert (await _run(requester, "targets.basic:add", 3, 4)).result == 7
+    assert removals
+    assert requester.started_server
+    assert (shared.directory / "lock").exists()
+
+
+def test_a_lock_is_held_only_of_the_file_still_at_its_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "lock"
+    with _platform.file_locked(str(path), fcntl.LOCK_EX, create=False) as held:
+        assert not held  # no file, none made
+    with _platform.file_locked(str(path), fcntl.LOCK_EX, create=True) as held:
+        assert held
+    real_flock = fcntl.flock
+
+    def replaced_while_waiting(fd: int, operation: int) -> None:
+        path.unlink()
+        path.touch()  # a newcomer's new lock file
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", replaced_while_waiting)
+    with _platform.file_locked(str(path), fcntl.LOCK_SH, create=True) as held:
+        assert not held
 
 
 def test_a_directory_other_users_may_enter_is_refused(tmp_path: Path) -> None:

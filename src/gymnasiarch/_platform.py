@@ -440,6 +440,36 @@ def ensure_private_directory(path: str | os.PathLike[str], *, parents: bool = Fa
         )
 
 
+@contextlib.contextmanager
+def file_locked(path: str, operation: int, *, create: bool) -> Iterator[bool]:
+    """Hold ``flock`` *operation* on the file at *path*; yield whether it is still that file.
+
+    Why: a lock file that its last user removes (with its directory, so
+    that nothing is left behind) may be removed while another process waits
+    for its lock; that process then holds the lock of a file nobody else
+    will find, while a newcomer makes a new one. Yields False in that case,
+    and when there is no file at *path* (and *create* is false, or its
+    directory is gone): the caller makes it again, or leaves. POSIX.
+    """
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, operation)
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            yield False
+        else:
+            held = os.fstat(fd)
+            yield (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+    finally:
+        os.close(fd)  # and with it the lock
+
+
 # -- the ports the kernel gives out itself -----------------------------------------
 
 #: Linux's default ``ip_local_port_range``, for a system that does not say.

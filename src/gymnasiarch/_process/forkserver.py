@@ -210,7 +210,10 @@ class SharedForkServer:
 
     A lock file in *directory* keeps the start of a server, the requests and
     the server's idle end apart: a request is sent while no server is about
-    to end, and a server ends only with no request waiting.
+    to end, and a server ends only with no request waiting. A server that
+    ends removes the directory (under that lock, unless a newer server has
+    moved in), so a node keeps no trace of a job's servers; a requester that
+    waited for the lock of a removed file makes the directory again.
     """
 
     #: Never this process's child (it runs in a session of its own).
@@ -254,15 +257,16 @@ class SharedForkServer:
 
     @contextlib.contextmanager
     def _locked(self, operation: int) -> Iterator[None]:
-        if not self._made:
-            self._make_directory()
-            self._made = True
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, operation)
-            yield
-        finally:
-            os.close(fd)  # and with it the lock
+        while True:
+            if not self._made:
+                self._make_directory()
+                self._made = True
+            with _platform.file_locked(self._lock_path, operation, create=True) as held:
+                if held:
+                    yield
+                    return
+            # A server that ended idle removed the directory meanwhile: made again.
+            self._made = False
 
     def _answers(self) -> bool:
         with socket.socket(socket.AF_UNIX) as probe:

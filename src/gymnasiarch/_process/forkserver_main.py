@@ -314,19 +314,37 @@ class _Server:
     def _may_end_idle(self) -> bool:
         """A shared server with no child: end unless a request waits (under the lock)."""
         assert self.lock_path is not None
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CLOEXEC)
-        except OSError:  # its directory is gone (a temp-dir cleaner): nobody can find us
-            return True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with _platform.file_locked(self.lock_path, fcntl.LOCK_EX, create=False) as held:
+            if not held:  # its directory is gone (a temp-dir cleaner): nobody can find us
+                return True
             if self.selector.select(0):
                 return False
             # Requests are sent under the shared lock: none can come now.
             self._unlink_address()
+            self._remove_directory()
             return True
-        finally:
-            os.close(fd)
+
+    def _remove_directory(self) -> None:
+        """A shared server's last act, under the lock: its directory goes, unless in use.
+
+        In use: a newer server's socket is there (one started after our
+        anchor went and we stopped taking requests). Whoever waits for the
+        lock meanwhile finds its file gone and makes the directory again.
+        """
+        assert self.lock_path is not None
+        directory = os.path.dirname(self.lock_path)
+        if os.path.exists(self.listener.getsockname()):
+            return
+        with contextlib.suppress(OSError):  # a file of somebody else's there: left
+            os.unlink(self.lock_path)
+            os.rmdir(directory)
+
+    def _end_after_anchor(self) -> None:
+        """The anchor gone and the last child reaped: the directory goes too (see above)."""
+        assert self.lock_path is not None
+        with _platform.file_locked(self.lock_path, fcntl.LOCK_EX, create=False) as held:
+            if held:
+                self._remove_directory()
 
     def serve(self) -> None:
         # SIGCHLD wakes the select through the wakeup fd; Ctrl-C is for the requesters.
@@ -352,6 +370,8 @@ class _Server:
             if self.sig_r in ready:
                 self._reap()
             if self.ending and not self.status_of:
+                if self.lock_path is not None:
+                    self._end_after_anchor()
                 return
             for sock in ready:
                 if sock in self.starting:
