@@ -415,3 +415,97 @@ def test_run_with_a_target_that_cannot_be_imported_is_a_bad_file(tmp_path: Path)
     assert done.returncode == 2
     assert "child[0].target (line 3)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+FROM_READY_TREE = """\
+[[child]]
+name = "env"
+target = "targets.tree:serve_on_port_zero"
+ready_timeout = 10
+
+[[child]]
+name = "client"
+command = ["sh", "-c", 'echo "$1 $ENV_HOST" > "$2.new" && mv "$2.new" "$2"', "sh",
+           { from_ready = "env", key = "port" }, "{seen}"]
+env = { ENV_HOST = { from_ready = "env", key = "host" } }
+ready = { path = "{seen}" }
+ready_timeout = 10
+restart = "temporary"
+
+[[child]]
+name = "agent"
+target = "targets.tree:connect_to"
+params.port = { from_ready = "env", key = "port" }
+params.host = { from_ready = "env", key = "host" }
+restart = "transient"
+significant = true
+"""
+
+
+async def test_a_tree_file_hands_a_ready_value_to_a_child_and_a_program(tmp_path: Path) -> None:
+    """``{ from_ready = "env", key = "port" }`` in params, in a command and in env."""
+    seen = tmp_path / "seen"
+    tree = load_tree(write(tmp_path, FROM_READY_TREE.replace("{seen}", str(seen))))
+    results = await tree.run()
+    port = results["agent"]  # the agent connected to it: the env's port
+    assert isinstance(port, int)
+    assert seen.read_text().split() == [str(port), "127.0.0.1"]
+
+
+FROM_READY_MISTAKES = """\
+[[child]]
+name = "env"
+target = "targets.tree:serve_on_port_zero"
+
+[[child]]
+name = "agent"
+target = "targets.tree:connect_to"
+params = { port = { from_ready = "env", kee = "port" }, host = [{ from_ready = 3 }] }
+
+[[child]]
+name = "client"
+command = [{ from_ready = "env" }]
+"""
+
+
+def test_a_tree_files_from_ready_mistakes_are_named_at_their_keys(tmp_path: Path) -> None:
+    with pytest.raises(TreeFileError) as caught:
+        load_tree(write(tmp_path, FROM_READY_MISTAKES))
+    said = [str(mistake) for mistake in caught.value.mistakes]
+    assert said == [
+        f"{tmp_path / 'tree.toml'}: child[1].params.port (line 8): a from_ready table takes "
+        "'from_ready' and 'key', got also 'kee'",
+        f"{tmp_path / 'tree.toml'}: child[1].params.host[0] (line 8): from_ready must name a "
+        "child ('env', 'world/env'), got 3",
+        f"{tmp_path / 'tree.toml'}: child[2].command (line 12): the program must be named as a "
+        "string, got FromReady(source='env', key=None): only its arguments may be a "
+        "sibling's ready value",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        ('"nobody"', "child[1] (line 5): from_ready 'nobody': no child of that name starts before"),
+        (
+            '"env"',
+            "child[1] (line 5): child 'agent': FromReady('env'): child 'env' needs a ready_timeout",
+        ),
+    ],
+)
+def test_a_from_ready_source_is_checked_with_the_tree(
+    tmp_path: Path, source: str, said: str
+) -> None:
+    text = f"""\
+[[child]]
+name = "env"
+target = "targets.tree:serve_on_port_zero"
+
+[[child]]
+name = "agent"
+target = "targets.tree:connect_to"
+params = {{ port = {{ from_ready = {source}, key = "port" }} }}
+"""
+    with pytest.raises(TreeFileError) as caught:
+        load_tree(write(tmp_path, text))
+    assert said in str(caught.value)

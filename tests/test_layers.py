@@ -29,7 +29,6 @@ SUPERVISOR = {
     "_supervisor.events",
     "_supervisor.signals",
     "_supervisor.policy",
-    "_supervisor.from_ready",
 }
 #: The run interface, exit status, remote errors, the launch: what every backend shares.
 SEAM = {"_backends", "_backends.base"}
@@ -76,6 +75,7 @@ LEAVES = {
     "_platform",
     "ready",  # readiness conditions: new this batch, a leaf so far
     "_ports",  # ports chosen by the supervisor: picked, and filled in
+    "_from_ready",  # FromReady, in a spec's arguments, command and env (checked by _spec)
 }
 #: The child's bootstrap proper: what runs in the child around its target.
 CHILD_BOOTSTRAP = {"spawn", "_context"}

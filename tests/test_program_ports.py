@@ -8,7 +8,9 @@ there (read from the kernel's tables), and a GET shows it serves.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -108,8 +110,8 @@ async def test_a_picked_port_fills_the_command_the_env_and_the_readiness(
     assert rows[0]["ports"] == {"http": port}
     _status_table(rows)
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[-1] == "ports"
-    assert table[1].split()[-1] == f"http={port}"
+    assert table[0].split()[-3:] == ["ports", "ready", "value"]
+    assert table[1].split()[-2:] == [f"http={port}", f'{{"http":{port}}}']
 
 
 async def test_the_port_is_kept_across_a_restart_and_served_again() -> None:
@@ -147,6 +149,76 @@ async def test_a_sibling_gets_the_port_through_from_ready() -> None:
         sup = Supervisor([web(), client])
         results = await sup.run()
     assert results["client"] == sup.child_info("web").ports["http"]
+
+
+async def test_a_program_gets_a_siblings_ready_value_in_its_argv_and_env(tmp_path: Path) -> None:
+    """``FromReady`` as a program's argument and env value: the value's text, at each start."""
+    seen = tmp_path / "seen"
+    client = ChildSpec(
+        "client",
+        command=[
+            "sh",
+            "-c",
+            'echo "$1 $WEB_PORT $WEB_HOST" > "$2.new" && mv "$2.new" "$2"; exec sleep 100',
+            "sh",
+            FromReady("web", key="http"),
+            str(seen),
+        ],
+        env={"WEB_PORT": FromReady("web", key="http"), "WEB_HOST": "127.0.0.1"},
+        ready=ready.Path(str(seen)),
+        ready_timeout=20,
+    )
+    with anyio.fail_after(30):
+        async with Supervisor([web(), client], strategy="rest_for_one") as sup:
+            await sup.wait_ready("client")
+            port = sup.child_info("web").ports["http"]
+            first = seen.read_text().split()
+            seen.unlink()
+            with sup.events() as events:
+                web_pid = sup.child_info("web").pid
+                assert web_pid is not None
+                os.kill(web_pid, signal.SIGKILL)  # rest_for_one: the client starts again after it
+                async for event in events:
+                    if (event.kind, event.child, event.restarts) == ("ready", "client", 1):
+                        break
+            again = seen.read_text().split()
+            sup.stop()
+    assert first == again == [str(port), str(port), "127.0.0.1"]
+
+
+async def test_a_value_with_braces_is_text_in_a_program_with_ports() -> None:
+    """A sibling's value that looks like a placeholder is not filled with the program's port."""
+    children = [
+        ChildSpec("env", f"{T}:announce", args=("{http} {{x}}",), ready_timeout=10),
+        web(
+            "client",
+            command=[sys.executable, "-m", "http.server", "{http}", "--bind", "127.0.0.1"],
+            env={"SEEN": FromReady("env")},
+        ),
+    ]
+    with anyio.fail_after(30):
+        async with Supervisor(children) as sup:
+            await sup.wait_ready("client")
+            pid = sup.child_info("client").pid
+            assert pid is not None
+            environ = proc_strings(pid, "environ")
+            sup.stop()
+    assert "SEEN={http} {{x}}" in environ
+
+
+async def test_a_program_given_a_value_that_is_not_text_is_told_to_pick_a_key() -> None:
+    client = ChildSpec("client", command=["echo", FromReady("web")], restart="transient")
+    with anyio.fail_after(30), pytest.raises(InitializationFailedError) as caught:
+        await Supervisor([web(), client]).run()
+    message = str(caught.value)
+    assert "child 'client': command[1] is FromReady(source='web', key=None)" in message
+    assert "whose value is dict" in message
+    assert "key=" in message
+
+
+def test_a_program_itself_cannot_be_a_ready_value() -> None:
+    with pytest.raises(TypeError, match="only its arguments may be a sibling's ready value"):
+        ChildSpec("client", command=[FromReady("web"), "x"])
 
 
 async def test_each_port_name_gets_its_own_port() -> None:

@@ -20,11 +20,11 @@ if TYPE_CHECKING:
     from gymnasiarch._backends.local import LocalBackend as LocalBackend
     from gymnasiarch._context import ChildContext as ChildContext
     from gymnasiarch._context import child_context as child_context
+    from gymnasiarch._from_ready import FromReady as FromReady
     from gymnasiarch._runtime_config import RuntimeConfig as RuntimeConfig
     from gymnasiarch._spec import Backoff as Backoff
     from gymnasiarch._spec import ChildSpec as ChildSpec
     from gymnasiarch._supervisor.events import Event as Event
-    from gymnasiarch._supervisor.from_ready import FromReady as FromReady
     from gymnasiarch._supervisor.options import SupervisorOptions as SupervisorOptions
     from gymnasiarch._supervisor.supervisor import ChildInfo as ChildInfo
     from gymnasiarch._supervisor.supervisor import Supervisor as Supervisor
@@ -49,7 +49,7 @@ _LAZY = {
     "ChildInfo": "gymnasiarch._supervisor.supervisor",
     "ChildSpec": "gymnasiarch._spec",
     "Event": "gymnasiarch._supervisor.events",
-    "FromReady": "gymnasiarch._supervisor.from_ready",
+    "FromReady": "gymnasiarch._from_ready",
     "LocalBackend": "gymnasiarch._backends.local",
     "RayBackend": "gymnasiarch.ray_backend",
     "ExitStatus": "gymnasiarch._backends.base",

@@ -278,6 +278,15 @@ def fill(text: str, ports: Mapping[str, int]) -> str:
     return ready_kinds.PLACEHOLDER_OR_ESCAPE.sub(one, text)
 
 
+def escape(text: str) -> str:
+    """*text* as :func:`fill` gives it back: each ``{name}`` and ``{{name}}`` in it escaped.
+
+    For a value put into a program's texts before its ports are filled in
+    (a sibling's ready value): its braces are text, not placeholders.
+    """
+    return ready_kinds.PLACEHOLDER_OR_ESCAPE.sub(lambda match: f"{{{match.group(0)}}}", text)
+
+
 def fill_command(command: Iterable[str], ports: Mapping[str, int]) -> tuple[str, ...]:
     """A program's argv with its ports filled in."""
     return tuple(fill(part, ports) for part in command)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args
 
 from gymnasiarch import ready as _ready
+from gymnasiarch._from_ready import FromReady
 from gymnasiarch.exceptions import FieldTypeError, FieldValueError
 
 #: What a program child may wait for before it counts as ready.
@@ -203,12 +204,14 @@ def check_placement(owner: str, placement: object) -> dict[str, Any]:
     return checked
 
 
-def check_command(field: str, command: object, owner: str = "") -> tuple[str, ...]:
+def check_command(field: str, command: object, owner: str = "") -> tuple[str | FromReady, ...]:
     """A program's argv as a tuple, once it is a non-empty list of strings.
 
     Never a shell string: ``"redis-server --port 6390"`` would be one
     program name with spaces in it, and splitting it here would be a shell
     without a shell's quoting. ``["sh", "-c", "..."]`` is the explicit way.
+    An argument (not the program) may be a :class:`FromReady`: an earlier
+    sibling's ready value, filled in at each start.
     """
     if isinstance(command, str | bytes):
         text = command.decode(errors="replace") if isinstance(command, bytes) else command
@@ -221,22 +224,33 @@ def check_command(field: str, command: object, owner: str = "") -> tuple[str, ..
         )
     if not isinstance(command, Sequence) or not command:
         raise FieldTypeError(field, f"expected a non-empty list of strings, got {command!r}", owner)
-    if not all(isinstance(part, str) for part in command):
+    if isinstance(command[0], FromReady):
+        raise FieldTypeError(
+            field,
+            f"the program must be named as a string, got {command[0]!r}: only its "
+            "arguments may be a sibling's ready value",
+            owner,
+        )
+    if not isinstance(command[0], str) or not all(
+        isinstance(part, str | FromReady) for part in command
+    ):
         raise FieldTypeError(field, f"expected a list of strings, got {command!r}", owner)
-    if not command[0] or any("\0" in part for part in command):
+    if not command[0] or any(isinstance(part, str) and "\0" in part for part in command):
         raise FieldValueError(
             field, f"the program must be named and no part may hold a NUL: {command!r}", owner
         )
     return tuple(command)
 
 
-def check_env(field: str, env: object, owner: str = "") -> dict[str, str | None]:
-    """A copy of *env*: variable names to values, or to None (removed)."""
+def check_env(field: str, env: object, owner: str = "") -> dict[str, str | FromReady | None]:
+    """A copy of *env*: names to values (a :class:`FromReady` too), or to None (removed)."""
     if not isinstance(env, Mapping):
         raise FieldTypeError(field, f"expected a mapping of names to strings, got {env!r}", owner)
     for key, value in env.items():
         if not isinstance(key, str) or not key or "=" in key or "\0" in key:
             raise FieldValueError(field, f"not an environment variable name: {key!r}", owner)
+        if isinstance(value, FromReady):
+            continue
         if value is not None and (not isinstance(value, str) or "\0" in value):
             raise FieldTypeError(
                 field, f"{key} must be a string (or None to remove it), got {value!r}", owner
@@ -565,6 +579,10 @@ class ChildSpec:
             Give exactly one of *target* and *command*.
         env: For a *command*: variables to add to or override in the
             supervisor's environment; ``None`` as a value removes one.
+            An argument of *command* (not the program itself) and a value
+            of *env* may be a :class:`~gymnasiarch.FromReady`: an earlier
+            sibling's ready value (a string or a number; ``key=`` picks one
+            from a dict), filled in as text at each start.
         cwd: For a *command*: the directory to run it in (must exist).
         ready: For a *command*: when it counts as ready. ``None``: once it
             was exec'd. :class:`gymnasiarch.ready.Port`: once a process of
@@ -664,8 +682,8 @@ class ChildSpec:
     output: OutputMode = "capture"
     placement: Mapping[str, Any] | None = field(default=None, hash=False)
     async_backend: AsyncBackend | None = None
-    command: Sequence[str] | None = None
-    env: Mapping[str, str | None] | None = field(default=None, hash=False)
+    command: Sequence[str | FromReady] | None = None
+    env: Mapping[str, str | FromReady | None] | None = field(default=None, hash=False)
     cwd: str | os.PathLike[str] | None = None
     ready: ReadyKind | None = None
     stop_signal: signal.Signals | str | int = signal.SIGTERM
@@ -891,8 +909,13 @@ class ChildSpec:
 
     def _filled_texts(self) -> list[tuple[str, str]]:
         """The texts ports are filled into, each with its field: ``command[2]``, ``env.X``."""
-        texts = [(f"command[{i}]", part) for i, part in enumerate(self.command or ())]
-        texts += [(f"env.{k}", v) for k, v in (self.env or {}).items() if v is not None]
+        # A FromReady's value is filled in as it is (see Supervisor._program_text).
+        texts = [
+            (f"command[{i}]", part)
+            for i, part in enumerate(self.command or ())
+            if isinstance(part, str)
+        ]
+        texts += [(f"env.{k}", v) for k, v in (self.env or {}).items() if isinstance(v, str)]
         if isinstance(self.ready, _ready.Port) and self.ready.placeholder is not None:
             texts.append(("ready", str(self.ready.port)))
         elif isinstance(self.ready, _ready.Path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.resources
+import json
 import logging
 import os
 import secrets
@@ -163,12 +164,15 @@ def _status_table(children: list[dict[str, Any]]) -> None:
     statuses = any(child.get("status") for child in children)
     # So do the ports the supervisor picked for programs: api=40123.
     ports = any(child.get("ports") for child in children)
+    # And what children passed to ready(value), where one passed something.
+    values = any(child.get("ready_value") is not None for child in children)
     from gymnasiarch._spec import format_size  # noqa: PLC0415 - fast --help
 
     head: tuple[str, ...] = ("child", "pid", "state", "uptime", "restarts", "crashes")
     head = (*head, "memory", "cpu", "last exit")
     head = (*head, "status") if statuses else head
-    rows: list[tuple[str, ...]] = [(*head, "ports") if ports else head]
+    head = (*head, "ports") if ports else head
+    rows: list[tuple[str, ...]] = [(*head, "ready value") if values else head]
     for child in children:
         uptime = child.get("uptime")
         row: tuple[str, ...] = (
@@ -186,8 +190,17 @@ def _status_table(children: list[dict[str, Any]]) -> None:
         row = (*row, str(child.get("status") or "-")) if statuses else row
         named = child.get("ports") or {}
         text = ",".join(f"{name}={port}" for name, port in named.items()) or "-"
-        rows.append((*row, text) if ports else row)
+        row = (*row, text) if ports else row
+        rows.append((*row, _ready_text(child.get("ready_value"))) if values else row)
     _print_table(rows, sys.stdout)
+
+
+def _ready_text(value: object, width: int = 40) -> str:
+    """A ready value in a table cell: compact JSON, cut to *width* characters."""
+    if value is None:
+        return "-"
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _duration(seconds: float) -> str:

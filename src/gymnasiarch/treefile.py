@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from gymnasiarch import ready as ready_kinds
+from gymnasiarch._from_ready import FromReady
 from gymnasiarch._spec import Backoff, ChildSpec
 from gymnasiarch._supervisor.options import SupervisorOptions
 from gymnasiarch._supervisor.supervisor import Supervisor
@@ -122,6 +123,12 @@ def _choices(cls: type) -> dict[str, tuple[Any, ...]]:
         else:
             return {name: values for name, hint in hints.items() if (values := _values_of(hint))}
     return {}
+
+
+#: The key of a table that stands for a sibling's ready value: ``{ from_ready = "env" }``.
+_FROM_READY_KEY = "from_ready"
+#: What a value is once its mistakes are listed (None may be a value).
+_WRONG = object()
 
 
 class TreeFileError(GymnasiarchError):
@@ -241,6 +248,7 @@ class _Loader:
         # a part is checked whatever else of it is wrong (see checked()); a
         # part with a mistake is not built, its siblings still are (and checked).
         self.mistakes: list[TreeFileError] = []
+        self.where_of: dict[int, str] = {}  # a built ChildSpec's id: its table's key path
 
     @contextlib.contextmanager
     def collecting(self) -> Iterator[None]:
@@ -427,6 +435,7 @@ class _Loader:
                 wrong |= {"target", "command"}  # a program's fields are not told off for it
         given: dict[str, Any] = {_FROM_FILE.get(str(k), str(k)): v for k, v in table.items()}
         given = {k: v for k, v in given.items() if k not in wrong}
+        self.take_from_ready(where, given, wrong)
         if "ready" in given:
             ready = self.ready(f"{where}.ready", given["ready"])
             if ready is None:
@@ -444,6 +453,7 @@ class _Loader:
                 self.look_for(where, table, given, wrong)
         if spec is None or wrong or len(self.mistakes) > before:
             raise _ReportedError
+        self.where_of[id(spec)] = where
         return spec
 
     def look_for(
@@ -460,6 +470,52 @@ class _Loader:
                 resolve_target(table["target"])
             except Exception as error:  # any import failure is reported
                 raise self.error(f"{where}.target", str(error)) from None
+
+    def take_from_ready(self, where: str, given: dict[str, Any], wrong: set[str]) -> None:
+        """A child's fields where a from_ready table may be, with each as a FromReady.
+
+        A field with a wrong one is taken out of *given* and added to *wrong*.
+        """
+        for name in ("args", "kwargs", "command", "env"):
+            if name in given:
+                value = self.from_ready_values(f"{where}.{_RENAMED.get(name, name)}", given[name])
+                if value is _WRONG:
+                    wrong.add(name)
+                    del given[name]
+                else:
+                    given[name] = value
+
+    def from_ready_values(self, where: str, value: Any) -> Any:
+        """*value* with each ``{ from_ready = "env", key = "port" }`` table as a FromReady.
+
+        Looked for in lists and tables at any depth (an argument may be a
+        list of addresses). :data:`_WRONG` once its mistakes are listed.
+        """
+        if isinstance(value, dict) and _FROM_READY_KEY in value:
+            extra = sorted(set(value) - {_FROM_READY_KEY, "key"})
+            source, key = value[_FROM_READY_KEY], value.get("key")
+            if extra:
+                message = (
+                    f"a from_ready table takes 'from_ready' and 'key', got also "
+                    f"{', '.join(map(repr, extra))}"
+                )
+            elif not isinstance(source, str) or not source.strip("/"):
+                message = f"from_ready must name a child ('env', 'world/env'), got {source!r}"
+            elif key is not None and (isinstance(key, bool) or not isinstance(key, str | int)):
+                message = f"key must be a string or an integer, got {key!r}"
+            else:
+                return FromReady(source, key=key)
+            self.mistakes.append(self.error(where, message))
+            return _WRONG
+        if isinstance(value, list | dict):
+            if isinstance(value, dict):
+                found = {k: self.from_ready_values(f"{where}.{k}", v) for k, v in value.items()}
+            else:
+                found = {i: self.from_ready_values(f"{where}[{i}]", v) for i, v in enumerate(value)}
+            if any(v is _WRONG for v in found.values()):
+                return _WRONG
+            return found if isinstance(value, dict) else list(found.values())
+        return value
 
     def ready(self, where: str, table: object) -> ready_kinds.ReadyKind | None:
         """A ``ready = {...}`` table as the ready kind it names: notify, port, path or line.
@@ -730,6 +786,18 @@ def load_tree(path: str | Path, *, resolve: bool = False, add_to_path: bool = Tr
     built: Supervisor | None = None
     with loader.collecting():
         built = loader.supervisor("", settings, children, 0, wrong)
+    if built is not None:
+        # A from_ready naming no child that starts before it: found only
+        # once the whole tree is built (it may be a nested group's sibling).
+        for spec, ref in built._pending_refs:
+            loader.mistakes.append(
+                loader.error(
+                    loader.where_of.get(id(spec), "child"),
+                    f"from_ready {ref.source!r}: no child of that name starts before "
+                    f"{spec.name!r} (looked for among its earlier siblings, then among "
+                    "the children started before each enclosing group)",
+                )
+            )
     if built is None or loader.mistakes:
         # In file order (found order is the order of the checks); a mistake
         # of no known line (the file's own) last. sorted() is stable.

@@ -87,3 +87,10 @@ def helper_threads_block_sigterm() -> dict[str, bool]:
             blocked = next(line for line in status.splitlines() if line.startswith("SigBlk:"))
             found[thread.name] = bool(int(blocked.split()[1], 16) & bit)
     return found
+
+
+def announce(value: Any) -> None:
+    """Announce *value* as this child's ready value, then wait to be stopped."""
+    child_context().ready(value)
+    while True:
+        time.sleep(3600)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import socket
@@ -167,9 +168,20 @@ def status_rows(supervisor: Supervisor) -> list[dict[str, Any]]:
             "memory": info.memory,  # resident bytes of its group, read now
             "cpu_seconds": info.cpu_seconds,
             "ports": info.ports,  # a program's ports picked by the supervisor
+            # What it passed to ready(value): an address its siblings were given.
+            "ready_value": _plain(info.ready_value),
         }
         for info in supervisor.walk()
     ]
+
+
+def _plain(value: Any) -> Any:
+    """*value* if JSON carries it as it is, else its ``repr`` (a ready value may be any object)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
 
 
 # -- the client's side ---------------------------------------------------------------

@@ -41,6 +41,7 @@ from gymnasiarch._backends.base import (
     target_module,
 )
 from gymnasiarch._backends.local import LocalBackend  # the default backend, nothing more
+from gymnasiarch._from_ready import FromReady, references, substitute
 from gymnasiarch._runtime_config import RuntimeConfig
 from gymnasiarch._spec import (
     Backoff,
@@ -51,7 +52,6 @@ from gymnasiarch._spec import (
     json_key_paths,
 )
 from gymnasiarch._supervisor.events import Event, EventHub, EventKind
-from gymnasiarch._supervisor.from_ready import FromReady, references, substitute
 from gymnasiarch._supervisor.options import SupervisorOptions
 from gymnasiarch._supervisor.policy import (
     GiveUp,
@@ -83,6 +83,14 @@ ChildState = Literal[
     "waiting", "starting", "running", "restarting", "stopping", "exited", "terminated"
 ]
 _SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _references_of(spec: ChildSpec) -> Iterator[FromReady]:
+    """Every FromReady of *spec*: in its args and kwargs, its command and its env values."""
+    yield from references(spec.args)
+    yield from references(spec.kwargs or {})
+    yield from references(spec.command or ())
+    yield from references(spec.env or {})
 
 
 def _not_ignored(signums: tuple[int, ...]) -> list[int]:
@@ -608,8 +616,14 @@ class Supervisor:
         """
         for index, spec in enumerate(self._specs):
             if isinstance(spec, ChildSpec):
-                for ref in (*references(spec.args), *references(spec.kwargs or {})):
-                    if not self._check_reference(spec, ref, self._specs[:index]):
+                for ref in _references_of(spec):
+                    try:
+                        found = self._check_reference(spec, ref, self._specs[:index])
+                    except TypeError as error:  # named by its place: a tree file's line
+                        raise FieldTypeError(f"children[{index}]", str(error)) from None
+                    except ValueError as error:
+                        raise FieldValueError(f"children[{index}]", str(error)) from None
+                    if not found:
                         self._pending_refs.append((spec, ref))
 
     def _check_reference(
@@ -1134,7 +1148,7 @@ class Supervisor:
             _ports.warn_moved(logger, self._prefix + spec.name, kept, child.ports)
         ports = {} if node_ports else child.ports
         seed = None if self.seed is None else derive_seed(self.seed, spec.name)
-        args, kwargs = self._substitute_ready_values(spec)
+        args, kwargs, command, env = self._substitute_ready_values(spec)
         # Records are tagged with the child's path: agent-1 of two groups differ.
         ticket = (await self._ensure_log_server()).admit(self._prefix + spec.name)
         runtime_config = self.runtime_config.to_dict()
@@ -1150,11 +1164,11 @@ class Supervisor:
             restarts=child.restarts,
             async_backend=spec.async_backend or self._async_backend,
             path=self._prefix + spec.name if self._prefix else None,
-            command=None if spec.command is None else _ports.fill_command(spec.command, ports),
+            command=None if command is None else _ports.fill_command(command, ports),
             # A program starts from the supervisor's environment as it is now,
             # not from the fork server's copy of how it was at its start.
             environ=None if spec.command is None else dict(os.environ),
-            env=_ports.fill_env(self._program_env(child), ports),
+            env=_ports.fill_env(self._program_env(child, env), ports),
             cwd=None if spec.cwd is None else os.fspath(spec.cwd),
             stop_signal=int(spec.stop_signal),
             watchdog=spec.watchdog,
@@ -1196,7 +1210,9 @@ class Supervisor:
             child.close_notify()
             raise
 
-    def _program_env(self, child: _Child) -> dict[str, str | None] | None:
+    def _program_env(
+        self, child: _Child, given: dict[str, str | None] | None
+    ) -> dict[str, str | None] | None:
         """A program's *env*, with the NOTIFY_SOCKET of its run where it speaks sd_notify.
 
         The socket is made here, with the launch, so that the program finds
@@ -1210,7 +1226,7 @@ class Supervisor:
         assert isinstance(spec, ChildSpec)
         if spec.command is None:
             return None
-        env: dict[str, str | None] = {"NOTIFY_SOCKET": None, **(spec.env or {})}
+        env: dict[str, str | None] = {"NOTIFY_SOCKET": None, **(given or {})}
         if isinstance(spec.ready, ready_kinds.Notify) and not self._programs_here:
             child.close_notify()
             child.notify_status = child.notify_ready_status = None
@@ -1222,8 +1238,15 @@ class Supervisor:
             env["NOTIFY_SOCKET"] = child.notify.path
         return env
 
-    def _substitute_ready_values(self, spec: ChildSpec) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """*spec*'s arguments with each FromReady replaced by its source's ready value."""
+    def _substitute_ready_values(
+        self, spec: ChildSpec
+    ) -> tuple[
+        tuple[Any, ...], dict[str, Any], tuple[str, ...] | None, dict[str, str | None] | None
+    ]:
+        """*spec*'s args, kwargs, command and env, each FromReady replaced by its value.
+
+        A program's are texts: a value there must be a string or a number.
+        """
 
         def lookup(ref: FromReady) -> Any:
             head = ref.source.strip("/").split("/")[0]
@@ -1251,14 +1274,43 @@ class Supervisor:
             return value
 
         args, kwargs = tuple(spec.args), dict(spec.kwargs or {})
-        if not any(True for _ in (*references(args), *references(kwargs))):
-            return args, kwargs  # passed on untouched: no FromReady in them
-        try:
-            return substitute(args, lookup), substitute(kwargs, lookup)
-        except (KeyError, IndexError, TypeError) as error:  # the value lacks FromReady's key
-            raise InitializationFailedError(
-                f"child {spec.name!r}: a FromReady key does not fit its ready value: {error!r}"
-            ) from error
+        if any(True for _ in (*references(args), *references(kwargs))):
+            try:
+                args, kwargs = substitute(args, lookup), substitute(kwargs, lookup)
+            except (KeyError, IndexError, TypeError) as error:  # the value lacks FromReady's key
+                raise InitializationFailedError(
+                    f"child {spec.name!r}: a FromReady key does not fit its ready value: {error!r}"
+                ) from error
+
+        def text(where: str, part: str | FromReady | None) -> str | None:
+            if not isinstance(part, FromReady):
+                return part
+            try:
+                value = substitute(part, lookup)
+            except (KeyError, IndexError, TypeError) as error:
+                raise InitializationFailedError(
+                    f"child {spec.name!r}: {where}: a FromReady key does not fit its ready "
+                    f"value: {error!r}"
+                ) from error
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise InitializationFailedError(
+                    f"child {spec.name!r}: {where} is {part!r}, whose value is "
+                    f"{type(value).__name__} {value!r}: a program takes text or a number "
+                    "(pick one with FromReady(..., key=...))"
+                )
+            # Ports are filled into the program's texts after this: a {name}
+            # in the value is text, not a placeholder (see _ports.fill).
+            return _ports.escape(str(value)) if spec.ports else str(value)
+
+        command = None
+        if spec.command is not None:
+            command = tuple(
+                text(f"command[{i}]", part) or "" for i, part in enumerate(spec.command)
+            )
+        env = None
+        if spec.env is not None:
+            env = {name: text(f"env[{name!r}]", value) for name, value in spec.env.items()}
+        return args, kwargs, command, env
 
     async def _ensure_log_server(self) -> LogServer:
         if self._log_server is None:
@@ -1953,7 +2005,7 @@ class Supervisor:
         else:
             await anyio.to_thread.run_sync(self._check_and_preload, spec)
         if isinstance(spec, ChildSpec):
-            for ref in (*references(spec.args), *references(spec.kwargs or {})):
+            for ref in _references_of(spec):
                 scope: Supervisor | None = self
                 while scope is not None and not scope._check_reference(
                     spec, ref, list(scope._specs)
