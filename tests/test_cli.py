@@ -363,6 +363,35 @@ def test_status_restart_and_stop_talk_to_a_running_tree(tmp_path: Path) -> None:
     assert gone.stderr.strip() == f"gymnasiarch: no running supervisor at {control}"
 
 
+def test_one_child_is_stopped_and_started_again_from_another_shell(tmp_path: Path) -> None:
+    """``stop CHILD`` keeps it stopped (the tree runs on), ``start CHILD`` starts it again."""
+    control = str(tmp_path / "ctl" / "control.sock")
+
+    def states() -> dict[str, str]:
+        listed = gymnasiarch("status", "--json", "--control", control)
+        assert listed.returncode == 0, listed.stderr
+        return {row["name"]: row["state"] for row in map(json.loads, listed.stdout.splitlines())}
+
+    with running_tree(tmp_path, control) as proc:
+        stopped = gymnasiarch("stop", "group/inner", "--control", control)
+        assert (stopped.returncode, stopped.stdout) == (0, "stopped group/inner\n")
+        assert states() == {"steady": "running", "group": "running", "group/inner": "terminated"}
+        again = gymnasiarch("stop", "group/inner", "--control", control)
+        assert again.returncode == 1
+        assert "child 'group/inner' is not running (terminated)" in again.stderr
+        started = gymnasiarch("start", "group/inner", "--control", control)
+        assert (started.returncode, started.stdout) == (0, "started group/inner\n")
+        assert states()["group/inner"] == "running"
+        running = gymnasiarch("start", "steady", "--control", control)
+        assert running.returncode == 1
+        assert (
+            "child 'steady' is running, not stopped: `gymnasiarch restart steady`" in running.stderr
+        )
+        assert gymnasiarch("stop", "--control", control).returncode == 0
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
 def test_a_second_run_on_the_same_control_socket_is_refused(tmp_path: Path) -> None:
     control = str(tmp_path / "control.sock")
     with running_tree(tmp_path, control) as first:

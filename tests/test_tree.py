@@ -597,3 +597,33 @@ async def test_a_group_added_at_run_time_is_checked_before_it_starts() -> None:
             names = [info.path for info in sup.walk()]
             sup.stop()
     assert names == ["env"]
+
+
+@pytest.mark.parametrize("where", ["root", "nested"])
+async def test_a_terminated_child_stays_stopped_and_the_tree_runs_on(where: str) -> None:
+    """terminate_child() of the only child: the tree (or its nested group) does not end.
+
+    Before, the group ended with its last child, and its parent, a
+    permanent group's, restarted it: the stopped child came back.
+    """
+    leaf = ChildSpec("inner", f"{B}:ready_then_sleep")
+    tree = [leaf] if where == "root" else [Supervisor([leaf], name="group", restart="permanent")]
+    path = "inner" if where == "root" else "group/inner"
+    kinds: list[tuple[str, str | None]] = []
+    sup = Supervisor(tree)
+
+    async def follow(events: MemoryObjectReceiveStream[Event]) -> None:
+        async for event in events:  # until the supervisor has stopped
+            kinds.append((event.kind, event.path))
+
+    with anyio.fail_after(30), sup.events() as events:
+        async with anyio.create_task_group() as group:
+            group.start_soon(follow, events)
+            async with sup:
+                await sup.terminate_child(path)
+                assert sup.child_info(path).state == "terminated"
+                await sup.restart_child(path)  # started again where it was
+                await sup.wait_ready(path)
+                sup.stop()
+    assert ("exited", "group") not in kinds[: kinds.index(("shutting_down", None))]
+    assert kinds.count(("started", path)) == 2  # its start, and restart_child(): no group restart

@@ -120,6 +120,7 @@ async def test_terminate_child_during_a_backoff_calls_the_restart_off(tmp_path: 
         backoff=Backoff(base=1, factor=1, cap=1, jitter=0),
     )
     seen: list[str] = []
+    terminated = anyio.Event()
 
     async def follow() -> None:
         with sup.events() as events:
@@ -128,14 +129,19 @@ async def test_terminate_child_during_a_backoff_calls_the_restart_off(tmp_path: 
                 if event.kind == "restarting":
                     await sup.terminate_child("a")
                     seen.append("terminated")
+                    terminated.set()
 
     with anyio.fail_after(30):
         async with anyio.create_task_group() as group:
             group.start_soon(follow)
             await anyio.lowlevel.checkpoint()  # subscribed before the start
             async with sup:
-                await sup.wait()  # done once the backoff is over: nothing is due
+                # The tree runs on for a terminated child; the restart that
+                # was due (after 1 s of backoff) would have come by now.
+                await terminated.wait()
+                await anyio.sleep(1.5)
                 assert sup.child_info("a").state == "terminated"
+                sup.stop()
     assert seen.count("started") == 1, seen
     assert seen.index("terminated") < seen.index("stopped"), seen
 

@@ -71,10 +71,20 @@ def _parser() -> argparse.ArgumentParser:
         "--control", metavar="PATH", help="the control socket (default: see `gymnasiarch status`)"
     )
     status = commands.add_parser("status", help="show the children of the running `run`")
-    stop = commands.add_parser("stop", help="stop the running `run` in order")
+    status.add_argument(
+        "--json", action="store_true", help="one JSON object per child, a line each"
+    )
+    stop = commands.add_parser(
+        "stop", help="stop the running `run` in order, or one child of it (it stays stopped)"
+    )
+    stop.add_argument(
+        "child", nargs="?", help="a child to stop (group/child for a nested one); none: the tree"
+    )
+    start = commands.add_parser("start", help="start a child stopped with `stop CHILD` again")
+    start.add_argument("child", help="its name (group/child for a nested one)")
     restart = commands.add_parser("restart", help="restart one child of the running `run`")
     restart.add_argument("child", help="its name (group/child for a nested one)")
-    for command in (status, stop, restart):
+    for command in (status, stop, start, restart):
         command.add_argument(
             "--control",
             metavar="PATH",
@@ -137,12 +147,12 @@ def _run(tree: str, log_format: str, log_level: str, control: Path | None) -> in
 
 
 def _control_command(options: argparse.Namespace) -> int:
-    """status, stop and restart: one request to the running ``run``."""
+    """status, stop, start and restart: one request to the running ``run``."""
     from gymnasiarch._cli.control import ControlError, default_path, request  # noqa: PLC0415
 
     path = Path(options.control) if options.control else default_path()
     message: dict[str, Any] = {"t": options.command}
-    if options.command == "restart":
+    if getattr(options, "child", None) is not None:
         message["child"] = options.child
     try:
         reply = request(path, message)
@@ -150,12 +160,16 @@ def _control_command(options: argparse.Namespace) -> int:
         return _fail(str(error), EXIT_GAVE_UP)
     if not reply.get("ok"):
         return _fail(str(reply.get("error", "the supervisor refused")), EXIT_GAVE_UP)
-    if options.command == "status":
+    if options.command == "status" and options.json:
+        for row in reply.get("children", []):
+            print(json.dumps(row))
+    elif options.command == "status":
         _status_table(reply.get("children", []))
-    elif options.command == "stop":
+    elif options.command == "stop" and options.child is None:
         print(f"stopping the supervisor at {path}")
     else:
-        print(f"restarted {options.child}")
+        done = {"stop": "stopped", "start": "started", "restart": "restarted"}[options.command]
+        print(f"{done} {options.child}")
     return EXIT_OK
 
 
@@ -419,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(options.tree)
     if options.command == "demo":
         return _demo(options)
-    if options.command in ("status", "stop", "restart"):
+    if options.command in ("status", "stop", "start", "restart"):
         return _control_command(options)
     control = Path(options.control) if options.control else None
     return _run(options.tree, options.log_format, options.log_level, control)

@@ -138,19 +138,43 @@ class ControlServer:
         kind = command["t"]
         if kind == "status":
             return {"t": "reply", "ok": True, "children": status_rows(self.supervisor)}
-        if kind == "stop":
+        if kind == "stop" and command.get("child") is None:
             logger.warning("stop asked for over the control socket: shutting down")
             self.supervisor.stop()
             return {"t": "reply", "ok": True}
-        if kind == "restart":
-            name = command.get("child")
+        if kind in ("stop", "start", "restart"):
+            name = str(command.get("child"))
             try:
-                await self.supervisor.restart_child(str(name))
+                await self._on_child(kind, name)
             except (KeyError, RuntimeError) as error:
                 return {"t": "reply", "ok": False, "error": str(error.args[0])}
-            logger.warning("child %r restarted over the control socket", name)
+            done = {"stop": "stopped", "start": "started", "restart": "restarted"}[kind]
+            logger.warning("child %r %s over the control socket", name, done)
             return {"t": "reply", "ok": True}
         return {"t": "reply", "ok": False, "error": f"unknown command {kind!r}"}
+
+    async def _on_child(self, kind: str, name: str) -> None:
+        """``stop`` (it stays stopped), ``start`` (one that is not running), ``restart`` a child.
+
+        Raises:
+            KeyError: No child is at *name*.
+            RuntimeError: It cannot be done now (said why).
+        """
+        if kind == "restart":
+            await self.supervisor.restart_child(name)
+            return
+        state = self.supervisor.child_info(name).state
+        if kind == "stop":
+            if state in ("terminated", "exited"):
+                raise RuntimeError(f"child {name!r} is not running ({state})")
+            await self.supervisor.terminate_child(name)
+        elif state in ("exited", "terminated"):
+            await self.supervisor.restart_child(name)
+        else:
+            raise RuntimeError(
+                f"child {name!r} is {state}, not stopped: `gymnasiarch restart {name}` "
+                "stops it and starts it again"
+            )
 
 
 def status_rows(supervisor: Supervisor) -> list[dict[str, Any]]:

@@ -255,6 +255,9 @@ class _Child:
         # one where it ran (a Ray backend reuses its actor), until retired.
         self.last_run: ChildRun | None = None
         self.state: ChildState = "waiting"  # not "exited": it has not run yet
+        # Stopped with terminate_child(): kept in the tree, which runs on for
+        # it (OTP's supervisor, supervisord's `stop`), until restart_child().
+        self.held = False
         self.restarts = 0
         self.last_exit: ExitStatus | None = None
         self.started_at = 0.0
@@ -938,7 +941,9 @@ class Supervisor:
 
         The tree is done when no child runs and none is due for a restart:
         transient and temporary children that ended, or a significant child
-        that ended (which stops its siblings). Children that ended abnormally
+        that ended (which stops its siblings). A child stopped with
+        :meth:`terminate_child` keeps it running (it may be started again
+        with :meth:`restart_child`), as in OTP: then only :meth:`stop` ends it. Children that ended abnormally
         have no entry, nor have stopped ones, unless they returned normally
         when asked to stop.
 
@@ -1334,6 +1339,7 @@ class Supervisor:
 
     async def _start(self, child: _Child, initial: bool) -> None:
         child.pending_restart = None  # whatever restart was due for it, this is it
+        child.held = False
         try:
             run = await self._launch_closing_notify(child)
         except (OSError, InitializationFailedError) as error:
@@ -1779,7 +1785,12 @@ class Supervisor:
         self._done.set()
 
     def _check_done(self) -> None:
-        if self._pending_exits == 0 and all(c.run is None for c in self._children.values()):
+        # A child stopped with terminate_child() may be started again: the
+        # tree is not done with it (a nested group would otherwise end, and
+        # its parent restart it, the stopped child with it).
+        if self._pending_exits == 0 and all(
+            c.run is None and not c.held for c in self._children.values()
+        ):
             self._done.set()
 
     # -- signals ----------------------------------------------------------------
@@ -2035,6 +2046,9 @@ class Supervisor:
     async def terminate_child(self, name: str) -> None:
         """Stop a child on purpose; it stays stopped until :meth:`restart_child`.
 
+        The tree runs on meanwhile, also when no other child runs: the
+        child is kept, to be started again, until :meth:`stop`.
+
         *name* is a child's name or its path in the tree (``"agents/agent-1"``).
         A stop asked for never counts as a crash.
         """
@@ -2045,6 +2059,7 @@ class Supervisor:
                 child.state = "terminated"
             await owner._stop_children([child], why="terminate_child")
             child.retire("it was stopped with terminate_child()")
+            child.held = True
         owner._check_done()
 
     async def restart_child(self, name: str) -> None:
