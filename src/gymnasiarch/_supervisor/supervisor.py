@@ -943,9 +943,9 @@ class Supervisor:
         transient and temporary children that ended, or a significant child
         that ended (which stops its siblings). A child stopped with
         :meth:`terminate_child` keeps it running (it may be started again
-        with :meth:`restart_child`), as in OTP: then only :meth:`stop` ends it. Children that ended abnormally
-        have no entry, nor have stopped ones, unless they returned normally
-        when asked to stop.
+        with :meth:`restart_child`), as in OTP: then only :meth:`stop` ends
+        it. Children that ended abnormally have no entry, nor have stopped
+        ones, unless they returned normally when asked to stop.
 
         Raises:
             PrematureTaskDeathError: The supervisor gave up on a child.
