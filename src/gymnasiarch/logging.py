@@ -26,7 +26,7 @@ import structlog
 
 from gymnasiarch.logserver import push_levels
 
-__all__ = ["configure", "set_level", "update_child_levels"]
+__all__ = ["add_child_exception", "configure", "set_level", "update_child_levels"]
 
 Renderer = Literal["auto", "console", "json"]
 
@@ -38,8 +38,15 @@ def _escape(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
-def _add_exc_text(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
-    """A child's exception arrives as text (``exc_text``), not as ``exc_info``."""
+def add_child_exception(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """A structlog processor: a child's traceback as the event's ``exception``.
+
+    A child's exception arrives as text (the record's ``exc_text``), not as
+    ``exc_info``, which structlog's ``ProcessorFormatter`` reads: without
+    this, a parent that sets up its own ``ProcessorFormatter`` renders a
+    child's ``log.exception()`` without its traceback. Put it in the
+    formatter's ``foreign_pre_chain`` (:func:`configure` does).
+    """
     record = event_dict.get("_record")
     text = getattr(record, "exc_text", None)
     if text and "exception" not in event_dict:
@@ -121,7 +128,7 @@ def configure(
     else:
         final += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_pre_chain(), _add_exc_text],
+        foreign_pre_chain=[*_pre_chain(), add_child_exception],
         processors=final,
     )
     handler = logging.StreamHandler(stream)

@@ -54,7 +54,7 @@ from gymnasiarch._wire import frames
 from gymnasiarch._wire.frames import WireError
 from gymnasiarch._wire.levels import Configured
 from gymnasiarch._wire.logclient import LOG_CONFIG_KEY, LogClientHandler
-from gymnasiarch._wire.records import LoggerCache, make_record, reinject
+from gymnasiarch._wire.records import LoggerCache, ReinjectFailures, make_record, reinject
 from gymnasiarch._wire.serving import (
     FrameReceiver,
     accept_forever,
@@ -419,23 +419,31 @@ class LogServer:
     async def _receive_records(self, received: FrameReceiver, ticket: LogTicket) -> None:
         expected = 0  # the sequence number of the next record
         logger_named = LoggerCache()
-        while True:
-            message = await read_message(received, frame_timeout=self.frame_timeout, idle_ok=True)
-            if message is None or message["t"] == "bye":
-                return
-            if message["t"] != "records" or not isinstance(message.get("r"), list):
-                raise WireError(f"unexpected message {message['t']!r}")
-            first = message.get("s", expected)
-            if type(first) is not int or first < expected:
-                raise WireError(f"records out of order: {first!r}, expected {expected}")
-            if first > expected:
-                logger.warning(
-                    "%d records of child %r were lost on the way", first - expected, ticket.name
+        with ReinjectFailures(ticket.name) as failures:
+            while True:
+                message = await read_message(
+                    received, frame_timeout=self.frame_timeout, idle_ok=True
                 )
-            expected = first + len(message["r"])
-            # One record at a time: a malformed one closes the connection
-            # after the records before it were handled.
-            child = ticket.name
-            for data in message["r"]:
-                record = make_record(data, child)
-                reinject(record, logger_named(record.name))
+                if message is None or message["t"] == "bye":
+                    return
+                if message["t"] != "records" or not isinstance(message.get("r"), list):
+                    raise WireError(f"unexpected message {message['t']!r}")
+                first = message.get("s", expected)
+                if type(first) is not int or first < expected:
+                    raise WireError(f"records out of order: {first!r}, expected {expected}")
+                if first > expected:
+                    logger.warning(
+                        "%d records of child %r were lost on the way", first - expected, ticket.name
+                    )
+                expected = first + len(message["r"])
+                # One record at a time: a malformed one closes the connection
+                # after the records before it were handled.
+                child = ticket.name
+                for data in message["r"]:
+                    record = make_record(data, child)
+                    try:
+                        reinject(record, logger_named(record.name))
+                    except Exception as error:  # a filter or handler of the parent's raised
+                        # That record's loss, as in the parent's own logging
+                        # call, not the connection's: the others go on.
+                        failures.note(record, error)

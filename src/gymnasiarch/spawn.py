@@ -74,7 +74,7 @@ def prepare_child(name: str, runtime_config: Mapping[str, Any]) -> LogClientHand
     """Everything :func:`spawn_wrapper` does before it runs the target.
 
     Returns the handler that sends this child's records to the log server,
-    if the runtime configuration names one; close it when the child ends.
+    if the runtime configuration names one; ``finish()`` it when the child ends.
     """
     set_process_title(name)
     values = dict(runtime_config)
@@ -87,7 +87,12 @@ def prepare_child(name: str, runtime_config: Mapping[str, Any]) -> LogClientHand
         # after it starts: a level the parent lowers later must reach it
         # before its first record.
         live = levels is not None and log_config.get("live", True) is True
-        handler = LogClientHandler(log_config, on_connect=_on_log_connect, follow_levels=live)
+        # It outlives a close(): the child's own logging setup (dictConfig,
+        # basicConfig(force=True)) closes every handler, and the records
+        # logged afterwards must still reach the parent (finish() ends it).
+        handler = LogClientHandler(
+            log_config, on_connect=_on_log_connect, follow_levels=live, outlives_close=True
+        )
         reset_logging_to(handler, log_config.get("level"), levels)
         forward_structlog()
     if threading.current_thread() is threading.main_thread():
@@ -141,7 +146,7 @@ async def spawn_wrapper(
         return result
     finally:
         if handler is not None:
-            handler.close()  # the last records go out before the child ends
+            handler.finish()  # the last records go out before the child ends
 
 
 def reset_logging_to(

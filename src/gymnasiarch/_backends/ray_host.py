@@ -193,7 +193,9 @@ class ChildHost:
             def connected() -> None:  # in the relay's sender thread, before its first frame
                 hosted.relayed = True
 
-            handler, propagates = _relay_output(launch.name, relay, on_connect=connected)
+            handler, propagates = _relay_output(
+                launch.path or launch.name, relay, on_connect=connected
+            )
         notify = None
         try:
             try:
@@ -217,7 +219,7 @@ class ChildHost:
             if notify is not None:
                 notify.close()
             if handler is not None:
-                await _end_relay(launch.name, handler, propagates)
+                await _end_relay(launch.path or launch.name, handler, propagates)
         return {
             **_status_payload(child.status, child.log_connected),
             "relayed": hosted.relayed,

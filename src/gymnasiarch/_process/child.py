@@ -646,7 +646,7 @@ def child_main(launch: Launch, channel: Connection) -> None:
         # the log server, and print()'s buffer to the pipes, before the
         # supervisor hears how we ended (it reads both to their end first).
         if handler is not None:
-            handler.close()
+            handler.finish()
         flush_output()
     if _STOP.requested:
         # Stopped: a failing cleanup still tells its traceback; then the exit

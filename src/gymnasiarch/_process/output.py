@@ -339,7 +339,9 @@ class OutputCapture:
         max_json_line: int = MAX_JSON_LINE,
         json_record_fits: Callable[[logging.LogRecord], bool] | None = None,
     ) -> None:
-        self.logger = output_logger(name)
+        # By path, as the log server files the child's own gymnasiarch records:
+        # one logger per child, whatever it wrote its lines with.
+        self.logger = output_logger(path or name)
         #: How long a JSON line may grow and still be one record with its fields (see
         #: :data:`MAX_JSON_LINE`): less where the records travel on (a Ray host's relay).
         self.max_json_line = max_json_line

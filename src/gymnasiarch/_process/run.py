@@ -292,7 +292,7 @@ class ChildProcess(ChildRun):
         given, *json_record_fits* must also pass a long line's record.
         """
         context: Any = multiprocessing.get_context(method)
-        path = ticket.name if ticket is not None else None
+        path = ticket.name if ticket is not None else launch.path
         output = (
             OutputCapture(
                 launch.name,

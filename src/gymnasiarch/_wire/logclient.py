@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import logging
 import os
 import socket
 import sys
 import threading
+import traceback
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -80,6 +82,12 @@ class LogClientHandler(logging.Handler):
         max_queued_bytes: How many bytes of encoded records may wait to be sent.
         follow_levels: Apply the levels the server pushes to this process's
             loggers (the handler on a child's root logger does).
+        outlives_close: :meth:`close` only flushes, and :meth:`finish` ends
+            the connection. For the handler of a supervised child, whose
+            code may configure logging itself: ``dictConfig`` and
+            ``basicConfig(force=True)`` close every handler there is, and
+            the child's records must still reach the parent afterwards
+            (while the handler stays on the root logger).
     """
 
     def __init__(
@@ -90,6 +98,7 @@ class LogClientHandler(logging.Handler):
         max_queued_bytes: int = _MAX_QUEUED_BYTES,
         *,
         follow_levels: bool = False,
+        outlives_close: bool = False,
     ) -> None:
         super().__init__()
         self._address = config["address"]
@@ -112,6 +121,7 @@ class LogClientHandler(logging.Handler):
         self._sender_waits = False  # the sender thread waits for records: notify it
         self._stderr_only = False
         self._follow_levels = follow_levels
+        self._outlives_close = outlives_close
         reference = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(reference))
         if follow_levels:
@@ -119,12 +129,22 @@ class LogClientHandler(logging.Handler):
                 self._start_sender()
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Queue *record*; the sender thread sends it soon."""
+        """Queue *record*; the sender thread sends it soon.
+
+        A record at ERROR or above is on the socket when this returns (or
+        after ``close_timeout`` at most): the last words of a child that
+        then dies without running its exit code (``os._exit``, SIGKILL, a
+        crash in C) still arrive. The others go in batches.
+        """
         try:
             item = self._encode(record)
         except Exception:
             self.handleError(record)
             return
+        level = record.levelno
+        self._queue(item, wait=type(level) is int and level >= logging.ERROR)
+
+    def _queue(self, item: bytes, wait: bool = False) -> None:
         with self._cond:
             if self._pending_bytes > self._max_queued_bytes and self._thread is not None:
                 self._wait_for_room()
@@ -138,6 +158,39 @@ class LogClientHandler(logging.Handler):
                 self._start_sender()
             if self._sender_waits:  # else it takes this record with its next batch
                 self._cond.notify()
+            if wait and threading.current_thread() is not self._thread:
+                target = self._queued
+                self._cond.wait_for(lambda: self._done >= target, timeout=self._close_timeout)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        """A record that cannot be sent (a bad ``%`` format, say): one record that says so.
+
+        Not logging's traceback on stderr, which would reach the parent as
+        one line of output per line of the traceback. Silent where
+        ``logging.raiseExceptions`` is false, as logging's own is.
+        """
+        if not logging.raiseExceptions:
+            return
+        error = sys.exc_info()[1]
+        note = logging.LogRecord(
+            str(getattr(record, "name", "root")),
+            logging.WARNING,
+            str(getattr(record, "pathname", "")),
+            int(getattr(record, "lineno", 0) or 0),
+            "a record of this logger could not be sent (%s: %s): msg=%.200r args=%.200r",
+            (
+                type(error).__name__,
+                error,
+                getattr(record, "msg", None),
+                getattr(record, "args", None),
+            ),
+            None,
+        )
+        note.exc_text = "".join(traceback.format_exception(error)).rstrip() if error else None
+        try:
+            self._queue(self._encode(note))
+        except Exception:  # not even that: logging's own report, as a last resort
+            super().handleError(record)
 
     def _start_sender(self) -> None:
         """Start the sender thread (holding the condition)."""
@@ -172,16 +225,39 @@ class LogClientHandler(logging.Handler):
             self._cond.wait_for(lambda: self._done >= target, timeout=self._close_timeout)
 
     def close(self) -> None:
-        """Send what is left, say goodbye, stop the thread."""
+        """Send what is left, say goodbye, stop the thread (see *outlives_close*)."""
+        if self._outlives_close:
+            self.flush()
+            super().close()  # out of logging's list of handlers to close at exit
+            return
+        self.finish()
+
+    def finish(self) -> None:
+        """Send what is left, say goodbye, stop the thread.
+
+        Waits while the server takes records, however long that is; gives
+        up on it (what is left goes to stderr) once it has taken nothing for
+        ``close_timeout``.
+        """
         with self._cond:
             self._closing = True
             self._cond.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(self._close_timeout)
+            with self._cond:
+                while self._done < self._queued:
+                    if not self._cond.wait_for(
+                        functools.partial(self._moved_on_from, self._done),
+                        timeout=self._close_timeout,
+                    ):
+                        break  # nothing taken for close_timeout
+            thread.join(self._close_timeout)  # the goodbye
             if thread.is_alive():  # the server does not read: what is left goes to stderr
                 self._give_up("the log server stopped reading; logging to stderr", [])
         super().close()
+
+    def _moved_on_from(self, done: int) -> bool:
+        return self._done != done
 
     # -- the sender thread ------------------------------------------------------
 
@@ -295,20 +371,58 @@ def _after_fork(reference: weakref.ref[LogClientHandler]) -> None:
 _MSG, _EXC_TEXT, _EXTRA = (ROW.index(name) for name in ("msg", "exc_text", "extra"))
 
 
-def _shortened(row: list[Any], size: int) -> list[Any]:
-    """*row*, encoded in *size* bytes, cut down to fit well inside a frame."""
-    cut = size - _RECORD_BYTES + 1024
-    row[_MSG] = f"{row[_MSG][: max(0, len(row[_MSG]) - cut)]}... [{cut} bytes cut]"
-    row[_EXTRA] = None
-    row[_EXC_TEXT] = (row[_EXC_TEXT] or "")[-4096:] or None
+_BIG_EXTRA = 4096  # bytes: an extra this big is cut from a record too big to send
+_KEPT_TRACEBACK = 64 * 1024  # characters of a cut record's traceback kept (its end)
+
+
+def _json(row: list[Any]) -> bytes:
+    r"""*row* as JSON; a lone surrogate (a file name that is not UTF-8) as text, not an error.
+
+    It arrives as its escape's text (``data-\udcff.csv``), whichever the
+    encoding: any handler of the parent's can write that.
+    """
+    try:
+        return _RECORD_ENCODER.encode(row).encode()
+    except UnicodeEncodeError:
+        return _RECORD_ENCODER.encode(_without_surrogates(row)).encode()
+
+
+def _shortened(row: list[Any], size: int, encode: Callable[[list[Any]], bytes]) -> list[Any]:
+    """*row*, encoded in *size* bytes by *encode*, cut down to fit well inside a frame.
+
+    What is big goes first: the extras over a few KiB each (the small ones,
+    an ``episode`` number, stay), then the traceback's beginning (its end,
+    where the error is, stays), then the message's end, cut by bytes, not
+    characters (a character may take 4 bytes, an escaped one 6).
+    """
+    extra = row[_EXTRA]
+    if extra:
+        sizes = {key: len(_RECORD_ENCODER.encode(value)) for key, value in extra.items()}
+        row[_EXTRA] = {
+            key: value if sizes[key] <= _BIG_EXTRA else f"[{sizes[key]} bytes cut]"
+            for key, value in extra.items()
+        }
+    exc_text = row[_EXC_TEXT]
+    if exc_text and len(exc_text) > _KEPT_TRACEBACK:
+        cut = len(exc_text) - _KEPT_TRACEBACK
+        row[_EXC_TEXT] = f"[{cut} characters cut]...{exc_text[-_KEPT_TRACEBACK:]}"
+    message = row[_MSG]
+    over = len(encode(row)) - _RECORD_BYTES + 1024
+    while over > 0 and message:
+        data = message.encode("utf-8", "surrogatepass")
+        # Escapes make the encoded text longer than the UTF-8: cut more each round.
+        keep = max(0, len(data) - over - len(data) // 8)
+        message = data[:keep].decode("utf-8", "ignore")
+        row[_MSG] = f"{message}... [{len(data) - keep} bytes cut]"
+        over = len(encode(row)) - _RECORD_BYTES + 1024
     return row
 
 
 def _encode_record(record: logging.LogRecord) -> bytes:
     row = record_to_row(record)
-    item = _RECORD_ENCODER.encode(row).encode()
+    item = _json(row)
     if len(item) > _RECORD_BYTES:
-        item = _RECORD_ENCODER.encode(_shortened(row, len(item))).encode()
+        item = _json(_shortened(row, len(item), _json))
     return item
 
 
@@ -333,6 +447,8 @@ def carried_whole(record: logging.LogRecord) -> bool:
 def _pack_row(row: list[Any]) -> bytes:
     try:
         packed = frames.msgpack_pack(row)
+    except UnicodeEncodeError:  # a lone surrogate: msgpack's text is UTF-8 only
+        packed = frames.msgpack_pack(_without_surrogates(row))
     except (OverflowError, TypeError, ValueError):
         # An int beyond 64 bits, say, where JSON would have taken it: the
         # extras go as text rather than the record not at all.
@@ -346,11 +462,22 @@ def _pack_row(row: list[Any]) -> bytes:
     return packed
 
 
+def _without_surrogates(value: Any) -> Any:
+    """*value* (a row, or part of one) with each lone surrogate as its escape's text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode()
+    if isinstance(value, list):
+        return [_without_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    return value
+
+
 def _pack_record(record: logging.LogRecord) -> bytes:
     row = record_to_row(record)
     item = _pack_row(row)
     if len(item) > _RECORD_BYTES:
-        item = _pack_row(_shortened(row, len(item)))
+        item = _pack_row(_shortened(row, len(item), _pack_row))
     return item
 
 

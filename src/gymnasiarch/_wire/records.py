@@ -17,6 +17,7 @@ process) would describe the parent, not the child.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -366,6 +367,58 @@ def reinject(record: logging.LogRecord, logger: logging.Logger | None = None) ->
         logger = _logger_named(record.name)
     if logger.isEnabledFor(record.levelno):
         logger.handle(record)
+
+
+class ReinjectFailures:
+    """What the parent's filters and handlers raised on one child's records, told on stderr.
+
+    A filter or handler that raises on a record (``record.episode % 10`` on
+    an episode that came as text) costs that record, as the same call in
+    the parent's own code would; the records after it go on. Told on
+    stderr, not through logging, whose failing filter may be the one that
+    raised: each kind of error once per logger with its traceback, and at
+    the end of the connection how many records it cost in all. Silent where
+    ``logging.raiseExceptions`` is false, as logging's own reports are.
+    """
+
+    def __init__(self, child: str) -> None:
+        self._child = child
+        self._told: set[tuple[str, type[BaseException]]] = set()
+        self._lost = 0
+
+    def __enter__(self) -> ReinjectFailures:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._lost > len(self._told):
+            self._tell(
+                f"--- gymnasiarch: {self._lost} records of child {self._child!r} in all were "
+                "lost to errors in the parent's log filters or handlers ---\n"
+            )
+
+    def note(self, record: logging.LogRecord, error: Exception) -> None:
+        """*record* was lost to *error* (raised by the parent's logging)."""
+        self._lost += 1
+        key = (record.name, type(error))
+        if key in self._told:
+            return
+        self._told.add(key)
+        self._tell(
+            f"--- gymnasiarch: a log filter or handler of the parent's raised on a record of "
+            f"child {self._child!r} (logger {record.name!r}, {record.levelname}); the record "
+            "is lost, the child's others go on ---\n"
+            + "".join(traceback.format_exception(error))
+            + f"Message: {str(record.msg)[:200]!r}\n"
+        )
+
+    @staticmethod
+    def _tell(text: str) -> None:
+        stream = sys.stderr
+        if not logging.raiseExceptions or stream is None:
+            return
+        with contextlib.suppress(Exception):  # a closed stderr: nowhere left to tell
+            stream.write(text)
+            stream.flush()
 
 
 class LoggerCache:
