@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -177,3 +178,22 @@ async def test_a_parents_own_structlog_formatter_shows_a_childs_traceback() -> N
     assert event["event"] == "child boom"
     assert "KeyError: 'missing-agent'" in event["exception"]
     assert "Traceback (most recent call last)" in event["exception"]
+
+
+async def test_a_crash_that_is_restarted_is_logged_with_the_childs_traceback(
+    kept: Kept, tmp_path: Path
+) -> None:
+    """The supervisor's WARNING about a crash carries the child's traceback (its cause)."""
+    crashing = ChildSpec("k", "targets.basic:crash_once_then_sleep", args=(str(tmp_path / "m"),))
+    with anyio.fail_after(30):
+        async with Supervisor([crashing]) as sup:
+            with sup.events() as events:
+                async for event in events:
+                    if (event.kind, event.restarts) == ("started", 1):
+                        break
+            sup.stop()
+    (warning,) = [r for r in kept.named("gymnasiarch.supervisor") if "raised" in r.getMessage()]
+    assert warning.exc_info is not None
+    text = logging.Formatter().formatException(warning.exc_info)
+    assert "in crash_once_then_sleep" in text  # the child's own frame
+    assert "Boom: first run" in text

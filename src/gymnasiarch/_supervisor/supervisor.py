@@ -66,6 +66,7 @@ from gymnasiarch._supervisor.signals import SignalCatcher
 from gymnasiarch.dynaloader import ErrorDuringImport, resolve
 from gymnasiarch.exceptions import (
     ChildEndedError,
+    ChildHungError,
     DeadChildrenRisingAsZombiesError,
     FieldTypeError,
     FieldValueError,
@@ -1679,7 +1680,12 @@ class Supervisor:
         if not normal:
             self._results.pop(child.name, None)
             self._crashes[child.name] = self._crashes.get(child.name, 0) + 1
-            logger.warning("child %r %s", self._prefix + child.name, status.describe())
+            # With the child's traceback (the error's cause), where it raised:
+            # a crash that is restarted is told nowhere else.
+            raised = status.error if not isinstance(status.error, ChildHungError) else None
+            logger.warning(
+                "child %r %s", self._prefix + child.name, status.describe(), exc_info=raised
+            )
         # Decide (pure, in _policy), then act. The delay is drawn now; the
         # count of restarts in a row is the child's only if it is restarted.
         in_row, delay = backoff_step(self.backoff, child.failures_in_row, ran_for, rng=random)
