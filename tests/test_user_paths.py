@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -359,3 +360,186 @@ async def test_a_child_stuck_before_ready_with_no_shutdown_limit_is_still_stoppe
     with anyio.fail_after(30), pytest.raises(InitializationFailedError, match="ready_timeout"):
         async with Supervisor([spec]):
             pass
+
+
+# -- public calls at awkward moments (a newcomer's trial, session 11) -------------------------
+
+U = "targets.user_paths"
+SLEEPER = ChildSpec("a", "targets.basic:ready_then_sleep", ready_timeout=10)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ChildSpec("n", f"{U}:raise_before_ready", ready_timeout=5),
+        ChildSpec("n", command=["sh", "-c", "exit 3"], ready=ReadyPath("/nonexistent/x")),
+        ChildSpec("n", command=["no-such-program-gymnasiarch"]),
+    ],
+    ids=["raises", "program-ends-first", "no-program"],
+)
+async def test_a_start_child_that_fails_leaves_the_tree_running(spec: ChildSpec) -> None:
+    """start_child() raises InitializationFailedError, and that is all.
+
+    Before, the child's exit was then judged as well, for a child no
+    longer in the tree: the supervisor died of an internal ValueError
+    (or gave up, for a program that could not be exec'd).
+    """
+    with anyio.fail_after(30):
+        async with Supervisor([SLEEPER]) as sup:
+            for _ in range(3):  # and again: nothing of the failed ones is left
+                with pytest.raises(InitializationFailedError):
+                    await sup.start_child(spec)
+            assert [row.path for row in sup.walk()] == ["a"]
+            assert sup.child_info("a").state == "running"
+            sup.stop()
+
+
+async def test_a_restart_child_that_meets_a_stop_starts_nothing(tmp_path: Path) -> None:
+    """stop() while restart_child() stops its child: no new run is started, the call says so.
+
+    (From a task of the application's own, not the body of ``async with``,
+    which stop() cancels.)
+    """
+    # Its cleanup takes 0.3 s: the stop surely comes while restart_child() waits for it.
+    journal = ChildSpec("a", "targets.tree:journal", args=(str(tmp_path / "j"), "a"), shutdown=5)
+    sup = Supervisor([journal])
+    kinds: list[str] = []
+    with anyio.fail_after(30), sup.events() as events:
+        async with anyio.create_task_group() as group:
+            group.start_soon(sup.run)
+            async for event in events:
+                if event.kind == "started":
+                    break
+
+            async def restart() -> None:
+                with pytest.raises(RuntimeError, match="is shutting down"):
+                    await sup.restart_child("a")
+
+            group.start_soon(restart)
+            async for event in events:
+                kinds.append(event.kind)
+                if event.kind == "stopping":  # restart_child() stops it now
+                    sup.stop()
+            # the stream ends with the supervisor
+    assert "started" not in kinds, kinds
+    assert "restarting" not in kinds, kinds
+
+
+async def test_terminate_child_of_a_child_still_starting_acts_at_once() -> None:
+    """A child waits 60 s for its readiness: terminate_child() ends that wait, no error follows."""
+    slow = ChildSpec("slow", f"{U}:slow_to_be_ready", args=(60,), ready_timeout=120)
+    with anyio.fail_after(20):
+        async with Supervisor([SLEEPER]) as sup:
+            with sup.events() as events:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(sup.start_child, slow)
+                    async for event in events:
+                        if (event.kind, event.child) == ("started", "slow"):
+                            break
+                    await sup.terminate_child("slow")
+            assert sup.child_info("slow").state == "terminated"
+            assert sup.child_info("a").state == "running"
+            sup.stop()
+
+
+async def test_calls_during_a_shutdown_say_it_is_shutting_down() -> None:
+    stubborn_child = stubborn(ChildSpec("s", "targets.basic:ready_then_sleep", shutdown=1))
+    sup = Supervisor([SLEEPER, stubborn_child])
+    with anyio.fail_after(30), sup.events() as events:
+        async with anyio.create_task_group() as group:
+            group.start_soon(sup.run)
+            async for event in events:
+                if (event.kind, event.child) == ("started", "s"):
+                    break
+            sup.stop()
+            async for event in events:
+                if event.kind == "stopping":
+                    break
+            for call in (sup.restart_child, sup.terminate_child):
+                with pytest.raises(RuntimeError, match="supervisor 'supervisor' is shutting down"):
+                    await call("a")
+            with pytest.raises(RuntimeError, match="is shutting down"):
+                await sup.start_child(ChildSpec("x", "targets.basic:ready_then_sleep"))
+
+
+def _kill(sup: Supervisor, path: str) -> None:
+    pid = sup.child_info(path).pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+
+
+def _journals(tmp_path: Path, *names: str) -> list[ChildSpec]:
+    """Children whose stop takes 0.3 s of cleanup (``targets.tree:journal``)."""
+    return [
+        ChildSpec(n, "targets.tree:journal", args=(str(tmp_path / "j"), n), ready_timeout=10)
+        for n in names
+    ]
+
+
+async def test_a_stop_during_a_strategys_restart_announces_no_restart(tmp_path: Path) -> None:
+    """one_for_all stops the siblings one by one; stop() meanwhile: each is stopped once.
+
+    Before, the shutdown stopped them a second time (two ``stopping`` events,
+    two warnings each), and "restarting" was announced after "shutting_down".
+    """
+    sup = Supervisor(_journals(tmp_path, "a", "b", "c"), strategy="one_for_all")
+    kinds: list[tuple[str, str | None]] = []
+    with anyio.fail_after(30), sup.events() as events:
+        async with anyio.create_task_group() as group:
+            group.start_soon(sup.run)
+            async for event in events:
+                if (event.kind, event.child) == ("ready", "c"):
+                    break
+            _kill(sup, "b")
+            async for event in events:
+                kinds.append((event.kind, event.child))
+                if (event.kind, event.child) == ("stopping", "c"):  # the strategy's, 0.3 s
+                    sup.stop()
+    after = kinds[kinds.index(("shutting_down", None)) :]
+    assert ("restarting", "a") not in after, kinds
+    assert ("started", "a") not in after, kinds
+    assert kinds.count(("stopping", "c")) == 1, kinds
+    assert kinds.count(("stopping", "a")) == 1, kinds
+    assert all(row.state != "restarting" for row in sup.walk())
+
+
+async def test_a_stop_during_a_backoff_leaves_no_restart_counted() -> None:
+    sup = Supervisor(
+        [ChildSpec("a", "targets.basic:ready_then_sleep"), ChildSpec("b", "targets.basic:crash")],
+        strategy="one_for_all",
+        backoff=Backoff(base=5, factor=1, cap=5, jitter=0),
+    )
+    with anyio.fail_after(30), sup.events() as events:
+        async with anyio.create_task_group() as group:
+            group.start_soon(sup.run)
+            async for event in events:
+                if (event.kind, event.child) == ("restarting", "b"):  # due in 5 s
+                    break
+            sup.stop()
+    rows = {row.path: row for row in sup.walk()}
+    assert {path: row.restarts for path, row in rows.items()} == {"a": 0, "b": 0}
+    assert rows["a"].state == "terminated"  # stopped by the strategy, as it was
+    assert rows["b"].state == "exited"
+    assert rows["b"].crashes == 1
+
+
+async def test_a_crash_while_a_strategy_stops_its_siblings_is_counted(tmp_path: Path) -> None:
+    """a crashes while one_for_all stops c (0.3 s of cleanup) after b crashed: both count."""
+    sup = Supervisor(_journals(tmp_path, "a", "b", "c"), strategy="one_for_all")
+    with anyio.fail_after(30), sup.events() as events:
+        async with anyio.create_task_group() as group:
+            group.start_soon(sup.run)
+            async for event in events:
+                seen = (event.kind, event.child, event.restarts)
+                if seen == ("ready", "c", 0):
+                    _kill(sup, "b")
+                elif seen == ("stopping", "c", 0):  # the strategy's stop: 0.3 s of cleanup
+                    _kill(sup, "a")
+                elif seen == ("ready", "c", 1):  # the group restarted
+                    break
+            # a's exit waits for the lock the restart held; a call that takes
+            # the lock after it (anyio's is first come, first served) sees it judged.
+            await sup.terminate_child("c")
+            crashes = {row.path: row.crashes for row in sup.walk()}
+            sup.stop()
+    assert crashes == {"a": 1, "b": 1, "c": 0}

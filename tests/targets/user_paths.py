@@ -90,3 +90,15 @@ def ignore_sigterm_never_ready() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         time.sleep(3600)
+
+
+def raise_before_ready() -> None:
+    """Fail in its start: it raises before it calls ready()."""
+    raise RuntimeError("cannot load the scenario")
+
+
+def slow_to_be_ready(seconds: float) -> None:
+    """Call ready() only after *seconds*, then sleep."""
+    time.sleep(seconds)
+    child_context().ready()
+    time.sleep(3600)

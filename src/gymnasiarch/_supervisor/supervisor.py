@@ -259,6 +259,8 @@ class _Child:
         # Stopped with terminate_child(): kept in the tree, which runs on for
         # it (OTP's supervisor, supervisord's `stop`), until restart_child().
         self.held = False
+        # Set by terminate_child(): the start under way stops waiting for readiness.
+        self.start_called_off = anyio.Event()
         self.restarts = 0
         self.last_exit: ExitStatus | None = None
         self.started_at = 0.0
@@ -572,6 +574,8 @@ class Supervisor:
             self._add_spec(child)
         self._check_references()
         self._phase: _Phase = "idle"
+        # The stops under way, by id of their run: the end of each (see _stop_runs).
+        self._stops: dict[int, anyio.Event] = {}
         # Abnormal ends per child over the root's whole run: OTP counts
         # restarts per run of a supervisor, so a restarted group forgets.
         self._crashes: dict[str, int] = {}
@@ -1341,6 +1345,7 @@ class Supervisor:
     async def _start(self, child: _Child, initial: bool) -> None:
         child.pending_restart = None  # whatever restart was due for it, this is it
         child.held = False
+        child.start_called_off = anyio.Event()  # see terminate_child
         try:
             run = await self._launch_closing_notify(child)
         except (OSError, InitializationFailedError) as error:
@@ -1382,12 +1387,15 @@ class Supervisor:
         # A nested supervisor is ready once its own children have started; a
         # program once it was exec'd (its ready kind, if any, is awaited below).
         awaited = run.ready if (timeout is not None and not program) or nested else run.started
+        called_off = child.start_called_off
         with anyio.move_on_after(math.inf if timeout is None else timeout):
             # stop() ends a wait that may be long (a child on a cluster
-            # waits for a node with room).
-            await first_of(awaited, run.exited, self._stopping)
-        if self._stopping.is_set() and not (awaited.is_set() or run.exited.is_set()):
-            return  # the shutdown that follows stops it
+            # waits for a node with room), and so does terminate_child().
+            await first_of(awaited, run.exited, self._stopping, called_off)
+        if (self._stopping.is_set() or called_off.is_set()) and not (
+            awaited.is_set() or run.exited.is_set()
+        ):
+            return  # the shutdown, or terminate_child(), that follows stops it
         if run.exited.is_set() and not awaited.is_set():
             if initial:
                 run.stop_requested = True
@@ -1548,12 +1556,13 @@ class Supervisor:
         async with anyio.create_task_group() as group:
             group.start_soon(look)
             with anyio.move_on_after(timeout):
-                await first_of(seen, run.exited, self._stopping)
+                await first_of(seen, run.exited, self._stopping, child.start_called_off)
             group.cancel_scope.cancel()
         if seen.is_set():
             return (found[0],)
-        if self._stopping.is_set() and not run.exited.is_set():
-            return None  # the shutdown that follows stops it
+        stopped = self._stopping.is_set() or child.start_called_off.is_set()
+        if stopped and not run.exited.is_set():
+            return None  # the shutdown, or terminate_child(), that follows stops it
         if run.exited.is_set():
             if not initial:
                 return None  # its watcher judges the exit
@@ -1652,13 +1661,27 @@ class Supervisor:
         self._pending_exits += 1
         try:
             async with self._lock:
+                # Meanwhile the start that launched it may have failed and
+                # been called off (start_child), the child taken out of the
+                # tree: its exit is that call's error, nothing to judge.
+                # Or it was stopped on purpose (terminate_child) just after
+                # it ended on its own: it stays stopped.
+                if run.stop_requested or child.held or self._children.get(child.name) is not child:
+                    return
                 await self._judge_exit(child, status, ran_for=time.monotonic() - child.started_at)
         finally:
             self._pending_exits -= 1
             self._check_done()
 
     async def _judge_exit(self, child: _Child, status: ExitStatus, ran_for: float) -> None:
-        if self._shutting_down or child.run is not None:
+        if self._shutting_down:
+            return
+        if child.run is not None:
+            # Started again meanwhile: it ended on its own while a strategy
+            # stopped its siblings one by one, and was taken into their
+            # restart. Its end is still counted and told, not decided on twice.
+            if not status.normal:
+                self._note_crash(child, status)
             return
         if status.start_error is not None:
             # A program that cannot be exec'd now will not be at the next
@@ -1678,14 +1701,7 @@ class Supervisor:
             return
         normal = status.normal
         if not normal:
-            self._results.pop(child.name, None)
-            self._crashes[child.name] = self._crashes.get(child.name, 0) + 1
-            # With the child's traceback (the error's cause), where it raised:
-            # a crash that is restarted is told nowhere else.
-            raised = status.error if not isinstance(status.error, ChildHungError) else None
-            logger.warning(
-                "child %r %s", self._prefix + child.name, status.describe(), exc_info=raised
-            )
+            self._note_crash(child, status)
         # Decide (pure, in _policy), then act. The delay is drawn now; the
         # count of restarts in a row is the child's only if it is restarted.
         in_row, delay = backoff_step(self.backoff, child.failures_in_row, ran_for, rng=random)
@@ -1723,11 +1739,22 @@ class Supervisor:
         elif isinstance(decision, GiveUp):
             self._give_up(child, status, decision.reason)
 
+    def _note_crash(self, child: _Child, status: ExitStatus) -> None:
+        """Count and tell an abnormal end of *child*."""
+        self._results.pop(child.name, None)
+        self._crashes[child.name] = self._crashes.get(child.name, 0) + 1
+        # With the child's traceback (the error's cause), where it raised:
+        # a crash that is restarted is told nowhere else.
+        raised = status.error if not isinstance(status.error, ChildHungError) else None
+        logger.warning("child %r %s", self._prefix + child.name, status.describe(), exc_info=raised)
+
     async def _restart(self, child: _Child, decision: Restart) -> None:
         why = f"{self.strategy}: {child.name!r} exited"
         await self._stop_children([self._children[n] for n in decision.stop], why=why)
         for name in decision.retire:
             self._children[name].retire()  # a temporary sibling, stopped for good
+        if self._shutting_down or self._stopping.is_set():
+            return  # a stop came while the siblings stopped: no restart to announce
         group = [self._children[n] for n in decision.start]
         # A member already waiting for its own restart (it ended just
         # before) is taken into this one, in the group's order, and keeps
@@ -1736,6 +1763,7 @@ class Supervisor:
         due = max([due, *(m.due_at for m in group if m.pending_restart is not None)])
         delay = due - time.monotonic()
         token = object()  # this restart's: a later one (or a stop) takes it away
+        before = {member.name: member.state for member in group}
         for member in group:
             member.call_off_restart()  # replaced by this one: counted once
             member.restarts += 1
@@ -1751,12 +1779,21 @@ class Supervisor:
             # sibling wait out this child's backoff, one after the other.
             self._lock.release()
             try:
-                await anyio.sleep(delay)
+                with anyio.move_on_after(delay):
+                    await self._stopping.wait()  # a stop ends the wait: nothing is due then
             finally:
                 with anyio.CancelScope(shield=True):  # held again, or `async with` fails
                     await self._lock.acquire()
+                if self._shutting_down or self._stopping.is_set():
+                    # Stopped during the backoff (or cancelled): the restarts
+                    # announced do not happen; they are not counted, and the
+                    # rows say how each ended, as before.
+                    for left in group:
+                        if left.pending_restart is token and left.run is None:
+                            left.call_off_restart()
+                            left.state = before[left.name]
         for member in group:
-            if self._shutting_down:
+            if self._shutting_down or self._stopping.is_set():
                 return
             if member.pending_restart is not token or member.run is not None:
                 continue  # started, stopped or restarted by another decision meanwhile
@@ -1900,10 +1937,15 @@ class Supervisor:
         self, runs: list[tuple[_Child, ChildRun]], why: str, zombies: dict[str, int]
     ) -> None:
         """Ask each of *runs* to stop, then wait for them all (grace, SIGKILL, zombie bound)."""
+        under_way = [self._stops[id(run)] for _, run in runs if id(run) in self._stops]
+        runs = [(child, run) for child, run in runs if id(run) not in self._stops]
         for child, run in runs:
-            run.stop_requested = True
             if run.exited.is_set():
-                continue  # gone already (a second Ctrl-C killed it): nothing to stop
+                # Gone already (it ended on its own, a second Ctrl-C killed
+                # it): nothing to stop, and its end was not asked for.
+                continue
+            run.stop_requested = True
+            self._stops[id(run)] = anyio.Event()
             child.state = "stopping"
             self._publish("stopping", child, pid=run.pid, detail=why)
             if child.shutdown == 0 or self._kill_immediately:
@@ -1912,9 +1954,18 @@ class Supervisor:
                 run.terminate()
             if len(runs) > 1:
                 await anyio.lowlevel.checkpoint()  # as for starts: the caller's loop gets turns
-        async with anyio.create_task_group() as group:
-            for child, run in runs:
-                group.start_soon(self._await_stop, child, run, zombies)
+        try:
+            async with anyio.create_task_group() as group:
+                for child, run in runs:
+                    group.start_soon(self._await_stop, child, run, zombies)
+                # Stops of the same runs another caller began (a strategy's,
+                # when the shutdown came): awaited, not begun twice.
+                for stopped in under_way:
+                    group.start_soon(stopped.wait)
+        finally:
+            for _, run in runs:
+                if id(run) in self._stops:
+                    self._stops.pop(id(run)).set()
         for child, _ in runs:
             child.state = "terminated"
 
@@ -1987,6 +2038,10 @@ class Supervisor:
         return owner, owner._get(name)
 
     def _require_running(self) -> None:
+        if self._phase == "shutting_down" or (
+            self._phase in ("starting", "running") and self._stopping.is_set()
+        ):
+            raise RuntimeError(f"supervisor {self.name!r} is shutting down")
         if self._phase not in ("starting", "running"):
             raise RuntimeError(f"supervisor {self.name!r} is not running")
 
@@ -2060,7 +2115,12 @@ class Supervisor:
         """
         owner, child = self._find(name)
         owner._require_running()
+        # A start under way (waiting for its readiness, with the lock) is
+        # called off at once: that wait may be long, and a child stopped on
+        # purpose has nothing to be ready for.
+        child.start_called_off.set()
         async with owner._lock:
+            owner._require_running()  # a stop may have come while we waited
             if child.call_off_restart():  # one due after a backoff
                 child.state = "terminated"
             await owner._stop_children([child], why="terminate_child")
@@ -2076,7 +2136,10 @@ class Supervisor:
         owner, child = self._find(name)
         owner._require_running()
         async with owner._lock:
+            owner._require_running()  # a stop may have come while we waited
             await owner._stop_children([child], why="restart_child")
+            if owner._stopping.is_set():  # ... or while it stopped: not started again
+                owner._require_running()
             child.call_off_restart()  # one due after a backoff: this is it, counted once
             child.restarts += 1
             owner._publish("restarting", child, detail="asked")
