@@ -241,6 +241,17 @@ def test_run_that_gives_up_prints_the_childs_traceback_last(tmp_path: Path) -> N
     assert "PrematureTaskDeathError" in done.stderr
 
 
+def test_a_program_that_ends_before_ready_is_told_with_its_stderr_once(tmp_path: Path) -> None:
+    tree = (
+        '[[child]]\nname = "p"\ncommand = ["sh", "-c", "echo no config >&2; exit 3"]\n'
+        'ready = { path = "/nonexistent/ready" }\n'
+    )
+    done = gymnasiarch("run", "--log-format", "json", str(write(tmp_path, tree)))
+    assert done.returncode == 1
+    assert "InitializationFailedError" in done.stderr
+    assert done.stderr.count("no config") == 2, done.stderr  # the log line, and the error once
+
+
 def test_run_stopped_by_sigterm_exits_128_plus_15(tmp_path: Path) -> None:
     tree = '[[child]]\nname = "sleeper"\ntarget = "targets.basic:ready_then_sleep"\n'
     proc = subprocess.Popen(

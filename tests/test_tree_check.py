@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import subprocess
 import sys
@@ -350,3 +351,28 @@ def test_run_refuses_the_same_file_with_its_first_mistake(tmp_path: Path) -> Non
     done = _cli(tmp_path, "run", "tree.toml")
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == MIXED_REPORT.splitlines(keepends=True)[0]
+
+
+def test_check_finds_a_cwd_that_is_no_directory(tmp_path: Path) -> None:
+    """As `run` would find it, at start: now, at its key."""
+    tree = tmp_path / "t.toml"
+    tree.write_text('[[child]]\nname = "p"\ncommand = ["sleep", "1"]\ncwd = "/nonexistent/dir"\n')
+    (mistake,) = _mistakes(tree)
+    assert str(mistake).endswith("child[0].cwd (line 4): '/nonexistent/dir' is not a directory")
+
+
+def test_inf_and_nan_in_a_file_are_judged_as_in_python(tmp_path: Path) -> None:
+    """`shutdown = inf` waits for ever (math.inf in Python); nan, a 0 ready_timeout do not pass."""
+    tree = tmp_path / "t.toml"
+    tree.write_text(
+        '[[child]]\nname = "a"\ncommand = ["sleep", "1"]\nshutdown = inf\n'
+        '[[child]]\nname = "b"\ncommand = ["sleep", "1"]\nshutdown = nan\nready_timeout = 0\n'
+    )
+    said = [str(m).split(": ", 1)[1] for m in _mistakes(tree)]
+    assert said == [
+        "child[1].shutdown (line 8): expected a number of seconds >= 0, got nan",
+        "child[1].ready_timeout (line 9): expected a number of seconds > 0, got 0",
+    ]
+    tree.write_text('[[child]]\nname = "a"\ncommand = ["sleep", "1"]\nshutdown = inf\n')
+    (child,) = load_tree(tree).children
+    assert child.shutdown == math.inf  # type: ignore[union-attr]

@@ -735,7 +735,10 @@ class ChildSpec:
                 "(a permanent child is always restarted, so it never ends)",
                 where,
             )
-        check_seconds("ready_timeout", self.ready_timeout, allow_none=True, owner=where)
+        # 0 would fail every start: nothing is ready before it has started.
+        check_seconds(
+            "ready_timeout", self.ready_timeout, allow_none=True, positive=True, owner=where
+        )
         self._check_output(where)
         if self.placement is not None:
             object.__setattr__(self, "placement", check_placement(where, self.placement))

@@ -420,7 +420,7 @@ def _report(error: BaseException, out: TextIO) -> None:
     if remote:
         print(f"\nthe child's traceback:\n{remote}", file=out)
     output = getattr(error, "output", None)
-    if output:
+    if output and output not in str(error):  # its message may quote it already
         print(f"\nwhat it wrote to stderr last:\n{output}", file=out)
     if not remote and error.__cause__ is not None:
         print(f"\ncaused by {type(error.__cause__).__name__}: {error.__cause__}", file=out)
