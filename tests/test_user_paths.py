@@ -543,3 +543,36 @@ async def test_a_crash_while_a_strategy_stops_its_siblings_is_counted(tmp_path: 
             crashes = {row.path: row.crashes for row in sup.walk()}
             sup.stop()
     assert crashes == {"a": 1, "b": 1, "c": 0}
+
+
+async def test_restart_child_during_a_groups_backoff_restarts_the_group_in_order(
+    tmp_path: Path,
+) -> None:
+    """one_for_all after b crashed, 5 s of backoff: restart_child("b") starts a, b, c now.
+
+    Before, b alone started at once, ahead of a, which it may depend on.
+    """
+    sup = Supervisor(
+        [
+            ChildSpec("a", "targets.basic:ready_then_sleep"),
+            ChildSpec("b", "targets.basic:crash_once_then_sleep", args=(str(tmp_path / "m"),)),
+            ChildSpec("c", "targets.basic:ready_then_sleep"),
+        ],
+        strategy="one_for_all",
+        backoff=Backoff(base=5, factor=1, cap=5, jitter=0),
+    )
+    started: list[str | None] = []
+    with anyio.fail_after(4), sup.events() as events:  # well inside the 5 s backoff
+        async with anyio.create_task_group() as group:
+            group.start_soon(sup.run)
+            async for event in events:
+                if (event.kind, event.child) == ("restarting", "c"):  # the group's, in 5 s
+                    break
+            await sup.restart_child("b")
+            rows = {row.path: (row.state, row.restarts) for row in sup.walk()}
+            sup.stop()
+            async for event in events:
+                if event.kind == "started":
+                    started.append(event.child)
+    assert started == ["a", "b", "c"]  # in start order, each once
+    assert rows == {"a": ("running", 1), "b": ("running", 1), "c": ("running", 1)}

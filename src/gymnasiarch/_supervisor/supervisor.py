@@ -2137,6 +2137,9 @@ class Supervisor:
         owner._require_running()
         async with owner._lock:
             owner._require_running()  # a stop may have come while we waited
+            if child.pending_restart is not None:
+                await owner._restart_due_now(child.pending_restart)
+                return
             await owner._stop_children([child], why="restart_child")
             if owner._stopping.is_set():  # ... or while it stopped: not started again
                 owner._require_running()
@@ -2144,6 +2147,22 @@ class Supervisor:
             child.restarts += 1
             owner._publish("restarting", child, detail="asked")
             await owner._start(child, initial=False)
+
+    async def _restart_due_now(self, token: object) -> None:
+        """The restart *token* stands for, due after a backoff, now (holding the lock).
+
+        All of its group (a strategy's siblings) start, in start order, as
+        they would have after the delay: restarting one of them alone would
+        start it ahead of the earlier ones it may depend on.
+        """
+        group = [c for c in self._children.values() if c.pending_restart is token]
+        for member in group:
+            member.call_off_restart()
+            member.restarts += 1  # counted once: the one announced, now
+            self._publish("restarting", member, detail="asked")
+        for member in group:
+            self._require_running()  # a stop meanwhile: the rest are not started
+            await self._start(member, initial=False)
 
     async def wait_ready(self, path: str) -> Any:
         """Wait until the child at *path* is ready; its ready value.
