@@ -549,3 +549,42 @@ params = {{ port = {{ from_ready = {source}, key = "port" }} }}
     with pytest.raises(TreeFileError) as caught:
         load_tree(write(tmp_path, text))
     assert said in str(caught.value)
+
+
+def test_every_from_ready_source_mistake_is_listed(tmp_path: Path) -> None:
+    """No ready_timeout, a source that starts later, a source nobody has: three lines."""
+    text = """\
+[[child]]
+name = "env"
+target = "targets.tree:serve_on_port_zero"
+
+[[child]]
+name = "agent"
+target = "targets.tree:connect_to"
+params = { port = { from_ready = "env", key = "port" } }
+
+[[child]]
+name = "early"
+target = "targets.tree:connect_to"
+params = { port = { from_ready = "late", key = "port" } }
+
+[[child]]
+name = "late"
+target = "targets.tree:serve_on_port_zero"
+ready_timeout = 5
+
+[[child]]
+name = "viewer"
+command = ["echo", { from_ready = "nobody" }]
+"""
+    with pytest.raises(TreeFileError) as caught:
+        load_tree(write(tmp_path, text))
+    said = [str(m).split(": ", 1)[1] for m in caught.value.mistakes]
+    assert [line.split(":", 1)[0] for line in said] == [
+        "child[1] (line 5)",
+        "child[2] (line 10)",
+        "child[4] (line 20)",
+    ]
+    assert "needs a ready_timeout" in said[0]
+    assert "'late' starts after 'early'" in said[1]
+    assert "from_ready 'nobody': no child of that name" in said[2]

@@ -31,6 +31,7 @@ the file is checked, not when the child first starts.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -47,7 +48,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from gymnasiarch import ready as ready_kinds
-from gymnasiarch._from_ready import FromReady
+from gymnasiarch._from_ready import FromReady, references, substitute
 from gymnasiarch._spec import Backoff, ChildSpec
 from gymnasiarch._supervisor.options import SupervisorOptions
 from gymnasiarch._supervisor.supervisor import Supervisor
@@ -333,14 +334,29 @@ class _Loader:
             raise _ReportedError
         if backend is not None:
             options["backend"] = backend
-        # What only the whole supervisor can check (its children's names, each unique).
-        return self.build(
-            at,
-            Supervisor,
-            [spec for _, spec in specs],
-            key=lambda field: prefix + field if field.startswith("child[") else f"{at}.{field}",
-            **options,
-        )
+        # What only the whole supervisor can check (its children's names, each
+        # unique; their from_ready sources). A child whose from_ready is wrong
+        # is listed and tried again without it, so that every one is listed.
+        children = [spec for _, spec in specs]
+        while True:
+            try:
+                built = self.build(
+                    at,
+                    Supervisor,
+                    children,
+                    key=lambda f: prefix + f if f.startswith("child[") else f"{at}.{f}",
+                    **options,
+                )
+            except TreeFileError as error:
+                place = _referring_child(error, prefix, children)
+                if place is None:
+                    raise
+                self.mistakes.append(error)
+                children[place] = _without_references(children[place])
+                continue
+            # Built, even with mistakes listed: the root's sources that no
+            # child has are found on it (see load_tree), then all are told.
+            return built
 
     def check_names(self, prefix: str, names: list[tuple[int, object]]) -> None:
         """List each child (of *names*: its place and name) whose name an earlier one has.
@@ -739,6 +755,47 @@ class _Loader:
             raise self.field_error(where, error, key) from None
         except (ValueError, TypeError) as error:  # about no one field
             raise self.error(where, str(error)) from None
+
+
+def _referring_child(
+    error: TreeFileError, prefix: str, children: list[ChildSpec | Supervisor]
+) -> int | None:
+    """The place of the child whose from_ready *error* is about, if it is about one."""
+    head = f"{prefix}child["
+    if error.key is None or not error.key.startswith(head) or not error.key.endswith("]"):
+        return None
+    place = error.key[len(head) : -1]
+    if not place.isdigit() or int(place) >= len(children):
+        return None
+    child = children[int(place)]
+    if not isinstance(child, ChildSpec) or not _references(child):
+        return None
+    return int(place)
+
+
+def _references(spec: ChildSpec) -> list[FromReady]:
+    return [
+        *references(spec.args),
+        *references(spec.kwargs or {}),
+        *references(spec.command or ()),
+        *references(spec.env or {}),
+    ]
+
+
+def _without_references(spec: ChildSpec) -> ChildSpec:
+    """*spec* with each FromReady as a stand-in text (its other fields checked already)."""
+
+    def stand_in(ref: FromReady) -> Any:
+        # substitute() applies the key to what it gets: any key fits this.
+        return "from_ready" if ref.key is None else collections.defaultdict(lambda: "from_ready")
+
+    return dataclasses.replace(
+        spec,
+        args=substitute(tuple(spec.args), stand_in),
+        kwargs=substitute(dict(spec.kwargs or {}), stand_in),
+        command=None if spec.command is None else substitute(tuple(spec.command), stand_in),
+        env=None if spec.env is None else substitute(dict(spec.env), stand_in),
+    )
 
 
 def load_tree(path: str | Path, *, resolve: bool = False, add_to_path: bool = True) -> Supervisor:
