@@ -197,3 +197,17 @@ async def test_a_crash_that_is_restarted_is_logged_with_the_childs_traceback(
     text = logging.Formatter().formatException(warning.exc_info)
     assert "in crash_once_then_sleep" in text  # the child's own frame
     assert "Boom: first run" in text
+
+
+async def test_a_parent_that_captures_warnings_gets_its_childrens_as_records(kept: Kept) -> None:
+    """``logging.captureWarnings(True)`` in the parent: a child's warning, a py.warnings record."""
+    logging.captureWarnings(True)
+    try:
+        await run(
+            ChildSpec("k", f"{T}:warns", restart="transient", stderr_level="ERROR"),
+        )
+    finally:
+        logging.captureWarnings(False)
+    (record,) = kept.named("py.warnings")
+    assert "UserWarning: the scenario file is old" in record.getMessage()
+    assert record.child == "k"  # type: ignore[attr-defined]

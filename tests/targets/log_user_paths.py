@@ -6,6 +6,7 @@ import logging
 import logging.config
 import os
 import signal
+import warnings
 
 log = logging.getLogger("sim.env")
 
@@ -49,3 +50,7 @@ def logs_an_exception() -> None:
         {}["missing-agent"]
     except KeyError:
         log.exception("child boom")
+
+
+def warns() -> None:
+    warnings.warn("the scenario file is old", UserWarning, stacklevel=1)

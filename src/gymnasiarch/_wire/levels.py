@@ -31,7 +31,11 @@ its log connection::
 
     {"disable": <logging.disable's level>,
      "levels": {<logger name, "" for the root>: <threshold>, ...},
-     "off": [<names of disabled loggers>]}
+     "off": [<names of disabled loggers>],
+     "warnings": <whether logging.captureWarnings(True) is on>}
+
+The last one makes a child's ``warnings.warn`` a record of ``py.warnings``
+where the parent's are (older snapshots without it mean "off").
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,10 +82,13 @@ class Configured:
     (:meth:`for_child`): a push to many children looks at the loggers once.
     """
 
-    def __init__(self, disable: int, levels: dict[str, int], off: set[str]) -> None:
+    def __init__(
+        self, disable: int, levels: dict[str, int], off: set[str], warnings: bool = False
+    ) -> None:
         self.disable = disable
         self.levels = levels
         self.off = off
+        self.warnings = warnings
 
     @classmethod
     def now(cls) -> Configured:
@@ -95,7 +103,7 @@ class Configured:
                 levels[name] = _threshold(logger)
                 if logger.disabled:
                     off.add(name)
-        return cls(root.manager.disable, levels, off)
+        return cls(root.manager.disable, levels, off, _capturing_warnings())
 
     def for_child(self, child: str) -> dict[str, Any]:
         """The snapshot child *child* applies (plain data, see the module's docstring).
@@ -120,7 +128,12 @@ class Configured:
             # 0 means "inherit" below the root: everything at or above the
             # lowest threshold, from the root, rather than a record too few.
             levels = {"": min(levels.values())}
-        return {"disable": self.disable, "levels": levels, "off": off}
+        return {"disable": self.disable, "levels": levels, "off": off, "warnings": self.warnings}
+
+
+def _capturing_warnings() -> bool:
+    """Whether ``logging.captureWarnings(True)`` is on in this process."""
+    return getattr(warnings.showwarning, "__module__", None) == logging.__name__
 
 
 def parent_levels(child: str) -> dict[str, Any]:
@@ -133,9 +146,10 @@ def parent_levels(child: str) -> dict[str, Any]:
 _lock = threading.Lock()
 _applied: dict[str, int] = {}  # the names whose levels the last snapshot set
 _disabled: set[str] = set()  # the loggers it disabled
+_warnings_ours = threading.Event()  # warnings are captured because a snapshot said so
 
 
-def check_levels(snapshot: object) -> tuple[int, dict[str, int], set[str]]:
+def check_levels(snapshot: object) -> tuple[int, dict[str, int], set[str], bool]:
     """The parts of a levels snapshot, once each is of its type.
 
     Raises:
@@ -153,7 +167,10 @@ def check_levels(snapshot: object) -> tuple[int, dict[str, int], set[str]]:
         raise ValueError("levels snapshot: 'levels' is not an object of names to ints")
     if not isinstance(off, list) or not all(type(name) is str for name in off):
         raise ValueError("levels snapshot: 'off' is not a list of names")
-    return disable, dict(levels), set(off)
+    captured = snapshot.get("warnings", False)
+    if type(captured) is not bool:
+        raise ValueError(f"levels snapshot: 'warnings' is not a bool: {captured!r}")
+    return disable, dict(levels), set(off), captured
 
 
 def _logger(name: str) -> logging.Logger:
@@ -181,7 +198,15 @@ def apply_levels(snapshot: object) -> None:
     Raises:
         ValueError: The snapshot is malformed (nothing was changed).
     """
-    disable, levels, off = check_levels(snapshot)
+    disable, levels, off, captured = check_levels(snapshot)
+    # Turned on as the parent's is; turned off only if a snapshot turned it
+    # on: a child that captures warnings itself keeps doing so.
+    if captured and not _capturing_warnings():
+        logging.captureWarnings(True)
+        _warnings_ours.set()
+    elif not captured and _warnings_ours.is_set():
+        logging.captureWarnings(False)
+        _warnings_ours.clear()
     levels.setdefault("", _logger("").level)
     with _lock:
         touched = [(name, _logger(name)) for name in levels.keys() | _applied.keys()]
