@@ -18,6 +18,7 @@ import pytest
 import structlog
 
 from gymnasiarch import ChildSpec, Supervisor
+from gymnasiarch._cli.control import status_rows
 from gymnasiarch._wire.logclient import LogClientHandler
 from gymnasiarch.logging import add_child_exception
 from gymnasiarch.logserver import LogServer
@@ -211,3 +212,24 @@ async def test_a_parent_that_captures_warnings_gets_its_childrens_as_records(kep
     (record,) = kept.named("py.warnings")
     assert "UserWarning: the scenario file is old" in record.getMessage()
     assert record.child == "k"  # type: ignore[attr-defined]
+
+
+async def test_a_record_with_many_small_extras_is_cut_not_the_connection(kept: Kept) -> None:
+    """300 extras of 4 kB: over a record's size together; their text is cut, nothing else."""
+    await run(ChildSpec("k", f"{T}:many_small_extras", restart="transient"))
+    records = kept.named("sim.env")
+    assert [r.getMessage() for r in records] == ["before", "many extras", "after"]
+    assert records[1].extra_cut == "[300 fields, 1200600 bytes cut]"  # type: ignore[attr-defined]
+
+
+async def test_status_of_a_child_with_a_huge_ready_value_still_answers() -> None:
+    """The value is cut in the row: a status reply is one frame, for every child."""
+    spec = ChildSpec("big", f"{T}:announces_a_big_value", ready_timeout=20)
+    with anyio.fail_after(30):
+        async with Supervisor([spec]) as sup:
+            await sup.wait_ready("big")
+            (row,) = status_rows(sup)
+            sup.stop()
+    assert isinstance(row["ready_value"], str)
+    assert row["ready_value"].startswith('{"blob": "xxx')
+    assert len(row["ready_value"]) == 4096

@@ -7,6 +7,7 @@ path, a single spec given as the children failed with a bare TypeError, and
 
 from __future__ import annotations
 
+import math
 import pickle
 import subprocess
 import sys
@@ -191,9 +192,11 @@ def test_zero_seconds_where_zero_is_allowed() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("factor", -1, "expected a number >= 1, got -1"),
-        ("factor", 0.5, "expected a number >= 1, got 0.5"),
-        ("factor", float("nan"), "expected a number >= 1, got nan"),
+        ("factor", -1, "expected a finite number >= 1, got -1"),
+        ("factor", 0.5, "expected a finite number >= 1, got 0.5"),
+        ("factor", float("nan"), "expected a finite number >= 1, got nan"),
+        ("factor", float("inf"), "expected a finite number >= 1, got inf"),
+        ("base", float("inf"), "expected a finite number of seconds >= 0, got inf"),
         ("jitter", -0.5, "expected a fraction from 0 to 1, got -0.5"),
         ("jitter", 2, "expected a fraction from 0 to 1, got 2"),
         ("base", -1, "expected a number of seconds >= 0, got -1"),
@@ -207,6 +210,14 @@ def test_backoff_says_each_fields_own_bound(field: str, value: float, message: s
     with pytest.raises(FieldTypeError, match=f"{field}: expected a number"):
         Backoff(**{field: "1"})  # type: ignore[arg-type]
     assert Backoff(factor=1, jitter=0).delay(3) == 0.1
+
+
+def test_a_backoff_without_a_cap_grows_and_never_turns_into_nan() -> None:
+    """``cap=math.inf`` (a tree file's ``cap = inf``): no cap; a long run of failures stays inf."""
+    backoff = Backoff(base=1, factor=2, cap=math.inf, jitter=0.5)
+    assert 2 <= backoff.delay(3) <= 6
+    assert backoff.delay(5000) == math.inf  # 2**4999 overflows a float: the cap, no cap
+    assert Backoff(base=1, factor=2, cap=10, jitter=0).delay(5000) == 10
 
 
 def test_cli_seconds_say_finite() -> None:

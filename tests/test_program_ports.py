@@ -740,3 +740,16 @@ async def test_ports_are_kept_across_a_restart_of_the_group() -> None:
     assert again == first
     assert group_restarts == 1
     assert status == 200
+
+
+async def test_a_value_with_a_nul_given_to_a_program_is_one_clear_error() -> None:
+    """No argv or environment holds a NUL: the start fails saying so, not a crash loop."""
+    children = [
+        ChildSpec("env", f"{T}:announce", args=("a\0b",), ready_timeout=10),
+        ChildSpec("client", command=["echo", FromReady("env")], restart="transient"),
+    ]
+    with anyio.fail_after(30), pytest.raises(InitializationFailedError) as caught:
+        await Supervisor(children).run()
+    assert "command[1] is FromReady(source='env', key=None), whose value holds a NUL" in str(
+        caught.value
+    )

@@ -576,3 +576,76 @@ async def test_restart_child_during_a_groups_backoff_restarts_the_group_in_order
                     started.append(event.child)
     assert started == ["a", "b", "c"]  # in start order, each once
     assert rows == {"a": ("running", 1), "b": ("running", 1), "c": ("running", 1)}
+
+
+async def test_a_cancelled_terminate_child_still_sees_its_stop_through() -> None:
+    """The caller of terminate_child() gives up waiting; a stop() after: no hang, SIGKILL follows.
+
+    Before, the shutdown took the abandoned stop for done and waited for ever.
+    """
+    x = ChildSpec("x", "targets.basic:ready_then_sleep", shutdown=1, ready_timeout=10)
+    sup = Supervisor([SLEEPER, stubborn(x)])
+    with anyio.fail_after(20), sup.events() as events:
+        async with anyio.create_task_group() as group:
+            group.start_soon(sup.run)
+            async for event in events:
+                if (event.kind, event.child) == ("ready", "x"):
+                    break
+            terminating = anyio.CancelScope()
+
+            async def terminate() -> None:
+                with terminating:
+                    await sup.terminate_child("x")
+
+            group.start_soon(terminate)
+            async for event in events:
+                if (event.kind, event.child) == ("stopping", "x"):  # 1 s of grace begins
+                    break
+            sup.stop()  # the shutdown finds x's stop under way, and waits for it
+            await anyio.lowlevel.checkpoint()
+            terminating.cancel()  # the caller gives up: the stop goes on, shielded
+            async for event in events:
+                if (event.kind, event.child) == ("exited", "x"):
+                    assert event.signum == signal.SIGKILL
+
+
+async def test_a_cancelled_start_child_leaves_nothing_behind() -> None:
+    slow = ChildSpec("y", f"{U}:slow_to_be_ready", args=(60,), ready_timeout=120)
+    with anyio.fail_after(20):
+        async with Supervisor([SLEEPER]) as sup:
+            with anyio.move_on_after(0.3):
+                await sup.start_child(slow)
+            assert [row.path for row in sup.walk()] == ["a"]
+            await sup.start_child(ChildSpec("y", "targets.basic:ready_then_sleep"))  # free again
+            sup.stop()
+
+
+async def test_terminate_child_during_a_strategys_restart_calls_that_start_off(
+    tmp_path: Path,
+) -> None:
+    """one_for_all restarts s (60 s until ready); terminate_child("s") meanwhile acts at once."""
+    sup = Supervisor(
+        [
+            ChildSpec(
+                "s",
+                f"{U}:slow_to_be_ready_after_its_first_run",
+                args=(str(tmp_path / "s"),),
+                ready_timeout=120,
+            ),
+            *_journals(tmp_path, "a", "b"),
+        ],
+        strategy="one_for_all",
+    )
+    with anyio.fail_after(20), sup.events() as events:
+        async with anyio.create_task_group() as group:
+            group.start_soon(sup.run)
+            async for event in events:
+                if (event.kind, event.child) == ("ready", "b"):
+                    break
+            _kill(sup, "b")  # s's next run takes 60 s to be ready: the strategy would wait
+            async for event in events:
+                if (event.kind, event.child) == ("stopping", "a"):  # the strategy's, 0.3 s
+                    break
+            await sup.terminate_child("s")
+            assert sup.child_info("s").state == "terminated"
+            sup.stop()

@@ -957,9 +957,13 @@ class Backoff:
             value: Any = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise FieldTypeError(name, f"expected a number, got {value!r}", "Backoff")
-        if not self.factor >= 1:
+        if not self.factor >= 1 or self.factor == math.inf:
             raise FieldValueError(
-                "factor", f"expected a number >= 1, got {self.factor!r}", "Backoff"
+                "factor", f"expected a finite number >= 1, got {self.factor!r}", "Backoff"
+            )
+        if self.base == math.inf:  # cap may be: no cap
+            raise FieldValueError(
+                "base", f"expected a finite number of seconds >= 0, got {self.base!r}", "Backoff"
             )
         if not 0 <= self.jitter <= 1:
             raise FieldValueError(
@@ -972,6 +976,12 @@ class Backoff:
         The jitter is drawn from *rng*: pass a seeded ``random.Random`` for
         delays that are the same on every run.
         """
-        raw = min(self.cap, self.base * self.factor ** max(0, attempt - 1))
+        try:
+            growth = float(self.factor) ** max(0, attempt - 1)  # float: ints would not overflow
+            raw = float(min(self.cap, self.base * growth))
+        except OverflowError:  # a long run of failures: the cap, whatever it is
+            raw = self.cap
+        if raw == math.inf:  # no cap: jitter would make it NaN
+            return raw
         spread = raw * self.jitter
         return max(0.0, raw + rng.uniform(-spread, spread))

@@ -6,6 +6,7 @@ import logging
 import logging.config
 import os
 import signal
+import time
 import warnings
 
 log = logging.getLogger("sim.env")
@@ -54,3 +55,16 @@ def logs_an_exception() -> None:
 
 def warns() -> None:
     warnings.warn("the scenario file is old", UserWarning, stacklevel=1)
+
+
+def many_small_extras() -> None:
+    log.info("before")
+    log.info("many extras", extra={f"k{number}": "x" * 4000 for number in range(300)})
+    log.info("after")
+
+
+def announces_a_big_value() -> None:
+    from gymnasiarch import child_context
+
+    child_context().ready({"blob": "x" * 2_000_000})
+    time.sleep(3600)

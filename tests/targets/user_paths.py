@@ -102,3 +102,13 @@ def slow_to_be_ready(seconds: float) -> None:
     time.sleep(seconds)
     child_context().ready()
     time.sleep(3600)
+
+
+def slow_to_be_ready_after_its_first_run(marker: str) -> None:
+    """Ready at once on its first run; on every later run only after 60 s."""
+    path = Path(marker)
+    if path.exists():
+        time.sleep(60)
+    path.write_text("ran")
+    child_context().ready()
+    time.sleep(3600)

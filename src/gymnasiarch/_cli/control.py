@@ -199,12 +199,22 @@ def status_rows(supervisor: Supervisor) -> list[dict[str, Any]]:
     ]
 
 
+_MAX_VALUE_TEXT = 4096  # characters of a ready value a status row carries
+
+
 def _plain(value: Any) -> Any:
-    """*value* if JSON carries it as it is, else its ``repr`` (a ready value may be any object)."""
+    """*value* if JSON carries it as it is, else its ``repr`` (a ready value may be any object).
+
+    A big one (over a few KiB of JSON) is cut to text: a status reply is one
+    frame, and one child's megabyte must not take everybody's status away.
+    """
     try:
-        json.dumps(value, allow_nan=False)
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
-        return repr(value)
+        text = repr(value)
+        value = text
+    if len(text) > _MAX_VALUE_TEXT:
+        return f"{text[: _MAX_VALUE_TEXT - 1]}…"
     return value
 
 

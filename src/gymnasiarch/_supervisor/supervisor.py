@@ -1308,6 +1308,11 @@ class Supervisor:
                     f"{type(value).__name__} {value!r}: a program takes text or a number "
                     "(pick one with FromReady(..., key=...))"
                 )
+            if "\0" in str(value):  # no argv or environment can hold it
+                raise InitializationFailedError(
+                    f"child {spec.name!r}: {where} is {part!r}, whose value holds a NUL "
+                    f"character: {str(value)[:200]!r}"
+                )
             # Ports are filled into the program's texts after this: a {name}
             # in the value is text, not a placeholder (see _ports.fill).
             return _ports.escape(str(value)) if spec.ports else str(value)
@@ -1345,7 +1350,6 @@ class Supervisor:
     async def _start(self, child: _Child, initial: bool) -> None:
         child.pending_restart = None  # whatever restart was due for it, this is it
         child.held = False
-        child.start_called_off = anyio.Event()  # see terminate_child
         try:
             run = await self._launch_closing_notify(child)
         except (OSError, InitializationFailedError) as error:
@@ -1937,7 +1941,7 @@ class Supervisor:
         self, runs: list[tuple[_Child, ChildRun]], why: str, zombies: dict[str, int]
     ) -> None:
         """Ask each of *runs* to stop, then wait for them all (grace, SIGKILL, zombie bound)."""
-        under_way = [self._stops[id(run)] for _, run in runs if id(run) in self._stops]
+        under_way = [(c, r, self._stops[id(r)]) for c, r in runs if id(r) in self._stops]
         runs = [(child, run) for child, run in runs if id(run) not in self._stops]
         for child, run in runs:
             if run.exited.is_set():
@@ -1954,20 +1958,34 @@ class Supervisor:
                 run.terminate()
             if len(runs) > 1:
                 await anyio.lowlevel.checkpoint()  # as for starts: the caller's loop gets turns
-        try:
-            async with anyio.create_task_group() as group:
-                for child, run in runs:
-                    group.start_soon(self._await_stop, child, run, zombies)
-                # Stops of the same runs another caller began (a strategy's,
-                # when the shutdown came): awaited, not begun twice.
-                for stopped in under_way:
-                    group.start_soon(stopped.wait)
-        finally:
-            for _, run in runs:
-                if id(run) in self._stops:
-                    self._stops.pop(id(run)).set()
+        # Shielded: a stop once begun is seen through (its grace, SIGKILL),
+        # whoever asked for it gives up waiting (a cancelled terminate_child):
+        # else the child would be left stopping, never killed.
+        with anyio.CancelScope(shield=True):
+            try:
+                async with anyio.create_task_group() as group:
+                    for child, run in runs:
+                        group.start_soon(self._await_stop, child, run, zombies)
+                    # Stops of the same runs another caller began (a strategy's,
+                    # when the shutdown came): awaited, not begun twice.
+                    for child, run, stopped in under_way:
+                        group.start_soon(self._await_stop_of_another, child, run, stopped, zombies)
+            finally:
+                for _, run in runs:
+                    if id(run) in self._stops:
+                        self._stops.pop(id(run)).set()
         for child, _ in runs:
             child.state = "terminated"
+
+    async def _await_stop_of_another(
+        self, child: _Child, run: ChildRun, stopped: anyio.Event, zombies: dict[str, int]
+    ) -> None:
+        """Wait for the stop of *run* another caller began; see it through if that one did not."""
+        await stopped.wait()
+        # Seen through, its run is gone or abandoned as a zombie (no longer
+        # the child's); if it was not (that stop failed), this one sees to it.
+        if not run.exited.is_set() and child.run is run:
+            await self._await_stop(child, run, zombies)
 
     async def _await_stop(self, child: _Child, run: ChildRun, zombies: dict[str, int]) -> None:
         grace = child.shutdown
@@ -2098,7 +2116,8 @@ class Supervisor:
                     await self._prepare_backend()  # the tree may have had only subtrees
                 await self._start(child, initial=True)
             except BaseException:  # leave no half-started child behind, then re-raise
-                await self._stop_children([child], why="failed to start")
+                with anyio.CancelScope(shield=True):  # also when the caller was cancelled
+                    await self._stop_children([child], why="failed to start")
                 child.retire()
                 del self._children[spec.name]
                 self._specs.remove(spec)
@@ -2116,16 +2135,20 @@ class Supervisor:
         owner, child = self._find(name)
         owner._require_running()
         # A start under way (waiting for its readiness, with the lock) is
-        # called off at once: that wait may be long, and a child stopped on
-        # purpose has nothing to be ready for.
+        # called off at once, and so is one that begins before we have the
+        # lock (a strategy's restart): that wait may be long, and a child
+        # stopped on purpose has nothing to be ready for.
         child.start_called_off.set()
-        async with owner._lock:
-            owner._require_running()  # a stop may have come while we waited
-            if child.call_off_restart():  # one due after a backoff
-                child.state = "terminated"
-            await owner._stop_children([child], why="terminate_child")
-            child.retire("it was stopped with terminate_child()")
-            child.held = True
+        try:
+            async with owner._lock:
+                owner._require_running()  # a stop may have come while we waited
+                if child.call_off_restart():  # one due after a backoff
+                    child.state = "terminated"
+                await owner._stop_children([child], why="terminate_child")
+                child.retire("it was stopped with terminate_child()")
+                child.held = True
+        finally:
+            child.start_called_off = anyio.Event()  # the next start is not called off
         owner._check_done()
 
     async def restart_child(self, name: str) -> None:

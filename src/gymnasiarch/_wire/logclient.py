@@ -368,7 +368,9 @@ def _after_fork(reference: weakref.ref[LogClientHandler]) -> None:
         handler._stderr_only = True
 
 
-_MSG, _EXC_TEXT, _EXTRA = (ROW.index(name) for name in ("msg", "exc_text", "extra"))
+_MSG, _EXC_TEXT, _STACK_INFO, _EXTRA = (
+    ROW.index(name) for name in ("msg", "exc_text", "stack_info", "extra")
+)
 
 
 _BIG_EXTRA = 4096  # bytes: an extra this big is cut from a record too big to send
@@ -387,14 +389,19 @@ def _json(row: list[Any]) -> bytes:
         return _RECORD_ENCODER.encode(_without_surrogates(row)).encode()
 
 
-def _shortened(row: list[Any], size: int, encode: Callable[[list[Any]], bytes]) -> list[Any]:
-    """*row*, encoded in *size* bytes by *encode*, cut down to fit well inside a frame.
+def _shortened(row: list[Any], encode: Callable[[list[Any]], bytes]) -> list[Any]:
+    """*row*, too big once encoded by *encode*, cut down to fit well inside a frame.
 
     What is big goes first: the extras over a few KiB each (the small ones,
-    an ``episode`` number, stay), then the traceback's beginning (its end,
-    where the error is, stays), then the message's end, cut by bytes, not
+    an ``episode`` number, stay; all of them if even the small ones are too
+    many), then the beginnings of the traceback and the stack (their ends,
+    where the error is, stay), then the message's end, cut by bytes, not
     characters (a character may take 4 bytes, an escaped one 6).
     """
+
+    def over() -> int:
+        return len(encode(row)) - _RECORD_BYTES + 1024
+
     extra = row[_EXTRA]
     if extra:
         sizes = {key: len(_RECORD_ENCODER.encode(value)) for key, value in extra.items()}
@@ -402,19 +409,22 @@ def _shortened(row: list[Any], size: int, encode: Callable[[list[Any]], bytes]) 
             key: value if sizes[key] <= _BIG_EXTRA else f"[{sizes[key]} bytes cut]"
             for key, value in extra.items()
         }
-    exc_text = row[_EXC_TEXT]
-    if exc_text and len(exc_text) > _KEPT_TRACEBACK:
-        cut = len(exc_text) - _KEPT_TRACEBACK
-        row[_EXC_TEXT] = f"[{cut} characters cut]...{exc_text[-_KEPT_TRACEBACK:]}"
-    message = row[_MSG]
-    over = len(encode(row)) - _RECORD_BYTES + 1024
-    while over > 0 and message:
-        data = message.encode("utf-8", "surrogatepass")
-        # Escapes make the encoded text longer than the UTF-8: cut more each round.
-        keep = max(0, len(data) - over - len(data) // 8)
-        message = data[:keep].decode("utf-8", "ignore")
-        row[_MSG] = f"{message}... [{len(data) - keep} bytes cut]"
-        over = len(encode(row)) - _RECORD_BYTES + 1024
+        if over() > 0:
+            row[_EXTRA] = {"extra_cut": f"[{len(extra)} fields, {sum(sizes.values())} bytes cut]"}
+    for kept in (_KEPT_TRACEBACK, 4096):  # the second round for text of many escapes
+        for index in (_EXC_TEXT, _STACK_INFO):
+            text = row[index]
+            if text and len(text) > kept:
+                row[index] = f"[{len(text) - kept} characters cut]...{text[-kept:]}"
+        message = row[_MSG]
+        while (excess := over()) > 0 and message:
+            data = message.encode("utf-8", "surrogatepass")
+            # Escapes make the encoded text longer than the UTF-8: cut more each round.
+            keep = max(0, len(data) - excess - len(data) // 8)
+            message = data[:keep].decode("utf-8", "ignore")
+            row[_MSG] = f"{message}... [{len(data) - keep} bytes cut]"
+        if over() <= 0:
+            break
     return row
 
 
@@ -422,7 +432,7 @@ def _encode_record(record: logging.LogRecord) -> bytes:
     row = record_to_row(record)
     item = _json(row)
     if len(item) > _RECORD_BYTES:
-        item = _json(_shortened(row, len(item), _json))
+        item = _json(_shortened(row, _json))
     return item
 
 
@@ -477,7 +487,7 @@ def _pack_record(record: logging.LogRecord) -> bytes:
     row = record_to_row(record)
     item = _pack_row(row)
     if len(item) > _RECORD_BYTES:
-        item = _pack_row(_shortened(row, len(item), _pack_row))
+        item = _pack_row(_shortened(row, _pack_row))
     return item
 
 
