@@ -536,7 +536,8 @@ def _relay_output(
     from gymnasiarch._process.output import output_logger  # noqa: PLC0415 - see _HOSTING_MODULES
     from gymnasiarch._wire.logclient import LogClientHandler  # noqa: PLC0415 - see _HOSTING_MODULES
 
-    handler = LogClientHandler(config, on_connect=on_connect)
+    # From the actor's event loop: an ERROR line must not wait to be sent.
+    handler = LogClientHandler(config, on_connect=on_connect, errors_sent_at_once=False)
     logger = output_logger(name)
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)

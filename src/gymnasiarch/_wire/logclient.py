@@ -88,6 +88,9 @@ class LogClientHandler(logging.Handler):
             ``basicConfig(force=True)`` close every handler there is, and
             the child's records must still reach the parent afterwards
             (while the handler stays on the root logger).
+        errors_sent_at_once: :meth:`emit` of a record at ERROR or above
+            returns once it is sent (see there). Off for a relay that emits
+            from an event loop (a Ray host's), which must never wait.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class LogClientHandler(logging.Handler):
         *,
         follow_levels: bool = False,
         outlives_close: bool = False,
+        errors_sent_at_once: bool = True,
     ) -> None:
         super().__init__()
         self._address = config["address"]
@@ -122,6 +126,7 @@ class LogClientHandler(logging.Handler):
         self._stderr_only = False
         self._follow_levels = follow_levels
         self._outlives_close = outlives_close
+        self._errors_at_once = errors_sent_at_once
         reference = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(reference))
         if follow_levels:
@@ -142,7 +147,9 @@ class LogClientHandler(logging.Handler):
             self.handleError(record)
             return
         level = record.levelno
-        self._queue(item, wait=type(level) is int and level >= logging.ERROR)
+        self._queue(
+            item, wait=self._errors_at_once and type(level) is int and level >= logging.ERROR
+        )
 
     def _queue(self, item: bytes, wait: bool = False) -> None:
         with self._cond:
