@@ -121,7 +121,7 @@ def test_check_names_the_key_path_and_line(
             ),
             "supervisor.backoff.factor",
             11,
-            "expected a number >= 1, got 0.5",
+            "expected a finite number >= 1, got 0.5",
         ),
         (("seed = 7", "seed = true"), "supervisor.seed", 5, "expected an int, a str or None"),
         (
@@ -588,3 +588,56 @@ command = ["echo", { from_ready = "nobody" }]
     assert "needs a ready_timeout" in said[0]
     assert "'late' starts after 'early'" in said[1]
     assert "from_ready 'nobody': no child of that name" in said[2]
+
+
+def test_from_ready_mistakes_of_nested_children_and_typos_have_lines(tmp_path: Path) -> None:
+    text = """\
+[[child]]
+name = "env"
+target = "targets.tree:serve_on_port_zero"
+
+[[child]]
+name = "agents"
+
+[[child.child]]
+name = "agent-1"
+target = "targets.tree:connect_to"
+params = { port = { from_ready = "env", key = "port" } }
+
+[[child]]
+name = "late"
+target = "targets.tree:connect_to"
+params = { port = { from_redy = "env", key = "port" } }
+"""
+    with pytest.raises(TreeFileError) as caught:
+        load_tree(write(tmp_path, text))
+    said = [str(m).split(": ", 1)[1] for m in caught.value.mistakes]
+    assert said[0].startswith("child[1] (line 5): child 'agent-1': FromReady('env'): child 'env'")
+    assert (
+        said[1]
+        == "child[2].params.port (line 16): unknown key 'from_redy': did you mean 'from_ready'?"
+    )
+
+
+def test_a_from_ready_mistake_is_listed_beside_its_sources_own(tmp_path: Path) -> None:
+    """The source has a mistake of its own: the order, which does not depend on it, is judged."""
+    text = """\
+[[child]]
+name = "agent"
+target = "targets.tree:connect_to"
+params = { port = { from_ready = "late", key = "port" } }
+
+[[child]]
+name = "late"
+target = "targets.tree:serve_on_port_zero"
+ready_timeout = 5
+shutdwn = 3
+"""
+    with pytest.raises(TreeFileError) as caught:
+        load_tree(write(tmp_path, text))
+    said = [str(m).split(": ", 1)[1] for m in caught.value.mistakes]
+    assert said[0] == (
+        "child[0] (line 1): child 'agent': FromReady('late'): 'late' starts after 'agent', "
+        "not before it"
+    )
+    assert said[1].startswith("child[1].shutdwn (line 10): unknown key 'shutdwn'")

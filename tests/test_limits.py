@@ -712,8 +712,9 @@ class _Collecting(logging.Handler):
     made: ClassVar[list[_Collecting]] = []
     idle = True
 
-    def __init__(self, config: object, on_connect: object) -> None:
+    def __init__(self, config: object, on_connect: object, **options: object) -> None:
         super().__init__()
+        self.options = options
         self.records: list[logging.LogRecord] = []
         _Collecting.made.append(self)
 
@@ -731,6 +732,7 @@ async def test_a_ray_hosts_warning_about_its_child_is_relayed_with_its_output(
     with anyio.fail_after(30):
         await host.run(0, over, {"address": "the supervisor's log server"}, True)
     (relay,) = _Collecting.made
+    assert relay.options == {"errors_sent_at_once": False}  # it emits from the actor's loop
     said = [r.getMessage() for r in relay.records if r.name == "gymnasiarch.process"]
     assert any("over its max_memory of 100 MiB: stopping it" in line for line in said), said
     # Not (also) into the Ray worker's own log, which the driver prints as coloured stdout.

@@ -19,7 +19,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gymnasiarch import Backoff, ChildSpec, Supervisor
+from gymnasiarch import Backoff, ChildSpec, FromReady, Supervisor
 from gymnasiarch.exceptions import (
     ChildHungError,
     InitializationFailedError,
@@ -649,3 +649,41 @@ async def test_terminate_child_during_a_strategys_restart_calls_that_start_off(
             await sup.terminate_child("s")
             assert sup.child_info("s").state == "terminated"
             sup.stop()
+
+
+async def test_a_child_restarted_while_its_source_is_stopped_is_told_so() -> None:
+    """Not the stopped env's old port (nothing listens there): an error, and the tree runs on."""
+    env = ChildSpec("env", "targets.tree:serve_on_port_zero", ready_timeout=10)
+    agent = ChildSpec(
+        "agent", "targets.basic:ready_then_sleep", args=(FromReady("env", key="port"),)
+    )
+    with anyio.fail_after(30):
+        async with Supervisor([env, agent]) as sup:
+            await sup.terminate_child("env")
+            with pytest.raises(InitializationFailedError, match="which is not running now"):
+                await sup.restart_child("agent")
+            assert sup.child_info("agent").state == "terminated"  # stopped, as it was
+            await sup.restart_child("env")
+            await sup.restart_child("agent")  # the new env's port
+            assert sup.child_info("agent").state == "running"
+            sup.stop()
+
+
+async def test_terminate_child_of_a_child_not_started_yet_keeps_it_from_starting() -> None:
+    """agent waits behind env (60 s until ready): terminate_child("agent") returns at once."""
+    env = ChildSpec("env", f"{U}:slow_to_be_ready", args=(60,), ready_timeout=120)
+    sup = Supervisor([env, ChildSpec("agent", "targets.basic:ready_then_sleep")])
+    kinds: list[tuple[str, str | None]] = []
+    with anyio.fail_after(20), sup.events() as events:
+        async with anyio.create_task_group() as group:
+            group.start_soon(sup.run)
+            async for event in events:
+                if (event.kind, event.child) == ("started", "env"):
+                    break
+            await sup.terminate_child("agent")
+            assert sup.child_info("agent").state == "terminated"
+            await sup.terminate_child("env")  # calls its start off: the start goes on, to agent
+            sup.stop()
+            async for event in events:
+                kinds.append((event.kind, event.child))
+    assert ("started", "agent") not in kinds

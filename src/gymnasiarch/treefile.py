@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import difflib
 import functools
 import os
 import re
@@ -331,6 +332,7 @@ class _Loader:
         names = [(i, c.get("name")) for i, c in enumerate(children) if isinstance(c, dict)]
         self.check_names(prefix, names)
         if len(self.mistakes) > before:
+            self.sources_beside_mistakes(prefix, children, dict(specs), options)
             raise _ReportedError
         if backend is not None:
             options["backend"] = backend
@@ -349,6 +351,10 @@ class _Loader:
                 )
             except TreeFileError as error:
                 place = _referring_child(error, prefix, children)
+                if place is None and len(self.mistakes) > before:
+                    # A try again without a child's from_ready: its nested
+                    # groups were adopted by the try before (said already).
+                    raise _ReportedError from None
                 if place is None:
                     raise
                 self.mistakes.append(error)
@@ -357,6 +363,57 @@ class _Loader:
             # Built, even with mistakes listed: the root's sources that no
             # child has are found on it (see load_tree), then all are told.
             return built
+
+    def sources_beside_mistakes(
+        self,
+        prefix: str,
+        tables: list[Any],
+        good: dict[int, ChildSpec | Supervisor],
+        options: Mapping[str, Any],
+    ) -> None:
+        """List the from_ready mistakes of the children that are right, beside the others'.
+
+        A child with a mistake stands in, in its place, as a child of its
+        name that is ready in time: a from_ready that names it is judged by
+        its order alone; one that names a child inside it is not judged. Where even that
+        cannot be built (a name that is wrong too), nothing more is said.
+        """
+        broken = {
+            str(table.get("name"))
+            for place, table in enumerate(tables)
+            if place not in good and isinstance(table, dict)
+        }
+        stand_ins: list[ChildSpec | Supervisor] = []
+        try:
+            for place, table in enumerate(tables):
+                spec = good.get(place)
+                if spec is None:
+                    name = table.get("name") if isinstance(table, dict) else None
+                    spec = ChildSpec(str(name), _STAND_IN_TARGET, ready_timeout=1)
+                elif isinstance(spec, ChildSpec) and any(
+                    _below(ref.source, broken) for ref in _references(spec)
+                ):
+                    spec = _without_references(spec)
+                stand_ins.append(spec)
+        except (ValueError, TypeError):
+            return
+        parallel = options.get("start_order") == "parallel"
+        for _ in tables:  # at most one mistake a child
+            try:
+                Supervisor(stand_ins, start_order="parallel" if parallel else "sequential")
+            except FieldError as error:
+                wrong = _place(error.field)
+                if wrong is None or wrong not in good:
+                    return  # about a stand-in, or no child's from_ready: nothing to add
+                self.mistakes.append(self.field_error("", error, lambda f: prefix + f))
+                spec = stand_ins[wrong]
+                if not isinstance(spec, ChildSpec):
+                    return  # a nested group's, which cannot be tried again without it
+                stand_ins[wrong] = _without_references(spec)
+            except (ValueError, TypeError):
+                return
+            else:
+                return
 
     def check_names(self, prefix: str, names: list[tuple[int, object]]) -> None:
         """List each child (of *names*: its place and name) whose name an earlier one has.
@@ -508,6 +565,16 @@ class _Loader:
         Looked for in lists and tables at any depth (an argument may be a
         list of addresses). :data:`_WRONG` once its mistakes are listed.
         """
+        if isinstance(value, dict) and _FROM_READY_KEY not in value:
+            # A misspelt one would pass as a plain table: the child would get a dict.
+            for key in value:
+                if isinstance(key, str) and difflib.get_close_matches(
+                    key, [_FROM_READY_KEY], n=1, cutoff=0.8
+                ):
+                    self.mistakes.append(
+                        self.error(where, f"unknown key {key!r}: did you mean 'from_ready'?")
+                    )
+                    return _WRONG
         if isinstance(value, dict) and _FROM_READY_KEY in value:
             extra = sorted(set(value) - {_FROM_READY_KEY, "key"})
             source, key = value[_FROM_READY_KEY], value.get("key")
@@ -755,6 +822,20 @@ class _Loader:
             raise self.field_error(where, error, key) from None
         except (ValueError, TypeError) as error:  # about no one field
             raise self.error(where, str(error)) from None
+
+
+def _below(source: str, names: set[str]) -> bool:
+    """Whether *source* is a path to a child inside one of the children *names*."""
+    head, *rest = source.strip("/").split("/")
+    return bool(rest) and head in names
+
+
+def _place(field: str) -> int | None:
+    """The place a field such as ``children[2]`` names, None for any other field."""
+    head, bracket, rest = field.partition("[")
+    if head != "children" or not bracket or not rest.endswith("]") or not rest[:-1].isdigit():
+        return None
+    return int(rest[:-1])
 
 
 def _referring_child(

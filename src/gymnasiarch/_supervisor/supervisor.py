@@ -595,7 +595,12 @@ class Supervisor:
                 raise FieldValueError(
                     field, f"supervisor {spec.name!r} is nested in another already"
                 )
-            spec._adopt(self)
+            try:
+                spec._adopt(self)
+            except TypeError as error:  # a FromReady inside it: a tree file's line
+                raise FieldTypeError(field, str(error)) from None
+            except ValueError as error:
+                raise FieldValueError(field, str(error)) from None
         self._specs.append(spec)
 
     def _adopt(self, parent: Supervisor) -> None:
@@ -1119,6 +1124,8 @@ class Supervisor:
             for child in children:
                 if self._stopping.is_set():
                     break
+                if child.held:  # stopped with terminate_child() before its turn
+                    continue
                 await self._start(child, initial=True)
         else:
             try:
@@ -1266,6 +1273,12 @@ class Supervisor:
             if scope is None:
                 raise InitializationFailedError(f"child {spec.name!r}: no source {ref.source!r}")
             _, source = scope._find(ref.source)
+            if source.state in ("terminated", "restarting", "stopping"):
+                # Its last value is stale: the port it bound is closed.
+                raise InitializationFailedError(
+                    f"child {spec.name!r} needs the ready value of {ref.source!r}, which is "
+                    f"not running now ({source.state}): start it first"
+                )
             if not source.was_ready:
                 raise InitializationFailedError(
                     f"child {spec.name!r} needs the ready value of {ref.source!r}, "
@@ -1302,6 +1315,11 @@ class Supervisor:
                     f"child {spec.name!r}: {where}: a FromReady key does not fit its ready "
                     f"value: {error!r}"
                 ) from error
+            if value is None:
+                raise InitializationFailedError(
+                    f"child {spec.name!r}: {where} is {part!r}, and {part.source!r} "
+                    "announced no value (ready() without one): a program takes text or a number"
+                )
             if isinstance(value, bool) or not isinstance(value, str | int | float):
                 raise InitializationFailedError(
                     f"child {spec.name!r}: {where} is {part!r}, whose value is "
@@ -1347,26 +1365,23 @@ class Supervisor:
         with anyio.CancelScope() as self._log_scope:
             await server.serve(task_status=task_status)
 
-    async def _start(self, child: _Child, initial: bool) -> None:
+    async def _start(self, child: _Child, initial: bool, *, asked: bool = False) -> None:
+        """Start *child*: at the tree's start (*initial*), at a restart, or one *asked* for.
+
+        A start that cannot even launch raises at the tree's start and when
+        it was asked for (restart_child: the child stays stopped, the caller
+        hears why); a restart the supervisor decided on gives up instead.
+        """
         child.pending_restart = None  # whatever restart was due for it, this is it
-        child.held = False
+        held, child.held = child.held, False
         try:
             run = await self._launch_closing_notify(child)
         except (OSError, InitializationFailedError) as error:
             # Out of descriptors or processes, a cwd gone, a FromReady source
             # without a value...
-            if initial:
-                if isinstance(error, InitializationFailedError):
-                    raise
-                raise InitializationFailedError(
-                    f"child {child.name!r} could not be started: {error}"
-                ) from error
-            # A restart that cannot even launch would fail the same way
-            # again: give up now rather than spin.
-            child.state = "exited"
-            last = child.last_exit or ExitStatus(None, None)
-            why = f"could not restart child {child.name!r}: {error}"
-            self._give_up(child, last, why, cause=error)
+            if asked:  # it stays stopped, as it was
+                child.held = held or child.state == "terminated"
+            self._launch_failed(child, error, raises=initial or asked)
             return
         child.run, child.last_run = run, run
         child.state, child.started_at = "starting", time.monotonic()
@@ -1428,6 +1443,21 @@ class Supervisor:
         child.was_ready, child.ready_value = True, run.ready_value
         self._publish("ready", child, pid=run.pid, value=run.ready_value)
         child.wake()  # wait_ready()
+
+    def _launch_failed(self, child: _Child, error: Exception, *, raises: bool) -> None:
+        """A start of *child* could not even launch: raise that, or give up on it."""
+        if raises:
+            if isinstance(error, InitializationFailedError):
+                raise error
+            raise InitializationFailedError(
+                f"child {child.name!r} could not be started: {error}"
+            ) from error
+        # A restart that cannot even launch would fail the same way
+        # again: give up now rather than spin.
+        child.state = "exited"
+        last = child.last_exit or ExitStatus(None, None)
+        why = f"could not restart child {child.name!r}: {error}"
+        self._give_up(child, last, why, cause=error)
 
     def _prepare_program_ready(self, child: _Child, run: ChildRun) -> None:
         """Before *run* is watched: what its program's ready kind listens to.
@@ -2134,6 +2164,12 @@ class Supervisor:
         """
         owner, child = self._find(name)
         owner._require_running()
+        if child.state == "waiting" and child.run is None:
+            # Not started yet (behind a sibling that is still starting): it
+            # will not be, and nothing waits for the start to be done.
+            child.held, child.state = True, "terminated"
+            child.retire("it was stopped with terminate_child()")
+            return
         # A start under way (waiting for its readiness, with the lock) is
         # called off at once, and so is one that begins before we have the
         # lock (a strategy's restart): that wait may be long, and a child
@@ -2169,7 +2205,7 @@ class Supervisor:
             child.call_off_restart()  # one due after a backoff: this is it, counted once
             child.restarts += 1
             owner._publish("restarting", child, detail="asked")
-            await owner._start(child, initial=False)
+            await owner._start(child, initial=False, asked=True)
 
     async def _restart_due_now(self, token: object) -> None:
         """The restart *token* stands for, due after a backoff, now (holding the lock).
@@ -2185,7 +2221,7 @@ class Supervisor:
             self._publish("restarting", member, detail="asked")
         for member in group:
             self._require_running()  # a stop meanwhile: the rest are not started
-            await self._start(member, initial=False)
+            await self._start(member, initial=False, asked=True)
 
     async def wait_ready(self, path: str) -> Any:
         """Wait until the child at *path* is ready; its ready value.
