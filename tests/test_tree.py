@@ -282,8 +282,8 @@ async def test_terminate_restart_and_start_reach_nested_children_by_path(tmp_pat
             rows = {i.path: i for i in sup.walk()}
             with pytest.raises(KeyError, match="no child named 'nobody'"):
                 await sup.terminate_child("agents/nobody")
-            with pytest.raises(KeyError, match="is a child, not a nested supervisor"):
-                await sup.terminate_child("env/x")
+            with pytest.raises(KeyError, match="'env' in 'env/x' is a child, not a nested"):
+                await sup.terminate_child("env/x")  # the path asked for, whole
             with pytest.raises(KeyError) as under_a_child:
                 await sup.start_child(journal("agent-4", log), under="env")
             assert under_a_child.value.args[0] == (

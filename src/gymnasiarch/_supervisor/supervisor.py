@@ -2066,20 +2066,24 @@ class Supervisor:
         except KeyError:
             raise KeyError(f"supervisor {self.name!r} has no child named {name!r}") from None
 
-    def _group_at(self, path: str) -> Supervisor:
-        """The nested supervisor at *path* (``agents``, ``world/agents``)."""
+    def _group_at(self, path: str, asked: str | None = None) -> Supervisor:
+        """The nested supervisor at *path* (``agents``, ``world/agents``).
+
+        *asked* is the path the caller gave, which the error names
+        (``env/agent``, where ``env`` is no group).
+        """
         group: Supervisor = self
         for name in path.strip("/").split("/"):
             spec = group._get(name).spec
             if not isinstance(spec, Supervisor):
-                raise KeyError(f"{name!r} in {path!r} is a child, not a nested supervisor")
+                raise KeyError(f"{name!r} in {asked or path!r} is a child, not a nested supervisor")
             group = spec
         return group
 
     def _owner(self, path: str) -> tuple[Supervisor, str]:
         """The supervisor that owns the child at *path* (``group/child``), and its name."""
         *groups, name = path.strip("/").split("/")
-        return (self._group_at("/".join(groups)) if groups else self), name
+        return (self._group_at("/".join(groups), path) if groups else self), name
 
     def _find(self, path: str) -> tuple[Supervisor, _Child]:
         owner, name = self._owner(path)
