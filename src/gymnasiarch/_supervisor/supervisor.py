@@ -1124,9 +1124,8 @@ class Supervisor:
             for child in children:
                 if self._stopping.is_set():
                     break
-                if child.held:  # stopped with terminate_child() before its turn
-                    continue
-                await self._start(child, initial=True)
+                if not child.held:  # else stopped with terminate_child() before its turn
+                    await self._start(child, initial=True)
         else:
             try:
                 async with anyio.create_task_group() as group:
