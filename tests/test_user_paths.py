@@ -662,7 +662,7 @@ async def test_a_child_restarted_while_its_source_is_stopped_is_told_so() -> Non
             await sup.terminate_child("env")
             with pytest.raises(InitializationFailedError, match="which is not running now"):
                 await sup.restart_child("agent")
-            assert sup.child_info("agent").state == "terminated"  # stopped, as it was
+            assert sup.child_info("agent").state == "running"  # refused: nothing was done
             await sup.restart_child("env")
             await sup.restart_child("agent")  # the new env's port
             assert sup.child_info("agent").state == "running"
@@ -687,3 +687,41 @@ async def test_terminate_child_of_a_child_not_started_yet_keeps_it_from_starting
             async for event in events:
                 kinds.append((event.kind, event.child))
     assert ("started", "agent") not in kinds
+
+
+async def test_a_dependent_that_crashes_while_its_source_waits_for_its_restart_is_restarted() -> (
+    None
+):
+    """env crashed twice (4 s of backoff now), agent once (0.5 s): the tree does not give up.
+
+    The supervisor's own restart of agent takes env's last value; only a
+    restart_child() meanwhile is refused (its caller can wait for env).
+    """
+    env = ChildSpec("env", "targets.tree:serve_on_port_zero", ready_timeout=10)
+    agent = ChildSpec(
+        "agent", "targets.basic:ready_then_sleep", args=(FromReady("env", key="port"),)
+    )
+    backoff = Backoff(base=0.5, factor=8, cap=10, jitter=0, reset_after=100)
+    sup = Supervisor([env, agent], backoff=backoff, max_restarts=10)
+    with anyio.fail_after(30), sup.events() as events:
+        async with anyio.create_task_group() as group:
+            group.start_soon(sup.run)
+            async for event in events:
+                if (event.kind, event.child) == ("ready", "agent"):
+                    break
+            _kill(sup, "env")  # back after 0.5 s
+            async for event in events:
+                if (event.kind, event.child, event.restarts) == ("ready", "env", 1):
+                    break
+            _kill(sup, "env")  # back after 4 s
+            async for event in events:
+                if (event.kind, event.child) == ("restarting", "env"):
+                    break
+            with pytest.raises(InitializationFailedError, match="which is not running now"):
+                await sup.restart_child("agent")
+            _kill(sup, "agent")  # back after 0.5 s, env still down
+            async for event in events:
+                if (event.kind, event.child, event.restarts) == ("ready", "agent", 1):
+                    break
+            assert sup.child_info("env").state == "restarting"
+            sup.stop()

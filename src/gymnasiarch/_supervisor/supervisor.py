@@ -1141,7 +1141,7 @@ class Supervisor:
         if not children:
             self._done.set()
 
-    async def _launch(self, child: _Child) -> ChildRun:
+    async def _launch(self, child: _Child, asked: bool = False) -> ChildRun:
         spec = child.spec
         if isinstance(spec, Supervisor):
             # Its own options, completed by ours (signals, runtime config,
@@ -1164,7 +1164,7 @@ class Supervisor:
             _ports.warn_moved(logger, self._prefix + spec.name, kept, child.ports)
         ports = {} if node_ports else child.ports
         seed = None if self.seed is None else derive_seed(self.seed, spec.name)
-        args, kwargs, command, env = self._substitute_ready_values(spec)
+        args, kwargs, command, env = self._substitute_ready_values(spec, asked)
         # Records are tagged with the child's path: agent-1 of two groups differ.
         ticket = (await self._ensure_log_server()).admit(self._prefix + spec.name)
         runtime_config = self.runtime_config.to_dict()
@@ -1218,10 +1218,10 @@ class Supervisor:
             previous=None if isinstance(previous, _NestedRun) else previous,
         )
 
-    async def _launch_closing_notify(self, child: _Child) -> ChildRun:
+    async def _launch_closing_notify(self, child: _Child, asked: bool = False) -> ChildRun:
         """:meth:`_launch`; a program's sd_notify socket goes if the launch fails."""
         try:
-            return await self._launch(child)
+            return await self._launch(child, asked)
         except BaseException:
             child.close_notify()
             raise
@@ -1254,8 +1254,33 @@ class Supervisor:
             env["NOTIFY_SOCKET"] = child.notify.path
         return env
 
+    def _source_of(self, spec: ChildSpec, ref: FromReady) -> _Child:
+        """The child *ref* (of *spec*, a child of ours) names, in this scope or an enclosing one."""
+        head = ref.source.strip("/").split("/")[0]
+        scope: Supervisor | None = self
+        while scope is not None and head not in scope._children:
+            scope = scope._parent  # checked when built: an enclosing one has it
+        if scope is None:
+            raise InitializationFailedError(f"child {spec.name!r}: no source {ref.source!r}")
+        return scope._find(ref.source)[1]
+
+    @staticmethod
+    def _require_source_running(spec: ChildSpec, ref: FromReady, source: _Child) -> None:
+        """Refuse a start asked for while *source* is stopped: its last value is stale.
+
+        (The port it bound is closed. A restart the supervisor decided on
+        takes the last value all the same: failing it would give the whole
+        tree up; the dependent fails, and is restarted, until its source is
+        back.)
+        """
+        if source.state in ("terminated", "restarting", "stopping"):
+            raise InitializationFailedError(
+                f"child {spec.name!r} needs the ready value of {ref.source!r}, which is "
+                f"not running now ({source.state}): start it first"
+            )
+
     def _substitute_ready_values(
-        self, spec: ChildSpec
+        self, spec: ChildSpec, asked: bool = False
     ) -> tuple[
         tuple[Any, ...], dict[str, Any], tuple[str, ...] | None, dict[str, str | None] | None
     ]:
@@ -1265,19 +1290,9 @@ class Supervisor:
         """
 
         def lookup(ref: FromReady) -> Any:
-            head = ref.source.strip("/").split("/")[0]
-            scope: Supervisor | None = self
-            while scope is not None and head not in scope._children:
-                scope = scope._parent  # checked when built: an enclosing one has it
-            if scope is None:
-                raise InitializationFailedError(f"child {spec.name!r}: no source {ref.source!r}")
-            _, source = scope._find(ref.source)
-            if source.state in ("terminated", "restarting", "stopping"):
-                # Its last value is stale: the port it bound is closed.
-                raise InitializationFailedError(
-                    f"child {spec.name!r} needs the ready value of {ref.source!r}, which is "
-                    f"not running now ({source.state}): start it first"
-                )
+            source = self._source_of(spec, ref)
+            if asked:
+                self._require_source_running(spec, ref, source)
             if not source.was_ready:
                 raise InitializationFailedError(
                     f"child {spec.name!r} needs the ready value of {ref.source!r}, "
@@ -1374,7 +1389,7 @@ class Supervisor:
         child.pending_restart = None  # whatever restart was due for it, this is it
         held, child.held = child.held, False
         try:
-            run = await self._launch_closing_notify(child)
+            run = await self._launch_closing_notify(child, asked)
         except (OSError, InitializationFailedError) as error:
             # Out of descriptors or processes, a cwd gone, a FromReady source
             # without a value...
@@ -2199,6 +2214,11 @@ class Supervisor:
         owner._require_running()
         async with owner._lock:
             owner._require_running()  # a stop may have come while we waited
+            if isinstance(child.spec, ChildSpec):  # before anything is stopped or called off
+                for ref in _references_of(child.spec):
+                    owner._require_source_running(
+                        child.spec, ref, owner._source_of(child.spec, ref)
+                    )
             if child.pending_restart is not None:
                 await owner._restart_due_now(child.pending_restart)
                 return
