@@ -641,3 +641,44 @@ shutdwn = 3
         "not before it"
     )
     assert said[1].startswith("child[1].shutdwn (line 10): unknown key 'shutdwn'")
+
+
+def test_check_beside_mistakes_says_each_once_and_nothing_false(tmp_path: Path) -> None:
+    """A duplicate name once; a valid nested group no mistake; a `from_replay` parameter is one."""
+    text = """\
+[[child]]
+name = "world"
+
+[[child.child]]
+name = "env"
+target = "targets.tree:serve_on_port_zero"
+ready_timeout = 10
+
+[[child]]
+name = "w"
+target = "targets.basic:add"
+params = { a = 1, b = 2 }
+
+[[child]]
+name = "w"
+target = "targets.basic:add"
+params = { a = { from_replay = true }, b = 2 }
+
+[[child]]
+name = "c"
+target = "targets.tree:connect_to"
+params = { port = { from_ready = "later", key = "port" } }
+
+[[child]]
+name = "later"
+target = "targets.tree:serve_on_port_zero"
+ready_timeout = 10
+"""
+    with pytest.raises(TreeFileError) as caught:
+        load_tree(write(tmp_path, text))
+    said = [str(m).split(": ", 1)[1] for m in caught.value.mistakes]
+    assert said == [
+        "child[2] (line 14): duplicate child name 'w'",
+        "child[3] (line 19): child 'c': FromReady('later'): 'later' starts after 'c', "
+        "not before it",
+    ]

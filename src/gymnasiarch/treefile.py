@@ -384,29 +384,42 @@ class _Loader:
             if place not in good and isinstance(table, dict)
         }
         stand_ins: list[ChildSpec | Supervisor] = []
+        names: set[str] = set()
         try:
             for place, table in enumerate(tables):
                 spec = good.get(place)
-                if spec is None:
-                    name = table.get("name") if isinstance(table, dict) else None
+                name = table.get("name") if isinstance(table, dict) else None
+                if str(name) in names:  # a duplicate (listed already): a stand-in of its own
+                    spec = ChildSpec(f"duplicate {place}", _STAND_IN_TARGET, ready_timeout=1)
+                    good.pop(place, None)
+                elif spec is None:
                     spec = ChildSpec(str(name), _STAND_IN_TARGET, ready_timeout=1)
                 elif isinstance(spec, ChildSpec) and any(
                     _below(ref.source, broken) for ref in _references(spec)
                 ):
                     spec = _without_references(spec)
+                names.add(str(name))
                 stand_ins.append(spec)
         except (ValueError, TypeError):
             return
         parallel = options.get("start_order") == "parallel"
-        for _ in tables:  # at most one mistake a child
+        for attempt in range(len(tables)):  # at most one mistake a child
             try:
                 Supervisor(stand_ins, start_order="parallel" if parallel else "sequential")
             except FieldError as error:
                 wrong = _place(error.field)
-                if wrong is None or wrong not in good:
-                    return  # about a stand-in, or no child's from_ready: nothing to add
+                spec = None if wrong is None else stand_ins[wrong]
+                nested = isinstance(spec, Supervisor)
+                # Nothing (more) to say: about a stand-in; not about a from_ready (a
+                # duplicate name, listed already); about a nested group adopted by
+                # the try before.
+                if (
+                    wrong not in good
+                    or (isinstance(spec, ChildSpec) and not _references(spec))
+                    or (nested and attempt)
+                ):
+                    return
                 self.mistakes.append(self.field_error("", error, lambda f: prefix + f))
-                spec = stand_ins[wrong]
                 if not isinstance(spec, ChildSpec):
                     return  # a nested group's, which cannot be tried again without it
                 stand_ins[wrong] = _without_references(spec)
@@ -566,15 +579,18 @@ class _Loader:
         list of addresses). :data:`_WRONG` once its mistakes are listed.
         """
         if isinstance(value, dict) and _FROM_READY_KEY not in value:
-            # A misspelt one would pass as a plain table: the child would get a dict.
-            for key in value:
-                if isinstance(key, str) and difflib.get_close_matches(
-                    key, [_FROM_READY_KEY], n=1, cutoff=0.8
-                ):
-                    self.mistakes.append(
-                        self.error(where, f"unknown key {key!r}: did you mean 'from_ready'?")
-                    )
-                    return _WRONG
+            # A misspelt one would pass as a plain table: the child would get a
+            # dict. Only a table of that shape: a name, and perhaps a key.
+            names = [k for k, v in value.items() if k != "key" and isinstance(v, str)]
+            if (
+                len(names) == 1
+                and len(value) <= 2
+                and difflib.get_close_matches(names[0], [_FROM_READY_KEY], n=1, cutoff=0.8)
+            ):
+                self.mistakes.append(
+                    self.error(where, f"unknown key {names[0]!r}: did you mean 'from_ready'?")
+                )
+                return _WRONG
         if isinstance(value, dict) and _FROM_READY_KEY in value:
             extra = sorted(set(value) - {_FROM_READY_KEY, "key"})
             source, key = value[_FROM_READY_KEY], value.get("key")

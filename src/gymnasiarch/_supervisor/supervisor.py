@@ -1124,13 +1124,12 @@ class Supervisor:
             for child in children:
                 if self._stopping.is_set():
                     break
-                if not child.held:  # else stopped with terminate_child() before its turn
-                    await self._start(child, initial=True)
+                await self._start_in_turn(child)
         else:
             try:
                 async with anyio.create_task_group() as group:
                     for child in children:
-                        group.start_soon(self._start, child, True)
+                        group.start_soon(self._start_in_turn, child)
                         # Each start's first step (its launch) runs on the
                         # caller's loop: one per turn, so that the caller's
                         # own tasks get their turns in between (20 at once
@@ -1140,6 +1139,11 @@ class Supervisor:
                 raise _first_leaf(errors) from None
         if not children:
             self._done.set()
+
+    async def _start_in_turn(self, child: _Child) -> None:
+        """The tree's start of *child*, unless terminate_child() stopped it before its turn."""
+        if not child.held:
+            await self._start(child, initial=True)
 
     async def _launch(self, child: _Child, asked: bool = False) -> ChildRun:
         spec = child.spec
@@ -1388,13 +1392,17 @@ class Supervisor:
         """
         child.pending_restart = None  # whatever restart was due for it, this is it
         held, child.held = child.held, False
+        # Starting from the launch on: terminate_child() meanwhile calls it off
+        # (it takes a child still "waiting" as one whose start has not begun).
+        was, child.state = child.state, "starting"
         try:
             run = await self._launch_closing_notify(child, asked)
         except (OSError, InitializationFailedError) as error:
             # Out of descriptors or processes, a cwd gone, a FromReady source
             # without a value...
-            if asked:  # it stays stopped, as it was
-                child.held = held or child.state == "terminated"
+            if asked:  # it stays as it was, stopped
+                child.state = was
+                child.held = held or was == "terminated"
             self._launch_failed(child, error, raises=initial or asked)
             return
         child.run, child.last_run = run, run
