@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args
 
 from gymnasiarch import ready as _ready
-from gymnasiarch._from_ready import FromReady
+from gymnasiarch._from_ready import FromReady, references
 from gymnasiarch.exceptions import FieldTypeError, FieldValueError
 
 #: What a program child may wait for before it counts as ready.
@@ -240,6 +240,16 @@ def check_command(field: str, command: object, owner: str = "") -> tuple[str | F
             field, f"the program must be named and no part may hold a NUL: {command!r}", owner
         )
     return tuple(command)
+
+
+def ready_references(spec: ChildSpec) -> list[FromReady]:
+    """Every FromReady of *spec*: in its args and kwargs, its command and its env values."""
+    return [
+        *references(spec.args),
+        *references(spec.kwargs or {}),
+        *references(spec.command or ()),
+        *references(spec.env or {}),
+    ]
 
 
 def check_env(field: str, env: object, owner: str = "") -> dict[str, str | FromReady | None]:

@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from gymnasiarch import ready as ready_kinds
-from gymnasiarch._from_ready import FromReady, references, substitute
-from gymnasiarch._spec import Backoff, ChildSpec
+from gymnasiarch._from_ready import FromReady, substitute
+from gymnasiarch._spec import Backoff, ChildSpec, ready_references
 from gymnasiarch._supervisor.options import SupervisorOptions
 from gymnasiarch._supervisor.supervisor import Supervisor
 from gymnasiarch.dynaloader import resolve as resolve_target
@@ -395,7 +395,7 @@ class _Loader:
                 elif spec is None:
                     spec = ChildSpec(str(name), _STAND_IN_TARGET, ready_timeout=1)
                 elif isinstance(spec, ChildSpec) and any(
-                    _below(ref.source, broken) for ref in _references(spec)
+                    _below(ref.source, broken) for ref in ready_references(spec)
                 ):
                     spec = _without_references(spec)
                 names.add(str(name))
@@ -415,7 +415,7 @@ class _Loader:
                 # the try before.
                 if (
                     wrong not in good
-                    or (isinstance(spec, ChildSpec) and not _references(spec))
+                    or (isinstance(spec, ChildSpec) and not ready_references(spec))
                     or (nested and attempt)
                 ):
                     return
@@ -444,10 +444,10 @@ class _Loader:
             try:
                 Supervisor([stand_in for _, stand_in in left])
             except FieldError as error:
-                number = error.field.removeprefix("children[").removesuffix("]")
-                if not number.isdigit():  # no one child's: the final build tells it
+                place = _place(error.field)
+                if place is None:  # no one child's: the final build tells it
                     return
-                index, _ = left.pop(int(number))
+                index, _ = left.pop(place)
                 self.mistakes.append(self.error(f"{prefix}child[{index}]", error.message))
             else:
                 return
@@ -865,18 +865,9 @@ def _referring_child(
     if not place.isdigit() or int(place) >= len(children):
         return None
     child = children[int(place)]
-    if not isinstance(child, ChildSpec) or not _references(child):
+    if not isinstance(child, ChildSpec) or not ready_references(child):
         return None
     return int(place)
-
-
-def _references(spec: ChildSpec) -> list[FromReady]:
-    return [
-        *references(spec.args),
-        *references(spec.kwargs or {}),
-        *references(spec.command or ()),
-        *references(spec.env or {}),
-    ]
 
 
 def _without_references(spec: ChildSpec) -> ChildSpec:

@@ -50,6 +50,7 @@ from gymnasiarch._spec import (
     StartOrder,
     Strategy,
     json_key_paths,
+    ready_references,
 )
 from gymnasiarch._supervisor.events import Event, EventHub, EventKind
 from gymnasiarch._supervisor.options import SupervisorOptions
@@ -84,14 +85,6 @@ ChildState = Literal[
     "waiting", "starting", "running", "restarting", "stopping", "exited", "terminated"
 ]
 _SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def _references_of(spec: ChildSpec) -> Iterator[FromReady]:
-    """Every FromReady of *spec*: in its args and kwargs, its command and its env values."""
-    yield from references(spec.args)
-    yield from references(spec.kwargs or {})
-    yield from references(spec.command or ())
-    yield from references(spec.env or {})
 
 
 def _not_ignored(signums: tuple[int, ...]) -> list[int]:
@@ -629,7 +622,7 @@ class Supervisor:
         """
         for index, spec in enumerate(self._specs):
             if isinstance(spec, ChildSpec):
-                for ref in _references_of(spec):
+                for ref in ready_references(spec):
                     try:
                         found = self._check_reference(spec, ref, self._specs[:index])
                     except TypeError as error:  # named by its place: a tree file's line
@@ -2151,7 +2144,7 @@ class Supervisor:
         else:
             await anyio.to_thread.run_sync(self._check_and_preload, spec)
         if isinstance(spec, ChildSpec):
-            for ref in _references_of(spec):
+            for ref in ready_references(spec):
                 scope: Supervisor | None = self
                 while scope is not None and not scope._check_reference(
                     spec, ref, list(scope._specs)
@@ -2223,7 +2216,7 @@ class Supervisor:
         async with owner._lock:
             owner._require_running()  # a stop may have come while we waited
             if isinstance(child.spec, ChildSpec):  # before anything is stopped or called off
-                for ref in _references_of(child.spec):
+                for ref in ready_references(child.spec):
                     owner._require_source_running(
                         child.spec, ref, owner._source_of(child.spec, ref)
                     )

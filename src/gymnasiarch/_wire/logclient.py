@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -253,18 +252,13 @@ class LogClientHandler(logging.Handler):
         if thread is not None and thread is not threading.current_thread():
             with self._cond:
                 while self._done < self._queued:
-                    if not self._cond.wait_for(
-                        functools.partial(self._moved_on_from, self._done),
-                        timeout=self._close_timeout,
-                    ):
+                    moved = lambda done=self._done: self._done != done  # noqa: E731
+                    if not self._cond.wait_for(moved, timeout=self._close_timeout):
                         break  # nothing taken for close_timeout
             thread.join(self._close_timeout)  # the goodbye
             if thread.is_alive():  # the server does not read: what is left goes to stderr
                 self._give_up("the log server stopped reading; logging to stderr", [])
         super().close()
-
-    def _moved_on_from(self, done: int) -> bool:
-        return self._done != done
 
     # -- the sender thread ------------------------------------------------------
 
